@@ -1,0 +1,3 @@
+//! The Cloudflare Images API: wire types and the HTTP client.
+
+pub mod types;

@@ -1,0 +1,259 @@
+//! Wire types of the Cloudflare Images API, shared by the client and the emulator.
+//!
+//! These follow `shared/API.md`: the response key of image metadata is `meta`, error
+//! items may carry extra fields, and `messages`/`result` may be missing on errors.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The envelope around every JSON answer of the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Whether the call succeeded.
+    #[serde(default)]
+    pub success: bool,
+    /// Error items; empty on success.
+    #[serde(default)]
+    pub errors: Vec<ApiErrorItem>,
+    /// Informational messages.
+    #[serde(default)]
+    pub messages: Vec<Value>,
+    /// The payload; absent or null on most errors.
+    #[serde(default = "none")]
+    pub result: Option<T>,
+    /// Paging information on some list calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_info: Option<Value>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl<T> Envelope<T> {
+    /// A successful envelope around `result`.
+    pub fn ok(result: T) -> Self {
+        Envelope {
+            success: true,
+            errors: Vec::new(),
+            messages: Vec::new(),
+            result: Some(result),
+            result_info: None,
+        }
+    }
+
+    /// A failed envelope with one error item.
+    pub fn err(code: u32, message: impl Into<String>) -> Self {
+        Envelope {
+            success: false,
+            errors: vec![ApiErrorItem {
+                code,
+                message: message.into(),
+                extra: Map::new(),
+            }],
+            messages: Vec::new(),
+            result: None,
+            result_info: None,
+        }
+    }
+}
+
+/// One item of an envelope's `errors` array.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiErrorItem {
+    /// Cloudflare's numeric error code (5409, 10000, 971, ...).
+    #[serde(default)]
+    pub code: u32,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: String,
+    /// `documentation_url`, `source`, `error_chain` and anything else the server adds.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An image as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Image {
+    /// Image id (custom or Cloudflare-assigned).
+    pub id: String,
+    /// Original file name, or the URL's last segment for url uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// User metadata (the key on the wire is `meta`, not `metadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Map<String, Value>>,
+    /// Whether delivery needs a signed URL.
+    #[serde(rename = "requireSignedURLs", default)]
+    pub require_signed_urls: bool,
+    /// Upload time, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<String>,
+    /// Delivery URLs, one per variant.
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// The creator tag, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+    /// Present and true only for a direct-upload record whose file has not arrived yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<bool>,
+}
+
+/// `result` of `GET /v1` (deprecated list).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageList {
+    /// One page of images.
+    pub images: Vec<Image>,
+}
+
+/// `result` of `GET /v2`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageListV2 {
+    /// One page of images.
+    pub images: Vec<Image>,
+    /// Token for the next page; null on the last page.
+    #[serde(default)]
+    pub continuation_token: Option<String>,
+}
+
+/// `result` of `GET /v1/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// Image counts.
+    pub count: StatsCount,
+}
+
+/// Current and allowed image counts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatsCount {
+    /// Images stored now.
+    pub current: u64,
+    /// Images the account may store.
+    pub allowed: u64,
+}
+
+/// `result` of `POST /v2/direct_upload`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirectUpload {
+    /// The id the image will have.
+    pub id: String,
+    /// One-time URL the creator POSTs the file to.
+    #[serde(rename = "uploadURL")]
+    pub upload_url: String,
+}
+
+/// `result` of `GET /v1/batch_token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchToken {
+    /// The batch token (a secret).
+    pub token: String,
+    /// Expiry, RFC 3339 with nanoseconds.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+}
+
+/// A variant definition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Variant {
+    /// Variant name, e.g. `public`.
+    pub id: String,
+    /// Resizing options.
+    pub options: VariantOptions,
+    /// Whether this variant is always public.
+    #[serde(
+        rename = "neverRequireSignedURLs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub never_require_signed_urls: Option<bool>,
+}
+
+/// Resizing options of a variant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariantOptions {
+    /// `scale-down`, `contain`, `cover`, `crop` or `pad`.
+    pub fit: String,
+    /// `keep`, `copyright` or `none`.
+    pub metadata: String,
+    /// Width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// `result` of the single-variant calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantResult {
+    /// The variant.
+    pub variant: Variant,
+}
+
+/// `result` of `GET /v1/variants`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantList {
+    /// Variants by name.
+    pub variants: Map<String, Value>,
+}
+
+/// A signing key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SigningKey {
+    /// Key name.
+    pub name: String,
+    /// Key value (a secret).
+    pub value: String,
+}
+
+/// `result` of the signing-key calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKeys {
+    /// All keys of the account.
+    pub keys: Vec<SigningKey>,
+}
+
+/// Cloudflare error codes that cfimg acts on.
+pub mod codes {
+    /// Bad request.
+    pub const BAD_REQUEST: u32 = 5400;
+    /// Account not authorised for Images.
+    pub const NOT_AUTHORISED: u32 = 5403;
+    /// Image not found.
+    pub const NOT_FOUND: u32 = 5404;
+    /// Upload timed out at Cloudflare.
+    pub const UPLOAD_TIMEOUT: u32 = 5408;
+    /// Resource already exists.
+    pub const ALREADY_EXISTS: u32 = 5409;
+    /// A custom id cannot be private.
+    pub const CUSTOM_ID_PRIVATE: u32 = 5410;
+    /// Invalid custom id.
+    pub const INVALID_ID: u32 = 5411;
+    /// Too large.
+    pub const TOO_LARGE: u32 = 5413;
+    /// Not sent as multipart.
+    pub const NOT_MULTIPART: u32 = 5415;
+    /// Animation too large.
+    pub const ANIMATION_TOO_LARGE: u32 = 5443;
+    /// Could not fetch the url.
+    pub const URL_FETCH_FAILED: u32 = 5454;
+    /// Unsupported image type.
+    pub const UNSUPPORTED_TYPE: u32 = 5455;
+    /// Too large (alternative code).
+    pub const TOO_LARGE_ALT: u32 = 7011;
+    /// No route.
+    pub const NO_ROUTE: u32 = 7003;
+    /// Malformed auth header.
+    pub const MALFORMED_AUTH: u32 = 6003;
+    /// Image could not be decoded.
+    pub const UNDECODABLE: u32 = 9422;
+    /// Authentication error.
+    pub const AUTH: u32 = 10000;
+    /// Rate limited (current code).
+    pub const RATE_LIMITED: u32 = 971;
+    /// Rate limited (older codes).
+    pub const RATE_LIMITED_OLD: u32 = 10100;
+    /// Rate limited (older codes).
+    pub const RATE_LIMITED_OLD2: u32 = 10429;
+}

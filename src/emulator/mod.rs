@@ -1,0 +1,1 @@
+//! A local emulator of the Cloudflare Images API (work in progress).

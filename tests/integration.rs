@@ -1,0 +1,5 @@
+//! One integration-test binary: every module shares the helpers in `common`.
+
+mod common;
+mod emulator;
+mod migrate;

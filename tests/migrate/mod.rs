@@ -1,0 +1,1 @@
+//! `cfimg migrate` end to end against the emulator.
