@@ -1,1 +1,256 @@
-//! A local emulator of the Cloudflare Images API (work in progress).
+//! A local emulator of the Cloudflare Images API (`cfimg emulator`), faithful enough that
+//! cfimg's tests, benchmarks and first-run demo need no Cloudflare account.
+//!
+//! It serves the API host (`/client/v4/accounts/{id}/images/...`), the batch host
+//! (`/images/v1...` at the root), one-time direct-upload URLs (`/upload/<hash>/<id>`),
+//! delivery URLs (`/cdn/<hash>/<id>/<variant>`) and, outside the Cloudflare paths, an
+//! inspection endpoint (`GET /__emulator/state`, `GET|PUT /__emulator/faults`).
+//! `shared/API.md` is the contract; where it is silent these judgement calls apply:
+//!
+//! - **Auth.** A missing or malformed `Authorization` header is 400 code 6003 (with error
+//!   chain 6111); a well-formed but wrong token, a token for another account id, an API
+//!   token on the batch host, a batch token on the API host, or an expired batch token is
+//!   401 with exactly `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`.
+//!   The legacy `X-Auth-Email` + `X-Auth-Key` pair is accepted with the API token as key.
+//! - **Batch tokens** live `batch_token_ttl` (default 1 h, the real lifetime is
+//!   undocumented); they are not persisted across restarts.
+//! - **Rate limits** are a token bucket per token: capacity `requests`, refilled
+//!   continuously at `requests / window`. When empty, the token is blocked for `penalty`
+//!   (every request 429 code 971 until then, even if the bucket has refilled), after which
+//!   it starts again with a full bucket. So a client that keeps strictly to the rate never
+//!   sees a 429 despite jitter, while one that goes over is punished like the real service;
+//!   the price is that a fresh token may burst up to `requests` at once. Every
+//!   authenticated request counts, failed ones included; limiting happens after
+//!   authentication (unknown tokens get 10000, not 429). Headers: `Ratelimit:
+//!   "default";r=<remaining>;t=<secs>` and `Ratelimit-Policy: "burst";q=<requests>;w=<window>`
+//!   on every answer, `retry-after` (remaining penalty, rounded up) on 429s. The direct-upload
+//!   URL and delivery are not limited (no token pays for them).
+//! - **Faults** are drawn after auth and rate limiting (so a faulted attempt still counted
+//!   against the limit, as at Cloudflare), from one seeded RNG: six numbers per request
+//!   on the Cloudflare hosts, so a seed plus a request order reproduces a run (concurrent
+//!   requests race for their order). 5xx and latency apply to every API and batch route;
+//!   the drop and store-then-500 knobs to uploads (`POST /v1` on both hosts) only. Half of
+//!   the 502/503 answers are the edge's HTML page; the others, and all 500s, are JSON
+//!   envelopes with codes 5500/5502/5503 (not documented codes: clients must classify by
+//!   status). A dropped connection is counted in the inspection with status 0.
+//! - **Uploads.** An empty file is 400 code 9422 (cannot be decoded); an unknown format is
+//!   415 code 5455; over 10 MB is 413 code 5413; not multipart is 415 code 5415; file and
+//!   url together or neither, invalid metadata, a bad boolean or a creator over 1024
+//!   characters are 400 code 5400. Metadata may come as JSON text, as dotted
+//!   `metadata.k=v` fields (Python SDK) or `metadata[k]=v` (TypeScript SDK); those merge
+//!   over the JSON text, with string values, and the 1024-byte limit applies to the merged
+//!   compact JSON. Unknown form fields are ignored. Url uploads follow redirects, and any
+//!   network error or non-2xx answer is 400 code 5454.
+//! - **Images** always carry `meta` (possibly `{}`), `creator` only when set, `uploaded`
+//!   with milliseconds, and one delivery URL per defined variant (sorted by name). A
+//!   default `public` variant and a `default` signing key exist from the start.
+//! - **Ids with `/`** are accepted raw or percent-encoded. `GET .../v1/a/blob` is the blob of
+//!   `a` when image `a` exists, else the image `a/blob`. The reserved names `stats`,
+//!   `batch_token`, `config`, `variants/...` and `keys/...` win over equal custom ids.
+//!   A PATCH making a custom-id image private is refused with 5410.
+//! - **Lists.** Drafts are never listed. v1 lists oldest first (page from 1); v2 sorts by
+//!   upload time (ties by arrival), default `desc`; its continuation token is opaque
+//!   (`ct1.<position>`) and stays valid across inserts and deletes. per_page outside
+//!   10..=10000 is 5400. `meta.<path>[eq]=<value>` filters (dotted paths reach into nested
+//!   objects) compare strings as they are and numbers/booleans by their JSON text
+//!   (`meta.n[eq]=5` matches `5` and `"5"`); null, objects and arrays never match; other
+//!   operators are 5400. Unknown query parameters are ignored.
+//! - **Direct upload.** A draft gets its upload time and list position when its file
+//!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one
+//!   after expiry 400 code 5400, an unknown draft 404 code 5404. Expired drafts stay
+//!   visible as drafts (the service's clean-up time is undocumented).
+//! - **Delivery** serves the stored bytes unchanged for every variant (no resizing), 404
+//!   for unknown images or variants (flexible `w=..` variants only when enabled). Private
+//!   images need `exp` (future unix time) and `sig` = hex HMAC-SHA256(key, path + "?" +
+//!   query without sig) with any signing key, the path taken with or without the `/cdn`
+//!   prefix; variants with `neverRequireSignedURLs` skip the check.
+//! - **Variants**: ids are 1 to 99 letters and digits; a duplicate is 409 code 5409; a
+//!   missing one 404 code 5404. **Keys**: `PUT` creates or rotates; `default` cannot be
+//!   deleted (5400). **Config**: `GET`/`PATCH /v1/config` echo `{"flexible_variants": bool}`.
+//! - Unknown paths or methods under the Cloudflare prefixes are 404 code 7003 (after auth).
+//! - **Persistence** (`--data DIR`): blobs as `DIR/blobs/<sha256>`, every mutation as a
+//!   line of `DIR/journal.jsonl`, replayed at start (a torn last line is skipped). Writes
+//!   are synchronous, not fsynced, and the journal is never compacted. Memory mode never
+//!   touches the disk, and the sha256 of an upload is computed only when inspected.
+//! - URLs handed out use the bound address (`127.0.0.1` when bound to an unspecified one).
+
+mod app;
+mod args;
+mod auth;
+mod delivery;
+mod direct_upload;
+mod faults;
+mod form;
+mod images;
+mod inspect;
+mod keys;
+mod ratelimit;
+mod reply;
+mod routes;
+mod server;
+mod store;
+mod util;
+mod variants;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use args::{EmulatorArgs, parse_rate_limit, run};
+pub use faults::Faults;
+pub use inspect::{InspectedImage, Inspection, RouteCount};
+pub use ratelimit::RateLimit;
+
+use app::App;
+
+/// How the emulator is set up.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Account id in API paths (at most 32 characters).
+    pub account_id: String,
+    /// The API token clients must send.
+    pub api_token: String,
+    /// Where state survives restarts; `None` keeps it in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// API-host limit per token; `None` turns it off.
+    pub api_rate_limit: Option<RateLimit>,
+    /// Batch-host limit per batch token; `None` turns it off.
+    pub batch_rate_limit: Option<RateLimit>,
+    /// Fault knobs.
+    pub faults: Faults,
+    /// Lifetime of batch tokens.
+    pub batch_token_ttl: Duration,
+}
+
+/// The default account id.
+pub const DEFAULT_ACCOUNT_ID: &str = "0123456789abcdef0123456789abcdef";
+/// The default API token.
+pub const DEFAULT_API_TOKEN: &str = "emulator-token";
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            account_id: DEFAULT_ACCOUNT_ID.into(),
+            api_token: DEFAULT_API_TOKEN.into(),
+            data_dir: None,
+            api_rate_limit: Some(RateLimit {
+                requests: 1200,
+                window: Duration::from_secs(300),
+                penalty: Duration::from_secs(300),
+            }),
+            batch_rate_limit: Some(RateLimit {
+                requests: 200,
+                window: Duration::from_secs(1),
+                penalty: Duration::from_secs(1),
+            }),
+            faults: Faults::default(),
+            batch_token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A running emulator.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    origin: String,
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the emulator on `listen` (port 0 picks a free port) and returns once it accepts.
+pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+    let store = store::Store::open(config.data_dir.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let origin = format!("http://{}", SocketAddr::new(host, addr.port()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(std::io::Error::other)?;
+    let app = Arc::new(App {
+        account_hash: app::account_hash(&config.account_id),
+        account_id: config.account_id,
+        api_token: config.api_token,
+        origin: origin.clone(),
+        store,
+        api_limiter: config.api_rate_limit.map(ratelimit::Limiter::new),
+        batch_limiter: config.batch_rate_limit.map(ratelimit::Limiter::new),
+        faults: faults::FaultInjector::new(config.faults),
+        batch_tokens: auth::BatchTokens::default(),
+        batch_token_ttl: config.batch_token_ttl,
+        counters: app::Counters::default(),
+        http,
+    });
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, routes::router(app.clone()), rx));
+    Ok(EmulatorHandle {
+        addr,
+        origin,
+        app,
+        shutdown,
+        task,
+    })
+}
+
+impl EmulatorHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API base URL, `http://HOST:PORT/client/v4`.
+    pub fn api_base(&self) -> String {
+        format!("{}/client/v4", self.origin)
+    }
+
+    /// The batch base URL, `http://HOST:PORT`.
+    pub fn batch_base(&self) -> String {
+        self.origin.clone()
+    }
+
+    /// The account id.
+    pub fn account_id(&self) -> &str {
+        &self.app.account_id
+    }
+
+    /// The API token.
+    pub fn token(&self) -> &str {
+        &self.app.api_token
+    }
+
+    /// The account hash used in delivery and upload URLs.
+    pub fn account_hash(&self) -> &str {
+        &self.app.account_hash
+    }
+
+    /// Replaces the fault knobs (and restarts their RNG from the new seed).
+    pub fn set_faults(&self, faults: Faults) {
+        self.app.faults.set(faults);
+    }
+
+    /// Issues a batch token valid for `ttl` from now; a negative `ttl` gives an already
+    /// expired one (for tests).
+    pub fn issue_batch_token(&self, ttl: chrono::Duration) -> String {
+        self.app.batch_tokens.issue(chrono::Utc::now() + ttl)
+    }
+
+    /// Stored images, request counts and 429s, as `GET /__emulator/state` shows them.
+    pub fn inspect(&self) -> Inspection {
+        inspect::inspect(&self.app)
+    }
+
+    /// Stops accepting, closes every connection and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}

@@ -1,1 +1,109 @@
-//! The emulator, tested over HTTP.
+//! The emulator, tested over HTTP: each file covers one area; helpers live here.
+
+mod auth;
+mod faults;
+mod images;
+mod ratelimit;
+
+use std::time::Duration;
+
+use cfimg::emulator::{EmulatorConfig, EmulatorHandle, start};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+/// A tiny payload that sniffs as PNG; `n` makes payloads distinct.
+pub fn png(n: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.extend_from_slice(&n.to_be_bytes());
+    v.extend_from_slice(&[7u8; 64]);
+    v
+}
+
+/// A running emulator plus a client.
+pub struct Emu {
+    pub handle: EmulatorHandle,
+    pub http: reqwest::Client,
+}
+
+impl Emu {
+    /// Starts with rate limits off and no faults, unless `tweak` says otherwise.
+    pub async fn start_with(tweak: impl FnOnce(&mut EmulatorConfig)) -> Emu {
+        let mut config = EmulatorConfig {
+            api_rate_limit: None,
+            batch_rate_limit: None,
+            ..EmulatorConfig::default()
+        };
+        tweak(&mut config);
+        let handle = start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .expect("emulator starts");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Emu { handle, http }
+    }
+
+    pub async fn start() -> Emu {
+        Self::start_with(|_| {}).await
+    }
+
+    /// `.../accounts/{id}/images` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "{}/accounts/{}/images{path}",
+            self.handle.api_base(),
+            self.handle.account_id()
+        )
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(self.handle.token())
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(self.handle.token())
+    }
+
+    /// POSTs an upload form to the API host.
+    pub async fn upload(&self, form: Form) -> (u16, Value) {
+        let resp = self
+            .req(reqwest::Method::POST, "/v1")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        status_json(resp).await
+    }
+
+    /// Uploads `png(n)` with the custom id `id` (or an assigned one).
+    pub async fn upload_png(&self, n: u32, id: Option<&str>) -> Value {
+        let mut form = Form::new().part("file", file_part(png(n), "a.png"));
+        if let Some(id) = id {
+            form = form.text("id", id.to_owned());
+        }
+        let (status, body) = self.upload(form).await;
+        assert_eq!(status, 200, "{body}");
+        body["result"].clone()
+    }
+}
+
+pub fn file_part(bytes: Vec<u8>, name: &str) -> Part {
+    Part::bytes(bytes).file_name(name.to_owned())
+}
+
+pub async fn status_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The first error code of an envelope.
+pub fn code(body: &Value) -> u64 {
+    body["errors"][0]["code"].as_u64().unwrap_or(0)
+}

@@ -1,0 +1,136 @@
+//! The state every handler shares: configuration, store, limiters, faults, counters.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::Method;
+
+use super::auth::BatchTokens;
+use super::faults::FaultInjector;
+use super::ratelimit::Limiter;
+use super::store::{ImageRec, State, Store};
+use super::util::{base64url, encode_path, sha256_hex};
+use crate::api::types::Image;
+
+/// Shared emulator state.
+pub struct App {
+    /// The account id in API paths.
+    pub account_id: String,
+    /// The one API token.
+    pub api_token: String,
+    /// The 22-character account hash of delivery and upload URLs.
+    pub account_hash: String,
+    /// `http://HOST:PORT`, the root of every URL the emulator hands out.
+    pub origin: String,
+    /// Images, variants, keys, config.
+    pub store: Store,
+    /// API-host limiter (per API token), if on.
+    pub api_limiter: Option<Limiter>,
+    /// Batch-host limiter (per batch token), if on.
+    pub batch_limiter: Option<Limiter>,
+    /// Fault knobs.
+    pub faults: FaultInjector,
+    /// Issued batch tokens.
+    pub batch_tokens: BatchTokens,
+    /// Lifetime of new batch tokens.
+    pub batch_token_ttl: Duration,
+    /// Request counts.
+    pub counters: Counters,
+    /// Client for url uploads.
+    pub http: reqwest::Client,
+}
+
+/// The stable account hash: a digest of the account id, in the service's 22-character form.
+pub fn account_hash(account_id: &str) -> String {
+    let digest = sha256_hex(account_id.as_bytes());
+    let bytes: Vec<u8> = (0..16)
+        .filter_map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    base64url(&bytes)
+}
+
+impl App {
+    /// The wire form of a record, with one delivery URL per variant.
+    pub fn wire(&self, rec: &ImageRec, variant_names: &[String]) -> Image {
+        let id = encode_path(&rec.id);
+        Image {
+            id: rec.id.clone(),
+            filename: rec.filename.clone(),
+            meta: Some(rec.meta.clone()),
+            require_signed_urls: rec.require_signed_urls,
+            uploaded: Some(
+                rec.uploaded
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+            variants: variant_names
+                .iter()
+                .map(|v| format!("{}/cdn/{}/{id}/{v}", self.origin, self.account_hash))
+                .collect(),
+            creator: rec.creator.clone(),
+            draft: rec.draft_expiry.map(|_| true),
+        }
+    }
+
+    /// The variant names, in the order images list their URLs.
+    pub fn variant_names(st: &State) -> Vec<String> {
+        st.variants.keys().cloned().collect()
+    }
+
+    /// The wire form of one image, reading the variant names itself.
+    pub fn wire_one(&self, rec: &ImageRec) -> Image {
+        let names = Self::variant_names(&self.store.lock());
+        self.wire(rec, &names)
+    }
+}
+
+/// Requests served, by route template and status, plus the 429 count.
+#[derive(Default)]
+pub struct Counters {
+    by_route: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
+    /// 429s served.
+    pub throttled: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one answer; status 0 stands for a connection dropped without an answer.
+    pub fn record(&self, method: &Method, template: &'static str, status: u16) {
+        if status == 429 {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        let method = static_method(method);
+        *self
+            .by_route
+            .lock()
+            .expect("counters poisoned")
+            .entry((method, template, status))
+            .or_insert(0) += 1;
+    }
+
+    /// `(route, status, count)` rows, sorted.
+    pub fn rows(&self) -> Vec<(String, u16, u64)> {
+        let mut rows: Vec<_> = self
+            .by_route
+            .lock()
+            .expect("counters poisoned")
+            .iter()
+            .map(|((m, t, s), c)| (format!("{m} {t}"), *s, *c))
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+fn static_method(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,198 @@
+//! The `cfimg emulator` command line and its foreground run.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{DEFAULT_ACCOUNT_ID, DEFAULT_API_TOKEN, EmulatorConfig, Faults, RateLimit, start};
+
+/// Flags of `cfimg emulator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Account id (at most 32 characters).
+    #[arg(long = "account", default_value = DEFAULT_ACCOUNT_ID)]
+    pub account: String,
+    /// API token clients must send.
+    #[arg(long, default_value = DEFAULT_API_TOKEN)]
+    pub token: String,
+    /// Keep state in this directory across restarts (default: memory only).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// API-host limit per token: N/WINDOW (e.g. 1200/300s, 50/1s) or off.
+    #[arg(long, default_value = "1200/300s", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<(u32, Duration)>,
+    /// Batch-host limit per batch token: N/WINDOW or off.
+    #[arg(long, default_value = "200/1s", value_parser = parse_rate_limit)]
+    pub batch_rate_limit: Option<(u32, Duration)>,
+    /// Seconds a token stays blocked once over a limit (default: the limit's window).
+    #[arg(long)]
+    pub penalty: Option<u64>,
+    /// Lifetime of batch tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub batch_token_ttl: u64,
+    /// Seed of the fault RNG.
+    #[arg(long, default_value_t = 0)]
+    pub fault_seed: u64,
+    /// Probability of a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_500: f64,
+    /// Probability of a 502.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_502: f64,
+    /// Probability of a 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_503: f64,
+    /// Probability that an upload's connection is dropped before the image is stored.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_drop_before: f64,
+    /// Probability that an upload's connection is dropped after the image is stored.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_drop_after: f64,
+    /// Probability that an upload is stored and then answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_store_then_500: f64,
+    /// Added latency, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub fault_latency_ms: u64,
+    /// Probability of the added latency.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_latency_p: f64,
+}
+
+/// Parses `N/WINDOW` (window in `ms`, `s`, `m` or `h`; bare numbers are seconds) or `off`.
+pub fn parse_rate_limit(text: &str) -> Result<Option<(u32, Duration)>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let (n, window) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected N/WINDOW or off, got {text:?}"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid request count {n:?}"))?;
+    let window = window.trim();
+    let split = window
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(window.len());
+    let (num, unit) = window.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid window {window:?}"))?;
+    let secs = match unit {
+        "" | "s" => num,
+        "ms" => num / 1000.0,
+        "m" => num * 60.0,
+        "h" => num * 3600.0,
+        _ => return Err(format!("invalid window unit {unit:?}: use ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("the window must be positive, got {window:?}"));
+    }
+    Ok(Some((n, Duration::from_secs_f64(secs))))
+}
+
+impl EmulatorArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> EmulatorConfig {
+        let limit = |l: Option<(u32, Duration)>| {
+            l.map(|(requests, window)| RateLimit {
+                requests,
+                window,
+                penalty: self.penalty.map_or(window, Duration::from_secs),
+            })
+        };
+        EmulatorConfig {
+            account_id: self.account.clone(),
+            api_token: self.token.clone(),
+            data_dir: self.data.clone(),
+            api_rate_limit: limit(self.rate_limit),
+            batch_rate_limit: limit(self.batch_rate_limit),
+            faults: Faults {
+                seed: self.fault_seed,
+                p_500: self.fault_500,
+                p_502: self.fault_502,
+                p_503: self.fault_503,
+                p_drop_before_store: self.fault_drop_before,
+                p_drop_after_store: self.fault_drop_after,
+                p_store_then_500: self.fault_store_then_500,
+                p_latency: self.fault_latency_p,
+                latency_ms: self.fault_latency_ms,
+            },
+            batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
+        }
+    }
+}
+
+/// Runs the emulator in the foreground: prints the base URLs, serves until SIGINT/SIGTERM.
+pub async fn run(args: EmulatorArgs) -> std::io::Result<()> {
+    if args.account.is_empty() || args.account.len() > 32 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the account id must be 1 to 32 characters",
+        ));
+    }
+    let handle = start(args.listen, args.config()).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "api_base_url = {}", handle.api_base())?;
+        writeln!(out, "batch_base_url = {}", handle.batch_base())?;
+        writeln!(out, "account_id = {}", handle.account_id())?;
+        writeln!(out, "api_token = {}", handle.token())?;
+        out.flush()?;
+    }
+    wait_for_signal().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_syntax() {
+        assert_eq!(
+            parse_rate_limit("1200/300s"),
+            Ok(Some((1200, Duration::from_secs(300))))
+        );
+        assert_eq!(
+            parse_rate_limit("50/1"),
+            Ok(Some((50, Duration::from_secs(1))))
+        );
+        assert_eq!(
+            parse_rate_limit("5/500ms"),
+            Ok(Some((5, Duration::from_millis(500))))
+        );
+        assert_eq!(
+            parse_rate_limit("10/5m"),
+            Ok(Some((10, Duration::from_secs(300))))
+        );
+        assert_eq!(parse_rate_limit("off"), Ok(None));
+        assert!(parse_rate_limit("0/1s").is_err());
+        assert!(parse_rate_limit("5/1d").is_err());
+        assert!(parse_rate_limit("5").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Direct creator uploads: the draft-creating API call and the one-time upload URL.
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+
+use super::app::App;
+use super::form::{self, check_custom_id, check_image};
+use super::images::already_exists;
+use super::reply::{ApiError, Reply, ok};
+use super::store::{Blob, DraftError, ImageRec};
+use super::util::{encode_path, percent_decode};
+use crate::api::types::{DirectUpload, codes};
+
+/// `POST /v2/direct_upload`: creates a draft and returns its one-time URL. A request
+/// without a body is accepted, since every field is optional.
+pub async fn create(app: &App, req: Request) -> Reply {
+    let empty = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0")
+        && !form::is_multipart(&req);
+    let form = if empty {
+        form::UploadForm::default()
+    } else {
+        form::read(req).await?
+    };
+    let now = Utc::now();
+    let expiry = match &form.expiry {
+        None => now + Duration::minutes(30),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map_err(|e| {
+                ApiError::bad_request(format!("Bad request: expiry is not RFC 3339: {e}"))
+            })?
+            .with_timezone(&Utc),
+    };
+    if expiry < now + Duration::minutes(2) || expiry > now + Duration::hours(6) {
+        return Err(ApiError::bad_request(
+            "Bad request: expiry must be at least 2 minutes and at most 6 hours in the future",
+        ));
+    }
+    let custom_id = form.id.is_some();
+    let id = match form.id {
+        Some(id) => {
+            check_custom_id(&id, form.require_signed_urls)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let rec = ImageRec {
+        id,
+        filename: None,
+        meta: form.metadata,
+        creator: form.creator,
+        require_signed_urls: form.require_signed_urls,
+        uploaded: now,
+        seq: 0,
+        custom_id,
+        draft_expiry: Some(expiry),
+        blob: None,
+    };
+    let rec = app
+        .store
+        .insert(rec)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(already_exists)?;
+    ok(DirectUpload {
+        upload_url: format!(
+            "{}/upload/{}/{}",
+            app.origin,
+            app.account_hash,
+            encode_path(&rec.id)
+        ),
+        id: rec.id.clone(),
+    })
+}
+
+/// `POST /upload/<account_hash>/<id>`: the creator's one upload, no auth.
+pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
+    let (hash, raw_id) = rest.split_once('/').ok_or_else(ApiError::image_not_found)?;
+    let id = percent_decode(raw_id, false).ok_or_else(ApiError::image_not_found)?;
+    if hash != app.account_hash {
+        return Err(ApiError::image_not_found());
+    }
+    let form = form::read(req).await?;
+    let (bytes, filename) = form
+        .file
+        .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
+    let mime = check_image(&bytes)?;
+    let done = app
+        .store
+        .complete_draft(&id, Blob::new(bytes, mime), filename, Utc::now())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match done {
+        Ok(rec) => ok(app.wire_one(&rec)),
+        Err(DraftError::NotFound) => Err(ApiError::image_not_found()),
+        Err(DraftError::AlreadyUploaded) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            codes::ALREADY_EXISTS,
+            "This upload URL has been used already",
+        )),
+        Err(DraftError::Expired) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "This upload URL has expired",
+        )),
+    }
+}

@@ -1,0 +1,208 @@
+//! Reading the multipart forms of uploads and direct-upload requests.
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use super::reply::ApiError;
+use crate::api::types::codes;
+use crate::rules::{self, MAX_CREATOR_CHARS, MAX_FILE_BYTES};
+
+/// The fields of an upload form.
+#[derive(Default)]
+pub struct UploadForm {
+    /// The `file` part: bytes and the part's file name.
+    pub file: Option<(Bytes, Option<String>)>,
+    /// The `url` field.
+    pub url: Option<String>,
+    /// The custom `id`.
+    pub id: Option<String>,
+    /// Metadata from `metadata` JSON text, `metadata.k` and `metadata[k]` fields.
+    pub metadata: Map<String, Value>,
+    /// `requireSignedURLs`.
+    pub require_signed_urls: bool,
+    /// `creator`.
+    pub creator: Option<String>,
+    /// `expiry` (direct upload).
+    pub expiry: Option<String>,
+}
+
+/// True when the request says it is `multipart/form-data`.
+pub fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// The 5415 answer for anything not sent as multipart.
+pub fn not_multipart() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        codes::NOT_MULTIPART,
+        "Images must be uploaded as a form, not as raw image data. Please use multipart/form-data format",
+    )
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        ApiError::bad_request(format!("Bad request: malformed multipart body: {e}"))
+    }
+}
+
+/// 413 code 5413.
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        codes::TOO_LARGE,
+        format!("Uploaded image must have a size of at most {MAX_FILE_BYTES} bytes"),
+    )
+}
+
+/// Reads the whole form. Metadata is checked after all fields are in, because the dotted
+/// SDK forms arrive one key per field.
+pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
+    if !is_multipart(&req) {
+        return Err(not_multipart());
+    }
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Bad request: {e}")))?;
+    let mut form = UploadForm::default();
+    let mut json_meta: Option<String> = None;
+    let mut loose_meta = Map::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            let filename = field.file_name().map(str::to_owned);
+            // Keep the chunks as they come and join them once, to copy the body at most once.
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut len = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                len += chunk.len() as u64;
+                if len > MAX_FILE_BYTES {
+                    return Err(too_large());
+                }
+                chunks.push(chunk);
+            }
+            let bytes = if chunks.len() == 1 {
+                chunks.pop().unwrap_or_default()
+            } else {
+                let mut all = BytesMut::with_capacity(len as usize);
+                chunks.iter().for_each(|c| all.extend_from_slice(c));
+                all.freeze()
+            };
+            form.file = Some((bytes, filename));
+            continue;
+        }
+        let value = field.text().await.map_err(multipart_error)?;
+        match name.as_str() {
+            "url" => form.url = Some(value),
+            "id" => form.id = Some(value),
+            "metadata" => json_meta = Some(value),
+            "requireSignedURLs" => form.require_signed_urls = parse_bool(&value)?,
+            "creator" => form.creator = Some(value),
+            "expiry" => form.expiry = Some(value),
+            other => {
+                let key = other
+                    .strip_prefix("metadata.")
+                    .or_else(|| other.strip_prefix("metadata[")?.strip_suffix(']'));
+                if let Some(key) = key {
+                    loose_meta.insert(key.to_owned(), Value::String(value));
+                }
+                // Unknown fields are ignored, as the service does.
+            }
+        }
+    }
+    let mut meta = match json_meta {
+        Some(text) => rules::validate_metadata(&text)
+            .map_err(|e| ApiError::bad_request(format!("Bad request: {e}")))?,
+        None => Map::new(),
+    };
+    if !loose_meta.is_empty() {
+        meta.extend(loose_meta);
+        check_metadata_size(&meta)?;
+    }
+    form.metadata = meta;
+    if let Some(c) = &form.creator {
+        check_creator(c)?;
+    }
+    Ok(form)
+}
+
+/// The 1024-byte limit, measured on the compact JSON text.
+pub fn check_metadata_size(meta: &Map<String, Value>) -> Result<(), ApiError> {
+    let text = serde_json::to_string(meta).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    rules::validate_metadata(&text)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("Bad request: {e}")))
+}
+
+/// The creator length limit.
+pub fn check_creator(creator: &str) -> Result<(), ApiError> {
+    if creator.chars().count() > MAX_CREATOR_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: creator is longer than {MAX_CREATOR_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_bool(v: &str) -> Result<bool, ApiError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "Bad request: requireSignedURLs must be true or false, not {v:?}"
+        ))),
+    }
+}
+
+/// Checks uploaded bytes: not empty, at most 10 MB, a format sniffed from magic bytes.
+/// Returns the MIME type to serve them with.
+pub fn check_image(bytes: &[u8]) -> Result<&'static str, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::UNDECODABLE,
+            "Bad request: image could not be decoded: the file is empty",
+        ));
+    }
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let head = &bytes[..bytes.len().min(rules::SNIFF_BYTES)];
+    rules::sniff_format(head).map(|f| f.mime()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_TYPE,
+            "Unsupported image type: use JPEG, PNG, GIF, WebP or SVG",
+        )
+    })
+}
+
+/// Checks a custom id and its combination with `requireSignedURLs`.
+pub fn check_custom_id(id: &str, require_signed_urls: bool) -> Result<(), ApiError> {
+    rules::validate_custom_id(id).map_err(|reason| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_ID,
+            format!("Invalid custom id: {reason}"),
+        )
+    })?;
+    if require_signed_urls {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::CUSTOM_ID_PRIVATE,
+            "Custom ids cannot be used with requireSignedURLs: private images always get Cloudflare-assigned ids",
+        ));
+    }
+    Ok(())
+}

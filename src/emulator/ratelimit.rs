@@ -1,0 +1,183 @@
+//! Per-token rate limiting: a token bucket with a penalty period once it runs dry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue};
+
+/// A rate-limit policy: `requests` per `window`; going over blocks for `penalty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per window (also the burst capacity).
+    pub requests: u32,
+    /// The window the quota refills over.
+    pub window: Duration,
+    /// How long a token is blocked once over.
+    pub penalty: Duration,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// The outcome of one request against the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead; `remaining` whole requests left, full again in `reset` seconds.
+    Allowed {
+        /// Whole requests left in the bucket.
+        remaining: u32,
+        /// Seconds until the bucket is full again.
+        reset: u64,
+    },
+    /// Refused for another `retry_after` seconds.
+    Limited {
+        /// Seconds until the penalty ends (rounded up).
+        retry_after: u64,
+    },
+}
+
+/// One limiter per host; buckets keyed by token.
+pub struct Limiter {
+    policy: RateLimit,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    /// A limiter enforcing `policy`.
+    pub fn new(policy: RateLimit) -> Self {
+        Limiter {
+            policy,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request of `key` and decides it.
+    pub fn check(&self, key: &str) -> Decision {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Decision {
+        let cap = f64::from(self.policy.requests.max(1));
+        let rate = cap / self.policy.window.as_secs_f64().max(1e-9);
+        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
+        if !buckets.contains_key(key) {
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: cap,
+                    last: now,
+                    blocked_until: None,
+                },
+            );
+        }
+        let Some(b) = buckets.get_mut(key) else {
+            return Decision::Allowed {
+                remaining: 0,
+                reset: 0,
+            };
+        };
+        if let Some(until) = b.blocked_until {
+            if now < until {
+                return Decision::Limited {
+                    retry_after: ceil_secs(until - now),
+                };
+            }
+            // The penalty is served: start again with a full quota, as the real
+            // service's counter resets when its block ends.
+            b.blocked_until = None;
+            b.tokens = cap;
+            b.last = now;
+        }
+        b.tokens = (b.tokens + (now - b.last).as_secs_f64() * rate).min(cap);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Decision::Allowed {
+                remaining: b.tokens as u32,
+                reset: ((cap - b.tokens) / rate).ceil() as u64,
+            }
+        } else {
+            b.blocked_until = Some(now + self.policy.penalty);
+            Decision::Limited {
+                retry_after: ceil_secs(self.policy.penalty),
+            }
+        }
+    }
+
+    /// The `Ratelimit`, `Ratelimit-Policy` and (when limited) `retry-after` headers.
+    pub fn headers(&self, decision: Decision, headers: &mut HeaderMap) {
+        let (remaining, reset) = match decision {
+            Decision::Allowed { remaining, reset } => (remaining, reset),
+            Decision::Limited { retry_after } => {
+                headers.insert("retry-after", HeaderValue::from(retry_after));
+                (0, retry_after)
+            }
+        };
+        let policy = format!(
+            "\"burst\";q={};w={}",
+            self.policy.requests,
+            ceil_secs(self.policy.window)
+        );
+        let current = format!("\"default\";r={remaining};t={reset}");
+        if let Ok(v) = HeaderValue::from_str(&current) {
+            headers.insert("ratelimit", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert("ratelimit-policy", v);
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> Limiter {
+        Limiter::new(RateLimit {
+            requests: 3,
+            window: Duration::from_secs(3),
+            penalty: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn burst_then_penalty_then_fresh_quota() {
+        let l = limiter();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(matches!(l.check_at("t", t0), Decision::Allowed { .. }));
+        }
+        assert_eq!(l.check_at("t", t0), Decision::Limited { retry_after: 10 });
+        // Refilled tokens do not lift the penalty early.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(l.check_at("t", t1), Decision::Limited { retry_after: 5 });
+        let t2 = t0 + Duration::from_secs(10);
+        assert_eq!(
+            l.check_at("t", t2),
+            Decision::Allowed {
+                remaining: 2,
+                reset: 1
+            }
+        );
+        // Other tokens are unaffected.
+        assert!(matches!(l.check_at("u", t0), Decision::Allowed { .. }));
+    }
+
+    #[test]
+    fn a_client_at_exactly_the_rate_is_never_limited() {
+        let l = limiter();
+        let t0 = Instant::now();
+        for i in 0..100 {
+            let t = t0 + Duration::from_secs(i);
+            assert!(matches!(l.check_at("t", t), Decision::Allowed { .. }));
+        }
+    }
+}

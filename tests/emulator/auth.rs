@@ -1,0 +1,1 @@
+//! Authentication on the API and batch hosts.

@@ -1,0 +1,1 @@
+//! Each fault knob, with probability 1 so the outcome is certain.

@@ -1,0 +1,1 @@
+//! The rate-limit window and penalty on both hosts.
