@@ -63,6 +63,9 @@ pub enum Error {
     /// The ledger could not be read or written.
     #[error("ledger error: {0}")]
     Ledger(#[from] rusqlite::Error),
+    /// The ledger writer failed or stopped; nothing more can be recorded.
+    #[error("the ledger could not be written: {0}; check the disk and the file's permissions")]
+    LedgerWrite(String),
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -97,7 +100,9 @@ impl Error {
             }
             Error::Transport(_) => Disposition::Retry { after: None },
             Error::Io { .. } | Error::Invalid(_) => Disposition::Reject,
-            Error::Ledger(_) | Error::Config(_) | Error::Interrupted => Disposition::Fatal,
+            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) | Error::Interrupted => {
+                Disposition::Fatal
+            }
         }
     }
 

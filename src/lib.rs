@@ -1,7 +1,25 @@
 //! cfimg moves images into Cloudflare Images and keeps them there in sync.
+//!
+//! The flow of a migration (see `pipeline`):
+//! source (`source::walk`) -> quick check and hashing (`plan`) -> upload workers (`upload`,
+//! every request through `limit`, retried by `retry`, errors classified in `error`) ->
+//! the SQLite ledger (`ledger`), whose commit is the acknowledgement.
 
 pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod ledger;
+pub mod limit;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod retry;
 pub mod rules;
 pub mod secret;
+pub mod shutdown;
+pub mod source;
+pub mod stamp;
+pub mod upload;

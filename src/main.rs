@@ -1,1 +1,47 @@
-fn main() {}
+//! The binary edge: parse the command line, start logging, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cfimg::cli::Cli;
+use cfimg::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "cfimg=info,warn",
+        (false, 1) => "cfimg=debug,info",
+        (false, _) => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cfimg: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cfimg: {e}");
+            if let Some(h) = commands::hint(&e) {
+                eprintln!("cfimg: {h}");
+            }
+            commands::exit_code(&e)
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

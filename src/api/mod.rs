@@ -1,3 +1,4 @@
 //! The Cloudflare Images API: wire types and the HTTP client.
 
+pub mod client;
 pub mod types;

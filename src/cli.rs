@@ -1,0 +1,146 @@
+//! The command line: every command and flag, and how flags become configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{IdMode, RawConfig, RawUpload, RawWalk};
+use crate::emulator::EmulatorArgs;
+
+/// cfimg moves images into Cloudflare Images and keeps them there in sync.
+#[derive(Debug, Parser)]
+#[command(name = "cfimg", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML); see config.example.toml.
+    #[arg(long, global = true, value_name = "FILE", env = "CFIMG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The SQLite ledger [env: CFIMG_LEDGER] [default: cfimg.sqlite].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a folder tree into Cloudflare Images; reruns only do what is left.
+    Migrate(MigrateArgs),
+    /// Show the ledger: items by state, bytes, the last run.
+    Status(OutputArgs),
+    /// List every failed or rejected item with its reason.
+    Failures(OutputArgs),
+    /// Check the configuration and the credentials, then exit.
+    Validate,
+    /// Run a local emulator of the Cloudflare Images API.
+    Emulator(EmulatorArgs),
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `cfimg migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The folder to migrate.
+    pub dir: PathBuf,
+    /// Show what would be uploaded, skipped and rejected, and how long it would take; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Uploads in flight at once [default: 8].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// API requests per second, retries included [default: 3.5, under Cloudflare's 1200 per 5 minutes].
+    #[arg(long, value_name = "REQ_PER_SEC")]
+    pub rate: Option<f64>,
+    /// How image ids are chosen [default: path].
+    #[arg(long, value_enum)]
+    pub id_mode: Option<IdMode>,
+    /// Prefix of custom ids, e.g. `legacy/`.
+    #[arg(long, value_name = "P")]
+    pub id_prefix: Option<String>,
+    /// Metadata for every image, a JSON object (cfimg adds its own stamp).
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// Upload private images (needs --id-mode auto).
+    #[arg(long)]
+    pub require_signed_urls: bool,
+    /// Retry items that failed in earlier runs.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// HTTP attempts per request before an item is left as failed [default: 6].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Only files whose relative path matches (glob, repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files whose relative path matches (glob, repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Follow symbolic links.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Include hidden files and folders.
+    #[arg(long)]
+    pub include_hidden: bool,
+    /// Start the built-in emulator and migrate into it (no account needed).
+    #[arg(long)]
+    pub emulator: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl MigrateArgs {
+    /// The configuration these flags set; `metadata` is parsed by the caller.
+    pub fn overrides(
+        &self,
+        ledger: Option<PathBuf>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> RawConfig {
+        let flag = |b: bool| b.then_some(true);
+        RawConfig {
+            ledger,
+            upload: RawUpload {
+                concurrency: self.concurrency,
+                rate: self.rate,
+                max_attempts: self.max_attempts,
+                id_mode: self.id_mode,
+                id_prefix: self.id_prefix.clone(),
+                metadata,
+                require_signed_urls: flag(self.require_signed_urls),
+                ..RawUpload::default()
+            },
+            walk: RawWalk {
+                follow_symlinks: flag(self.follow_symlinks),
+                include_hidden: flag(self.include_hidden),
+                include: (!self.include.is_empty()).then(|| self.include.clone()),
+                exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+            },
+            ..RawConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,120 @@
+//! `cfimg migrate DIR`: configuration, the optional in-process emulator, the run, the summary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code, hint};
+use crate::cli::{Cli, MigrateArgs};
+use crate::config;
+use crate::emulator::{self, EmulatorConfig};
+use crate::error::Result;
+use crate::pipeline::{self, MigrateOptions};
+use crate::secret::Secret;
+use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
+
+/// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
+/// real account's ledger.
+const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
+
+/// Runs a migration and returns the exit code.
+pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
+    let metadata = args
+        .metadata
+        .as_deref()
+        .map(config::parse_metadata_flag)
+        .transpose()?;
+    let mut raw = config::load_raw(
+        cli.config.as_deref(),
+        args.overrides(cli.ledger.clone(), metadata),
+    )?;
+    if args.emulator && raw.ledger.is_none() {
+        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
+    }
+    let needs_credentials = !args.emulator && !args.dry_run;
+    let mut cfg = config::validate(raw, needs_credentials)?;
+
+    let emulator = if args.emulator {
+        let data_dir = pipeline::emulator_data_dir(&cfg.ledger);
+        let emu_cfg = EmulatorConfig {
+            data_dir: Some(data_dir.clone()),
+            ..EmulatorConfig::default()
+        };
+        let listen = "127.0.0.1:0"
+            .parse()
+            .map_err(|_| crate::error::Error::Invalid("listen address".into()))?;
+        let handle =
+            emulator::start(listen, emu_cfg)
+                .await
+                .map_err(|source| crate::error::Error::Io {
+                    path: data_dir.clone(),
+                    source,
+                })?;
+        cfg.account_id = handle.account_id().to_string();
+        cfg.api_token = Secret::new(handle.token());
+        cfg.api_base_url = handle
+            .api_base()
+            .parse()
+            .map_err(|_| crate::error::Error::Invalid("emulator URL".into()))?;
+        eprintln!(
+            "cfimg: emulator at {} (state in {})",
+            handle.api_base(),
+            data_dir.display()
+        );
+        Some((handle, data_dir))
+    } else {
+        None
+    };
+
+    let shutdown = Shutdown::new();
+    shutdown.listen(cfg.upload.shutdown_grace);
+    let opts = MigrateOptions {
+        root: args.dir.clone(),
+        dry_run: args.dry_run,
+        retry_failed: args.retry_failed,
+        progress_every: Duration::from_secs(10),
+    };
+    let result = pipeline::migrate(&cfg, &opts, shutdown).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some((handle, _)) = emulator {
+                handle.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result.summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", result.summary.to_text());
+    }
+    if let Some((handle, data_dir)) = emulator {
+        let stored = handle.inspect().images.len();
+        handle.shutdown().await;
+        if !args.json {
+            println!(
+                "the emulator now holds {stored} images; browse them with: cfimg emulator --data {}",
+                data_dir.display()
+            );
+        }
+    }
+    if let Some(e) = &result.fatal {
+        eprintln!("cfimg: {e}");
+        if let Some(h) = hint(e) {
+            eprintln!("cfimg: {h}");
+        }
+        return Ok(exit_code(e));
+    }
+    if result.interrupted {
+        return Ok(INTERRUPTED_EXIT);
+    }
+    Ok(if result.summary.has_problems() {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    })
+}

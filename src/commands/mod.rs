@@ -1,0 +1,79 @@
+//! The commands behind the CLI, and the mapping of their results to exit codes.
+
+use crate::api::types::codes;
+use crate::cli::{Cli, Command};
+use crate::error::{Disposition, Error, Result};
+
+mod ledger_views;
+mod migrate;
+mod validate;
+
+/// Everything went as asked.
+pub const EXIT_OK: i32 = 0;
+/// The run finished, but some items failed or were rejected.
+pub const EXIT_INCOMPLETE: i32 = 1;
+/// Usage or configuration error.
+pub const EXIT_CONFIG: i32 = 2;
+/// Fatal API error: authentication, account.
+pub const EXIT_FATAL_API: i32 = 3;
+
+/// Runs the command and returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Migrate(args) => migrate::run(&cli, args).await,
+        Command::Status(out) => ledger_views::status(&cli, out.json),
+        Command::Failures(out) => ledger_views::failures(&cli, out.json),
+        Command::Validate => validate::run(&cli).await,
+        Command::Emulator(args) => {
+            crate::emulator::run(args.clone())
+                .await
+                .map_err(|source| Error::Io {
+                    path: "emulator".into(),
+                    source,
+                })?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// The exit code for an error that ended a command.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Config(_) => EXIT_CONFIG,
+        Error::Interrupted => crate::shutdown::INTERRUPTED_EXIT,
+        Error::Api { code, .. }
+            if matches!(
+                *code,
+                codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH
+            ) =>
+        {
+            EXIT_FATAL_API
+        }
+        e if e.disposition() == Disposition::Fatal
+            && matches!(e, Error::Api { .. } | Error::Protocol { .. }) =>
+        {
+            EXIT_FATAL_API
+        }
+        _ => EXIT_INCOMPLETE,
+    }
+}
+
+/// A hint that follows a fatal error's message.
+pub fn hint(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Api {
+            code: codes::AUTH | codes::MALFORMED_AUTH,
+            ..
+        } => Some(
+            "check CLOUDFLARE_API_TOKEN: it needs the Account > Cloudflare Images > Edit permission for this account",
+        ),
+        Error::Api {
+            code: codes::NOT_AUTHORISED,
+            ..
+        } => Some(
+            "check CLOUDFLARE_ACCOUNT_ID, and that Cloudflare Images is enabled on that account",
+        ),
+        Error::Transport(_) => Some("check the network and `api_base_url`"),
+        _ => None,
+    }
+}

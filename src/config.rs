@@ -1,0 +1,542 @@
+//! Configuration: the TOML file, the environment and the command line merged into one
+//! checked [`Config`]. Flags beat the environment, the environment beats the file, the file
+//! beats the defaults. Every problem is reported at once, each with its key and the fix.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::rules;
+use crate::secret::Secret;
+use crate::stamp;
+
+/// Where images go when no `api_base_url` is set.
+pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
+/// Where batch uploads go when no `batch_base_url` is set.
+pub const DEFAULT_BATCH_BASE_URL: &str = "https://batch.imagedelivery.net";
+/// The ledger file used when none is configured.
+pub const DEFAULT_LEDGER: &str = "cfimg.sqlite";
+/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
+/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
+pub const DEFAULT_RATE: f64 = 3.5;
+
+/// How image ids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdMode {
+    /// Prefix + the file's path relative to the folder.
+    Path,
+    /// Prefix + the sha256 of the content + extension; identical files share one image.
+    Hash,
+    /// Cloudflare assigns the id (required for private images).
+    Auto,
+}
+
+impl IdMode {
+    /// The name used in the config file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdMode::Path => "path",
+            IdMode::Hash => "hash",
+            IdMode::Auto => "auto",
+        }
+    }
+}
+
+/// The configuration file as written: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Cloudflare account id.
+    pub account_id: Option<String>,
+    /// API token (better: `CLOUDFLARE_API_TOKEN` or `api_token_file`).
+    pub api_token: Option<String>,
+    /// A file holding the API token (systemd credentials).
+    pub api_token_file: Option<PathBuf>,
+    /// Base URL of the API host.
+    pub api_base_url: Option<String>,
+    /// Base URL of the batch host.
+    pub batch_base_url: Option<String>,
+    /// Path of the SQLite ledger.
+    pub ledger: Option<PathBuf>,
+    /// `[upload]` section.
+    #[serde(default)]
+    pub upload: RawUpload,
+    /// `[walk]` section.
+    #[serde(default)]
+    pub walk: RawWalk,
+}
+
+/// `[upload]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    /// Uploads in flight at once.
+    pub concurrency: Option<usize>,
+    /// Requests per second over every HTTP attempt.
+    pub rate: Option<f64>,
+    /// Requests that may go at once after an idle spell.
+    pub burst: Option<u32>,
+    /// HTTP attempts per request before the item is deferred.
+    pub max_attempts: Option<u32>,
+    /// Timeout of one HTTP request, in seconds.
+    pub request_timeout_secs: Option<f64>,
+    /// `path`, `hash` or `auto`.
+    pub id_mode: Option<IdMode>,
+    /// Prepended to custom ids.
+    pub id_prefix: Option<String>,
+    /// Metadata added to every image.
+    pub metadata: Option<Map<String, Value>>,
+    /// Upload private images (needs `id_mode = "auto"`).
+    pub require_signed_urls: Option<bool>,
+    /// Seconds in-flight uploads get to finish after Ctrl-C or SIGTERM.
+    pub shutdown_grace_secs: Option<f64>,
+}
+
+/// `[walk]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWalk {
+    /// Follow symbolic links.
+    pub follow_symlinks: Option<bool>,
+    /// Include hidden files and folders (names starting with `.`).
+    pub include_hidden: Option<bool>,
+    /// Only paths matching one of these globs (relative to the folder).
+    pub include: Option<Vec<String>>,
+    /// Skip paths matching one of these globs.
+    pub exclude: Option<Vec<String>>,
+}
+
+/// A checked configuration; only [`load`] makes one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cloudflare account id (empty when credentials were not needed).
+    pub account_id: String,
+    /// API token (empty when credentials were not needed).
+    pub api_token: Secret,
+    /// Base URL of the API host.
+    pub api_base_url: Url,
+    /// Base URL of the batch host.
+    pub batch_base_url: Url,
+    /// Path of the SQLite ledger.
+    pub ledger: PathBuf,
+    /// Upload settings.
+    pub upload: UploadConfig,
+    /// Folder-walk settings.
+    pub walk: WalkConfig,
+}
+
+/// Checked `[upload]` settings.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Uploads in flight at once.
+    pub concurrency: usize,
+    /// Requests per second over every HTTP attempt.
+    pub rate: f64,
+    /// Requests that may go at once after an idle spell.
+    pub burst: u32,
+    /// HTTP attempts per request before the item is deferred.
+    pub max_attempts: u32,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// How ids are chosen.
+    pub id_mode: IdMode,
+    /// Prepended to custom ids.
+    pub id_prefix: String,
+    /// Metadata added to every image, besides cfimg's stamp.
+    pub metadata: Map<String, Value>,
+    /// Upload private images.
+    pub require_signed_urls: bool,
+    /// Time in-flight uploads get to finish after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+/// Checked `[walk]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct WalkConfig {
+    /// Follow symbolic links.
+    pub follow_symlinks: bool,
+    /// Include hidden files and folders.
+    pub include_hidden: bool,
+    /// Only paths matching one of these globs.
+    pub include: Vec<String>,
+    /// Skip paths matching one of these globs.
+    pub exclude: Vec<String>,
+}
+
+/// Reads the environment variables cfimg honours into a partial configuration.
+pub fn from_env() -> RawConfig {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    RawConfig {
+        account_id: var("CLOUDFLARE_ACCOUNT_ID"),
+        api_token: var("CLOUDFLARE_API_TOKEN"),
+        api_base_url: var("CFIMG_API_BASE_URL"),
+        batch_base_url: var("CFIMG_BATCH_BASE_URL"),
+        ledger: var("CFIMG_LEDGER").map(PathBuf::from),
+        ..RawConfig::default()
+    }
+}
+
+/// Reads a TOML configuration file.
+pub fn from_file(path: &Path) -> Result<RawConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(vec![format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        )])
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Error::Config(vec![format!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )])
+    })
+}
+
+impl RawConfig {
+    /// Layers `over` on top of `self`: every key `over` sets wins.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        // A token from a higher layer replaces a token file from a lower one and vice versa.
+        let (api_token, api_token_file) =
+            if over.api_token.is_some() || over.api_token_file.is_some() {
+                (over.api_token, over.api_token_file)
+            } else {
+                (self.api_token, self.api_token_file)
+            };
+        RawConfig {
+            account_id: over.account_id.or(self.account_id),
+            api_token,
+            api_token_file,
+            api_base_url: over.api_base_url.or(self.api_base_url),
+            batch_base_url: over.batch_base_url.or(self.batch_base_url),
+            ledger: over.ledger.or(self.ledger),
+            upload: RawUpload {
+                concurrency: over.upload.concurrency.or(self.upload.concurrency),
+                rate: over.upload.rate.or(self.upload.rate),
+                burst: over.upload.burst.or(self.upload.burst),
+                max_attempts: over.upload.max_attempts.or(self.upload.max_attempts),
+                request_timeout_secs: over
+                    .upload
+                    .request_timeout_secs
+                    .or(self.upload.request_timeout_secs),
+                id_mode: over.upload.id_mode.or(self.upload.id_mode),
+                id_prefix: over.upload.id_prefix.or(self.upload.id_prefix),
+                metadata: over.upload.metadata.or(self.upload.metadata),
+                require_signed_urls: over
+                    .upload
+                    .require_signed_urls
+                    .or(self.upload.require_signed_urls),
+                shutdown_grace_secs: over
+                    .upload
+                    .shutdown_grace_secs
+                    .or(self.upload.shutdown_grace_secs),
+            },
+            walk: RawWalk {
+                follow_symlinks: over.walk.follow_symlinks.or(self.walk.follow_symlinks),
+                include_hidden: over.walk.include_hidden.or(self.walk.include_hidden),
+                include: over.walk.include.or(self.walk.include),
+                exclude: over.walk.exclude.or(self.walk.exclude),
+            },
+        }
+    }
+}
+
+/// Merges file, environment and flags, in rising precedence, without checking.
+pub fn load_raw(file: Option<&Path>, flags: RawConfig) -> Result<RawConfig> {
+    let base = match file {
+        Some(path) => from_file(path)?,
+        None => RawConfig::default(),
+    };
+    Ok(base.merge(from_env()).merge(flags))
+}
+
+/// Merges file, environment and flags and checks the result.
+/// `needs_credentials` is false for commands that never call the API.
+pub fn load(file: Option<&Path>, flags: RawConfig, needs_credentials: bool) -> Result<Config> {
+    validate(load_raw(file, flags)?, needs_credentials)
+}
+
+/// Checks a merged configuration, collecting every problem.
+pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
+    let mut problems = Vec::new();
+
+    let account_id = raw.account_id.unwrap_or_default().trim().to_string();
+    if needs_credentials && account_id.is_empty() {
+        problems.push(
+            "account id is missing: set CLOUDFLARE_ACCOUNT_ID or `account_id` in the config file \
+             (dashboard > Images > Overview > Account ID)"
+                .to_string(),
+        );
+    } else if account_id.len() > 32 || !account_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        problems.push(format!(
+            "`account_id` {account_id:?} is not an account id: at most 32 letters and digits"
+        ));
+    }
+
+    let token = match (raw.api_token, raw.api_token_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "both `api_token` and `api_token_file` are set: keep one of them".to_string(),
+            );
+            None
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(format!(
+                    "`api_token_file` {}: cannot read it ({e}); point it at a file holding only the token",
+                    path.display()
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let token = token.map(|t| t.trim().to_string()).unwrap_or_default();
+    if needs_credentials && token.is_empty() {
+        problems.push(
+            "API token is missing: set CLOUDFLARE_API_TOKEN, or `api_token_file` in the config \
+             file (a token with the Account > Cloudflare Images > Edit permission)"
+                .to_string(),
+        );
+    }
+
+    let api_base_url = parse_url(
+        "api_base_url",
+        raw.api_base_url.as_deref().unwrap_or(DEFAULT_API_BASE_URL),
+        &mut problems,
+    );
+    let batch_base_url = parse_url(
+        "batch_base_url",
+        raw.batch_base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BATCH_BASE_URL),
+        &mut problems,
+    );
+
+    let u = raw.upload;
+    let concurrency = u.concurrency.unwrap_or(8);
+    if !(1..=512).contains(&concurrency) {
+        problems.push(format!(
+            "`upload.concurrency` (--concurrency) is {concurrency}: use 1 to 512"
+        ));
+    }
+    let rate = u.rate.unwrap_or(DEFAULT_RATE);
+    if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+        problems.push(format!(
+            "`upload.rate` (--rate) is {rate}: use a number of requests per second above 0 \
+             (Cloudflare allows 4/s per user on the API host; the default is {DEFAULT_RATE})"
+        ));
+    }
+    let burst = u.burst.unwrap_or(1);
+    if burst == 0 {
+        problems.push("`upload.burst` is 0: use 1 or more".to_string());
+    }
+    let max_attempts = u.max_attempts.unwrap_or(6);
+    if !(1..=100).contains(&max_attempts) {
+        problems.push(format!(
+            "`upload.max_attempts` is {max_attempts}: use 1 to 100"
+        ));
+    }
+    let request_timeout = secs(
+        "upload.request_timeout_secs",
+        u.request_timeout_secs,
+        120.0,
+        &mut problems,
+    );
+    let shutdown_grace = secs(
+        "upload.shutdown_grace_secs",
+        u.shutdown_grace_secs,
+        30.0,
+        &mut problems,
+    );
+
+    let id_mode = u.id_mode.unwrap_or(IdMode::Path);
+    let require_signed_urls = u.require_signed_urls.unwrap_or(false);
+    if require_signed_urls && id_mode != IdMode::Auto {
+        problems.push(format!(
+            "private images (--require-signed-urls) cannot have custom ids, and `upload.id_mode` \
+             (--id-mode) is {:?}: use --id-mode auto",
+            id_mode.as_str()
+        ));
+    }
+    let id_prefix = u.id_prefix.unwrap_or_default();
+    if id_mode == IdMode::Auto && !id_prefix.is_empty() {
+        problems.push(
+            "`upload.id_prefix` (--id-prefix) is set but `id_mode` is auto: Cloudflare assigns \
+             the ids, so drop the prefix or use --id-mode path|hash"
+                .to_string(),
+        );
+    }
+    if id_prefix.starts_with('/') {
+        problems.push(format!(
+            "`upload.id_prefix` {id_prefix:?} starts with '/': ids must not; drop the leading slash"
+        ));
+    }
+    let metadata = u.metadata.unwrap_or_default();
+    if let Err(why) = stamp::check_user_metadata(&metadata) {
+        problems.push(format!("`upload.metadata` (--metadata): {why}"));
+    }
+
+    let w = raw.walk;
+    let walk = WalkConfig {
+        follow_symlinks: w.follow_symlinks.unwrap_or(false),
+        include_hidden: w.include_hidden.unwrap_or(false),
+        include: w.include.unwrap_or_default(),
+        exclude: w.exclude.unwrap_or_default(),
+    };
+    for (key, globs) in [
+        ("walk.include", &walk.include),
+        ("walk.exclude", &walk.exclude),
+    ] {
+        for g in globs {
+            if let Err(e) = globset::Glob::new(g) {
+                problems.push(format!("`{key}` pattern {g:?} is not a valid glob: {e}"));
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(Error::Config(problems));
+    }
+    Ok(Config {
+        account_id,
+        api_token: Secret::new(token),
+        api_base_url: api_base_url
+            .unwrap_or_else(|| Url::parse(DEFAULT_API_BASE_URL).expect("constant URL")),
+        batch_base_url: batch_base_url
+            .unwrap_or_else(|| Url::parse(DEFAULT_BATCH_BASE_URL).expect("constant URL")),
+        ledger: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER)),
+        upload: UploadConfig {
+            concurrency,
+            rate,
+            burst,
+            max_attempts,
+            request_timeout,
+            id_mode,
+            id_prefix,
+            metadata,
+            require_signed_urls,
+            shutdown_grace,
+        },
+        walk,
+    })
+}
+
+fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(value.trim_end_matches('/')) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        Ok(_) | Err(_) => {
+            problems.push(format!(
+                "`{key}` {value:?} is not an http(s) URL, e.g. {DEFAULT_API_BASE_URL}"
+            ));
+            None
+        }
+    }
+}
+
+fn secs(key: &str, value: Option<f64>, default: f64, problems: &mut Vec<String>) -> Duration {
+    let v = value.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
+        problems.push(format!("`{key}` is {v}: use a number of seconds above 0"));
+        return Duration::from_secs_f64(default);
+    }
+    Duration::from_secs_f64(v)
+}
+
+/// Parses the `--metadata` flag: a JSON object.
+pub fn parse_metadata_flag(text: &str) -> Result<Map<String, Value>> {
+    rules::validate_metadata(text).map_err(|why| Error::Config(vec![format!("--metadata: {why}")]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> RawConfig {
+        RawConfig {
+            account_id: Some("abc123".into()),
+            api_token: Some("tok".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe_under_cloudflare_limits() {
+        let c = validate(creds(), true).unwrap();
+        assert!(c.upload.rate * 300.0 < 1200.0);
+        assert_eq!(c.upload.id_mode, IdMode::Path);
+        assert_eq!(c.api_base_url.as_str(), DEFAULT_API_BASE_URL);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let raw = RawConfig {
+            api_base_url: Some("ftp://x".into()),
+            upload: RawUpload {
+                concurrency: Some(0),
+                rate: Some(-1.0),
+                require_signed_urls: Some(true),
+                ..RawUpload::default()
+            },
+            ..RawConfig::default()
+        };
+        let Err(Error::Config(problems)) = validate(raw, true) else {
+            panic!("expected a config error");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "account id is missing",
+            "API token is missing",
+            "api_base_url",
+            "upload.concurrency",
+            "upload.rate",
+            "--id-mode auto",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn later_layers_win_and_token_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "from-file\n").unwrap();
+        let file = RawConfig {
+            api_token: Some("in-config".into()),
+            upload: RawUpload {
+                rate: Some(2.0),
+                concurrency: Some(3),
+                ..RawUpload::default()
+            },
+            ..creds()
+        };
+        let flags = RawConfig {
+            api_token_file: Some(token_file),
+            upload: RawUpload {
+                rate: Some(1.0),
+                ..RawUpload::default()
+            },
+            ..RawConfig::default()
+        };
+        let c = validate(file.merge(flags), true).unwrap();
+        assert_eq!(c.api_token.expose(), "from-file");
+        assert_eq!(c.upload.rate, 1.0);
+        assert_eq!(c.upload.concurrency, 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[upload]\nconcurency = 4\n").unwrap();
+        let err = from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("concurency"), "{err}");
+    }
+}

@@ -1,0 +1,361 @@
+//! Run counters, the live progress display (a bar with ETA on a terminal, a log line every
+//! few seconds otherwise) and the end-of-run summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::ledger::RunCounts;
+use crate::limit::Limiter;
+
+/// Counters shared by every stage of a run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Items the source produced.
+    pub discovered: AtomicU64,
+    /// Unchanged items skipped.
+    pub skipped: AtomicU64,
+    /// Images uploaded.
+    pub uploaded: AtomicU64,
+    /// Of those, replacements.
+    pub replaced: AtomicU64,
+    /// Items pointed at an existing image with the same content.
+    pub deduplicated: AtomicU64,
+    /// Items whose retries ran out in this run.
+    pub failed: AtomicU64,
+    /// Items rejected in this run.
+    pub rejected: AtomicU64,
+    /// Items still failed from an earlier run, not retried.
+    pub failed_earlier: AtomicU64,
+    /// Items still rejected from an earlier run (unchanged).
+    pub rejected_earlier: AtomicU64,
+    /// Bytes uploaded.
+    pub bytes: AtomicU64,
+    /// Dry run: uploads that would happen.
+    pub would_upload: AtomicU64,
+    /// Dry run: bytes that would be uploaded.
+    pub would_upload_bytes: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Stats {
+    /// Counts an upload.
+    pub fn uploaded(&self, bytes: u64, replaced: bool) {
+        add(&self.uploaded, 1);
+        add(&self.bytes, bytes);
+        if replaced {
+            add(&self.replaced, 1);
+        }
+    }
+
+    /// Counts a failure or a rejection.
+    pub fn failed(&self, rejected: bool) {
+        add(
+            if rejected {
+                &self.rejected
+            } else {
+                &self.failed
+            },
+            1,
+        );
+    }
+
+    /// Counts an increment of any counter.
+    pub fn bump(counter: &AtomicU64) {
+        add(counter, 1);
+    }
+
+    /// Items finished one way or another.
+    pub fn finished(&self) -> u64 {
+        get(&self.skipped)
+            + get(&self.uploaded)
+            + get(&self.deduplicated)
+            + get(&self.failed)
+            + get(&self.rejected)
+            + get(&self.failed_earlier)
+            + get(&self.rejected_earlier)
+            + get(&self.would_upload)
+    }
+
+    /// The counters as the ledger stores them.
+    pub fn counts(&self, limiter: &Limiter) -> RunCounts {
+        RunCounts {
+            uploaded: get(&self.uploaded),
+            replaced: get(&self.replaced),
+            deduplicated: get(&self.deduplicated),
+            skipped: get(&self.skipped),
+            failed: get(&self.failed) + get(&self.failed_earlier),
+            rejected: get(&self.rejected) + get(&self.rejected_earlier),
+            bytes: get(&self.bytes),
+            requests: limiter.requests(),
+            throttled: limiter.throttled_count(),
+        }
+    }
+}
+
+/// The end-of-run summary (printed, or emitted as JSON with `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// How the run ended: `done`, `incomplete` (failed or rejected items), `interrupted`, `fatal`.
+    pub outcome: String,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// Items the source produced.
+    pub discovered: u64,
+    /// Images uploaded.
+    pub uploaded: u64,
+    /// Of those, replacements of changed files.
+    pub replaced: u64,
+    /// Items that share an image with identical content.
+    pub deduplicated: u64,
+    /// Unchanged items skipped.
+    pub skipped: u64,
+    /// Items that failed in this run (retries spent).
+    pub failed: u64,
+    /// Items rejected in this run.
+    pub rejected: u64,
+    /// Items failed in an earlier run and not retried (use --retry-failed).
+    pub failed_earlier: u64,
+    /// Items rejected in an earlier run and unchanged since.
+    pub rejected_earlier: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Wall time, seconds.
+    pub elapsed_secs: f64,
+    /// HTTP requests sent to the API.
+    pub requests: u64,
+    /// 429 answers seen.
+    pub throttled: u64,
+    /// Uploads per second.
+    pub files_per_sec: f64,
+    /// Megabytes (10^6) uploaded per second.
+    pub mb_per_sec: f64,
+    /// Dry run: uploads that would happen.
+    pub would_upload: u64,
+    /// Dry run: bytes they would send.
+    pub would_upload_bytes: u64,
+    /// Dry run: time the configured rate implies for them, seconds.
+    pub estimated_secs: f64,
+    /// The ledger file.
+    pub ledger: String,
+}
+
+impl Summary {
+    /// Builds the summary of a run.
+    pub fn new(
+        stats: &Stats,
+        limiter: &Limiter,
+        elapsed: Duration,
+        dry_run: bool,
+        rate: f64,
+        ledger: String,
+    ) -> Summary {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let uploaded = get(&stats.uploaded);
+        let bytes = get(&stats.bytes);
+        let would_upload = get(&stats.would_upload);
+        let problems = get(&stats.failed)
+            + get(&stats.rejected)
+            + get(&stats.failed_earlier)
+            + get(&stats.rejected_earlier);
+        Summary {
+            outcome: if problems > 0 { "incomplete" } else { "done" }.to_string(),
+            dry_run,
+            discovered: get(&stats.discovered),
+            uploaded,
+            replaced: get(&stats.replaced),
+            deduplicated: get(&stats.deduplicated),
+            skipped: get(&stats.skipped),
+            failed: get(&stats.failed),
+            rejected: get(&stats.rejected),
+            failed_earlier: get(&stats.failed_earlier),
+            rejected_earlier: get(&stats.rejected_earlier),
+            bytes,
+            elapsed_secs: secs,
+            requests: limiter.requests(),
+            throttled: limiter.throttled_count(),
+            files_per_sec: uploaded as f64 / secs,
+            mb_per_sec: bytes as f64 / 1e6 / secs,
+            would_upload,
+            would_upload_bytes: get(&stats.would_upload_bytes),
+            estimated_secs: would_upload as f64 / rate,
+            ledger,
+        }
+    }
+
+    /// Whether any item failed or was rejected.
+    pub fn has_problems(&self) -> bool {
+        self.failed + self.rejected + self.failed_earlier + self.rejected_earlier > 0
+    }
+
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if self.dry_run {
+            out.push_str(&format!(
+                "dry run: {} to upload ({}), {} unchanged, {} rejected; at the configured rate that takes about {}\n",
+                self.would_upload,
+                human_bytes(self.would_upload_bytes),
+                self.skipped,
+                self.rejected + self.rejected_earlier,
+                human_duration(self.estimated_secs),
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}: {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected; {} in {} ({:.1} files/s, {:.2} MB/s); {} requests, {} rate-limited\n",
+                self.outcome,
+                self.uploaded,
+                self.replaced,
+                self.skipped,
+                self.deduplicated,
+                self.failed + self.failed_earlier,
+                self.rejected + self.rejected_earlier,
+                human_bytes(self.bytes),
+                human_duration(self.elapsed_secs),
+                self.files_per_sec,
+                self.mb_per_sec,
+                self.requests,
+                self.throttled,
+            ));
+        }
+        if self.failed_earlier > 0 {
+            out.push_str(&format!(
+                "{} items failed in an earlier run and were not retried: rerun with --retry-failed\n",
+                self.failed_earlier
+            ));
+        }
+        if self.has_problems() {
+            out.push_str(&format!(
+                "see why with: cfimg failures --ledger {}\n",
+                self.ledger
+            ));
+        }
+        out
+    }
+}
+
+/// Bytes in SI units.
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Seconds as `1h02m03s`, `2m03s` or `4.5s`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 60.0 {
+        return format!("{s:.1}s");
+    }
+    let total = s.round() as u64;
+    let (h, m, sec) = (total / 3600, total / 60 % 60, total % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{sec:02}s")
+    } else {
+        format!("{m}m{sec:02}s")
+    }
+}
+
+/// The live display of a run.
+#[derive(Debug)]
+pub struct Display {
+    task: JoinHandle<()>,
+    bar: Option<ProgressBar>,
+}
+
+impl Display {
+    /// Starts the display: a bar when stderr is a terminal, else a log line every `every`.
+    pub fn start(stats: Arc<Stats>, limiter: Arc<Limiter>, every: Duration) -> Display {
+        let started = Instant::now();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} files  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar
+        });
+        let task_bar = bar.clone();
+        let task = tokio::spawn(async move {
+            let tick = if task_bar.is_some() {
+                Duration::from_millis(200)
+            } else {
+                every
+            };
+            let mut interval = tokio::time::interval(tick);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                let bytes = get(&stats.bytes);
+                let line = format!(
+                    "{} up, {} unchanged, {} failed, {} rejected, {:.1} MB/s, {} req, {} 429",
+                    get(&stats.uploaded),
+                    get(&stats.skipped),
+                    get(&stats.failed) + get(&stats.failed_earlier),
+                    get(&stats.rejected) + get(&stats.rejected_earlier),
+                    bytes as f64 / 1e6 / secs,
+                    limiter.requests(),
+                    limiter.throttled_count(),
+                );
+                match &task_bar {
+                    Some(bar) => {
+                        bar.set_length(get(&stats.discovered));
+                        bar.set_position(stats.finished());
+                        bar.set_message(line);
+                    }
+                    None => tracing::info!(
+                        done = stats.finished(),
+                        found = get(&stats.discovered),
+                        "progress: {line}"
+                    ),
+                }
+            }
+        });
+        Display { task, bar }
+    }
+
+    /// Stops the display and clears the bar.
+    pub fn finish(self) {
+        self.task.abort();
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_sizes_and_durations() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+        assert_eq!(human_duration(4.54), "4.5s");
+        assert_eq!(human_duration(3723.0), "1h02m03s");
+    }
+}

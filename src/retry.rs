@@ -1,0 +1,162 @@
+//! The retry policy of one API call: capped exponential backoff with full jitter (backon
+//! drives it), a bounded number of attempts for failures of the item, and a separate,
+//! larger allowance for 429s, which say nothing about the item and are waited out by
+//! the shared cool-off in `limit`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::Retryable;
+
+use crate::error::{Disposition, Result};
+
+/// 429s one call may meet before its item is deferred (each waits out a cool-off).
+const MAX_THROTTLED: u32 = 20;
+
+/// Backoff settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Attempts per call for transient failures, the first included.
+    pub max_attempts: u32,
+    /// First backoff ceiling.
+    pub base: Duration,
+    /// Largest backoff ceiling.
+    pub cap: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            max_attempts: 6,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Full jitter (AWS architecture blog): each delay is uniform in [0, min(cap, base * 2^n)],
+/// which spreads retrying workers apart instead of letting them stampede together.
+#[derive(Debug, Clone, Copy)]
+struct FullJitter {
+    base: Duration,
+    cap: Duration,
+    n: u32,
+}
+
+impl Iterator for FullJitter {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.n.min(20))
+            .min(self.cap);
+        self.n = self.n.saturating_add(1);
+        Some(ceiling.mul_f64(fastrand::f64()))
+    }
+}
+
+/// Runs `op` until it succeeds, fails permanently, or its retries run out. `op` sends its
+/// requests through [`crate::limit::Limiter::send`], so every attempt is rate-limited.
+pub async fn call<T, F, Fut>(policy: Policy, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut failures = 0u32;
+    let mut throttles = 0u32;
+    op.retry(FullJitter {
+        base: policy.base,
+        cap: policy.cap,
+        n: 0,
+    })
+    .when(|e| matches!(e.disposition(), Disposition::Retry { .. }))
+    .adjust(|e, delay| {
+        if e.is_rate_limited() {
+            throttles += 1;
+            // The cool-off already holds every worker back; no extra delay here.
+            (throttles < MAX_THROTTLED).then_some(Duration::ZERO)
+        } else {
+            failures += 1;
+            if failures >= policy.max_attempts {
+                return None;
+            }
+            match e.disposition() {
+                Disposition::Retry { after: Some(after) } => {
+                    Some(after.max(delay.unwrap_or_default()))
+                }
+                _ => delay,
+            }
+        }
+    })
+    .notify(|e, delay| tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "retrying"))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::limit::Limiter;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn api(status: u16, code: u32) -> Error {
+        Error::Api {
+            status,
+            code,
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_a_bounded_number_of_times() {
+        let limiter = Limiter::new(1000.0, 100);
+        let spent = AtomicU32::new(0);
+        let policy = Policy {
+            max_attempts: 4,
+            ..Policy::default()
+        };
+        let r: Result<()> = call(policy, || limiter.send(&spent, async { Err(api(503, 0)) })).await;
+        assert!(r.is_err());
+        assert_eq!(spent.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn does_not_retry_permanent_errors_and_stops_when_it_succeeds() {
+        let limiter = Limiter::new(1000.0, 100);
+        let spent = AtomicU32::new(0);
+        let r: Result<()> = call(Policy::default(), || {
+            limiter.send(&spent, async { Err(api(400, 5455)) })
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(spent.load(Ordering::Relaxed), 1);
+
+        let spent = AtomicU32::new(0);
+        let calls = AtomicU32::new(0);
+        let r = call(Policy::default(), || {
+            limiter.send(&spent, async {
+                if calls.fetch_add(1, Ordering::Relaxed) < 2 {
+                    Err(api(502, 0))
+                } else {
+                    Ok(7)
+                }
+            })
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(spent.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_capped_ceiling() {
+        let mut b = FullJitter {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            n: 0,
+        };
+        let delays: Vec<_> = (0..10).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,326 @@
+//! Uploading one planned item, exactly once: record the intent durably, send the file,
+//! resolve whatever an earlier or ambiguous attempt left on the server by its stamp, replace
+//! the older image of a changed source, and record the outcome.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::api::client::{FileUpload, ImagesClient, ListQuery};
+use crate::api::types::Image;
+use crate::error::{Disposition, Error, Result};
+use crate::ledger::{LedgerWriter, Record, SharedReader};
+use crate::limit::Limiter;
+use crate::plan::Job;
+use crate::progress::Stats;
+use crate::retry::{self, Policy};
+use crate::stamp::{self, Stamp};
+
+/// Page size when looking a stamp up in the image list.
+const LOOKUP_PAGE: u32 = 100;
+
+/// Everything a worker needs; shared by all workers of a run.
+#[derive(Debug)]
+pub struct Uploader {
+    /// The API client.
+    pub client: ImagesClient,
+    /// The shared limiter of the API host.
+    pub limiter: Arc<Limiter>,
+    /// Retry settings.
+    pub policy: Policy,
+    /// The user's metadata for every image.
+    pub metadata: Map<String, Value>,
+    /// Upload private images.
+    pub require_signed_urls: bool,
+    /// Where intents and outcomes go.
+    pub ledger: LedgerWriter,
+    /// For checking whether another source shares an image before deleting it.
+    pub reader: Arc<SharedReader>,
+    /// Run counters.
+    pub stats: Arc<Stats>,
+}
+
+/// How one job ended, for the caller.
+#[derive(Debug)]
+pub enum Ended {
+    /// Uploaded, failed or rejected, and recorded.
+    Recorded,
+    /// Nothing else can succeed: stop the run.
+    Fatal(Error),
+}
+
+impl Uploader {
+    /// Uploads one job and records its outcome. Only a fatal error is returned to the caller.
+    pub async fn run(&self, job: Job) -> Ended {
+        let spent = AtomicU32::new(0);
+        let version = job.version();
+        if let Err(e) = self
+            .ledger
+            .commit(Record::Intent {
+                version: version.clone(),
+                planned_id: job.id.clone(),
+            })
+            .await
+        {
+            return Ended::Fatal(e);
+        }
+        let mut previous_gone = false;
+        let result = match job.id.as_deref() {
+            Some(id) => {
+                self.upload_custom(&job, id, &spent, &mut previous_gone)
+                    .await
+            }
+            None => self.upload_auto(&job, &spent).await,
+        };
+        let attempts = spent.load(Ordering::Relaxed);
+        let record = match result {
+            Ok(image) => {
+                if let Some(prev) = job
+                    .previous
+                    .as_deref()
+                    .filter(|p| Some(*p) != Some(image.id.as_str()))
+                {
+                    self.remove_previous(&job, prev, &spent).await;
+                }
+                self.stats.uploaded(job.item.size, job.previous.is_some());
+                Record::Uploaded {
+                    version,
+                    url: image.variants.first().cloned(),
+                    image_id: image.id,
+                    attempts: spent.load(Ordering::Relaxed),
+                    replaced: job.previous.is_some(),
+                }
+            }
+            Err(e) => match e.disposition() {
+                Disposition::Fatal => return Ended::Fatal(e),
+                d => {
+                    let rejected = d == Disposition::Reject;
+                    self.stats.failed(rejected);
+                    let reason = if rejected {
+                        e.to_string()
+                    } else {
+                        format!("gave up after {attempts} requests: {e}; rerun with --retry-failed")
+                    };
+                    tracing::warn!(key = %job.item.key, %reason, "{}", if rejected { "rejected" } else { "failed" });
+                    Record::Failed {
+                        version,
+                        reason,
+                        attempts,
+                        rejected,
+                        image_gone: previous_gone,
+                    }
+                }
+            },
+        };
+        match self.ledger.record(record).await {
+            Ok(()) => Ended::Recorded,
+            Err(e) => Ended::Fatal(e),
+        }
+    }
+
+    /// One API call with its retries, every attempt through the limiter.
+    async fn call<T, F, Fut>(&self, spent: &AtomicU32, mut request: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        retry::call(self.policy, || self.limiter.send(spent, request())).await
+    }
+
+    async fn post(
+        &self,
+        job: &Job,
+        id: Option<&str>,
+        stamp: &Stamp,
+        spent: &AtomicU32,
+    ) -> Result<Image> {
+        let metadata = stamp.metadata_json(&self.metadata);
+        let filename = job.item.key.rsplit('/').next().unwrap_or(&job.item.key);
+        let upload = FileUpload {
+            path: &job.item.path,
+            size: job.item.size,
+            filename,
+            mime: job.format.mime(),
+            id,
+            metadata: &metadata,
+            require_signed_urls: self.require_signed_urls,
+        };
+        self.call(spent, || self.client.upload_file(&upload)).await
+    }
+
+    /// Custom ids: POST; a 5409 means the id is taken, and the stamp says by what.
+    async fn upload_custom(
+        &self,
+        job: &Job,
+        id: &str,
+        spent: &AtomicU32,
+        previous_gone: &mut bool,
+    ) -> Result<Image> {
+        let stamp = Stamp::new(&job.item.key, &job.sha256);
+        if job.previous.as_deref() == Some(id) && !job.resume {
+            // A changed file keeps its path id: there is no upsert, so delete, then post.
+            self.delete_if_present(id, spent).await?;
+            *previous_gone = true;
+        }
+        // Bounded: each round either ends or deletes our own older version first.
+        for _ in 0..3 {
+            match self.post(job, Some(id), &stamp, spent).await {
+                Ok(image) => return Ok(image),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            let Some(existing) = self.get_settled(id, spent).await? else {
+                continue;
+            };
+            match Stamp::of(&existing) {
+                // Ours (an earlier attempt, or an identical file in hash mode): done.
+                Some(s) if s.sha256 == stamp.sha256 => return Ok(existing),
+                // An older version of this same source: replace it.
+                Some(s) if s.source == stamp.source => {
+                    self.delete_if_present(id, spent).await?;
+                    *previous_gone = true;
+                }
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "the image id {id:?} is already taken by an image that cfimg did not upload from this file; \
+                         delete that image or choose another --id-prefix"
+                    )));
+                }
+            }
+        }
+        Err(Error::Invalid(format!(
+            "the image id {id:?} kept changing on the server while uploading; try again later"
+        )))
+    }
+
+    /// Cloudflare-assigned ids: nothing on the server answers 5409, so before any upload that
+    /// may repeat an earlier one, look the stamp up.
+    async fn upload_auto(&self, job: &Job, spent: &AtomicU32) -> Result<Image> {
+        let stamp = Stamp::new(&job.item.key, &job.sha256);
+        if job.resume
+            && let Some(found) = self.find_stamped(&stamp, spent).await?
+        {
+            return Ok(found);
+        }
+        let ambiguous = AtomicBool::new(false);
+        let attempt = || async {
+            if ambiguous.load(Ordering::Relaxed)
+                && let Some(found) = self.find_stamped_once(&stamp, spent).await?
+            {
+                return Ok(found);
+            }
+            let metadata = stamp.metadata_json(&self.metadata);
+            let filename = job.item.key.rsplit('/').next().unwrap_or(&job.item.key);
+            let upload = FileUpload {
+                path: &job.item.path,
+                size: job.item.size,
+                filename,
+                mime: job.format.mime(),
+                id: None,
+                metadata: &metadata,
+                require_signed_urls: self.require_signed_urls,
+            };
+            let result = self
+                .limiter
+                .send(spent, self.client.upload_file(&upload))
+                .await;
+            if result.as_ref().is_err_and(Error::is_ambiguous) {
+                ambiguous.store(true, Ordering::Relaxed);
+            }
+            result
+        };
+        retry::call(self.policy, attempt).await
+    }
+
+    /// Finds the image holding exactly this stamp, deleting any duplicates of it.
+    async fn find_stamped(&self, stamp: &Stamp, spent: &AtomicU32) -> Result<Option<Image>> {
+        retry::call(self.policy, || self.find_stamped_once(stamp, spent)).await
+    }
+
+    /// One pass over the list filtered by the source hash. A server that ignores the filter
+    /// still works: every image is checked, at the cost of a full listing.
+    async fn find_stamped_once(&self, stamp: &Stamp, spent: &AtomicU32) -> Result<Option<Image>> {
+        let mut query = ListQuery {
+            per_page: Some(LOOKUP_PAGE),
+            sort_order: Some("asc".into()),
+            meta_eq: vec![(stamp::SOURCE_KEY.into(), stamp.source.clone())],
+            ..ListQuery::default()
+        };
+        let mut found: Vec<Image> = Vec::new();
+        loop {
+            let page = self
+                .limiter
+                .send(spent, self.client.list_v2(&query))
+                .await?;
+            found.extend(
+                page.images
+                    .into_iter()
+                    .filter(|i| Stamp::of(i).as_ref() == Some(stamp)),
+            );
+            match page.continuation_token {
+                Some(t) if !t.is_empty() => query.continuation_token = Some(t),
+                _ => break,
+            }
+        }
+        let mut found = found.into_iter();
+        let keep = found.next();
+        for extra in found {
+            // Two images with one stamp: an earlier ambiguous attempt did store. Keep one.
+            tracing::info!(image_id = %extra.id, "deleting a duplicate left by an interrupted upload");
+            if let Err(e) = self
+                .limiter
+                .send(spent, self.client.delete(&extra.id))
+                .await
+                && !e.is_not_found()
+            {
+                return Err(e);
+            }
+        }
+        Ok(keep)
+    }
+
+    /// GET that tolerates the brief 404 right after an upload with a custom id.
+    async fn get_settled(&self, id: &str, spent: &AtomicU32) -> Result<Option<Image>> {
+        for pause_ms in [0u64, 250, 1000] {
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            match self.call(spent, || self.client.get(id)).await {
+                Ok(image) => return Ok(Some(image)),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn delete_if_present(&self, id: &str, spent: &AtomicU32) -> Result<()> {
+        match self.call(spent, || self.client.delete(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the image an older version of this source lived in, unless another source
+    /// still points at it (identical content in hash mode).
+    async fn remove_previous(&self, job: &Job, previous: &str, spent: &AtomicU32) {
+        match self
+            .reader
+            .with(|l| l.image_shared(previous, &job.item.key))
+        {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(key = %job.item.key, image_id = previous, error = %e, "kept the older image: the ledger could not say whether it is shared");
+                return;
+            }
+        }
+        if let Err(e) = self.delete_if_present(previous, spent).await {
+            tracing::warn!(
+                key = %job.item.key, image_id = previous, error = %e,
+                "the new version is uploaded but its older image could not be deleted; delete it by hand"
+            );
+        }
+    }
+}
