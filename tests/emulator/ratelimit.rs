@@ -54,10 +54,7 @@ async fn api_limit_blocks_for_the_penalty_then_recovers() {
 #[tokio::test]
 async fn batch_limit_is_per_batch_token_and_separate_from_the_api() {
     let emu = Emu::start_with(|c| c.batch_rate_limit = small()).await;
-    let token = |emu: &Emu| {
-        let t = emu.handle.issue_batch_token(chrono::Duration::hours(1));
-        t
-    };
+    let token = |emu: &Emu| emu.handle.issue_batch_token(chrono::Duration::hours(1));
     let (a, b) = (token(&emu), token(&emu));
     let url = format!("{}/images/v2", emu.handle.batch_base());
     for _ in 0..5 {
