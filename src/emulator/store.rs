@@ -441,3 +441,51 @@ fn replay(path: &Path, dir: &Path, state: &mut State) -> io::Result<usize> {
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(id: &str, expiry: DateTime<Utc>) -> ImageRec {
+        ImageRec {
+            id: id.into(),
+            filename: None,
+            meta: Map::new(),
+            creator: None,
+            require_signed_urls: false,
+            uploaded: Utc::now(),
+            seq: 0,
+            custom_id: true,
+            draft_expiry: Some(expiry),
+            blob: None,
+        }
+    }
+
+    #[test]
+    fn a_draft_takes_one_upload_before_its_expiry() {
+        let store = Store::open(None).expect("memory store");
+        let now = Utc::now();
+        let expiry = now + chrono::Duration::minutes(5);
+        store.insert(draft("d", expiry)).expect("insert");
+        let blob = || Blob::new(Bytes::from_static(b"GIF89a"), "image/gif");
+        let late = expiry + chrono::Duration::seconds(1);
+        assert!(matches!(
+            store.complete_draft("d", blob(), None, late),
+            Ok(Err(DraftError::Expired))
+        ));
+        assert!(
+            store
+                .complete_draft("d", blob(), None, now)
+                .expect("io")
+                .is_ok()
+        );
+        assert!(matches!(
+            store.complete_draft("d", blob(), None, now),
+            Ok(Err(DraftError::AlreadyUploaded))
+        ));
+        assert!(matches!(
+            store.complete_draft("x", blob(), None, now),
+            Ok(Err(DraftError::NotFound))
+        ));
+    }
+}

@@ -1,9 +1,12 @@
 //! The emulator, tested over HTTP: each file covers one area; helpers live here.
 
 mod auth;
+mod direct_upload;
 mod faults;
 mod images;
+mod misc;
 mod ratelimit;
+mod schema;
 
 use std::time::Duration;
 
