@@ -1,1 +1,6 @@
-//! `cfimg migrate` end to end against the emulator.
+//! `cfimg migrate` end to end: the real binary against the in-process emulator.
+
+mod basics;
+mod crash;
+mod faults;
+mod rejects;

@@ -1,0 +1,150 @@
+//! Exactly once across kill -9 and Ctrl-C: whatever point a run dies at, reruns end with
+//! every file uploaded once, in every id mode.
+
+use std::time::Duration;
+
+use cfimg::emulator::{EmulatorConfig, Faults};
+
+use crate::common::{TestEnv, png, text};
+
+const FILES: usize = 30;
+
+fn setup_files(env: &TestEnv) -> Vec<String> {
+    let keys: Vec<String> = (0..FILES).map(|i| format!("d{}/f{i}.png", i % 4)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        env.write(k, &png(i as u32, 2000));
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_end_with_every_file_uploaded_exactly_once() {
+    for (seed, mode) in [(11u64, "path"), (12, "hash"), (13, "auto")] {
+        // Latency keeps requests in flight when the kill lands; drops after store make
+        // ambiguous attempts that the rerun must resolve by stamp.
+        let faults = Faults {
+            seed,
+            p_latency: 1.0,
+            latency_ms: 15,
+            p_drop_after_store: 0.1,
+            p_store_then_500: 0.1,
+            ..Faults::default()
+        };
+        let env = TestEnv::with(
+            EmulatorConfig {
+                api_rate_limit: None,
+                faults,
+                ..EmulatorConfig::default()
+            },
+            "max_attempts = 30",
+        )
+        .await;
+        let keys = setup_files(&env);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut kills = 0;
+        for round in 0..6 {
+            let mut child = env
+                .cmd(&["migrate", env.src.to_str().unwrap(), "--id-mode", mode])
+                .spawn()
+                .unwrap();
+            // Kill after a random number of further upload requests reached the server.
+            let target = env.upload_posts() + rng.u64(1..8);
+            let reached = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    if env.upload_posts() >= target {
+                        return true;
+                    }
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if !reached {
+                let _ = child.wait().await;
+                break;
+            }
+            child.start_kill().unwrap();
+            let status = child.wait().await.unwrap();
+            assert_eq!(
+                status.code(),
+                None,
+                "{mode} round {round}: killed by a signal"
+            );
+            kills += 1;
+        }
+        assert!(kills >= 3, "{mode}: only {kills} runs were killed mid-way");
+        let (code, summary, out) = env.migrate(&["--id-mode", mode]).await;
+        assert_eq!(code, 0, "{mode}: {}", text(&out));
+        assert_eq!(summary["failed"], 0);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        env.assert_exactly_once(&keys).await;
+        // And one more run has nothing left to do.
+        let posts = env.upload_posts();
+        let (code, summary, _) = env.migrate(&["--id-mode", mode]).await;
+        assert_eq!(
+            (code, summary["skipped"].as_u64()),
+            (0, Some(FILES as u64)),
+            "{mode}: {summary}"
+        );
+        assert_eq!(env.upload_posts(), posts);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
+    let faults = Faults {
+        seed: 5,
+        p_latency: 1.0,
+        latency_ms: 40,
+        ..Faults::default()
+    };
+    let env = TestEnv::with(
+        EmulatorConfig {
+            api_rate_limit: None,
+            faults,
+            ..EmulatorConfig::default()
+        },
+        "concurrency = 2",
+    )
+    .await;
+    let keys = setup_files(&env);
+    let child = env
+        .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= 3)
+        .await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["outcome"], "interrupted");
+    let uploaded = summary["uploaded"].as_u64().unwrap();
+    assert!(uploaded >= 1 && uploaded < FILES as u64, "{summary}");
+    // In-flight uploads finished and were recorded: nothing is left half-done.
+    let rows = env.ledger_rows();
+    assert!(
+        rows.values()
+            .all(|r| r.state == cfimg::ledger::State::Uploaded),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len() as u64, uploaded);
+
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(
+        summary["uploaded"].as_u64().unwrap() + uploaded,
+        FILES as u64
+    );
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    env.assert_exactly_once(&keys).await;
+}
