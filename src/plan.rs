@@ -213,7 +213,13 @@ pub fn decide(
             return Decision::Touch;
         }
     }
+    // Sharing needs no request, but only when this source holds no other image that
+    // would be left behind; otherwise the upload path resolves the 5409 and cleans up.
+    let holds_other = row
+        .and_then(|r| r.image_id.as_deref())
+        .is_some_and(|held| Some(held) != id.as_deref());
     if policy.id_mode == IdMode::Hash
+        && !holds_other
         && let Some(id) = &id
         && let Some(holder) = shared(id)
     {

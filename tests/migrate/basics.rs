@@ -149,6 +149,21 @@ async fn hash_ids_store_identical_content_once() {
         env.ledger_rows()["d/three.png"].image_id,
         rows["a/one.png"].image_id
     );
+
+    // A file whose new content equals another's joins that image; its old one goes away.
+    env.write("c/other.png", &same);
+    let (code, summary, out) = env.migrate(&["--id-mode", "hash"]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(summary["replaced"], 1, "{summary}");
+    assert_eq!(
+        env.inspect().images.len(),
+        1,
+        "the image nobody holds any more is deleted"
+    );
+    assert_eq!(
+        env.ledger_rows()["c/other.png"].image_id,
+        rows["a/one.png"].image_id
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

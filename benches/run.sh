@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# cfimg benchmarks against the emulator run as a separate process on this machine.
+# Prints figures; asserts nothing (targets are judged by people, not by CI).
+#
+#   benches/run.sh [all|throughput|noop|large|rate|emulator]
+#
+# Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
+# curl; `wrk` for the emulator-only figure (apt-get install wrk).
+# Env: BENCH_DIR (scratch space, default a new temp dir; the large case writes 1.8 GB),
+#      NOOP_FILES (default 100000), THROUGHPUT_FILES (default 5000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${CFIMG_BIN:-$ROOT/target/release/cfimg}
+WORK=${BENCH_DIR:-$(mktemp -d)}
+WHAT=${1:-all}
+NOOP_FILES=${NOOP_FILES:-100000}
+THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
+[ -x "$BIN" ] || cargo build --release --quiet
+mkdir -p "$WORK"
+echo "# cfimg benchmarks: $(nproc) cores, $(date -u +%F), scratch $WORK"
+
+EMU_PID=""
+stop_emulator() {
+  if [ -n "$EMU_PID" ]; then kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=""; fi
+}
+trap stop_emulator EXIT
+
+# start_emulator FLAGS...: a fresh emulator on a free port; sets API, TOKEN, ACCOUNT.
+start_emulator() {
+  stop_emulator
+  "$BIN" emulator --listen 127.0.0.1:0 "$@" >"$WORK/emu.out" 2>"$WORK/emu.err" &
+  EMU_PID=$!
+  for _ in $(seq 1 200); do grep -q '^api_token' "$WORK/emu.out" 2>/dev/null && break; sleep 0.05; done
+  API=$(sed -n 's/^api_base_url = //p' "$WORK/emu.out")
+  TOKEN=$(sed -n 's/^api_token = //p' "$WORK/emu.out")
+  ACCOUNT=$(sed -n 's/^account_id = //p' "$WORK/emu.out")
+  [ -n "$API" ] || { echo "emulator did not start:"; cat "$WORK/emu.err"; exit 1; }
+}
+
+# cfimg_env CMD...: runs cfimg against the current emulator.
+cfimg_env() {
+  CLOUDFLARE_API_TOKEN=$TOKEN CLOUDFLARE_ACCOUNT_ID=$ACCOUNT CFIMG_API_BASE_URL=$API RUST_LOG=warn "$BIN" "$@"
+}
+
+# timed NAME CMD...: runs CMD under GNU time; sets ELAPSED USER_S SYS_S RSS_KB.
+timed() {
+  local name=$1; shift
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/$name.time" "$@"
+  read -r ELAPSED USER_S SYS_S RSS_KB <"$WORK/$name.time"
+}
+
+# make_files DIR COUNT BYTES PER_DIR: image-signed files with distinct contents.
+make_files() {
+  python3 - "$@" <<'PY'
+import os, sys
+root, count, size, per_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+head = b"\x89PNG\r\n\x1a\n"
+block = os.urandom(max(size, 1 << 16))
+for i in range(count):
+    d = os.path.join(root, f"d{i // per_dir:04d}")
+    if i % per_dir == 0:
+        os.makedirs(d, exist_ok=True)
+    tag = i.to_bytes(8, "little")
+    with open(os.path.join(d, f"img{i:07d}.png"), "wb") as f:
+        f.write(head + tag)
+        left = size - len(head) - len(tag)
+        while left > 0:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+PY
+}
+
+throughput() {
+  local n=$THROUGHPUT_FILES dir="$WORK/throughput"
+  [ -d "$dir" ] || make_files "$dir" "$n" 100000 500
+  start_emulator --rate-limit off
+  timed cfimg cfimg_env migrate "$dir" --ledger "$WORK/throughput.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/throughput.json"
+  local c_el=$ELAPSED
+  python3 - "$n" "$ELAPSED" "$USER_S" "$SYS_S" "$RSS_KB" "$WORK/throughput.json" <<'PY'
+import json, sys
+n, el, us, sy, rss = int(sys.argv[1]), *map(float, sys.argv[2:6])
+s = json.load(open(sys.argv[6]))
+assert s["uploaded"] == n, s
+print(f"throughput: {n} files of 100 kB: {el:.2f} s wall, {n/el:.0f} files/s, {n*1e5/1e6/el:.1f} MB/s, "
+      f"client CPU {1e6*(us+sy)/n:.0f} us/file, client peak RSS {rss/1024:.1f} MB")
+PY
+  start_emulator --rate-limit off
+  timed curl bash -c "find '$dir' -type f -print0 | xargs -0 -P 16 -I{} curl -sf -o /dev/null -H 'Authorization: Bearer $TOKEN' -F file=@{} '$API/accounts/$ACCOUNT/images/v1'"
+  python3 -c "import sys; c,x=map(float,sys.argv[1:3]); n=int(sys.argv[3]); print(f'throughput: xargs -P 16 curl: {x:.2f} s wall, {n/x:.0f} files/s; cfimg is {x/c:.1f}x faster')" "$c_el" "$ELAPSED" "$n"
+}
+
+noop() {
+  local n=$NOOP_FILES dir="$WORK/noop"
+  [ -d "$dir" ] || make_files "$dir" "$n" 64 1000
+  start_emulator --rate-limit off
+  cfimg_env migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
+  find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
+  timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
+  local f_el=$ELAPSED
+  timed noop cfimg_env migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
+  python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" <<'PY'
+import json, sys
+n, f, c, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+s = json.load(open(sys.argv[5]))
+assert s["skipped"] == n and s["uploaded"] == 0, s
+print(f"no-op rerun: {n} files: cfimg {c:.2f} s, find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
+PY
+}
+
+large() {
+  local dir="$WORK/large"
+  [ -d "$dir" ] || make_files "$dir" 200 9000000 50
+  start_emulator --rate-limit off
+  timed large cfimg_env migrate "$dir" --ledger "$WORK/large.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/large.json"
+  python3 - "$ELAPSED" "$RSS_KB" "$WORK/large.json" <<'PY'
+import json, sys
+el, rss = float(sys.argv[1]), float(sys.argv[2])
+s = json.load(open(sys.argv[3]))
+assert s["uploaded"] == 200, s
+print(f"large files: 200 x 9 MB at concurrency 16: {el:.1f} s, {1800/el:.0f} MB/s, client peak RSS {rss/1024:.1f} MB")
+PY
+}
+
+rate() {
+  local dir="$WORK/rate"
+  [ -d "$dir" ] || make_files "$dir" 750 2000 250
+  start_emulator --rate-limit 50/1s
+  timed rate cfimg_env migrate "$dir" --ledger "$WORK/rate.sqlite" --rate 50 --concurrency 16 --json >"$WORK/rate.json"
+  local throttled
+  throttled=$(curl -sf "${API%/client/v4}/__emulator/state" | python3 -c 'import json,sys; print(json.load(sys.stdin)["throttled"])')
+  python3 - "$WORK/rate.json" "$throttled" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+achieved = s["requests"] / s["elapsed_secs"]
+print(f"rate limit 50/s on both sides: {s['requests']} requests in {s['elapsed_secs']:.2f} s = {achieved:.2f} req/s "
+      f"({achieved/50*100:.1f}% of 50), 429s seen by cfimg {s['throttled']}, served by the emulator {sys.argv[2]}")
+PY
+}
+
+emulator_only() {
+  command -v wrk >/dev/null || { echo "emulator: skipped (install wrk)"; return; }
+  start_emulator --rate-limit off
+  python3 - "$WORK/wrk.lua" "$TOKEN" <<'PY'
+import os, sys
+body = b"\x89PNG\r\n\x1a\n" + os.urandom(100000 - 8)
+b = "cfimgbench"
+form = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n").encode() + body + f"\r\n--{b}--\r\n".encode()
+open(sys.argv[1] + ".body", "wb").write(form)
+open(sys.argv[1], "w").write(f"""
+local f = io.open("{sys.argv[1]}.body", "rb"); local body = f:read("*all"); f:close()
+wrk.method = "POST"; wrk.body = body
+wrk.headers["Authorization"] = "Bearer {sys.argv[2]}"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary={b}"
+""")
+PY
+  wrk -t2 -c32 -d10s -s "$WORK/wrk.lua" "$API/accounts/$ACCOUNT/images/v1" >"$WORK/wrk.out"
+  echo "emulator alone (wrk, 2 threads, 32 connections, 10 s, 100 kB auto-id uploads): $(grep Requests/sec "$WORK/wrk.out" | awk '{print $2}') uploads/s; $(grep -c . "$WORK/wrk.out" >/dev/null && grep 'Non-2xx' "$WORK/wrk.out" || echo 'all 2xx')"
+}
+
+case $WHAT in
+  throughput) throughput ;;
+  noop) noop ;;
+  large) large ;;
+  rate) rate ;;
+  emulator) emulator_only ;;
+  all) emulator_only; throughput; noop; large; rate ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|emulator]"; exit 2 ;;
+esac
