@@ -143,4 +143,31 @@ mod tests {
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn every_command_parses_its_typical_flags() {
+        for line in [
+            "cfimg emulator",
+            "cfimg emulator --listen 127.0.0.1:0 --rate-limit off --batch-rate-limit 50/1s --fault-503 0.1",
+            "cfimg migrate dir --dry-run --rate 2 --id-mode hash --include *.jpg --include *.png --json",
+            "cfimg --ledger l.sqlite status --json",
+            "cfimg failures",
+            "cfimg validate",
+        ] {
+            let parsed = Cli::try_parse_from(line.split(' '));
+            assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());
+        }
+        let Ok(Cli {
+            command: Command::Emulator(args),
+            ..
+        }) = Cli::try_parse_from(["cfimg", "emulator", "--rate-limit", "off"])
+        else {
+            panic!("emulator args");
+        };
+        assert_eq!(args.rate_limit.0, None);
+        assert_eq!(
+            args.batch_rate_limit.0,
+            Some((200, std::time::Duration::from_secs(1)))
+        );
+    }
 }

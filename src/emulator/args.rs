@@ -23,11 +23,11 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// API-host limit per token: N/WINDOW (e.g. 1200/300s, 50/1s) or off.
-    #[arg(long, default_value = "1200/300s", value_parser = parse_rate_limit)]
-    pub rate_limit: Option<(u32, Duration)>,
+    #[arg(long, default_value = "1200/300s", value_parser = parse_rate_limit_arg)]
+    pub rate_limit: LimitArg,
     /// Batch-host limit per batch token: N/WINDOW or off.
-    #[arg(long, default_value = "200/1s", value_parser = parse_rate_limit)]
-    pub batch_rate_limit: Option<(u32, Duration)>,
+    #[arg(long, default_value = "200/1s", value_parser = parse_rate_limit_arg)]
+    pub batch_rate_limit: LimitArg,
     /// Seconds a token stays blocked once over a limit (default: the limit's window).
     #[arg(long)]
     pub penalty: Option<u64>,
@@ -61,6 +61,15 @@ pub struct EmulatorArgs {
     /// Probability of the added latency.
     #[arg(long, default_value_t = 0.0)]
     pub fault_latency_p: f64,
+}
+
+/// A parsed `--rate-limit` value. A newtype, because clap treats a field of type
+/// `Option<T>` as an optional `T` and would not accept a parser returning an `Option`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitArg(pub Option<(u32, Duration)>);
+
+fn parse_rate_limit_arg(text: &str) -> Result<LimitArg, String> {
+    parse_rate_limit(text).map(LimitArg)
 }
 
 /// Parses `N/WINDOW` (window in `ms`, `s`, `m` or `h`; bare numbers are seconds) or `off`.
@@ -113,8 +122,8 @@ impl EmulatorArgs {
             account_id: self.account.clone(),
             api_token: self.token.clone(),
             data_dir: self.data.clone(),
-            api_rate_limit: limit(self.rate_limit),
-            batch_rate_limit: limit(self.batch_rate_limit),
+            api_rate_limit: limit(self.rate_limit.0),
+            batch_rate_limit: limit(self.batch_rate_limit.0),
             faults: Faults {
                 seed: self.fault_seed,
                 p_500: self.fault_500,
