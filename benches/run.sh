@@ -36,12 +36,10 @@ start_emulator() {
   TOKEN=$(sed -n 's/^api_token = //p' "$WORK/emu.out")
   ACCOUNT=$(sed -n 's/^account_id = //p' "$WORK/emu.out")
   [ -n "$API" ] || { echo "emulator did not start:"; cat "$WORK/emu.err"; exit 1; }
+  # cfimg pointed at this emulator.
+  CFIMG=(env "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" RUST_LOG=warn "$BIN")
 }
 
-# cfimg_env CMD...: runs cfimg against the current emulator.
-cfimg_env() {
-  CLOUDFLARE_API_TOKEN=$TOKEN CLOUDFLARE_ACCOUNT_ID=$ACCOUNT CFIMG_API_BASE_URL=$API RUST_LOG=warn "$BIN" "$@"
-}
 
 # timed NAME CMD...: runs CMD under GNU time; sets ELAPSED USER_S SYS_S RSS_KB.
 timed() {
@@ -76,7 +74,7 @@ throughput() {
   local n=$THROUGHPUT_FILES dir="$WORK/throughput"
   [ -d "$dir" ] || make_files "$dir" "$n" 100000 500
   start_emulator --rate-limit off
-  timed cfimg cfimg_env migrate "$dir" --ledger "$WORK/throughput.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/throughput.json"
+  timed cfimg "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/throughput.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/throughput.json"
   local c_el=$ELAPSED
   python3 - "$n" "$ELAPSED" "$USER_S" "$SYS_S" "$RSS_KB" "$WORK/throughput.json" <<'PY'
 import json, sys
@@ -95,11 +93,11 @@ noop() {
   local n=$NOOP_FILES dir="$WORK/noop"
   [ -d "$dir" ] || make_files "$dir" "$n" 64 1000
   start_emulator --rate-limit off
-  cfimg_env migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
+  "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
   find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
   timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
   local f_el=$ELAPSED
-  timed noop cfimg_env migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
+  timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
   python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" <<'PY'
 import json, sys
 n, f, c, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
@@ -113,7 +111,7 @@ large() {
   local dir="$WORK/large"
   [ -d "$dir" ] || make_files "$dir" 200 9000000 50
   start_emulator --rate-limit off
-  timed large cfimg_env migrate "$dir" --ledger "$WORK/large.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/large.json"
+  timed large "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/large.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/large.json"
   python3 - "$ELAPSED" "$RSS_KB" "$WORK/large.json" <<'PY'
 import json, sys
 el, rss = float(sys.argv[1]), float(sys.argv[2])
@@ -127,7 +125,7 @@ rate() {
   local dir="$WORK/rate"
   [ -d "$dir" ] || make_files "$dir" 750 2000 250
   start_emulator --rate-limit 50/1s
-  timed rate cfimg_env migrate "$dir" --ledger "$WORK/rate.sqlite" --rate 50 --concurrency 16 --json >"$WORK/rate.json"
+  timed rate "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/rate.sqlite" --rate 50 --concurrency 16 --json >"$WORK/rate.json"
   local throttled
   throttled=$(curl -sf "${API%/client/v4}/__emulator/state" | python3 -c 'import json,sys; print(json.load(sys.stdin)["throttled"])')
   python3 - "$WORK/rate.json" "$throttled" <<'PY'
@@ -156,8 +154,8 @@ wrk.headers["Authorization"] = "Bearer {sys.argv[2]}"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary={b}"
 """)
 PY
-  wrk -t2 -c32 -d10s -s "$WORK/wrk.lua" "$API/accounts/$ACCOUNT/images/v1" >"$WORK/wrk.out"
-  echo "emulator alone (wrk, 2 threads, 32 connections, 10 s, 100 kB auto-id uploads): $(grep Requests/sec "$WORK/wrk.out" | awk '{print $2}') uploads/s; $(grep -c . "$WORK/wrk.out" >/dev/null && grep 'Non-2xx' "$WORK/wrk.out" || echo 'all 2xx')"
+  wrk -t2 -c32 -d5s -s "$WORK/wrk.lua" "$API/accounts/$ACCOUNT/images/v1" >"$WORK/wrk.out"
+  echo "emulator alone (wrk, 2 threads, 32 connections, 5 s, 100 kB auto-id uploads): $(grep Requests/sec "$WORK/wrk.out" | awk '{print $2}') uploads/s; $(grep -c . "$WORK/wrk.out" >/dev/null && grep 'Non-2xx' "$WORK/wrk.out" || echo 'all 2xx')"
 }
 
 case $WHAT in

@@ -285,6 +285,24 @@ impl Ledger {
         }))
     }
 
+    /// The fields the quick check needs, without allocating the rest of the row.
+    pub fn quick(&self, key: &str) -> Result<Option<QuickRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns, state FROM items WHERE key = ?1")?;
+        let row = stmt
+            .query_row([key], |r| {
+                let state: String = r.get(2)?;
+                Ok(QuickRow {
+                    size: r.get::<_, i64>(0)?.max(0) as u64,
+                    mtime_ns: r.get(1)?,
+                    state: State::parse(&state),
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
     /// The row of a source key.
     pub fn lookup(&self, key: &str) -> Result<Option<Row>> {
         let mut stmt = self
@@ -409,6 +427,62 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The quick-check fields of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuickRow {
+    /// Bytes at the last plan.
+    pub size: u64,
+    /// Modification time at the last plan, ns.
+    pub mtime_ns: i64,
+    /// Where it stands.
+    pub state: State,
+}
+
+/// Lookups in read transactions of `READ_BATCH` lookups each, so that a walk over millions
+/// of files takes SQLite's file locks a few hundred times instead of once per file, while
+/// the writer's commits still become visible and the WAL can still be checkpointed.
+#[derive(Debug)]
+pub struct BatchedReader {
+    ledger: Ledger,
+    in_transaction: usize,
+}
+
+/// Lookups per read transaction of a [`BatchedReader`].
+const READ_BATCH: usize = 4096;
+
+impl BatchedReader {
+    /// Wraps a read connection, with a page cache sized for bulk lookups.
+    pub fn new(ledger: Ledger) -> Result<BatchedReader> {
+        ledger.conn.pragma_update(None, "cache_size", -32_768)?;
+        Ok(BatchedReader {
+            ledger,
+            in_transaction: 0,
+        })
+    }
+
+    fn step(&mut self) -> Result<&Ledger> {
+        if self.in_transaction >= READ_BATCH {
+            self.ledger.conn.execute_batch("COMMIT")?;
+            self.in_transaction = 0;
+        }
+        if self.in_transaction == 0 {
+            self.ledger.conn.execute_batch("BEGIN")?;
+        }
+        self.in_transaction += 1;
+        Ok(&self.ledger)
+    }
+
+    /// [`Ledger::quick`] inside the current read transaction.
+    pub fn quick(&mut self, key: &str) -> Result<Option<QuickRow>> {
+        self.step()?.quick(key)
+    }
+
+    /// [`Ledger::lookup`] inside the current read transaction.
+    pub fn lookup(&mut self, key: &str) -> Result<Option<Row>> {
+        self.step()?.lookup(key)
+    }
 }
 
 /// A shared read connection for async code; each call holds it for one short query.

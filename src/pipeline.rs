@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::client::ImagesClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, LedgerWriter, Record, Row, SharedReader, Version};
+use crate::ledger::{BatchedReader, Ledger, LedgerWriter, Record, Row, SharedReader, Version};
 use crate::limit::Limiter;
 use crate::plan::{self, Decision, Job, Policy, Quick};
 use crate::progress::{Display, Stats, Summary};
@@ -34,6 +34,8 @@ use crate::upload::{Ended, Uploader};
 
 /// Items waiting between the quick check and hashing.
 const CANDIDATE_QUEUE: usize = 256;
+/// Listed files waiting for the quick check.
+const FOUND_QUEUE: usize = 4096;
 
 /// What to migrate and how.
 #[derive(Debug, Clone)]
@@ -128,7 +130,7 @@ pub async fn migrate(
     // Stage 1: walk and quick check, on a blocking thread with its own ledger reader.
     let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
     let walker = {
-        let reader = open_reader()?;
+        let reader = open_reader()?.map(BatchedReader::new).transpose()?;
         let stats = stats.clone();
         let writer = writer.clone();
         let shutdown = shutdown.clone();
@@ -136,9 +138,29 @@ pub async fn migrate(
         let retry_failed = opts.retry_failed;
         let stop = stop_for_fatal.clone();
         tokio::task::spawn_blocking(move || {
+            // Listing (readdir + stat) and the ledger lookups each keep a core busy, so the
+            // listing runs on a thread of its own.
+            let (found_tx, found_rx) = std::sync::mpsc::sync_channel::<Found>(FOUND_QUEUE);
+            let intake = shutdown.intake.clone();
+            let lister = std::thread::Builder::new()
+                .name("walk".into())
+                .spawn(move || {
+                    for found in walk.iter() {
+                        if intake.is_cancelled() || found_tx.send(found).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if let Err(e) = lister {
+                stop(Error::Io {
+                    path: "walk thread".into(),
+                    source: e,
+                });
+                return;
+            }
             if let Err(e) = walk_and_check(
-                &walk,
-                reader.as_ref(),
+                found_rx.into_iter(),
+                reader,
                 &source,
                 retry_failed,
                 &stats,
@@ -288,8 +310,8 @@ pub async fn migrate(
 
 #[allow(clippy::too_many_arguments)]
 fn walk_and_check(
-    walk: &Walk,
-    reader: Option<&Ledger>,
+    found: impl Iterator<Item = Found>,
+    mut reader: Option<BatchedReader>,
     source: &str,
     retry_failed: bool,
     stats: &Stats,
@@ -297,7 +319,7 @@ fn walk_and_check(
     shutdown: &Shutdown,
     out: &mpsc::Sender<Candidate>,
 ) -> Result<()> {
-    for found in walk.iter() {
+    for found in found {
         if shutdown.intake.is_cancelled() {
             break;
         }
@@ -320,14 +342,14 @@ fn walk_and_check(
                 continue;
             }
         };
-        let row = match reader {
-            Some(r) => r.lookup(&item.key)?,
+        let quick = match reader.as_mut() {
+            Some(r) => r.quick(&item.key)?,
             None => None,
         };
-        match plan::quick_check(row.as_ref(), &item, retry_failed) {
+        match plan::quick_check(quick, &item, retry_failed) {
             Quick::Unchanged => Stats::bump(&stats.skipped),
-            Quick::StillRejected(_) => Stats::bump(&stats.rejected_earlier),
-            Quick::StillFailed(_) => Stats::bump(&stats.failed_earlier),
+            Quick::StillRejected => Stats::bump(&stats.rejected_earlier),
+            Quick::StillFailed => Stats::bump(&stats.failed_earlier),
             Quick::Reject(reason) => {
                 let v = Version {
                     key: item.key,
@@ -339,6 +361,10 @@ fn walk_and_check(
                 reject(writer, stats, v, reason)?;
             }
             Quick::Examine => {
+                let row = match (quick, reader.as_mut()) {
+                    (Some(_), Some(r)) => r.lookup(&item.key)?,
+                    _ => None,
+                };
                 if out.blocking_send(Candidate { item, row }).is_err() {
                     break;
                 }

@@ -8,7 +8,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use crate::config::IdMode;
-use crate::ledger::{Row, State, Version};
+use crate::ledger::{QuickRow, Row, State, Version};
 use crate::rules::{self, ImageFormat, MAX_FILE_BYTES, SNIFF_BYTES};
 use crate::source::Item;
 
@@ -20,10 +20,10 @@ const HASH_CHUNK: usize = 256 * 1024;
 pub enum Quick {
     /// Uploaded and unchanged: nothing to do.
     Unchanged,
-    /// Rejected before and unchanged: still rejected, for this reason.
-    StillRejected(String),
+    /// Rejected before and unchanged: still rejected.
+    StillRejected,
     /// Failed before and unchanged, and failed items are not being retried.
-    StillFailed(String),
+    StillFailed,
     /// Rejected without reading it (empty, too large).
     Reject(String),
     /// Needs hashing and a full decision.
@@ -31,17 +31,13 @@ pub enum Quick {
 }
 
 /// The quick check: size and mtime against the ledger row.
-pub fn quick_check(row: Option<&Row>, item: &Item, retry_failed: bool) -> Quick {
+pub fn quick_check(row: Option<QuickRow>, item: &Item, retry_failed: bool) -> Quick {
     if let Some(row) = row {
         let same = row.size == item.size && row.mtime_ns == item.mtime_ns;
         match row.state {
             State::Uploaded if same => return Quick::Unchanged,
-            State::Rejected if same => {
-                return Quick::StillRejected(row.last_error.clone().unwrap_or_default());
-            }
-            State::Failed if same && !retry_failed => {
-                return Quick::StillFailed(row.last_error.clone().unwrap_or_default());
-            }
+            State::Rejected if same => return Quick::StillRejected,
+            State::Failed if same && !retry_failed => return Quick::StillFailed,
             _ => {}
         }
     }
@@ -291,36 +287,43 @@ mod tests {
     #[test]
     fn quick_check_skips_only_unchanged_rows() {
         let it = item("a.png", 3, 9);
+        let q = |state, size, mtime_ns| {
+            Some(QuickRow {
+                size,
+                mtime_ns,
+                state,
+            })
+        };
         assert_eq!(
-            quick_check(
-                Some(&row(State::Uploaded, 3, 9, "s", Some("a"))),
-                &it,
-                false
-            ),
+            quick_check(q(State::Uploaded, 3, 9), &it, false),
             Quick::Unchanged
         );
         assert_eq!(
-            quick_check(
-                Some(&row(State::Uploaded, 3, 8, "s", Some("a"))),
-                &it,
-                false
-            ),
+            quick_check(q(State::Uploaded, 3, 8), &it, false),
             Quick::Examine
         );
         assert_eq!(
-            quick_check(Some(&row(State::Uploading, 3, 9, "s", None)), &it, false),
+            quick_check(q(State::Uploaded, 4, 9), &it, false),
             Quick::Examine
         );
         assert_eq!(
-            quick_check(Some(&row(State::Rejected, 3, 9, "s", None)), &it, true),
-            Quick::StillRejected("why".into())
+            quick_check(q(State::Uploading, 3, 9), &it, false),
+            Quick::Examine
         );
         assert_eq!(
-            quick_check(Some(&row(State::Failed, 3, 9, "s", None)), &it, false),
-            Quick::StillFailed("why".into())
+            quick_check(q(State::Rejected, 3, 9), &it, true),
+            Quick::StillRejected
         );
         assert_eq!(
-            quick_check(Some(&row(State::Failed, 3, 9, "s", None)), &it, true),
+            quick_check(q(State::Rejected, 3, 1), &it, false),
+            Quick::Examine
+        );
+        assert_eq!(
+            quick_check(q(State::Failed, 3, 9), &it, false),
+            Quick::StillFailed
+        );
+        assert_eq!(
+            quick_check(q(State::Failed, 3, 9), &it, true),
             Quick::Examine
         );
         assert!(
