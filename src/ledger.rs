@@ -582,11 +582,16 @@ impl LedgerWriter {
     /// Opens the ledger and starts its writer thread. The thread ends when every handle
     /// is dropped; join it to know every record is committed.
     pub fn spawn(path: &Path) -> Result<(LedgerWriter, thread::JoinHandle<Result<()>>)> {
+        let lock = lock_exclusively(path)?;
         let ledger = Ledger::open(path)?;
         let (tx, rx) = mpsc::channel(4096);
         let handle = thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || write_loop(ledger, rx))
+            .spawn(move || {
+                // The lock lives as long as the writer: one run per ledger at a time.
+                let _lock = lock;
+                write_loop(ledger, rx)
+            })
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source,
@@ -636,6 +641,43 @@ impl LedgerWriter {
         done.await
             .map_err(|_| writer_gone())?
             .map_err(ledger_failed)
+    }
+}
+
+/// Takes `<ledger>.lock`: two runs writing one ledger would both plan the same files, and
+/// with Cloudflare-assigned ids nothing on the server would stop them uploading twice.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File> {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(vec![format!(
+            "another cfimg run is using the ledger {}: wait for it to finish, or give this run its own --ledger",
+            path.display()
+        )])),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            path: lock_path,
+            source,
+        }),
     }
 }
 
@@ -855,6 +897,21 @@ mod tests {
         );
         drop(writer);
         thread.join().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_writer_per_ledger_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+        let err = LedgerWriter::spawn(&path).unwrap_err().to_string();
+        assert!(err.contains("another cfimg run"), "{err}");
+        drop(writer);
+        thread.join().unwrap().unwrap();
+        assert!(
+            LedgerWriter::spawn(&path).is_ok(),
+            "the lock goes with the writer"
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::retry::{self, Policy};
 use crate::stamp::{self, Stamp};
 
 /// Page size when looking a stamp up in the image list.
-const LOOKUP_PAGE: u32 = 100;
+/// Large, so that a server ignoring the metadata filter costs as few requests as possible.
+const LOOKUP_PAGE: u32 = 1000;
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
@@ -87,7 +88,7 @@ impl Uploader {
                 self.stats.uploaded(job.item.size, job.previous.is_some());
                 Record::Uploaded {
                     version,
-                    url: image.variants.first().cloned(),
+                    url: delivery_url(&image),
                     image_id: image.id,
                     attempts: spent.load(Ordering::Relaxed),
                     replaced: job.previous.is_some(),
@@ -323,4 +324,14 @@ impl Uploader {
             );
         }
     }
+}
+
+/// The delivery URL to record: the `public` variant when there is one, else the first.
+fn delivery_url(image: &Image) -> Option<String> {
+    image
+        .variants
+        .iter()
+        .find(|v| v.ends_with("/public"))
+        .or_else(|| image.variants.first())
+        .cloned()
 }
