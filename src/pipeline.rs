@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::client::ImagesClient;
+use crate::api::types;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ledger::{BatchedReader, Ledger, LedgerWriter, Record, Row, SharedReader, Version};
@@ -95,15 +96,8 @@ pub async fn migrate(
     let client = if opts.dry_run {
         None
     } else {
-        let client = ImagesClient::new(
-            &cfg.api_base_url,
-            &cfg.account_id,
-            &cfg.api_token,
-            cfg.upload.request_timeout,
-        )?;
         // One cheap request proves the token and the account before any file is touched.
-        let spent = std::sync::atomic::AtomicU32::new(0);
-        retry::call(policy, || limiter.send(&spent, client.stats())).await?;
+        let (client, _) = connect(cfg, &limiter, policy).await?;
         Some(client)
     };
     let open_reader = || -> Result<Option<Ledger>> { Ledger::open_read_only(&cfg.ledger) };
@@ -306,6 +300,24 @@ pub async fn migrate(
         fatal,
         interrupted,
     })
+}
+
+/// A client for the configured account, checked with `GET /v1/stats` (through the limiter,
+/// with retries): a bad token or account fails here, after one request.
+pub async fn connect(
+    cfg: &Config,
+    limiter: &Limiter,
+    policy: retry::Policy,
+) -> Result<(ImagesClient, types::Stats)> {
+    let client = ImagesClient::new(
+        &cfg.api_base_url,
+        &cfg.account_id,
+        &cfg.api_token,
+        cfg.upload.request_timeout,
+    )?;
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    let stats = retry::call(policy, || limiter.send(&spent, client.stats())).await?;
+    Ok((client, stats))
 }
 
 #[allow(clippy::too_many_arguments)]

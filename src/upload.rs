@@ -130,6 +130,24 @@ impl Uploader {
         retry::call(self.policy, || self.limiter.send(spent, request())).await
     }
 
+    /// The upload form of a job: the file streamed under its own name.
+    fn file_upload<'a>(
+        &self,
+        job: &'a Job,
+        id: Option<&'a str>,
+        metadata: &'a str,
+    ) -> FileUpload<'a> {
+        FileUpload {
+            path: &job.item.path,
+            size: job.item.size,
+            filename: job.item.key.rsplit('/').next().unwrap_or(&job.item.key),
+            mime: job.format.mime(),
+            id,
+            metadata,
+            require_signed_urls: self.require_signed_urls,
+        }
+    }
+
     async fn post(
         &self,
         job: &Job,
@@ -138,16 +156,7 @@ impl Uploader {
         spent: &AtomicU32,
     ) -> Result<Image> {
         let metadata = stamp.metadata_json(&self.metadata);
-        let filename = job.item.key.rsplit('/').next().unwrap_or(&job.item.key);
-        let upload = FileUpload {
-            path: &job.item.path,
-            size: job.item.size,
-            filename,
-            mime: job.format.mime(),
-            id,
-            metadata: &metadata,
-            require_signed_urls: self.require_signed_urls,
-        };
+        let upload = self.file_upload(job, id, &metadata);
         self.call(spent, || self.client.upload_file(&upload)).await
     }
 
@@ -213,16 +222,7 @@ impl Uploader {
                 return Ok(found);
             }
             let metadata = stamp.metadata_json(&self.metadata);
-            let filename = job.item.key.rsplit('/').next().unwrap_or(&job.item.key);
-            let upload = FileUpload {
-                path: &job.item.path,
-                size: job.item.size,
-                filename,
-                mime: job.format.mime(),
-                id: None,
-                metadata: &metadata,
-                require_signed_urls: self.require_signed_urls,
-            };
+            let upload = self.file_upload(job, None, &metadata);
             let result = self
                 .limiter
                 .send(spent, self.client.upload_file(&upload))

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 
 use super::app::App;
-use super::form::{self, check_custom_id, check_image};
+use super::form::{self, check_image};
 use super::images::already_exists;
 use super::reply::{ApiError, Reply, ok};
 use super::store::{Blob, DraftError, ImageRec};
@@ -39,14 +39,7 @@ pub async fn create(app: &App, req: Request) -> Reply {
             "Bad request: expiry must be at least 2 minutes and at most 6 hours in the future",
         ));
     }
-    let custom_id = form.id.is_some();
-    let id = match form.id {
-        Some(id) => {
-            check_custom_id(&id, form.require_signed_urls)?;
-            id
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
+    let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,
         filename: None,

@@ -188,6 +188,21 @@ pub fn check_image(bytes: &[u8]) -> Result<&'static str, ApiError> {
     })
 }
 
+/// The id a new image or draft gets: the checked custom id, or a fresh UUID; and whether
+/// it was custom.
+pub fn assign_id(
+    custom: Option<String>,
+    require_signed_urls: bool,
+) -> Result<(String, bool), ApiError> {
+    match custom {
+        Some(id) => {
+            check_custom_id(&id, require_signed_urls)?;
+            Ok((id, true))
+        }
+        None => Ok((uuid::Uuid::new_v4().to_string(), false)),
+    }
+}
+
 /// Checks a custom id and its combination with `requireSignedURLs`.
 pub fn check_custom_id(id: &str, require_signed_urls: bool) -> Result<(), ApiError> {
     rules::validate_custom_id(id).map_err(|reason| {

@@ -57,14 +57,7 @@ pub async fn upload(
         }
     };
     let mime = check_image(&bytes)?;
-    let custom_id = form.id.is_some();
-    let id = match form.id {
-        Some(id) => {
-            check_custom_id(&id, form.require_signed_urls)?;
-            id
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
+    let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,
         filename,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use cfimg::emulator::{self, EmulatorConfig, EmulatorHandle, Inspection};
+use cfimg::emulator::{self, EmulatorConfig, EmulatorHandle, Faults, Inspection};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -82,6 +82,27 @@ impl TestEnv {
             config,
             emu,
         }
+    }
+
+    /// An emulator with rate limits off and these faults.
+    pub async fn with_faults(faults: Faults, upload_toml: &str) -> TestEnv {
+        TestEnv::with(
+            EmulatorConfig {
+                api_rate_limit: None,
+                faults,
+                ..EmulatorConfig::default()
+            },
+            upload_toml,
+        )
+        .await
+    }
+
+    /// Writes distinct PNG-signed files of `len` bytes at these keys; returns the keys.
+    pub fn write_pngs<S: AsRef<str>>(&self, keys: &[S], len: usize) -> Vec<String> {
+        for (i, k) in keys.iter().enumerate() {
+            self.write(k.as_ref(), &png(i as u32, len));
+        }
+        keys.iter().map(|k| k.as_ref().to_string()).collect()
     }
 
     /// Writes a file under the source folder.
@@ -192,11 +213,11 @@ impl TestEnv {
     }
 
     /// Asserts that every file under `src` is uploaded exactly once, with the same bytes.
-    pub async fn assert_exactly_once(&self, keys: &[&str]) {
+    pub async fn assert_exactly_once<S: AsRef<str>>(&self, keys: &[S]) {
         let per_source = self.images_per_source();
         let rows = self.ledger_rows();
         let images = self.inspect().images;
-        for key in keys {
+        for key in keys.iter().map(AsRef::as_ref) {
             let hash = cfimg::stamp::source_hash(key);
             assert_eq!(
                 per_source.get(&hash),
@@ -204,7 +225,7 @@ impl TestEnv {
                 "{key}: images for this source: {per_source:?}"
             );
             let row = rows
-                .get(*key)
+                .get(key)
                 .unwrap_or_else(|| panic!("{key} missing from the ledger"));
             assert_eq!(row.state, cfimg::ledger::State::Uploaded, "{key}: {row:?}");
             let id = row.image_id.as_deref().expect("image id");

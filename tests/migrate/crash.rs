@@ -3,18 +3,15 @@
 
 use std::time::Duration;
 
-use cfimg::emulator::{EmulatorConfig, Faults};
+use cfimg::emulator::Faults;
 
-use crate::common::{TestEnv, png, text};
+use crate::common::{TestEnv, text};
 
 const FILES: usize = 30;
 
 fn setup_files(env: &TestEnv) -> Vec<String> {
     let keys: Vec<String> = (0..FILES).map(|i| format!("d{}/f{i}.png", i % 4)).collect();
-    for (i, k) in keys.iter().enumerate() {
-        env.write(k, &png(i as u32, 2000));
-    }
-    keys
+    env.write_pngs(&keys, 2000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,15 +27,7 @@ async fn killed_runs_end_with_every_file_uploaded_exactly_once() {
             p_store_then_500: 0.1,
             ..Faults::default()
         };
-        let env = TestEnv::with(
-            EmulatorConfig {
-                api_rate_limit: None,
-                faults,
-                ..EmulatorConfig::default()
-            },
-            "max_attempts = 30",
-        )
-        .await;
+        let env = TestEnv::with_faults(faults, "max_attempts = 30").await;
         let keys = setup_files(&env);
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut kills = 0;
@@ -79,7 +68,6 @@ async fn killed_runs_end_with_every_file_uploaded_exactly_once() {
         let (code, summary, out) = env.migrate(&["--id-mode", mode]).await;
         assert_eq!(code, 0, "{mode}: {}", text(&out));
         assert_eq!(summary["failed"], 0);
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         env.assert_exactly_once(&keys).await;
         // And one more run has nothing left to do.
         let posts = env.upload_posts();
@@ -101,15 +89,7 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
         latency_ms: 40,
         ..Faults::default()
     };
-    let env = TestEnv::with(
-        EmulatorConfig {
-            api_rate_limit: None,
-            faults,
-            ..EmulatorConfig::default()
-        },
-        "concurrency = 2",
-    )
-    .await;
+    let env = TestEnv::with_faults(faults, "concurrency = 2").await;
     let keys = setup_files(&env);
     let child = env
         .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
@@ -145,6 +125,5 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
         summary["uploaded"].as_u64().unwrap() + uploaded,
         FILES as u64
     );
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     env.assert_exactly_once(&keys).await;
 }

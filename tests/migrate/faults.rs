@@ -24,22 +24,10 @@ async fn transient_failures_are_retried_without_duplicates_in_every_id_mode() {
             p_store_then_500: 0.15,
             ..Faults::default()
         };
-        let env = TestEnv::with(
-            EmulatorConfig {
-                api_rate_limit: None,
-                faults,
-                ..EmulatorConfig::default()
-            },
-            "max_attempts = 30",
-        )
-        .await;
-        let keys = keys(24);
-        for (i, k) in keys.iter().enumerate() {
-            env.write(k, &png(i as u32, 1500));
-        }
+        let env = TestEnv::with_faults(faults, "max_attempts = 30").await;
+        let keys = env.write_pngs(&keys(24), 1500);
         let (code, summary, out) = env.migrate(&["--id-mode", mode]).await;
         assert_eq!(code, 0, "{mode}: {}", text(&out));
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         env.assert_exactly_once(&keys).await;
         // The faults really fired: more requests than files.
         assert!(
@@ -68,13 +56,9 @@ async fn a_429_pauses_every_worker_and_the_run_recovers() {
         "rate = 100",
     )
     .await;
-    let keys = keys(20);
-    for (i, k) in keys.iter().enumerate() {
-        env.write(k, &png(i as u32, 800));
-    }
+    let keys = env.write_pngs(&keys(20), 800);
     let (code, summary, out) = env.migrate(&[]).await;
     assert_eq!(code, 0, "{}", text(&out));
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     env.assert_exactly_once(&keys).await;
     let throttled = summary["throttled"].as_u64().unwrap();
     assert!(throttled > 0, "{summary}");
@@ -177,15 +161,7 @@ async fn retries_that_run_out_leave_the_item_failed_until_retry_failed() {
         p_drop_before_store: 1.0,
         ..Faults::default()
     };
-    let env = TestEnv::with(
-        EmulatorConfig {
-            api_rate_limit: None,
-            faults,
-            ..EmulatorConfig::default()
-        },
-        "max_attempts = 2",
-    )
-    .await;
+    let env = TestEnv::with_faults(faults, "max_attempts = 2").await;
     env.write("a.png", &png(1, 700));
     let (code, summary, out) = env.migrate(&[]).await;
     assert_eq!(code, 1, "{}", text(&out));

@@ -129,21 +129,13 @@ async fn the_token_never_reaches_logs_output_or_the_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
-    use cfimg::emulator::{EmulatorConfig, Faults};
+    use cfimg::emulator::Faults;
     let faults = Faults {
         p_latency: 1.0,
         latency_ms: 50,
         ..Faults::default()
     };
-    let env = TestEnv::with(
-        EmulatorConfig {
-            api_rate_limit: None,
-            faults,
-            ..EmulatorConfig::default()
-        },
-        "concurrency = 1",
-    )
-    .await;
+    let env = TestEnv::with_faults(faults, "concurrency = 1").await;
     for i in 0..20 {
         env.write(&format!("{i}.png"), &png(i, 500));
     }
@@ -163,13 +155,6 @@ async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
         text(&out)
     );
     assert_eq!(first.wait().await.unwrap().code(), Some(0));
-    env.assert_exactly_once(
-        &(0..20)
-            .map(|i| format!("{i}.png"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.assert_exactly_once(&(0..20).map(|i| format!("{i}.png")).collect::<Vec<_>>())
+        .await;
 }
