@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| cfimg::progress::LogWriter)
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -276,6 +276,30 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
+/// The bar on screen, if any, so that log lines can be printed above it instead of
+/// through it.
+static ACTIVE_BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Where log lines go: stderr, with the progress bar lifted out of the way while they print.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The live display of a run.
 #[derive(Debug)]
 pub struct Display {
@@ -298,6 +322,9 @@ impl Display {
             bar.set_style(style);
             bar
         });
+        if let (Some(bar), Ok(mut slot)) = (&bar, ACTIVE_BAR.lock()) {
+            *slot = Some(bar.clone());
+        }
         let task_bar = bar.clone();
         let task = tokio::spawn(async move {
             let tick = if task_bar.is_some() {
@@ -341,6 +368,9 @@ impl Display {
     /// Stops the display and clears the bar.
     pub fn finish(self) {
         self.task.abort();
+        if let Ok(mut slot) = ACTIVE_BAR.lock() {
+            *slot = None;
+        }
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
