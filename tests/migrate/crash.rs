@@ -34,6 +34,8 @@ async fn killed_runs_end_with_every_file_uploaded_exactly_once() {
         for round in 0..6 {
             let mut child = env
                 .cmd(&["migrate", env.src.to_str().unwrap(), "--id-mode", mode])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
             // Kill after a random number of further upload requests reached the server.
@@ -94,6 +96,7 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
     let child = env
         .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();

@@ -141,6 +141,8 @@ async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
     }
     let mut first = env
         .cmd(&["migrate", env.src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     env.wait_for(std::time::Duration::from_secs(30), |e| {
