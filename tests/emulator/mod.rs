@@ -1,6 +1,7 @@
 //! The emulator, tested over HTTP: each file covers one area; helpers live here.
 
 mod auth;
+mod command;
 mod direct_upload;
 mod faults;
 mod images;

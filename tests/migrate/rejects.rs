@@ -160,3 +160,37 @@ async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
     env.assert_exactly_once(&(0..20).map(|i| format!("{i}.png")).collect::<Vec<_>>())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_the_credentials_with_one_request() {
+    let env = TestEnv::new().await;
+    let out = env.run(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: account"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.total_requests(), 1);
+
+    let out = env
+        .cmd(&["validate"])
+        .env("CLOUDFLARE_API_TOKEN", "nope")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = env
+        .cmd(&["validate"])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLOUDFLARE_API_TOKEN"));
+    assert_eq!(
+        env.total_requests(),
+        2,
+        "a missing token is caught before any request"
+    );
+}
