@@ -497,7 +497,10 @@ impl SharedReader {
 
     /// Runs one query on the connection.
     pub fn with<T>(&self, f: impl FnOnce(&Ledger) -> Result<T>) -> Result<T> {
-        let guard = self.0.lock().map_err(|_| Error::Interrupted)?;
+        let guard = self
+            .0
+            .lock()
+            .map_err(|_| Error::LedgerWrite("a thread using the ledger reader panicked".into()))?;
         f(&guard)
     }
 }

@@ -7,7 +7,7 @@ use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code, hint};
 use crate::cli::{Cli, MigrateArgs};
 use crate::config;
 use crate::emulator::{self, EmulatorConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::{self, MigrateOptions};
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
@@ -39,22 +39,21 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             data_dir: Some(data_dir.clone()),
             ..EmulatorConfig::default()
         };
-        let listen = "127.0.0.1:0"
-            .parse()
-            .map_err(|_| crate::error::Error::Invalid("listen address".into()))?;
-        let handle =
-            emulator::start(listen, emu_cfg)
-                .await
-                .map_err(|source| crate::error::Error::Io {
-                    path: data_dir.clone(),
-                    source,
-                })?;
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let handle = emulator::start(listen, emu_cfg).await.map_err(|e| {
+            Error::Config(vec![format!(
+                "the built-in emulator could not start with its state in {}: {e}",
+                data_dir.display()
+            )])
+        })?;
         cfg.account_id = handle.account_id().to_string();
         cfg.api_token = Secret::new(handle.token());
-        cfg.api_base_url = handle
-            .api_base()
-            .parse()
-            .map_err(|_| crate::error::Error::Invalid("emulator URL".into()))?;
+        cfg.api_base_url = handle.api_base().parse().map_err(|_| {
+            Error::Invalid(format!(
+                "the emulator's URL {} does not parse",
+                handle.api_base()
+            ))
+        })?;
         eprintln!(
             "cfimg: emulator at {} (state in {})",
             handle.api_base(),

@@ -25,12 +25,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Failures(out) => ledger_views::failures(&cli, out.json),
         Command::Validate => validate::run(&cli).await,
         Command::Emulator(args) => {
-            crate::emulator::run(args.clone())
-                .await
-                .map_err(|source| Error::Io {
-                    path: "emulator".into(),
-                    source,
-                })?;
+            crate::emulator::run(args.clone()).await.map_err(|e| {
+                Error::Config(vec![format!(
+                    "the emulator could not start: {e} (is --listen free?)"
+                )])
+            })?;
             Ok(EXIT_OK)
         }
     }
