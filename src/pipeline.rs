@@ -473,6 +473,13 @@ async fn route(
         }
         Decision::Upload(job) => {
             if dry_run {
+                tracing::info!(
+                    key = %job.item.key,
+                    bytes = job.item.size,
+                    id = job.id.as_deref().unwrap_or("(assigned by Cloudflare)"),
+                    replaces = job.previous.as_deref().unwrap_or("-"),
+                    "would upload"
+                );
                 Stats::bump(&stats.would_upload);
                 stats
                     .would_upload_bytes

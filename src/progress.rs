@@ -339,8 +339,9 @@ impl Display {
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 let bytes = get(&stats.bytes);
                 let line = format!(
-                    "{} up, {} unchanged, {} failed, {} rejected, {:.1} MB/s, {} req, {} 429",
+                    "{} up ({}), {} unchanged, {} failed, {} rejected, {:.1} MB/s, {} req, {} 429",
                     get(&stats.uploaded),
+                    human_bytes(bytes),
                     get(&stats.skipped),
                     get(&stats.failed) + get(&stats.failed_earlier),
                     get(&stats.rejected) + get(&stats.rejected_earlier),
