@@ -153,17 +153,23 @@ fn classify_api(status: u16, code: u32, retry_after: Option<Duration>) -> Dispos
     }
 }
 
+/// An API error as the client would build it, for tests.
+#[cfg(test)]
+pub(crate) fn api_error(status: u16, code: u32, retry_after: Option<Duration>) -> Error {
+    Error::Api {
+        status,
+        code,
+        message: String::new(),
+        retry_after,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn api(status: u16, code: u32) -> Error {
-        Error::Api {
-            status,
-            code,
-            message: String::new(),
-            retry_after: Some(Duration::from_secs(7)),
-        }
+        api_error(status, code, Some(Duration::from_secs(7)))
     }
 
     #[test]

@@ -95,17 +95,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
+    use crate::error::{Error, api_error};
     use crate::limit::Limiter;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn api(status: u16, code: u32) -> Error {
-        Error::Api {
-            status,
-            code,
-            message: String::new(),
-            retry_after: None,
-        }
+        api_error(status, code, None)
     }
 
     #[tokio::test(start_paused = true)]

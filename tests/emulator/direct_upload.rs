@@ -46,14 +46,7 @@ async fn one_time_url_turns_the_draft_into_an_image() {
     let (_, img) = status_json(emu.get("/v1/du/x.png").send().await.unwrap()).await;
     assert!(img["result"].get("draft").is_none());
     assert_eq!(img["result"]["meta"]["a"], "b");
-    let blob = emu
-        .get("/v1/du/x.png/blob")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let blob = emu.blob("du/x.png").await;
     assert_eq!(blob.as_ref(), png(5).as_slice());
     let (status, body) = status_json(post().await.unwrap()).await;
     assert_eq!(

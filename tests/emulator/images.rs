@@ -447,14 +447,7 @@ async fn url_uploads_fetch_the_origin_and_report_5454() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["filename"], "ok.png");
-    let blob = emu
-        .get("/v1/from-url/blob")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let blob = emu.blob("from-url").await;
     assert_eq!(blob.as_ref(), png(42).as_slice());
     for url in [
         format!("{base}/broken"),

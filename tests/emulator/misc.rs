@@ -164,14 +164,7 @@ async fn data_dir_survives_a_restart() {
     assert_eq!(after[0].id, "keep/me.png");
     assert_eq!(after[0].sha256, before[0].sha256);
     assert_eq!(after[0].meta["v"], "2");
-    let blob = emu
-        .get("/v1/keep/me.png/blob")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let blob = emu.blob("keep/me.png").await;
     assert_eq!(blob.as_ref(), png(1).as_slice());
     let (_, keys_after) = status_json(emu.get("/v1/keys").send().await.unwrap()).await;
     assert_eq!(keys_before, keys_after);

@@ -67,6 +67,17 @@ impl Emu {
             .bearer_auth(self.handle.token())
     }
 
+    /// The stored bytes of an image, through `GET /v1/{id}/blob`.
+    pub async fn blob(&self, id: &str) -> bytes::Bytes {
+        let resp = self
+            .get(&format!("/v1/{id}/blob"))
+            .send()
+            .await
+            .expect("blob request");
+        assert_eq!(resp.status(), 200, "blob of {id}");
+        resp.bytes().await.expect("blob body")
+    }
+
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
