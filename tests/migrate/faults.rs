@@ -16,12 +16,14 @@ async fn transient_failures_are_retried_without_duplicates_in_every_id_mode() {
     for (seed, mode) in [(1u64, "path"), (2, "hash"), (3, "auto")] {
         let faults = Faults {
             seed,
-            p_500: 0.1,
-            p_502: 0.1,
+            // 40% of upload attempts fail: enough of every kind to matter, few enough that
+            // backoff (full jitter, 30 s cap) rarely reaches seconds.
+            p_500: 0.05,
+            p_502: 0.05,
             p_503: 0.05,
-            p_drop_before_store: 0.1,
-            p_drop_after_store: 0.15,
-            p_store_then_500: 0.15,
+            p_drop_before_store: 0.05,
+            p_drop_after_store: 0.1,
+            p_store_then_500: 0.1,
             ..Faults::default()
         };
         let env = TestEnv::with_faults(faults, "max_attempts = 30").await;
