@@ -128,6 +128,8 @@ pub struct Job {
     pub previous: Option<String>,
     /// An earlier run recorded the intent but not the outcome: the image may already exist.
     pub resume: bool,
+    /// When that earlier intent was recorded: nothing it uploaded can be older.
+    pub earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Job {
@@ -225,6 +227,10 @@ pub fn decide(
         };
     }
     let resume = row.is_some_and(|r| r.state == State::Uploading);
+    let earlier_intent = row
+        .filter(|_| resume)
+        .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.updated_at).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
     Decision::Upload(Job {
         item: Item {
             size: examined.size,
@@ -236,6 +242,7 @@ pub fn decide(
         previous: row.and_then(|r| r.image_id.clone()),
         id,
         resume,
+        earlier_intent,
     })
 }
 

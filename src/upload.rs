@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::api::client::{FileUpload, ImagesClient, ListQuery};
@@ -21,6 +22,9 @@ use crate::stamp::{self, Stamp};
 /// Page size when looking a stamp up in the image list.
 /// Large, so that a server ignoring the metadata filter costs as few requests as possible.
 const LOOKUP_PAGE: u32 = 1000;
+
+/// How far the server's clock may run behind ours when bounding a stamp lookup by time.
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
@@ -57,6 +61,7 @@ impl Uploader {
     pub async fn run(&self, job: Job) -> Ended {
         let spent = AtomicU32::new(0);
         let version = job.version();
+        let intent_at = job.earlier_intent.unwrap_or_else(chrono::Utc::now);
         if let Err(e) = self
             .ledger
             .commit(Record::Intent {
@@ -73,7 +78,7 @@ impl Uploader {
                 self.upload_custom(&job, id, &spent, &mut previous_gone)
                     .await
             }
-            None => self.upload_auto(&job, &spent).await,
+            None => self.upload_auto(&job, intent_at, &spent).await,
         };
         let attempts = spent.load(Ordering::Relaxed);
         let record = match result {
@@ -207,17 +212,22 @@ impl Uploader {
 
     /// Cloudflare-assigned ids: nothing on the server answers 5409, so before any upload that
     /// may repeat an earlier one, look the stamp up.
-    async fn upload_auto(&self, job: &Job, spent: &AtomicU32) -> Result<Image> {
+    async fn upload_auto(
+        &self,
+        job: &Job,
+        intent_at: DateTime<Utc>,
+        spent: &AtomicU32,
+    ) -> Result<Image> {
         let stamp = Stamp::new(&job.item.key, &job.sha256);
         if job.resume
-            && let Some(found) = self.find_stamped(&stamp, spent).await?
+            && let Some(found) = self.find_stamped(&stamp, intent_at, spent).await?
         {
             return Ok(found);
         }
         let ambiguous = AtomicBool::new(false);
         let attempt = || async {
             if ambiguous.load(Ordering::Relaxed)
-                && let Some(found) = self.find_stamped_once(&stamp, spent).await?
+                && let Some(found) = self.find_stamped_once(&stamp, intent_at, spent).await?
             {
                 return Ok(found);
             }
@@ -236,16 +246,28 @@ impl Uploader {
     }
 
     /// Finds the image holding exactly this stamp, deleting any duplicates of it.
-    async fn find_stamped(&self, stamp: &Stamp, spent: &AtomicU32) -> Result<Option<Image>> {
-        retry::call(self.policy, || self.find_stamped_once(stamp, spent)).await
+    async fn find_stamped(
+        &self,
+        stamp: &Stamp,
+        since: DateTime<Utc>,
+        spent: &AtomicU32,
+    ) -> Result<Option<Image>> {
+        retry::call(self.policy, || self.find_stamped_once(stamp, since, spent)).await
     }
 
-    /// One pass over the list filtered by the source hash. A server that ignores the filter
-    /// still works: every image is checked, at the cost of a full listing.
-    async fn find_stamped_once(&self, stamp: &Stamp, spent: &AtomicU32) -> Result<Option<Image>> {
+    /// One pass over the list filtered by the source hash, newest first, down to the time
+    /// the intent was recorded: an image our attempt stored cannot be older. So a server that
+    /// ignores the filter costs a listing of the recent uploads, not of the whole account.
+    async fn find_stamped_once(
+        &self,
+        stamp: &Stamp,
+        since: DateTime<Utc>,
+        spent: &AtomicU32,
+    ) -> Result<Option<Image>> {
+        let cutoff = since - CLOCK_SKEW;
         let mut query = ListQuery {
             per_page: Some(LOOKUP_PAGE),
-            sort_order: Some("asc".into()),
+            sort_order: Some("desc".into()),
             meta_eq: vec![(stamp::SOURCE_KEY.into(), stamp.source.clone())],
             ..ListQuery::default()
         };
@@ -255,11 +277,15 @@ impl Uploader {
                 .limiter
                 .send(spent, self.client.list_v2(&query))
                 .await?;
+            let reached_cutoff = older_than(&page.images, cutoff);
             found.extend(
                 page.images
                     .into_iter()
                     .filter(|i| Stamp::of(i).as_ref() == Some(stamp)),
             );
+            if reached_cutoff {
+                break;
+            }
             match page.continuation_token {
                 Some(t) if !t.is_empty() => query.continuation_token = Some(t),
                 _ => break,
@@ -326,6 +352,14 @@ impl Uploader {
     }
 }
 
+/// Whether a newest-first page reaches back before `cutoff` (its last image is older).
+fn older_than(page: &[Image], cutoff: DateTime<Utc>) -> bool {
+    page.last()
+        .and_then(|i| i.uploaded.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t < cutoff)
+}
+
 /// The delivery URL to record: the `public` variant when there is one, else the first.
 fn delivery_url(image: &Image) -> Option<String> {
     image
@@ -334,4 +368,38 @@ fn delivery_url(image: &Image) -> Option<String> {
         .find(|v| v.ends_with("/public"))
         .or_else(|| image.variants.first())
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(uploaded: &str) -> Image {
+        Image {
+            id: "x".into(),
+            filename: None,
+            meta: None,
+            require_signed_urls: false,
+            uploaded: Some(uploaded.into()),
+            variants: vec!["https://d/h/x/thumb".into(), "https://d/h/x/public".into()],
+            creator: None,
+            draft: None,
+        }
+    }
+
+    #[test]
+    fn a_lookup_stops_once_the_listing_reaches_back_before_the_intent() {
+        let cutoff = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let newer = image("2026-01-01T12:30:00.000Z");
+        let older = image("2026-01-01T11:59:59.999Z");
+        assert!(!older_than(std::slice::from_ref(&newer), cutoff));
+        assert!(older_than(&[newer.clone(), older], cutoff));
+        assert!(!older_than(&[], cutoff));
+        assert_eq!(
+            delivery_url(&newer).as_deref(),
+            Some("https://d/h/x/public")
+        );
+    }
 }
