@@ -57,7 +57,7 @@ struct Candidate {
     row: Option<Row>,
 }
 
-/// The result of a run that was not stopped by a fatal error.
+/// How a run went: its summary, and the fatal error or signal that ended it early, if any.
 #[derive(Debug)]
 pub struct RunResult {
     /// What happened.
