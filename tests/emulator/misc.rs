@@ -13,44 +13,18 @@ async fn variants_crud() {
     let (_, body) = status_json(emu.get("/v1/variants").send().await.unwrap()).await;
     assert!(body["result"]["variants"]["public"].is_object());
     let thumb = json!({"id":"thumb","options":{"fit":"cover","metadata":"none","width":100,"height":100},"neverRequireSignedURLs":true});
-    let (status, body) = status_json(
-        emu.req(Method::POST, "/v1/variants")
-            .json(&thumb)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = emu.send_json(Method::POST, "/v1/variants", &thumb).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["variant"], thumb);
-    let (status, body) = status_json(
-        emu.req(Method::POST, "/v1/variants")
-            .json(&thumb)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = emu.send_json(Method::POST, "/v1/variants", &thumb).await;
     assert_eq!((status, code(&body)), (409, 5409));
     let bad = json!({"id":"bad","options":{"fit":"stretch","metadata":"none"}});
-    let (status, _) = status_json(
-        emu.req(Method::POST, "/v1/variants")
-            .json(&bad)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = emu.send_json(Method::POST, "/v1/variants", &bad).await;
     assert_eq!(status, 400);
     let patch = json!({"options":{"fit":"pad","metadata":"keep","width":50}});
-    let (status, body) = status_json(
-        emu.req(Method::PATCH, "/v1/variants/thumb")
-            .json(&patch)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = emu
+        .send_json(Method::PATCH, "/v1/variants/thumb", &patch)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["variant"]["options"]["fit"], "pad");
     let (_, body) = status_json(emu.get("/v1/variants/thumb").send().await.unwrap()).await;

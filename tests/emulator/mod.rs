@@ -78,6 +78,23 @@ impl Emu {
         resp.bytes().await.expect("blob body")
     }
 
+    /// Sends a JSON body with the API token; returns the status and the JSON answer.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        status_json(
+            self.req(method, path)
+                .json(body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
