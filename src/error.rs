@@ -69,9 +69,6 @@ pub enum Error {
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
-    /// The run was interrupted.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 /// Shorthand for results of the library.
@@ -100,9 +97,7 @@ impl Error {
             }
             Error::Transport(_) => Disposition::Retry { after: None },
             Error::Io { .. } | Error::Invalid(_) => Disposition::Reject,
-            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) | Error::Interrupted => {
-                Disposition::Fatal
-            }
+            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) => Disposition::Fatal,
         }
     }
 

@@ -99,10 +99,12 @@ impl Uploader {
                     replaced: job.previous.is_some(),
                 }
             }
+            // `retry::call` only gives up on a retryable error once its budget is spent,
+            // which makes the item deferred to a later run.
             Err(e) => match e.disposition() {
                 Disposition::Fatal => return Ended::Fatal(e),
-                d => {
-                    let rejected = d == Disposition::Reject;
+                Disposition::Retry { .. } | Disposition::Defer | Disposition::Reject => {
+                    let rejected = e.disposition() == Disposition::Reject;
                     self.stats.failed(rejected);
                     let reason = if rejected {
                         e.to_string()

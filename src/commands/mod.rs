@@ -39,7 +39,6 @@ pub async fn run(cli: Cli) -> Result<i32> {
 pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Config(_) => EXIT_CONFIG,
-        Error::Interrupted => crate::shutdown::INTERRUPTED_EXIT,
         Error::Api { code, .. }
             if matches!(
                 *code,
