@@ -386,22 +386,28 @@ fn walk_and_check(
     Ok(())
 }
 
+/// Counts and logs a local rejection; returns what the ledger records for it.
+fn rejection(stats: &Stats, version: Version, reason: String) -> Record {
+    tracing::warn!(key = %version.key, %reason, "rejected");
+    stats.failed(true);
+    Record::Failed {
+        version,
+        reason,
+        attempts: 0,
+        rejected: true,
+        image_gone: false,
+    }
+}
+
 fn reject(
     writer: Option<&LedgerWriter>,
     stats: &Stats,
     version: Version,
     reason: String,
 ) -> Result<()> {
-    tracing::warn!(key = %version.key, %reason, "rejected");
-    stats.failed(true);
+    let record = rejection(stats, version, reason);
     match writer {
-        Some(w) => w.record_blocking(Record::Failed {
-            version,
-            reason,
-            attempts: 0,
-            rejected: true,
-            image_gone: false,
-        }),
+        Some(w) => w.record_blocking(record),
         None => Ok(()),
     }
 }
@@ -460,17 +466,7 @@ async fn route(
                 replaced: false,
             }
         }
-        Decision::Reject(reason) => {
-            tracing::warn!(key = %version.key, %reason, "rejected");
-            stats.failed(true);
-            Record::Failed {
-                version,
-                reason,
-                attempts: 0,
-                rejected: true,
-                image_gone: false,
-            }
-        }
+        Decision::Reject(reason) => rejection(stats, version, reason),
         Decision::Upload(job) => {
             if dry_run {
                 tracing::info!(

@@ -4,6 +4,12 @@ use reqwest::multipart::Form;
 
 use super::{Emu, code, file_part, png, status_json};
 
+/// Asserts the sparse 401 answer Cloudflare gives for any authentication failure.
+async fn assert_auth_error(resp: reqwest::Response) {
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.text().await.unwrap(), AUTH_BODY);
+}
+
 const AUTH_BODY: &str =
     r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#;
 
@@ -28,8 +34,7 @@ async fn api_host_refuses_missing_wrong_and_batch_tokens() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.text().await.unwrap(), AUTH_BODY);
+    assert_auth_error(resp).await;
     let token = batch_token(&emu).await;
     let resp = emu
         .http
@@ -38,8 +43,7 @@ async fn api_host_refuses_missing_wrong_and_batch_tokens() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.text().await.unwrap(), AUTH_BODY);
+    assert_auth_error(resp).await;
     // The right token for another account.
     let other = format!("{}/accounts/ffff/images/v1/stats", emu.handle.api_base());
     let resp = emu
@@ -108,8 +112,7 @@ async fn batch_host_takes_batch_tokens_only_until_they_expire() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.text().await.unwrap(), AUTH_BODY);
+    assert_auth_error(resp).await;
     // Expired token refused.
     let expired = emu.handle.issue_batch_token(chrono::Duration::seconds(-1));
     let resp = emu
@@ -119,8 +122,7 @@ async fn batch_host_takes_batch_tokens_only_until_they_expire() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.text().await.unwrap(), AUTH_BODY);
+    assert_auth_error(resp).await;
     let resp = emu
         .http
         .delete(format!("{base}/images/v1/batch/one.png"))
