@@ -35,8 +35,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Show the ledger: items by state, bytes, the last run.
     Status(OutputArgs),
-    /// List every failed or rejected item with its reason.
-    Failures(OutputArgs),
+    /// List every failed or rejected item with its reason (--all: also those passed over).
+    Failures(FailuresArgs),
     /// Check the configuration and the credentials, then exit.
     Validate,
     /// Run a local emulator of the Cloudflare Images API.
@@ -46,6 +46,17 @@ pub enum Command {
 /// `--json`.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `cfimg failures`.
+#[derive(Debug, Args)]
+pub struct FailuresArgs {
+    /// Also list entries passed over (symlinks not followed, FIFOs, sockets, devices).
+    #[arg(long)]
+    pub all: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +91,12 @@ pub struct MigrateArgs {
     /// Retry items that failed in earlier runs.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Leave replaced images in place (hash and auto ids), recorded as superseded.
+    #[arg(long)]
+    pub keep_replaced: bool,
+    /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub settle_secs: Option<f64>,
     /// HTTP attempts per request before an item is left as failed [default: 6].
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
@@ -121,6 +138,8 @@ impl MigrateArgs {
                 id_prefix: self.id_prefix.clone(),
                 metadata,
                 require_signed_urls: flag(self.require_signed_urls),
+                keep_replaced: flag(self.keep_replaced),
+                settle_secs: self.settle_secs,
                 ..RawUpload::default()
             },
             walk: RawWalk {

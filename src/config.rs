@@ -23,6 +23,9 @@ pub const DEFAULT_LEDGER: &str = "cfimg.sqlite";
 /// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
 /// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
 pub const DEFAULT_RATE: f64 = 3.5;
+/// Default settle delay: lists have been seen lagging uploads by seconds, so look for
+/// duplicates of an ambiguous upload half a minute later.
+pub const DEFAULT_SETTLE_SECS: f64 = 30.0;
 
 /// How image ids are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -95,6 +98,11 @@ pub struct RawUpload {
     pub require_signed_urls: Option<bool>,
     /// Seconds in-flight uploads get to finish after Ctrl-C or SIGTERM.
     pub shutdown_grace_secs: Option<f64>,
+    /// Leave replaced images in place, recorded as superseded.
+    pub keep_replaced: Option<bool>,
+    /// Seconds lists may lag behind uploads: after an ambiguous answer, duplicates are
+    /// looked for again once this has passed.
+    pub settle_secs: Option<f64>,
 }
 
 /// `[walk]` as written.
@@ -153,6 +161,10 @@ pub struct UploadConfig {
     pub require_signed_urls: bool,
     /// Time in-flight uploads get to finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// Leave replaced images in place, recorded as superseded.
+    pub keep_replaced: bool,
+    /// How long lists may lag behind uploads.
+    pub settle: Duration,
 }
 
 /// Checked `[walk]` settings.
@@ -235,6 +247,8 @@ impl RawConfig {
                     .upload
                     .shutdown_grace_secs
                     .or(self.upload.shutdown_grace_secs),
+                keep_replaced: over.upload.keep_replaced.or(self.upload.keep_replaced),
+                settle_secs: over.upload.settle_secs.or(self.upload.settle_secs),
             },
             walk: RawWalk {
                 follow_symlinks: over.walk.follow_symlinks.or(self.walk.follow_symlinks),
@@ -357,6 +371,12 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         &mut problems,
     );
 
+    let settle = secs(
+        "upload.settle_secs",
+        u.settle_secs,
+        DEFAULT_SETTLE_SECS,
+        &mut problems,
+    );
     let id_mode = u.id_mode.unwrap_or(IdMode::Path);
     let require_signed_urls = u.require_signed_urls.unwrap_or(false);
     if require_signed_urls && id_mode != IdMode::Auto {
@@ -424,6 +444,8 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             metadata,
             require_signed_urls,
             shutdown_grace,
+            keep_replaced: u.keep_replaced.unwrap_or(false),
+            settle,
         },
         walk,
     })

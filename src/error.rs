@@ -66,6 +66,12 @@ pub enum Error {
     /// The ledger writer failed or stopped; nothing more can be recorded.
     #[error("the ledger could not be written: {0}; check the disk and the file's permissions")]
     LedgerWrite(String),
+    /// The item changed between hashing and upload; what was stored was deleted.
+    #[error("{0} changed while it was being uploaded; it is left for the next pass")]
+    ChangedWhileUploading(String),
+    /// A task of the run panicked: the run cannot say what it did.
+    #[error("internal error: {0} panicked; the run stopped (please report this)")]
+    Panicked(String),
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -96,8 +102,12 @@ impl Error {
                 }
             }
             Error::Transport(_) => Disposition::Retry { after: None },
-            Error::Io { .. } | Error::Invalid(_) => Disposition::Reject,
-            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) => Disposition::Fatal,
+            // Not the item's fault: a later run tries again.
+            Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
+            Error::Invalid(_) => Disposition::Reject,
+            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) | Error::Panicked(_) => {
+                Disposition::Fatal
+            }
         }
     }
 

@@ -1,12 +1,14 @@
-//! Wires a migration: source -> quick check -> hash and decide -> upload workers -> ledger
-//! writer, with bounded channels between the stages so memory stays flat however large the
-//! source, and owns the stop order (stop intake, let in-flight uploads finish, flush).
+//! Wires a migration: source listing -> quick check -> read, hash and decide -> upload
+//! workers -> ledger writer, with bounded channels between the stages so memory stays flat
+//! however large the source; then the settle stage for ambiguous answers. It owns the stop
+//! order (stop intake, let in-flight uploads finish, flush) and turns a panicked task into
+//! a failed run.
 //!
 //! ```text
-//! walk + quick check ──Candidate──> examine + decide ──Job──> N upload workers
-//!   (blocking thread,                (hashing on the          (limiter token per
-//!    own ledger reader)               blocking pool)           attempt; retries)
-//!          └──────────── Record ──────────┴───────── Record ──────────┴──> ledger writer
+//! source.list ──Found──> check ──Candidate──> examine + decide ──Job──> N upload workers
+//!  (its own task)        (blocking thread,     (bodies fetched,          (limiter token per
+//!                         batched reads)        hashing on the pool)       attempt; retries)
+//!                          └──── Record ─────────────┴────── Record ────────────┴──> ledger writer
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,39 +18,42 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::client::ImagesClient;
 use crate::api::types;
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::ledger::{BatchedReader, Ledger, LedgerWriter, Record, Row, SharedReader, Version};
+use crate::error::{Disposition, Error, Result};
+use crate::ledger::{
+    BatchedReader, Destination, Failure, Ledger, LedgerWriter, Record, Row, SharedReader, Version,
+};
 use crate::limit::Limiter;
-use crate::plan::{self, Decision, Job, Policy, Quick};
+use crate::plan::{self, Decision, Examined, Job, Policy, Quick};
 use crate::progress::{Display, Stats, Summary};
 use crate::retry;
+use crate::settle;
 use crate::shutdown::Shutdown;
-use crate::source::walk::Walk;
-use crate::source::{Found, Item};
+use crate::source::{Found, Item, Source};
+use crate::transport::ApiLane;
 use crate::upload::{Ended, Uploader};
 
-/// Items waiting between the quick check and hashing.
+/// Items waiting between the quick check and reading.
 const CANDIDATE_QUEUE: usize = 256;
-/// Listed files waiting for the quick check.
+/// Listed items waiting for the quick check.
 const FOUND_QUEUE: usize = 4096;
 
-/// What to migrate and how.
+/// How to migrate.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
-    /// The folder.
-    pub root: PathBuf,
     /// Plan only: no API writes, no ledger writes.
     pub dry_run: bool,
     /// Retry items that failed in earlier runs.
     pub retry_failed: bool,
     /// Interval of progress log lines when not on a terminal.
     pub progress_every: Duration,
+    /// Where the images go, as the ledger records it.
+    pub destination: Destination,
 }
 
 /// An item the quick check could not settle.
@@ -68,206 +73,222 @@ pub struct RunResult {
     pub interrupted: bool,
 }
 
-/// Migrates a folder into Cloudflare Images.
+/// What every stage shares: counters, the writer, the stop tokens and the first fatal error.
+#[derive(Clone)]
+struct Run {
+    stats: Arc<Stats>,
+    writer: Option<LedgerWriter>,
+    shutdown: Arc<Shutdown>,
+    fatal: Arc<Mutex<Option<Error>>>,
+    source_id: i64,
+}
+
+impl Run {
+    /// Stops the run for an error nothing else can get past.
+    fn stop(&self, e: Error) {
+        tracing::error!(error = %e, "stopping the run");
+        if let Ok(mut slot) = self.fatal.lock() {
+            slot.get_or_insert(e);
+        }
+        self.shutdown.intake.cancel();
+        self.shutdown.work.cancel();
+    }
+
+    /// Waits for a stage; a panic or an error in it stops the run.
+    async fn join(&self, stage: &str, task: JoinHandle<Result<()>>) {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.stop(e),
+            Err(e) if e.is_panic() => self.stop(Error::Panicked(format!("the {stage} stage"))),
+            Err(_) => {}
+        }
+    }
+
+    fn version(&self, key: String) -> Version {
+        Version {
+            source_id: self.source_id,
+            key,
+            size: 0,
+            mtime_ns: 0,
+            etag: None,
+            options: None,
+            sha256: None,
+        }
+    }
+
+    /// Counts and records an item refused before any request.
+    async fn reject(&self, version: Version, reason: String, failure: Failure) -> Result<()> {
+        match self.writer.as_ref() {
+            Some(w) => w.record(self.rejection(version, reason, failure)).await,
+            None => {
+                self.rejection(version, reason, failure);
+                Ok(())
+            }
+        }
+    }
+
+    fn reject_blocking(&self, version: Version, reason: String, failure: Failure) -> Result<()> {
+        let record = self.rejection(version, reason, failure);
+        match self.writer.as_ref() {
+            Some(w) => w.record_blocking(record),
+            None => Ok(()),
+        }
+    }
+
+    fn rejection(&self, version: Version, reason: String, failure: Failure) -> Record {
+        tracing::warn!(key = %version.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
+        self.stats.failed(failure == Failure::Rejected);
+        Record::Failed {
+            version,
+            reason,
+            attempts: 0,
+            failure,
+            image_gone: false,
+            check_after: None,
+        }
+    }
+}
+
+/// Migrates a source into Cloudflare Images.
 pub async fn migrate(
     cfg: &Config,
+    source: Source,
     opts: &MigrateOptions,
     shutdown: Arc<Shutdown>,
 ) -> Result<RunResult> {
     let started = Instant::now();
-    let walk = Walk::new(&opts.root, &cfg.walk)?;
-    let source = std::fs::canonicalize(walk.root())
-        .unwrap_or_else(|_| walk.root().to_path_buf())
-        .to_string_lossy()
-        .into_owned();
+    let source = Arc::new(source);
     let limiter = Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst));
-    let stats = Arc::new(Stats::default());
     let policy = retry::Policy {
         max_attempts: cfg.upload.max_attempts,
         ..retry::Policy::default()
     };
-
     let (writer, writer_thread) = if opts.dry_run {
         (None, None)
     } else {
         let (w, t) = LedgerWriter::spawn(&cfg.ledger)?;
         (Some(w), Some(t))
     };
-    let client = if opts.dry_run {
+    // Refused before any request: the ledger's records describe one account only.
+    if let Some(w) = &writer {
+        w.claim_destination(&opts.destination).await?;
+    }
+    let lane = if opts.dry_run {
         None
     } else {
-        // One cheap request proves the token and the account before any file is touched.
+        // One cheap request proves the token and the account before any item is touched.
         let (client, _) = connect(cfg, &limiter, policy).await?;
-        Some(client)
-    };
-    let open_reader = || -> Result<Option<Ledger>> { Ledger::open_read_only(&cfg.ledger) };
-    let run_id = match &writer {
-        Some(w) => Some(w.run_started("migrate", &source).await?),
-        None => None,
-    };
-
-    let display = Display::start(stats.clone(), limiter.clone(), opts.progress_every);
-    let fatal: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
-    let stop_for_fatal = {
-        let fatal = fatal.clone();
-        let shutdown = shutdown.clone();
-        move |e: Error| {
-            tracing::error!(error = %e, "stopping the run");
-            if let Ok(mut slot) = fatal.lock() {
-                slot.get_or_insert(e);
-            }
-            shutdown.intake.cancel();
-            shutdown.work.cancel();
-        }
-    };
-
-    // Stage 1: walk and quick check, on a blocking thread with its own ledger reader.
-    let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
-    let walker = {
-        let reader = open_reader()?.map(BatchedReader::new).transpose()?;
-        let stats = stats.clone();
-        let writer = writer.clone();
-        let shutdown = shutdown.clone();
-        let source = source.clone();
-        let retry_failed = opts.retry_failed;
-        let stop = stop_for_fatal.clone();
-        tokio::task::spawn_blocking(move || {
-            // Listing (readdir + stat) and the ledger lookups each keep a core busy, so the
-            // listing runs on a thread of its own.
-            let (found_tx, found_rx) = std::sync::mpsc::sync_channel::<Found>(FOUND_QUEUE);
-            let intake = shutdown.intake.clone();
-            let lister = std::thread::Builder::new()
-                .name("walk".into())
-                .spawn(move || {
-                    for found in walk.iter() {
-                        if intake.is_cancelled() || found_tx.send(found).is_err() {
-                            break;
-                        }
-                    }
-                });
-            if let Err(e) = lister {
-                stop(Error::Io {
-                    path: "walk thread".into(),
-                    source: e,
-                });
-                return;
-            }
-            if let Err(e) = walk_and_check(
-                found_rx.into_iter(),
-                reader,
-                &source,
-                retry_failed,
-                &stats,
-                writer.as_ref(),
-                &shutdown,
-                &cand_tx,
-            ) {
-                stop(e);
-            }
-        })
-    };
-
-    // Stage 2: hash and decide, in parallel on the blocking pool.
-    let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.upload.concurrency * 2);
-    let shared_reader = open_reader()?.map(|l| Arc::new(SharedReader::new(l)));
-    let planner = {
-        let plan_policy = Policy {
-            id_mode: cfg.upload.id_mode,
-            id_prefix: cfg.upload.id_prefix.clone(),
-        };
-        let stats = stats.clone();
-        let writer = writer.clone();
-        let reader = shared_reader.clone();
-        let source = source.clone();
-        let dry_run = opts.dry_run;
-        let stop = stop_for_fatal.clone();
-        let intake = shutdown.intake.clone();
-        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        tokio::spawn(async move {
-            let mut decisions = ReceiverStream::new(cand_rx)
-                .map(|c| {
-                    let reader = reader.clone();
-                    let policy = plan_policy.clone();
-                    let source = source.clone();
-                    tokio::task::spawn_blocking(move || {
-                        examine_and_decide(c, &policy, &source, reader.as_deref())
-                    })
-                })
-                .buffer_unordered(hashers);
-            while let Some(joined) = decisions.next().await {
-                if intake.is_cancelled() {
-                    break;
-                }
-                let Ok((version, decision)) = joined else {
-                    continue;
-                };
-                let r = route(
-                    decision,
-                    version,
-                    &stats,
-                    writer.as_ref(),
-                    &job_tx,
-                    dry_run,
-                    &intake,
-                )
-                .await;
-                if let Err(e) = r {
-                    stop(e);
-                    break;
-                }
-            }
-        })
-    };
-
-    // Stage 3: upload workers.
-    let mut workers = Vec::new();
-    if let (Some(client), Some(writer), Some(reader)) = (client, writer.clone(), shared_reader) {
-        let uploader = Arc::new(Uploader {
+        Some(ApiLane {
             client,
             limiter: limiter.clone(),
             policy,
+        })
+    };
+    let source_id = match &writer {
+        Some(w) => w.source(source.id()).await?,
+        None => match Ledger::open_read_only(&cfg.ledger)? {
+            Some(l) => l.source_number(source.id())?.unwrap_or(-1),
+            None => -1,
+        },
+    };
+    let run_id = match &writer {
+        Some(w) => Some(w.run_started("migrate", &source.id().to_string()).await?),
+        None => None,
+    };
+    let run = Run {
+        stats: Arc::new(Stats::default()),
+        writer: writer.clone(),
+        shutdown: shutdown.clone(),
+        fatal: Arc::new(Mutex::new(None)),
+        source_id,
+    };
+    let display = Display::start(run.stats.clone(), limiter.clone(), opts.progress_every);
+
+    let (found_tx, found_rx) = mpsc::channel::<Found>(FOUND_QUEUE);
+    let lister = tokio::spawn(source.clone().list(found_tx, shutdown.intake.clone()));
+    let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
+    let checker = {
+        let reader = Ledger::open_read_only(&cfg.ledger)?
+            .map(BatchedReader::new)
+            .transpose()?;
+        let run = run.clone();
+        let retry_failed = opts.retry_failed;
+        tokio::task::spawn_blocking(move || check(&run, found_rx, reader, retry_failed, &cand_tx))
+    };
+    let shared_reader =
+        Ledger::open_read_only(&cfg.ledger)?.map(|l| Arc::new(SharedReader::new(l)));
+    let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.upload.concurrency * 2);
+    let planner = tokio::spawn(plan_stage(
+        run.clone(),
+        source.clone(),
+        Policy {
+            id_mode: cfg.upload.id_mode,
+            id_prefix: cfg.upload.id_prefix.clone(),
+            require_signed_urls: cfg.upload.require_signed_urls,
+        },
+        shared_reader.clone(),
+        cand_rx,
+        job_tx,
+        opts.dry_run,
+    ));
+    let uploader = match (&lane, writer.clone(), shared_reader.clone()) {
+        (Some(lane), Some(ledger), Some(reader)) => Some(Arc::new(Uploader {
+            lane: lane.clone(),
             metadata: cfg.upload.metadata.clone(),
             require_signed_urls: cfg.upload.require_signed_urls,
-            ledger: writer,
+            keep_replaced: cfg.upload.keep_replaced,
+            settle: cfg.upload.settle,
+            ledger,
             reader,
-            stats: stats.clone(),
-        });
-        let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
-        for _ in 0..cfg.upload.concurrency {
-            let uploader = uploader.clone();
-            let job_rx = job_rx.clone();
-            let shutdown = shutdown.clone();
-            let stop = stop_for_fatal.clone();
-            workers.push(tokio::spawn(async move {
-                loop {
-                    let job = tokio::select! {
-                        job = async { job_rx.lock().await.recv().await } => job,
-                        _ = shutdown.intake.cancelled() => None,
-                    };
-                    let Some(job) = job else { break };
-                    tokio::select! {
-                        ended = uploader.run(job) => if let Ended::Fatal(e) = ended { stop(e); break },
-                        // Past the grace period: the intent stays recorded, the next run resolves it.
-                        _ = shutdown.work.cancelled() => break,
-                    }
-                }
-            }));
+            stats: run.stats.clone(),
+        })),
+        _ => None,
+    };
+    let workers = match &uploader {
+        Some(u) => start_workers(&run, u, job_rx, cfg.upload.concurrency),
+        None => {
+            drop(job_rx);
+            Vec::new()
         }
-    } else {
-        drop(job_rx);
-    }
+    };
 
-    let _ = walker.await;
-    let _ = planner.await;
+    run.join("listing", lister).await;
+    run.join("quick check", checker).await;
+    run.join("planning", planner).await;
     for w in workers {
-        let _ = w.await;
+        run.join("upload", w).await;
+    }
+    // The second look after ambiguous answers, unless the run is stopping.
+    if let (Some(lane), Some(reader), Some(w)) = (&lane, &shared_reader, &writer)
+        && !shutdown.intake.is_cancelled()
+    {
+        match settle::settle(
+            lane,
+            reader,
+            w,
+            source_id,
+            cfg.upload.settle,
+            &shutdown.intake,
+        )
+        .await
+        {
+            Ok(done) => {
+                run.stats
+                    .duplicates_deleted
+                    .fetch_add(done.deleted, Ordering::Relaxed);
+            }
+            Err(e) if e.disposition() == Disposition::Fatal => run.stop(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "the duplicate check after ambiguous answers failed; the next run repeats it")
+            }
+        }
     }
     display.finish();
 
     let interrupted = shutdown.interrupted();
-    let fatal = fatal.lock().ok().and_then(|mut f| f.take());
+    let fatal = run.fatal.lock().ok().and_then(|mut f| f.take());
     let mut summary = Summary::new(
-        &stats,
+        &run.stats,
         &limiter,
         started.elapsed(),
         opts.dry_run,
@@ -283,11 +304,13 @@ pub async fn migrate(
     if let (Some(w), Some(id)) = (writer, run_id) {
         w.record(Record::RunFinished {
             run_id: id,
-            counts: stats.counts(&limiter),
+            counts: summary.counts.clone(),
             outcome: summary.outcome.clone(),
         })
         .await?;
     }
+    drop(run);
+    drop(uploader);
     if let Some(t) = writer_thread {
         // Every record is committed once the writer thread has drained and ended.
         match tokio::task::spawn_blocking(move || t.join()).await {
@@ -320,61 +343,65 @@ pub async fn connect(
     Ok((client, stats))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk_and_check(
-    found: impl Iterator<Item = Found>,
+/// Stage 1: the quick check of every listed item against the ledger, on a blocking thread
+/// with its own reader; what it cannot settle goes on as a candidate.
+fn check(
+    run: &Run,
+    mut found: mpsc::Receiver<Found>,
     mut reader: Option<BatchedReader>,
-    source: &str,
     retry_failed: bool,
-    stats: &Stats,
-    writer: Option<&LedgerWriter>,
-    shutdown: &Shutdown,
     out: &mpsc::Sender<Candidate>,
 ) -> Result<()> {
-    for found in found {
-        if shutdown.intake.is_cancelled() {
+    loop {
+        let next = match found.try_recv() {
+            Ok(f) => Some(f),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Hold no read snapshot while waiting, so the WAL can be checkpointed.
+                if let Some(r) = reader.as_mut() {
+                    r.pause()?;
+                }
+                found.blocking_recv()
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some(found) = next else { break };
+        if run.shutdown.intake.is_cancelled() {
             break;
         }
-        Stats::bump(&stats.discovered);
+        Stats::bump(&run.stats.discovered);
         let item = match found {
             Found::Item(item) => item,
             Found::Bad { key, reason } => {
-                reject(
-                    writer,
-                    stats,
-                    Version {
-                        key,
-                        source: source.into(),
-                        size: 0,
-                        mtime_ns: 0,
-                        sha256: None,
-                    },
-                    reason,
-                )?;
+                run.reject_blocking(run.version(key), reason, Failure::Local)?;
+                continue;
+            }
+            Found::Ignored { key, reason } => {
+                tracing::info!(%key, %reason, "passed over");
+                Stats::bump(&run.stats.ignored);
+                if let Some(w) = &run.writer {
+                    w.record_blocking(Record::Ignored {
+                        version: run.version(key),
+                        reason,
+                    })?;
+                }
                 continue;
             }
         };
         let quick = match reader.as_mut() {
-            Some(r) => r.quick(&item.key)?,
+            Some(r) => r.quick(run.source_id, &item.key)?,
             None => None,
         };
-        match plan::quick_check(quick, &item, retry_failed) {
-            Quick::Unchanged => Stats::bump(&stats.skipped),
-            Quick::StillRejected => Stats::bump(&stats.rejected_earlier),
-            Quick::StillFailed => Stats::bump(&stats.failed_earlier),
+        match plan::quick_check(quick.as_ref(), &item, retry_failed) {
+            Quick::Unchanged => Stats::bump(&run.stats.skipped),
+            Quick::StillRejected => Stats::bump(&run.stats.rejected_earlier),
+            Quick::StillFailed => Stats::bump(&run.stats.failed_earlier),
             Quick::Reject(reason) => {
-                let v = Version {
-                    key: item.key,
-                    source: source.into(),
-                    size: item.size,
-                    mtime_ns: item.mtime_ns,
-                    sha256: None,
-                };
-                reject(writer, stats, v, reason)?;
+                let v = plan::version(run.source_id, &item, &Examined::remote());
+                run.reject_blocking(v, reason, Failure::Rejected)?;
             }
             Quick::Examine => {
                 let row = match (quick, reader.as_mut()) {
-                    (Some(_), Some(r)) => r.lookup(&item.key)?,
+                    (Some(_), Some(r)) => r.lookup(run.source_id, &item.key)?,
                     _ => None,
                 };
                 if out.blocking_send(Candidate { item, row }).is_err() {
@@ -386,71 +413,93 @@ fn walk_and_check(
     Ok(())
 }
 
-/// Counts and logs a local rejection; returns what the ledger records for it.
-fn rejection(stats: &Stats, version: Version, reason: String) -> Record {
-    tracing::warn!(key = %version.key, %reason, "rejected");
-    stats.failed(true);
-    Record::Failed {
-        version,
-        reason,
-        attempts: 0,
-        rejected: true,
-        image_gone: false,
-    }
-}
-
-fn reject(
-    writer: Option<&LedgerWriter>,
-    stats: &Stats,
-    version: Version,
-    reason: String,
+/// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
+/// and hand uploads to the workers; several candidates at once.
+#[allow(clippy::too_many_arguments)]
+async fn plan_stage(
+    run: Run,
+    source: Arc<Source>,
+    policy: Policy,
+    reader: Option<Arc<SharedReader>>,
+    candidates: mpsc::Receiver<Candidate>,
+    jobs: mpsc::Sender<Job>,
+    dry_run: bool,
 ) -> Result<()> {
-    let record = rejection(stats, version, reason);
-    match writer {
-        Some(w) => w.record_blocking(record),
-        None => Ok(()),
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut decisions = ReceiverStream::new(candidates)
+        .map(|c| examine_and_decide(&run, &source, &policy, reader.as_deref(), c))
+        .buffer_unordered(readers);
+    while let Some(decided) = decisions.next().await {
+        if run.shutdown.intake.is_cancelled() {
+            break;
+        }
+        let (version, decision) = decided?;
+        route(&run, decision, version, &jobs, dry_run).await?;
     }
+    Ok(())
 }
 
-/// Blocking: reads the file and decides. Returns the version for records.
-fn examine_and_decide(
-    c: Candidate,
+/// Fetches, reads and decides one candidate. Returns the version for records.
+async fn examine_and_decide(
+    run: &Run,
+    source: &Source,
     policy: &Policy,
-    source: &str,
     reader: Option<&SharedReader>,
-) -> (Version, Decision) {
-    let mut version = Version {
-        key: c.item.key.clone(),
-        source: source.into(),
-        size: c.item.size,
-        mtime_ns: c.item.mtime_ns,
-        sha256: None,
-    };
-    let examined = match plan::examine(&c.item) {
-        Ok(e) => e,
+    c: Candidate,
+) -> Result<(Version, Decision)> {
+    let body = match source.body(&c.item).await {
+        Ok(body) => body,
         Err(e) => {
-            return (
-                version,
-                Decision::Reject(format!("cannot read {}: {e}", c.item.path.display())),
-            );
+            let v = plan::version(run.source_id, &c.item, &Examined::remote());
+            return Ok((v, failure_decision(e)?));
         }
     };
-    version.sha256 = Some(examined.sha256.clone());
-    let shared =
-        |id: &str| reader.and_then(|r| r.with(|l| l.uploaded_with_image(id)).ok().flatten());
-    let decision = plan::decide(policy, c.item, source, examined, c.row.as_ref(), shared);
-    (version, decision)
+    let reading = body.clone();
+    let examined = match tokio::task::spawn_blocking(move || plan::examine(&reading)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            let v = plan::version(run.source_id, &c.item, &Examined::remote());
+            let reason = format!("cannot read {}: {e}", c.item.key);
+            return Ok((v, Decision::Fail(reason)));
+        }
+        Err(_) => return Err(Error::Panicked(format!("reading {}", c.item.key))),
+    };
+    let version = plan::version(run.source_id, &c.item, &examined);
+    let source_id = run.source_id;
+    let key = c.item.key.clone();
+    let holder =
+        |id: &str| reader.and_then(|r| r.with(|l| l.holder_of(id, source_id, &key)).ok().flatten());
+    let decision = plan::decide(
+        policy,
+        c.item,
+        source.id(),
+        source_id,
+        body,
+        examined,
+        c.row.as_ref(),
+        holder,
+    );
+    Ok((version, decision))
 }
 
+/// What a source's error about one item means for it; a fatal one stops the run.
+fn failure_decision(e: Error) -> Result<Decision> {
+    Ok(match e.disposition() {
+        Disposition::Fatal => return Err(e),
+        Disposition::Reject => Decision::Reject(e.to_string()),
+        Disposition::Retry { .. } | Disposition::Defer => Decision::Fail(e.to_string()),
+    })
+}
+
+/// Records a decision, or hands its job to the workers.
 async fn route(
+    run: &Run,
     decision: Decision,
     version: Version,
-    stats: &Stats,
-    writer: Option<&LedgerWriter>,
     jobs: &mpsc::Sender<Job>,
     dry_run: bool,
-    intake: &CancellationToken,
 ) -> Result<()> {
+    let stats = &run.stats;
     let record = match decision {
         Decision::Touch => {
             Stats::bump(&stats.skipped);
@@ -464,14 +513,18 @@ async fn route(
                 url,
                 attempts: 0,
                 replaced: false,
+                stamp: None,
+                check_after: None,
+                superseded: None,
             }
         }
-        Decision::Reject(reason) => rejection(stats, version, reason),
-        Decision::Upload(job) => {
+        Decision::Reject(reason) => return run.reject(version, reason, Failure::Rejected).await,
+        Decision::Fail(reason) => return run.reject(version, reason, Failure::Local).await,
+        Decision::Do(job) => {
             if dry_run {
                 tracing::info!(
                     key = %job.item.key,
-                    bytes = job.item.size,
+                    bytes = job.version.size,
                     id = job.id.as_deref().unwrap_or("(assigned by Cloudflare)"),
                     replaces = job.previous.as_deref().unwrap_or("-"),
                     "would upload"
@@ -479,21 +532,58 @@ async fn route(
                 Stats::bump(&stats.would_upload);
                 stats
                     .would_upload_bytes
-                    .fetch_add(job.item.size, Ordering::Relaxed);
+                    .fetch_add(job.version.size, Ordering::Relaxed);
                 return Ok(());
             }
             // Once intake stops, the workers take no more jobs: drop it rather than wait.
             tokio::select! {
-                _ = jobs.send(job) => {}
-                _ = intake.cancelled() => {}
+                _ = jobs.send(*job) => {}
+                _ = run.shutdown.intake.cancelled() => {}
             }
             return Ok(());
         }
     };
-    match writer {
+    match run.writer.as_ref() {
         Some(w) => w.record(record).await,
         None => Ok(()),
     }
+}
+
+/// Stage 3: N workers taking jobs from one queue. After the first stop signal no queued
+/// job starts; past the grace period in-flight ones are abandoned (their intents stay
+/// recorded and the next run resolves them).
+fn start_workers(
+    run: &Run,
+    uploader: &Arc<Uploader>,
+    jobs: mpsc::Receiver<Job>,
+    concurrency: usize,
+) -> Vec<JoinHandle<Result<()>>> {
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    (0..concurrency)
+        .map(|_| {
+            let uploader = uploader.clone();
+            let jobs = jobs.clone();
+            let run = run.clone();
+            tokio::spawn(async move {
+                loop {
+                    let job = tokio::select! {
+                        biased;
+                        _ = run.shutdown.intake.cancelled() => None,
+                        job = async { jobs.lock().await.recv().await } => job,
+                    };
+                    let Some(job) = job else { break };
+                    if run.shutdown.intake.is_cancelled() {
+                        break;
+                    }
+                    tokio::select! {
+                        ended = uploader.run(job) => if let Ended::Fatal(e) = ended { run.stop(e); break },
+                        _ = run.shutdown.work.cancelled() => break,
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect()
 }
 
 /// Where `--emulator` keeps the emulator's state for a given ledger.

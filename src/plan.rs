@@ -1,21 +1,23 @@
 //! Planning: for each item, decide against the ledger whether to skip it, reject it, point
-//! it at an image that already holds its content, or upload it (like rclone's
-//! NeedTransfer). The cheap quick check (size + mtime) runs first; only what it cannot
-//! settle is read and hashed.
+//! it at an image that already holds its content, update its settings, or upload it (like
+//! rclone's NeedTransfer). The cheap quick check (the source's fingerprint) runs first; only
+//! what it cannot settle is read, hashed and checked the way the service would check it.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use sha2::{Digest, Sha256};
 
 use crate::config::IdMode;
+use crate::image_check::{self, ImageProblem};
 use crate::ledger::{QuickRow, Row, State, Version};
 use crate::rules::{self, ImageFormat, MAX_FILE_BYTES, SNIFF_BYTES};
-use crate::source::Item;
+use crate::source::{Body, Fingerprint, Item, Locator, SourceId};
+use crate::stamp::Stamp;
 
 /// Read size while hashing.
 const HASH_CHUNK: usize = 256 * 1024;
 
-/// What the quick check concluded without reading the file.
+/// What the quick check concluded without reading the item.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Quick {
     /// Uploaded and unchanged: nothing to do.
@@ -26,47 +28,80 @@ pub enum Quick {
     StillFailed,
     /// Rejected without reading it (empty, too large).
     Reject(String),
-    /// Needs hashing and a full decision.
+    /// Needs reading and a full decision.
     Examine,
 }
 
-/// The quick check: size and mtime against the ledger row.
-pub fn quick_check(row: Option<QuickRow>, item: &Item, retry_failed: bool) -> Quick {
+/// Whether the source's fingerprint matches what the ledger recorded.
+fn same_fingerprint(row: &QuickRow, item: &Item) -> bool {
+    match &item.fingerprint {
+        Some(Fingerprint::SizeMtime { size, mtime_ns }) => {
+            row.size == *size && row.mtime_ns == *mtime_ns
+        }
+        Some(Fingerprint::ETagSize { etag, size }) => {
+            row.size == *size && row.etag.as_deref() == Some(etag.as_str())
+        }
+        // A remote URL has nothing cheap to compare: the URL itself is the version.
+        None => true,
+    }
+}
+
+/// The quick check: the fingerprint and per-item settings against the ledger row.
+pub fn quick_check(row: Option<&QuickRow>, item: &Item, retry_failed: bool) -> Quick {
     if let Some(row) = row {
-        let same = row.size == item.size && row.mtime_ns == item.mtime_ns;
+        let same = same_fingerprint(row, item) && row.options == item.options.digest();
         match row.state {
             State::Uploaded if same => return Quick::Unchanged,
             State::Rejected if same => return Quick::StillRejected,
-            State::Failed if same && !retry_failed => return Quick::StillFailed,
+            State::Failed if same && !retry_failed && !row.retry_local => {
+                return Quick::StillFailed;
+            }
             _ => {}
         }
     }
-    if item.size == 0 {
-        return Quick::Reject("the file is empty".into());
+    match item.size() {
+        Some(0) => Quick::Reject("it is empty (0 bytes)".into()),
+        Some(size) if size > MAX_FILE_BYTES => Quick::Reject(too_large(size)),
+        _ => Quick::Examine,
     }
-    if item.size > MAX_FILE_BYTES {
-        return Quick::Reject(format!(
-            "the file is {} bytes; Cloudflare Images accepts at most {MAX_FILE_BYTES} bytes (10 MB)",
-            item.size
-        ));
-    }
-    Quick::Examine
 }
 
-/// What reading the file found.
+fn too_large(size: u64) -> String {
+    format!("it is {size} bytes; Cloudflare Images accepts at most {MAX_FILE_BYTES} bytes (10 MB)")
+}
+
+/// What reading the item found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Examined {
-    /// sha256 of the content, hex.
-    pub sha256: String,
+    /// sha256 of the content, hex; `None` when cfimg does not hold the bytes.
+    pub sha256: Option<String>,
     /// Bytes actually read.
-    pub size: u64,
+    pub size: Option<u64>,
     /// The format its magic bytes show, if accepted.
     pub format: Option<ImageFormat>,
+    /// Why the service would refuse it, found without sending it.
+    pub problem: Option<String>,
 }
 
-/// Reads the file once: sha256 of everything, format from the first bytes. Blocking.
-pub fn examine(item: &Item) -> std::io::Result<Examined> {
-    let mut file = std::fs::File::open(&item.path)?;
+impl Examined {
+    /// An item whose bytes cfimg never holds (Cloudflare fetches the URL).
+    pub fn remote() -> Examined {
+        Examined {
+            sha256: None,
+            size: None,
+            format: None,
+            problem: None,
+        }
+    }
+}
+
+/// Reads a body once: sha256 of everything and the format from the first bytes, then
+/// checks dimensions and structure as the service would. Blocking.
+pub fn examine(body: &Body) -> std::io::Result<Examined> {
+    let Body::File { path, .. } = body else {
+        return Ok(Examined::remote());
+    };
+    let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_CHUNK];
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
@@ -85,82 +120,135 @@ pub fn examine(item: &Item) -> std::io::Result<Examined> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
+    let format = rules::sniff_format(&head);
+    let problem = match format {
+        Some(f) if size > 0 && size <= MAX_FILE_BYTES => {
+            file.rewind()?;
+            match image_check::check(f, std::io::BufReader::new(file)) {
+                Ok(_) => None,
+                Err(ImageProblem::Undecodable(why)) => {
+                    Some(format!("Cloudflare could not decode it (code 9422): {why}"))
+                }
+                Err(ImageProblem::TooLarge(why)) => Some(format!(
+                    "over Cloudflare's limits of 12,000 px per side and 100 megapixels (code 5400): {why}"
+                )),
+            }
+        }
+        _ => None,
+    };
     Ok(Examined {
-        sha256: hex(&hasher.finalize()),
-        size,
-        format: rules::sniff_format(&head),
+        sha256: Some(hex::encode(hasher.finalize())),
+        size: Some(size),
+        format,
+        problem,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The custom id an item gets, or `None` when Cloudflare assigns it.
 pub fn image_id(
     mode: IdMode,
     prefix: &str,
-    key: &str,
-    sha256: &str,
-    format: ImageFormat,
-) -> Option<String> {
-    match mode {
-        IdMode::Path => Some(format!("{prefix}{key}")),
-        IdMode::Hash => Some(format!("{prefix}{sha256}.{}", format.extension())),
+    item: &Item,
+    sha256: Option<&str>,
+    format: Option<ImageFormat>,
+) -> Result<Option<String>, String> {
+    if let Some(id) = &item.options.id {
+        return Ok(Some(id.clone()));
+    }
+    Ok(match mode {
+        IdMode::Path => Some(format!("{prefix}{}", path_for_id(item))),
+        IdMode::Hash => match (sha256, format) {
+            (Some(sha), Some(f)) => Some(format!("{prefix}{sha}.{}", f.extension())),
+            _ => {
+                return Err(
+                    "hash ids need the bytes, and Cloudflare fetches this URL itself: use --url-mode local or another --id-mode"
+                        .into(),
+                );
+            }
+        },
         IdMode::Auto => None,
+    })
+}
+
+/// The part of an item that a path id is made of: the relative path or object key; for a
+/// URL, its host and path (the query and fragment are dropped).
+fn path_for_id(item: &Item) -> String {
+    match &item.locator {
+        Locator::Url(url) => match reqwest::Url::parse(url) {
+            Ok(u) => {
+                let path = percent_encoding::percent_decode_str(u.path().trim_start_matches('/'))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                format!("{}/{path}", u.host_str().unwrap_or_default())
+            }
+            Err(_) => item.key.clone(),
+        },
+        Locator::File(_) | Locator::Object(_) => item.key.clone(),
     }
 }
 
-/// An upload to perform.
+/// What a job does at the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Upload the body (replacing an older image of the item, if any).
+    Upload,
+    /// Only the item's settings changed: update the image in place.
+    Update {
+        /// The image.
+        image_id: String,
+    },
+}
+
+/// An API call to make for one item.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The file.
+    /// The item.
     pub item: Item,
-    /// The source root it came from.
-    pub source: String,
-    /// sha256 of its content.
-    pub sha256: String,
-    /// Its format.
-    pub format: ImageFormat,
+    /// Its source.
+    pub source: SourceId,
+    /// The version this job records.
+    pub version: Version,
+    /// What to send.
+    pub body: Body,
+    /// Upload or update.
+    pub action: Action,
+    /// The stamp the image carries.
+    pub stamp: Stamp,
+    /// Its format, when cfimg holds the bytes.
+    pub format: Option<ImageFormat>,
     /// Custom id; `None` for a Cloudflare-assigned one.
     pub id: Option<String>,
-    /// The image that holds an older version of this source, to remove once replaced.
+    /// The image that holds an older version of this item, to remove once replaced.
     pub previous: Option<String>,
+    /// A custom id an interrupted earlier upload of this item was writing, which it may
+    /// have stored: removed unless it is the new id or still held.
+    pub abandoned: Option<String>,
     /// An earlier run recorded the intent but not the outcome: the image may already exist.
     pub resume: bool,
+    /// An earlier attempt had an ambiguous answer: look the stamp up before uploading.
+    pub lookup_first: bool,
     /// When that earlier intent was recorded: nothing it uploaded can be older.
     pub earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl Job {
-    /// The version this job uploads, as the ledger records it.
-    pub fn version(&self) -> Version {
-        Version {
-            key: self.item.key.clone(),
-            source: self.source.clone(),
-            size: self.item.size,
-            mtime_ns: self.item.mtime_ns,
-            sha256: Some(self.sha256.clone()),
-        }
-    }
 }
 
 /// The full decision for an examined item.
 #[derive(Debug)]
 pub enum Decision {
-    /// Same content as the uploaded version: only the file's times changed.
+    /// Same content as the uploaded version: only the quick-check fields changed.
     Touch,
-    /// Another source already holds this content under the same id (hash mode).
+    /// Another item already holds this content under the same id.
     Share {
         /// The image.
         image_id: String,
         /// Its delivery URL.
         url: Option<String>,
     },
-    /// Upload it.
-    Upload(Job),
+    /// Upload it, or update its settings.
+    Do(Box<Job>),
     /// It cannot be uploaded, for this reason.
     Reject(String),
+    /// It could not be read now, for this reason; the next run tries again.
+    Fail(String),
 }
 
 /// Settings the decision depends on.
@@ -170,108 +258,218 @@ pub struct Policy {
     pub id_mode: IdMode,
     /// Prefix of custom ids.
     pub id_prefix: String,
+    /// Private images by default.
+    pub require_signed_urls: bool,
 }
 
-/// Decides what to do with an examined item. `shared` looks up an uploaded row holding a
-/// given image id (for deduplication in hash mode).
+/// The version of an item as the ledger records it.
+pub fn version(source_id: i64, item: &Item, examined: &Examined) -> Version {
+    let (size, mtime_ns, etag) = match &item.fingerprint {
+        Some(Fingerprint::SizeMtime { size, mtime_ns }) => (*size, *mtime_ns, None),
+        Some(Fingerprint::ETagSize { etag, size }) => (*size, 0, Some(etag.clone())),
+        None => (examined.size.unwrap_or(0), 0, None),
+    };
+    Version {
+        source_id,
+        key: item.key.clone(),
+        size: examined.size.unwrap_or(size),
+        mtime_ns,
+        etag,
+        options: item.options.digest(),
+        sha256: examined.sha256.clone(),
+    }
+}
+
+/// Decides what to do with an examined item. `holder` looks up another item that holds or
+/// is writing a given image id (to share identical content and to refuse a collision).
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     policy: &Policy,
     item: Item,
-    source: &str,
+    source: &SourceId,
+    source_id: i64,
+    body: Body,
     examined: Examined,
     row: Option<&Row>,
-    shared: impl FnOnce(&str) -> Option<Row>,
+    holder: impl FnOnce(&str) -> Option<Row>,
 ) -> Decision {
-    let Some(format) = examined.format else {
+    let holds_bytes = matches!(body, Body::File { .. });
+    if holds_bytes && examined.format.is_none() {
         return Decision::Reject(
             "not an accepted image type: its first bytes are not JPEG, PNG, GIF, WebP, SVG, HEIC or AVIF".into(),
         );
-    };
-    let id = image_id(
+    }
+    if let Some(size) = examined.size {
+        if size == 0 {
+            return Decision::Reject("it is empty (0 bytes)".into());
+        }
+        if size > MAX_FILE_BYTES {
+            return Decision::Reject(too_large(size));
+        }
+    }
+    if let Some(problem) = examined.problem {
+        return Decision::Reject(problem);
+    }
+    let id = match image_id(
         policy.id_mode,
         &policy.id_prefix,
-        &item.key,
-        &examined.sha256,
-        format,
-    );
-    if let Some(id) = &id
-        && let Err(rule) = rules::validate_custom_id(id)
-    {
-        return Decision::Reject(format!(
-            "cannot be the custom id {id:?}: {rule} (try --id-mode hash or auto)"
-        ));
+        &item,
+        examined.sha256.as_deref(),
+        examined.format,
+    ) {
+        Ok(id) => id,
+        Err(why) => return Decision::Reject(why),
+    };
+    if let Some(id) = &id {
+        if let Err(rule) = rules::validate_custom_id(id) {
+            return Decision::Reject(format!(
+                "cannot be the custom id {id:?}: {rule} (try --id-mode hash or auto)"
+            ));
+        }
+        if item
+            .options
+            .require_signed_urls
+            .unwrap_or(policy.require_signed_urls)
+        {
+            return Decision::Reject(format!(
+                "a private image cannot have the custom id {id:?} (Cloudflare code 5410): drop the id or the private flag"
+            ));
+        }
     }
+    let version = version(source_id, &item, &examined);
     let uploaded = row.filter(|r| r.state == State::Uploaded);
     if let Some(r) = uploaded {
         let same_id = match &id {
             Some(id) => r.image_id.as_deref() == Some(id.as_str()),
             None => r.image_id.is_some() && r.planned_id.is_none(),
         };
-        if r.sha256.as_deref() == Some(examined.sha256.as_str()) && same_id {
-            return Decision::Touch;
+        let same_content = r.sha256 == examined.sha256
+            && (examined.sha256.is_some() || holds_bytes || r.key == item.key);
+        if same_content && same_id {
+            if r.options == version.options {
+                return Decision::Touch;
+            }
+            if let Some(image_id) = r.image_id.clone() {
+                // Only the settings changed: no need to send the bytes again.
+                return job(
+                    item,
+                    source,
+                    version,
+                    body,
+                    examined.format,
+                    Some(image_id.clone()),
+                    row,
+                    Action::Update { image_id },
+                );
+            }
         }
     }
-    // Sharing needs no request, but only when this source holds no other image that
-    // would be left behind; otherwise the upload path resolves the 5409 and cleans up.
+    // Sharing needs no request, but only when this item holds no other image that would be
+    // left behind; otherwise the upload path resolves the 5409 and cleans up.
     let holds_other = row
         .and_then(|r| r.image_id.as_deref())
         .is_some_and(|held| Some(held) != id.as_deref());
-    if policy.id_mode == IdMode::Hash
-        && !holds_other
-        && let Some(id) = &id
-        && let Some(holder) = shared(id)
+    if let Some(id) = &id
+        && let Some(other) = holder(id)
     {
-        return Decision::Share {
-            image_id: id.clone(),
-            url: holder.url,
-        };
+        if other.sha256.is_some() && other.sha256 == examined.sha256 {
+            if !holds_other && other.state == State::Uploaded {
+                return Decision::Share {
+                    image_id: id.clone(),
+                    url: other.url,
+                };
+            }
+        } else {
+            return Decision::Reject(format!(
+                "the image id {id:?} already belongs to {} (source {}) with other content; \
+                 give this source its own --id-prefix",
+                other.key, other.source
+            ));
+        }
     }
+    job(
+        item,
+        source,
+        version,
+        body,
+        examined.format,
+        id,
+        row,
+        Action::Upload,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn job(
+    item: Item,
+    source: &SourceId,
+    version: Version,
+    body: Body,
+    format: Option<ImageFormat>,
+    id: Option<String>,
+    row: Option<&Row>,
+    action: Action,
+) -> Decision {
     let resume = row.is_some_and(|r| r.state == State::Uploading);
     let earlier_intent = row
         .filter(|_| resume)
         .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.updated_at).ok())
         .map(|t| t.with_timezone(&chrono::Utc));
-    Decision::Upload(Job {
-        item: Item {
-            size: examined.size,
-            ..item
-        },
-        source: source.to_string(),
-        sha256: examined.sha256,
+    let previous = row.and_then(|r| r.image_id.clone());
+    let abandoned = row
+        .filter(|_| resume)
+        .and_then(|r| r.planned_id.clone())
+        .filter(|p| Some(p) != id.as_ref() && Some(p) != previous.as_ref());
+    let stamp = Stamp::new(source, &item.key, version.sha256.as_deref());
+    Decision::Do(Box::new(Job {
+        lookup_first: resume || row.is_some_and(|r| r.check_after.is_some()),
+        item,
+        source: source.clone(),
+        version,
+        body,
+        action,
+        stamp,
         format,
-        previous: row.and_then(|r| r.image_id.clone()),
         id,
+        previous,
+        abandoned,
         resume,
         earlier_intent,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::SourceKind;
 
-    fn item(key: &str, size: u64, mtime: i64) -> Item {
-        Item {
-            key: key.into(),
-            path: "/nonexistent".into(),
-            size,
-            mtime_ns: mtime,
-        }
+    fn src() -> SourceId {
+        SourceId::new(SourceKind::Dir, "/s")
     }
 
-    fn row(state: State, size: u64, mtime: i64, sha: &str, id: Option<&str>) -> Row {
+    fn item(key: &str, size: u64, mtime: i64) -> Item {
+        Item::file(key.into(), "/nonexistent".into(), size, mtime)
+    }
+
+    fn row(state: State, sha: &str, id: Option<&str>) -> Row {
         Row {
+            source_id: 1,
+            source: "dir:/s".into(),
             key: "k".into(),
-            source: "/s".into(),
-            size,
-            mtime_ns: mtime,
+            size: 3,
+            mtime_ns: 1,
+            etag: None,
+            options: None,
             sha256: Some(sha.into()),
+            stamp: None,
             image_id: id.map(Into::into),
             url: None,
             planned_id: None,
             state,
             attempts: 1,
             last_error: Some("why".into()),
+            retry_local: false,
+            check_after: None,
             updated_at: String::new(),
             uploaded_at: None,
             replaced_at: None,
@@ -280,59 +478,55 @@ mod tests {
 
     fn examined(sha: &str) -> Examined {
         Examined {
-            sha256: sha.into(),
-            size: 3,
+            sha256: Some(sha.into()),
+            size: Some(3),
             format: Some(ImageFormat::Png),
+            problem: None,
         }
     }
 
-    const PATH: fn() -> Policy = || Policy {
-        id_mode: IdMode::Path,
-        id_prefix: "p/".into(),
-    };
+    fn body() -> Body {
+        Body::file("/nonexistent".into())
+    }
+
+    fn policy(id_mode: IdMode, prefix: &str) -> Policy {
+        Policy {
+            id_mode,
+            id_prefix: prefix.into(),
+            require_signed_urls: false,
+        }
+    }
+
+    fn decide_(p: &Policy, it: Item, ex: Examined, r: Option<&Row>) -> Decision {
+        decide(p, it, &src(), 1, body(), ex, r, |_| None)
+    }
 
     #[test]
     fn quick_check_skips_only_unchanged_rows() {
         let it = item("a.png", 3, 9);
-        let q = |state, size, mtime_ns| {
-            Some(QuickRow {
-                size,
-                mtime_ns,
-                state,
-            })
+        let q = |state, size, mtime_ns| QuickRow {
+            size,
+            mtime_ns,
+            etag: None,
+            options: None,
+            state,
+            retry_local: false,
+            check_pending: false,
         };
-        assert_eq!(
-            quick_check(q(State::Uploaded, 3, 9), &it, false),
-            Quick::Unchanged
-        );
-        assert_eq!(
-            quick_check(q(State::Uploaded, 3, 8), &it, false),
-            Quick::Examine
-        );
-        assert_eq!(
-            quick_check(q(State::Uploaded, 4, 9), &it, false),
-            Quick::Examine
-        );
-        assert_eq!(
-            quick_check(q(State::Uploading, 3, 9), &it, false),
-            Quick::Examine
-        );
-        assert_eq!(
-            quick_check(q(State::Rejected, 3, 9), &it, true),
-            Quick::StillRejected
-        );
-        assert_eq!(
-            quick_check(q(State::Rejected, 3, 1), &it, false),
-            Quick::Examine
-        );
-        assert_eq!(
-            quick_check(q(State::Failed, 3, 9), &it, false),
-            Quick::StillFailed
-        );
-        assert_eq!(
-            quick_check(q(State::Failed, 3, 9), &it, true),
-            Quick::Examine
-        );
+        let check = |r: QuickRow, retry| quick_check(Some(&r), &it, retry);
+        assert_eq!(check(q(State::Uploaded, 3, 9), false), Quick::Unchanged);
+        assert_eq!(check(q(State::Uploaded, 3, 8), false), Quick::Examine);
+        assert_eq!(check(q(State::Uploaded, 4, 9), false), Quick::Examine);
+        assert_eq!(check(q(State::Uploading, 3, 9), false), Quick::Examine);
+        assert_eq!(check(q(State::Rejected, 3, 9), true), Quick::StillRejected);
+        assert_eq!(check(q(State::Rejected, 3, 1), false), Quick::Examine);
+        assert_eq!(check(q(State::Failed, 3, 9), false), Quick::StillFailed);
+        assert_eq!(check(q(State::Failed, 3, 9), true), Quick::Examine);
+        let local = QuickRow {
+            retry_local: true,
+            ..q(State::Failed, 3, 9)
+        };
+        assert_eq!(check(local, false), Quick::Examine, "local failures retry");
         assert!(
             matches!(quick_check(None, &item("e", 0, 1), false), Quick::Reject(r) if r.contains("empty"))
         );
@@ -343,41 +537,25 @@ mod tests {
 
     #[test]
     fn decides_touch_replace_share_and_reject() {
-        let none = |_: &str| None;
-        let up = row(State::Uploaded, 3, 1, "s1", Some("p/a.png"));
+        let path = policy(IdMode::Path, "p/");
+        let up = row(State::Uploaded, "s1", Some("p/a.png"));
         assert!(matches!(
-            decide(
-                &PATH(),
-                item("a.png", 3, 2),
-                "/s",
-                examined("s1"),
-                Some(&up),
-                none
-            ),
+            decide_(&path, item("a.png", 3, 2), examined("s1"), Some(&up)),
             Decision::Touch
         ));
-        match decide(
-            &PATH(),
-            item("a.png", 3, 2),
-            "/s",
-            examined("s2"),
-            Some(&up),
-            none,
-        ) {
-            Decision::Upload(job) => {
+        match decide_(&path, item("a.png", 3, 2), examined("s2"), Some(&up)) {
+            Decision::Do(job) => {
                 assert_eq!(job.id.as_deref(), Some("p/a.png"));
                 assert_eq!(job.previous.as_deref(), Some("p/a.png"));
+                assert_eq!(job.action, Action::Upload);
                 assert!(!job.resume);
             }
             other => panic!("{other:?}"),
         }
-        let hash = Policy {
-            id_mode: IdMode::Hash,
-            id_prefix: String::new(),
-        };
-        let holder = row(State::Uploaded, 3, 1, "s3", Some("s3.png"));
+        let hash = policy(IdMode::Hash, "");
+        let holder = row(State::Uploaded, "s3", Some("s3.png"));
         assert!(matches!(
-            decide(&hash, item("b.png", 3, 2), "/s", examined("s3"), None, |id| (id == "s3.png").then(|| holder.clone())),
+            decide(&hash, item("b.png", 3, 2), &src(), 1, body(), examined("s3"), None, |id| (id == "s3.png").then(|| holder.clone())),
             Decision::Share { image_id, .. } if image_id == "s3.png"
         ));
         let not_image = Examined {
@@ -385,19 +563,71 @@ mod tests {
             ..examined("s4")
         };
         assert!(
-            matches!(decide(&PATH(), item("x.png", 3, 2), "/s", not_image, None, none), Decision::Reject(r) if r.contains("not an accepted image type"))
+            matches!(decide_(&path, item("x.png", 3, 2), not_image, None), Decision::Reject(r) if r.contains("not an accepted image type"))
         );
         assert!(
-            matches!(decide(&PATH(), item("notes.txt", 3, 2), "/s", examined("s5"), None, none), Decision::Reject(r) if r.contains(".txt"))
+            matches!(decide_(&path, item("notes.txt", 3, 2), examined("s5"), None), Decision::Reject(r) if r.contains(".txt"))
         );
-        let auto = Policy {
-            id_mode: IdMode::Auto,
-            id_prefix: String::new(),
+        let refused = Examined {
+            problem: Some("over the limits".into()),
+            ..examined("s7")
         };
-        let leftover = row(State::Uploading, 3, 2, "s6", None);
         assert!(
-            matches!(decide(&auto, item("c.png", 3, 2), "/s", examined("s6"), Some(&leftover), none), Decision::Upload(j) if j.resume && j.id.is_none())
+            matches!(decide_(&path, item("w.png", 3, 2), refused, None), Decision::Reject(r) if r.contains("over the limits"))
         );
+        let auto = policy(IdMode::Auto, "");
+        let leftover = row(State::Uploading, "s6", None);
+        assert!(
+            matches!(decide_(&auto, item("c.png", 3, 2), examined("s6"), Some(&leftover)), Decision::Do(j) if j.resume && j.lookup_first && j.id.is_none())
+        );
+    }
+
+    #[test]
+    fn a_path_id_held_by_another_source_is_refused_unless_the_content_is_the_same() {
+        let path = policy(IdMode::Path, "");
+        let mut other = row(State::Uploaded, "theirs", Some("a.png"));
+        other.source = "dir:/other".into();
+        other.key = "a.png".into();
+        let d = decide(
+            &path,
+            item("a.png", 3, 2),
+            &src(),
+            1,
+            body(),
+            examined("mine"),
+            None,
+            |_| Some(other.clone()),
+        );
+        assert!(
+            matches!(&d, Decision::Reject(r) if r.contains("dir:/other") && r.contains("--id-prefix")),
+            "{d:?}"
+        );
+        let d = decide(
+            &path,
+            item("a.png", 3, 2),
+            &src(),
+            1,
+            body(),
+            examined("theirs"),
+            None,
+            |_| Some(other.clone()),
+        );
+        assert!(matches!(d, Decision::Share { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_resumed_upload_abandons_the_id_it_was_writing() {
+        let hash = policy(IdMode::Hash, "");
+        let mut r = row(State::Uploading, "old", Some("held.png"));
+        r.planned_id = Some("old.png".into());
+        match decide_(&hash, item("a.png", 3, 2), examined("new"), Some(&r)) {
+            Decision::Do(job) => {
+                assert_eq!(job.id.as_deref(), Some("new.png"));
+                assert_eq!(job.previous.as_deref(), Some("held.png"));
+                assert_eq!(job.abandoned.as_deref(), Some("old.png"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -405,15 +635,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
         std::fs::write(&p, b"\x89PNG\r\n\x1a\nrest").unwrap();
-        let e = examine(&Item {
-            key: "x".into(),
-            path: p,
-            size: 12,
-            mtime_ns: 0,
-        })
-        .unwrap();
+        let e = examine(&Body::file(p)).unwrap();
         assert_eq!(e.format, Some(ImageFormat::Png));
-        assert_eq!(e.size, 12);
-        assert_eq!(e.sha256, hex(&Sha256::digest(b"\x89PNG\r\n\x1a\nrest")));
+        assert_eq!(e.size, Some(12));
+        assert_eq!(
+            e.sha256.as_deref(),
+            Some(hex::encode(Sha256::digest(b"\x89PNG\r\n\x1a\nrest")).as_str())
+        );
     }
 }

@@ -29,6 +29,12 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Items rejected in this run.
     pub rejected: AtomicU64,
+    /// Entries passed over with a reason (symlinks not followed, FIFOs, ...).
+    pub ignored: AtomicU64,
+    /// Images whose settings were updated in place.
+    pub updated: AtomicU64,
+    /// Duplicates deleted after ambiguous answers.
+    pub duplicates_deleted: AtomicU64,
     /// Items still failed from an earlier run, not retried.
     pub failed_earlier: AtomicU64,
     /// Items still rejected from an earlier run (unchanged).
@@ -86,17 +92,24 @@ impl Stats {
             + get(&self.failed_earlier)
             + get(&self.rejected_earlier)
             + get(&self.would_upload)
+            + get(&self.ignored)
+            + get(&self.updated)
     }
 
-    /// The counters as the ledger stores them.
+    /// The counters as the ledger stores them and the summary shows them.
     pub fn counts(&self, limiter: &Limiter) -> RunCounts {
         RunCounts {
             uploaded: get(&self.uploaded),
             replaced: get(&self.replaced),
+            updated: get(&self.updated),
             deduplicated: get(&self.deduplicated),
             skipped: get(&self.skipped),
-            failed: get(&self.failed) + get(&self.failed_earlier),
-            rejected: get(&self.rejected) + get(&self.rejected_earlier),
+            failed: get(&self.failed),
+            rejected: get(&self.rejected),
+            failed_earlier: get(&self.failed_earlier),
+            rejected_earlier: get(&self.rejected_earlier),
+            ignored: get(&self.ignored),
+            duplicates_deleted: get(&self.duplicates_deleted),
             bytes: get(&self.bytes),
             requests: limiter.requests(),
             throttled: limiter.throttled_count(),
@@ -113,30 +126,11 @@ pub struct Summary {
     pub dry_run: bool,
     /// Items the source produced.
     pub discovered: u64,
-    /// Images uploaded.
-    pub uploaded: u64,
-    /// Of those, replacements of changed files.
-    pub replaced: u64,
-    /// Items that share an image with identical content.
-    pub deduplicated: u64,
-    /// Unchanged items skipped.
-    pub skipped: u64,
-    /// Items that failed in this run (retries spent).
-    pub failed: u64,
-    /// Items rejected in this run.
-    pub rejected: u64,
-    /// Items failed in an earlier run and not retried (use --retry-failed).
-    pub failed_earlier: u64,
-    /// Items rejected in an earlier run and unchanged since.
-    pub rejected_earlier: u64,
-    /// Bytes uploaded.
-    pub bytes: u64,
+    /// The run's counters.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Wall time, seconds.
     pub elapsed_secs: f64,
-    /// HTTP requests sent to the API.
-    pub requests: u64,
-    /// 429 answers seen.
-    pub throttled: u64,
     /// Uploads per second.
     pub files_per_sec: f64,
     /// Megabytes (10^6) uploaded per second.
@@ -162,31 +156,18 @@ impl Summary {
         ledger: String,
     ) -> Summary {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        let uploaded = get(&stats.uploaded);
-        let bytes = get(&stats.bytes);
+        let counts = stats.counts(limiter);
         let would_upload = get(&stats.would_upload);
-        let problems = get(&stats.failed)
-            + get(&stats.rejected)
-            + get(&stats.failed_earlier)
-            + get(&stats.rejected_earlier);
+        let problems =
+            counts.failed + counts.rejected + counts.failed_earlier + counts.rejected_earlier;
         Summary {
             outcome: if problems > 0 { "incomplete" } else { "done" }.to_string(),
             dry_run,
             discovered: get(&stats.discovered),
-            uploaded,
-            replaced: get(&stats.replaced),
-            deduplicated: get(&stats.deduplicated),
-            skipped: get(&stats.skipped),
-            failed: get(&stats.failed),
-            rejected: get(&stats.rejected),
-            failed_earlier: get(&stats.failed_earlier),
-            rejected_earlier: get(&stats.rejected_earlier),
-            bytes,
+            files_per_sec: counts.uploaded as f64 / secs,
+            mb_per_sec: counts.bytes as f64 / 1e6 / secs,
+            counts,
             elapsed_secs: secs,
-            requests: limiter.requests(),
-            throttled: limiter.throttled_count(),
-            files_per_sec: uploaded as f64 / secs,
-            mb_per_sec: bytes as f64 / 1e6 / secs,
             would_upload,
             would_upload_bytes: get(&stats.would_upload_bytes),
             estimated_secs: would_upload as f64 / rate,
@@ -194,9 +175,10 @@ impl Summary {
         }
     }
 
-    /// Whether any item failed or was rejected.
+    /// Whether some item did not make it.
     pub fn has_problems(&self) -> bool {
-        self.failed + self.rejected + self.failed_earlier + self.rejected_earlier > 0
+        let c = &self.counts;
+        c.failed + c.rejected + c.failed_earlier + c.rejected_earlier > 0
     }
 
     /// The human-readable form.
@@ -207,32 +189,44 @@ impl Summary {
                 "dry run: {} to upload ({}), {} unchanged, {} rejected; at the configured rate that takes about {}\n",
                 self.would_upload,
                 human_bytes(self.would_upload_bytes),
-                self.skipped,
-                self.rejected + self.rejected_earlier,
+                self.counts.skipped,
+                self.counts.rejected + self.counts.rejected_earlier,
                 human_duration(self.estimated_secs),
             ));
         } else {
             out.push_str(&format!(
                 "{}: {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected; {} in {} ({:.1} files/s, {:.2} MB/s); {} requests, {} rate-limited\n",
                 self.outcome,
-                self.uploaded,
-                self.replaced,
-                self.skipped,
-                self.deduplicated,
-                self.failed + self.failed_earlier,
-                self.rejected + self.rejected_earlier,
-                human_bytes(self.bytes),
+                self.counts.uploaded,
+                self.counts.replaced,
+                self.counts.skipped,
+                self.counts.deduplicated,
+                self.counts.failed + self.counts.failed_earlier,
+                self.counts.rejected + self.counts.rejected_earlier,
+                human_bytes(self.counts.bytes),
                 human_duration(self.elapsed_secs),
                 self.files_per_sec,
                 self.mb_per_sec,
-                self.requests,
-                self.throttled,
+                self.counts.requests,
+                self.counts.throttled,
             ));
         }
-        if self.failed_earlier > 0 {
+        if self.counts.ignored > 0 {
+            out.push_str(&format!(
+                "{} entries were passed over (symlinks not followed, FIFOs, sockets, ...): see cfimg failures --all\n",
+                self.counts.ignored
+            ));
+        }
+        if self.counts.duplicates_deleted > 0 {
+            out.push_str(&format!(
+                "{} duplicates left by ambiguous answers were deleted\n",
+                self.counts.duplicates_deleted
+            ));
+        }
+        if self.counts.failed_earlier > 0 {
             out.push_str(&format!(
                 "{} items failed in an earlier run and were not retried: rerun with --retry-failed\n",
-                self.failed_earlier
+                self.counts.failed_earlier
             ));
         }
         if self.has_problems() {

@@ -1,14 +1,17 @@
-//! The stamp cfimg writes into every image's metadata: which source it came from and the
-//! sha256 of its content. It is how a rerun recognises its own earlier uploads after a
-//! crash, a 5xx-after-store or a 5409, without trusting anything but the server.
+//! The stamp cfimg writes into every image's metadata: which source item it came from (a
+//! hash of the source's identity and the item's key) and the sha256 of its content. It is
+//! how a rerun recognises its own earlier uploads after a crash, a 5xx-after-store or a
+//! 5409, and tells an older version of the same item from another source's image, without
+//! trusting anything but the server.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api::types::Image;
 use crate::rules::MAX_METADATA_BYTES;
+use crate::source::SourceId;
 
-/// Metadata key holding a hash of the source key.
+/// Metadata key holding a hash of the source and the item's key.
 pub const SOURCE_KEY: &str = "cfimg_src";
 /// Metadata key holding the sha256 of the content.
 pub const SHA256_KEY: &str = "cfimg_sha256";
@@ -16,21 +19,22 @@ pub const SHA256_KEY: &str = "cfimg_sha256";
 /// Bytes the stamp adds to the metadata JSON at most (two keys, 32 + 64 hex chars).
 const STAMP_BYTES: usize = 2 + SOURCE_KEY.len() + 3 + 32 + 3 + SHA256_KEY.len() + 3 + 64 + 2;
 
-/// The stamp of one source version.
+/// The stamp of one version of a source item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
-    /// 128-bit hash of the source key, hex.
+    /// 128-bit hash of the source and the key, hex ([`source_hash`]).
     pub source: String,
-    /// sha256 of the content, hex.
-    pub sha256: String,
+    /// sha256 of the content, hex; `None` when cfimg never holds the bytes (a URL that
+    /// Cloudflare fetches itself).
+    pub sha256: Option<String>,
 }
 
 impl Stamp {
-    /// The stamp for a source key and its content hash.
-    pub fn new(source_key: &str, sha256: &str) -> Stamp {
+    /// The stamp for an item of a source with this content hash.
+    pub fn new(source: &SourceId, key: &str, sha256: Option<&str>) -> Stamp {
         Stamp {
-            source: source_hash(source_key),
-            sha256: sha256.to_string(),
+            source: source_hash(source, key),
+            sha256: sha256.map(str::to_string),
         }
     }
 
@@ -38,7 +42,10 @@ impl Stamp {
     pub fn metadata_json(&self, user: &Map<String, Value>) -> String {
         let mut all = user.clone();
         all.insert(SOURCE_KEY.into(), Value::String(self.source.clone()));
-        all.insert(SHA256_KEY.into(), Value::String(self.sha256.clone()));
+        match &self.sha256 {
+            Some(sha) => all.insert(SHA256_KEY.into(), Value::String(sha.clone())),
+            None => all.remove(SHA256_KEY),
+        };
         Value::Object(all).to_string()
     }
 
@@ -47,15 +54,32 @@ impl Stamp {
         let meta = image.meta.as_ref()?;
         Some(Stamp {
             source: meta.get(SOURCE_KEY)?.as_str()?.to_string(),
-            sha256: meta.get(SHA256_KEY)?.as_str()?.to_string(),
+            sha256: meta
+                .get(SHA256_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
+    }
+
+    /// Whether an image's stamp says it holds this very version.
+    pub fn same_version(&self, other: &Stamp) -> bool {
+        self.source == other.source && self.sha256 == other.sha256
     }
 }
 
-/// The 128-bit hex hash of a source key used in stamps.
-pub fn source_hash(source_key: &str) -> String {
-    let digest = Sha256::digest(source_key.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+/// The 128-bit hex hash of a source item used in stamps: the source's identity and the key,
+/// so that two folders with the same relative paths never mistake each other's images.
+pub fn source_hash(source: &SourceId, key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(source.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(key.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The stamp hash cfimg 0.1 wrote (schema v1 ledgers): the key alone.
+pub fn source_hash_v1(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 /// Checks that user metadata leaves room for the stamp and does not use its keys.
@@ -89,7 +113,8 @@ mod tests {
         let mut user = Map::new();
         user.insert("team".into(), Value::String("x".repeat(850)));
         assert!(check_user_metadata(&user).is_ok());
-        let stamp = Stamp::new("photos/cat.jpg", &"ab".repeat(32));
+        let src = SourceId::new(crate::source::SourceKind::Dir, "/srv/a");
+        let stamp = Stamp::new(&src, "photos/cat.jpg", Some(&"ab".repeat(32)));
         let json = stamp.metadata_json(&user);
         assert!(json.len() <= MAX_METADATA_BYTES, "{}", json.len());
         let meta: Map<String, Value> = serde_json::from_str(&json).unwrap();
@@ -121,8 +146,13 @@ mod tests {
     }
 
     #[test]
-    fn source_hashes_differ_per_key() {
-        assert_eq!(source_hash("a").len(), 32);
-        assert_ne!(source_hash("a"), source_hash("b"));
+    fn source_hashes_differ_per_source_and_key() {
+        let a = SourceId::new(crate::source::SourceKind::Dir, "/srv/a");
+        let b = SourceId::new(crate::source::SourceKind::Dir, "/srv/b");
+        assert_eq!(source_hash(&a, "x").len(), 32);
+        assert_ne!(source_hash(&a, "x"), source_hash(&a, "y"));
+        assert_ne!(source_hash(&a, "x"), source_hash(&b, "x"));
+        assert_ne!(source_hash(&a, "x"), source_hash_v1("x"));
+        assert_eq!(source_hash_v1("a").len(), 32);
     }
 }

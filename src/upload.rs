@@ -1,47 +1,43 @@
-//! Uploading one planned item, exactly once: record the intent durably, send the file,
+//! Uploading one planned item, exactly once: record the intent durably, send the body,
 //! resolve whatever an earlier or ambiguous attempt left on the server by its stamp, replace
-//! the older image of a changed source, and record the outcome.
+//! the older image of a changed item without ever losing it, and record the outcome.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Map, Value};
 
-use crate::api::client::{FileUpload, ImagesClient, ListQuery};
+use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
 use crate::error::{Disposition, Error, Result};
-use crate::ledger::{LedgerWriter, Record, SharedReader};
-use crate::limit::Limiter;
-use crate::plan::Job;
+use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
+use crate::lookup::{self, Wanted};
+use crate::plan::{Action, Job};
 use crate::progress::Stats;
-use crate::retry::{self, Policy};
-use crate::stamp::{self, Stamp};
-
-/// Page size when looking a stamp up in the image list.
-/// Large, so that a server ignoring the metadata filter costs as few requests as possible.
-const LOOKUP_PAGE: u32 = 1000;
-
-/// How far the server's clock may run behind ours when bounding a stamp lookup by time.
-const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+use crate::replace::{self, Backup};
+use crate::retry;
+use crate::stamp::Stamp;
+use crate::transport::ApiLane;
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
 pub struct Uploader {
-    /// The API client.
-    pub client: ImagesClient,
-    /// The shared limiter of the API host.
-    pub limiter: Arc<Limiter>,
-    /// Retry settings.
-    pub policy: Policy,
+    /// Where requests go.
+    pub lane: ApiLane,
     /// The user's metadata for every image.
     pub metadata: Map<String, Value>,
     /// Upload private images.
     pub require_signed_urls: bool,
+    /// Leave replaced images in place (recorded as superseded).
+    pub keep_replaced: bool,
+    /// How long lists may lag behind uploads: after an ambiguous answer, duplicates are
+    /// looked for again once this has passed.
+    pub settle: Duration,
     /// Where intents and outcomes go.
     pub ledger: LedgerWriter,
-    /// For checking whether another source shares an image before deleting it.
+    /// For checking whether another item shares an image before deleting it.
     pub reader: Arc<SharedReader>,
     /// Run counters.
     pub stats: Arc<Stats>,
@@ -56,70 +52,69 @@ pub enum Ended {
     Fatal(Error),
 }
 
+/// An item that did not make it, with what happened to its live image.
+#[derive(Debug)]
+struct Refused {
+    error: Error,
+    /// The live image was deleted and could not be put back.
+    image_gone: bool,
+    /// What happened to the live image, for the reason.
+    note: Option<String>,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        Refused {
+            error,
+            image_gone: false,
+            note: None,
+        }
+    }
+}
+
+/// Per-job state shared by its attempts.
+struct Attempt<'a> {
+    job: &'a Job,
+    spent: AtomicU32,
+    /// An answer was ambiguous: the server may have stored what it did not confirm.
+    ambiguous: AtomicBool,
+}
+
 impl Uploader {
-    /// Uploads one job and records its outcome. Only a fatal error is returned to the caller.
+    /// Runs one job and records its outcome. Only a fatal error is returned to the caller.
     pub async fn run(&self, job: Job) -> Ended {
-        let spent = AtomicU32::new(0);
-        let version = job.version();
-        let intent_at = job.earlier_intent.unwrap_or_else(chrono::Utc::now);
+        let at = Attempt {
+            job: &job,
+            spent: AtomicU32::new(0),
+            ambiguous: AtomicBool::new(false),
+        };
         if let Err(e) = self
             .ledger
             .commit(Record::Intent {
-                version: version.clone(),
+                version: job.version.clone(),
                 planned_id: job.id.clone(),
+                stamp: job.stamp.source.clone(),
             })
             .await
         {
             return Ended::Fatal(e);
         }
-        let mut previous_gone = false;
-        let result = match job.id.as_deref() {
-            Some(id) => {
-                self.upload_custom(&job, id, &spent, &mut previous_gone)
-                    .await
-            }
-            None => self.upload_auto(&job, intent_at, &spent).await,
+        let result = match &job.action {
+            Action::Update { image_id } => self.update(&at, image_id).await.map_err(Refused::from),
+            Action::Upload => match job.id.as_deref() {
+                Some(id) => self.upload_custom(&at, id).await,
+                None => self.upload_auto(&at).await.map_err(Refused::from),
+            },
         };
-        let attempts = spent.load(Ordering::Relaxed);
+        let check_after = at
+            .ambiguous
+            .load(Ordering::Relaxed)
+            .then(|| crate::ledger::timestamp(Utc::now() + self.settle));
         let record = match result {
-            Ok(image) => {
-                if let Some(prev) = job
-                    .previous
-                    .as_deref()
-                    .filter(|p| Some(*p) != Some(image.id.as_str()))
-                {
-                    self.remove_previous(&job, prev, &spent).await;
-                }
-                self.stats.uploaded(job.item.size, job.previous.is_some());
-                Record::Uploaded {
-                    version,
-                    url: delivery_url(&image),
-                    image_id: image.id,
-                    attempts: spent.load(Ordering::Relaxed),
-                    replaced: job.previous.is_some(),
-                }
-            }
-            // `retry::call` only gives up on a retryable error once its budget is spent,
-            // which makes the item deferred to a later run.
-            Err(e) => match e.disposition() {
-                Disposition::Fatal => return Ended::Fatal(e),
-                Disposition::Retry { .. } | Disposition::Defer | Disposition::Reject => {
-                    let rejected = e.disposition() == Disposition::Reject;
-                    self.stats.failed(rejected);
-                    let reason = if rejected {
-                        e.to_string()
-                    } else {
-                        format!("gave up after {attempts} requests: {e}; rerun with --retry-failed")
-                    };
-                    tracing::warn!(key = %job.item.key, %reason, "{}", if rejected { "rejected" } else { "failed" });
-                    Record::Failed {
-                        version,
-                        reason,
-                        attempts,
-                        rejected,
-                        image_gone: previous_gone,
-                    }
-                }
+            Ok(image) => self.finish(&at, image, check_after).await,
+            Err(refused) => match refused.error.disposition() {
+                Disposition::Fatal => return Ended::Fatal(refused.error),
+                disposition => self.failed(&at, refused, disposition, check_after),
             },
         };
         match self.ledger.record(record).await {
@@ -128,185 +123,275 @@ impl Uploader {
         }
     }
 
-    /// One API call with its retries, every attempt through the limiter.
-    async fn call<T, F, Fut>(&self, spent: &AtomicU32, mut request: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        retry::call(self.policy, || self.limiter.send(spent, request())).await
+    /// The record of a stored image, after removing what it replaces.
+    async fn finish(&self, at: &Attempt<'_>, image: Image, check_after: Option<String>) -> Record {
+        let job = at.job;
+        let mut superseded = None;
+        for old in [job.previous.as_deref(), job.abandoned.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|old| *old != image.id)
+        {
+            if self.keep_replaced && Some(old) == job.previous.as_deref() {
+                superseded = Some(Superseded {
+                    image_id: old.to_string(),
+                    sha256: None,
+                    url: None,
+                });
+                continue;
+            }
+            self.remove_unshared(job, old, &at.spent).await;
+        }
+        let replaced = job.previous.is_some() && job.action == Action::Upload;
+        if job.action == Action::Upload {
+            self.stats
+                .uploaded(job.version.size, job.previous.is_some());
+        } else {
+            Stats::bump(&self.stats.updated);
+        }
+        Record::Uploaded {
+            version: job.version.clone(),
+            url: delivery_url(&image),
+            image_id: image.id,
+            attempts: at.spent.load(Ordering::Relaxed),
+            replaced,
+            stamp: Some(job.stamp.source.clone()),
+            check_after,
+            superseded,
+        }
     }
 
-    /// The upload form of a job: the file streamed under its own name.
-    fn file_upload<'a>(
+    /// The record of an item that did not make it.
+    fn failed(
         &self,
-        job: &'a Job,
-        id: Option<&'a str>,
-        metadata: &'a str,
-    ) -> FileUpload<'a> {
-        FileUpload {
-            path: &job.item.path,
-            size: job.item.size,
-            filename: job.item.key.rsplit('/').next().unwrap_or(&job.item.key),
-            mime: job.format.mime(),
+        at: &Attempt<'_>,
+        refused: Refused,
+        disposition: Disposition,
+        check_after: Option<String>,
+    ) -> Record {
+        let attempts = at.spent.load(Ordering::Relaxed);
+        let e = &refused.error;
+        let failure = match (disposition, e) {
+            (_, Error::Io { .. } | Error::ChangedWhileUploading(_)) => Failure::Local,
+            (Disposition::Reject, _) => Failure::Rejected,
+            _ => Failure::Deferred,
+        };
+        self.stats.failed(failure == Failure::Rejected);
+        let mut reason = match failure {
+            Failure::Rejected => e.to_string(),
+            Failure::Local => format!("{e}; the next run tries again"),
+            Failure::Deferred => {
+                format!("gave up after {attempts} requests: {e}; rerun with --retry-failed")
+            }
+        };
+        if let Some(note) = &refused.note {
+            reason.push_str("; ");
+            reason.push_str(note);
+        }
+        tracing::warn!(key = %at.job.item.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
+        Record::Failed {
+            version: at.job.version.clone(),
+            reason,
+            attempts,
+            failure,
+            image_gone: refused.image_gone,
+            check_after,
+        }
+    }
+
+    /// The upload form of a job.
+    fn form<'a>(&'a self, job: &'a Job, id: Option<&'a str>, metadata: &'a str) -> Upload<'a> {
+        Upload {
+            body: &job.body,
+            filename: job.item.filename(),
+            mime: job.format.map_or("application/octet-stream", |f| f.mime()),
             id,
             metadata,
-            require_signed_urls: self.require_signed_urls,
+            require_signed_urls: job
+                .item
+                .options
+                .require_signed_urls
+                .unwrap_or(self.require_signed_urls),
+            creator: job.item.options.creator.as_deref(),
         }
     }
 
-    async fn post(
-        &self,
-        job: &Job,
-        id: Option<&str>,
-        stamp: &Stamp,
-        spent: &AtomicU32,
-    ) -> Result<Image> {
-        let metadata = stamp.metadata_json(&self.metadata);
-        let upload = self.file_upload(job, id, &metadata);
-        self.call(spent, || self.client.upload_file(&upload)).await
+    /// The metadata an image of this job carries: the configured metadata, the item's own
+    /// over it, and the stamp.
+    fn metadata(&self, job: &Job) -> String {
+        let mut user = self.metadata.clone();
+        if let Some(own) = &job.item.options.metadata {
+            user.extend(own.clone());
+        }
+        job.stamp.metadata_json(&user)
     }
 
-    /// Custom ids: POST; a 5409 means the id is taken, and the stamp says by what.
-    async fn upload_custom(
-        &self,
-        job: &Job,
-        id: &str,
-        spent: &AtomicU32,
-        previous_gone: &mut bool,
-    ) -> Result<Image> {
-        let stamp = Stamp::new(&job.item.key, &job.sha256);
+    /// One POST attempt; marks the job ambiguous when the answer was, and refuses a body
+    /// that changed since it was hashed (deleting what it stored).
+    async fn post_once(&self, at: &Attempt<'_>, id: Option<&str>) -> Result<Image> {
+        let metadata = self.metadata(at.job);
+        let form = self.form(at.job, id, &metadata);
+        let result = self
+            .lane
+            .once(&at.spent, self.lane.client.upload(&form))
+            .await;
+        if result.as_ref().is_err_and(Error::is_ambiguous) {
+            at.ambiguous.store(true, Ordering::Relaxed);
+        }
+        let sent = result?;
+        if let (Some(sent_sha), Some(planned)) = (&sent.sha256, &at.job.stamp.sha256)
+            && sent_sha != planned
+        {
+            // The stamp names content that was not sent: never let it stand.
+            self.delete_if_present(&sent.image.id, &at.spent).await?;
+            return Err(Error::ChangedWhileUploading(at.job.item.key.clone()));
+        }
+        Ok(sent.image)
+    }
+
+    /// Only the item's settings changed: PATCH the image.
+    async fn update(&self, at: &Attempt<'_>, image_id: &str) -> Result<Image> {
+        let job = at.job;
+        let mut meta = self.metadata.clone();
+        if let Some(own) = &job.item.options.metadata {
+            meta.extend(own.clone());
+        }
+        let metadata: Value = serde_json::from_str(&job.stamp.metadata_json(&meta))
+            .map_err(|e| Error::Invalid(format!("metadata: {e}")))?;
+        let update = ImageUpdate {
+            metadata: Some(metadata),
+            require_signed_urls: job.item.options.require_signed_urls,
+            creator: job.item.options.creator.clone(),
+        };
+        self.lane
+            .call(&at.spent, || self.lane.client.update(image_id, &update))
+            .await
+    }
+
+    /// Custom ids: POST; a 5409 means the id is taken, and the stamp says by what. When the
+    /// id must be freed first, the live image is copied aside and put back if the new
+    /// version is refused.
+    async fn upload_custom(&self, at: &Attempt<'_>, id: &str) -> Result<Image, Refused> {
+        let job = at.job;
+        let mut backup: Option<Backup> = None;
         if job.previous.as_deref() == Some(id) && !job.resume {
-            // A changed file keeps its path id: there is no upsert, so delete, then post.
-            self.delete_if_present(id, spent).await?;
-            *previous_gone = true;
+            backup = replace::backup(&self.lane, &at.spent, id).await?;
+            self.delete_if_present(id, &at.spent).await?;
         }
-        // Bounded: each round either ends or deletes our own older version first.
+        // Bounded: each round either ends or frees our own older version first.
         for _ in 0..3 {
-            match self.post(job, Some(id), &stamp, spent).await {
+            let posted = retry::call(self.lane.policy, || self.post_once(at, Some(id))).await;
+            match posted {
                 Ok(image) => return Ok(image),
                 Err(e) if e.is_conflict() => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.put_back(at, e, backup).await),
             }
-            let Some(existing) = self.get_settled(id, spent).await? else {
+            let Some(existing) = self.get_settled(id, &at.spent).await? else {
                 continue;
             };
-            match Stamp::of(&existing) {
-                // Ours (an earlier attempt, or an identical file in hash mode): done.
-                Some(s) if s.sha256 == stamp.sha256 => return Ok(existing),
-                // An older version of this same source: replace it.
-                Some(s) if s.source == stamp.source => {
-                    self.delete_if_present(id, spent).await?;
-                    *previous_gone = true;
+            let theirs = Stamp::of(&existing);
+            // An older version of this same item, by its stamp or because the ledger
+            // records this item holding the id (stamps of cfimg 0.1 hashed the key alone).
+            let ours = theirs
+                .as_ref()
+                .is_some_and(|s| s.source == job.stamp.source)
+                || job.previous.as_deref() == Some(id);
+            match theirs {
+                // This version (an earlier attempt), or identical content: done.
+                Some(s) if s.same_version(&job.stamp) => return Ok(existing),
+                Some(s) if s.sha256.is_some() && s.sha256 == job.stamp.sha256 => {
+                    return Ok(existing);
+                }
+                _ if ours => {
+                    if backup.is_none() {
+                        backup = replace::backup(&self.lane, &at.spent, id).await?;
+                    }
+                    self.delete_if_present(id, &at.spent).await?;
                 }
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "the image id {id:?} is already taken by an image that cfimg did not upload from this file; \
+                        "the image id {id:?} is already taken by an image that cfimg did not upload from this item; \
                          delete that image or choose another --id-prefix"
-                    )));
+                    ))
+                    .into());
                 }
             }
         }
-        Err(Error::Invalid(format!(
+        let e = Error::Invalid(format!(
             "the image id {id:?} kept changing on the server while uploading; try again later"
-        )))
+        ));
+        Err(self.put_back(at, e, backup).await)
     }
 
-    /// Cloudflare-assigned ids: nothing on the server answers 5409, so before any upload that
-    /// may repeat an earlier one, look the stamp up.
-    async fn upload_auto(
-        &self,
-        job: &Job,
-        intent_at: DateTime<Utc>,
-        spent: &AtomicU32,
-    ) -> Result<Image> {
-        let stamp = Stamp::new(&job.item.key, &job.sha256);
-        if job.resume
-            && let Some(found) = self.find_stamped(&stamp, intent_at, spent).await?
+    /// The new version was refused after the live image was deleted: put the old one back.
+    async fn put_back(&self, at: &Attempt<'_>, error: Error, backup: Option<Backup>) -> Refused {
+        let Some(backup) = backup else {
+            return error.into();
+        };
+        match replace::restore(&self.lane, &at.spent, &backup).await {
+            Ok(image) => {
+                tracing::warn!(key = %at.job.item.key, image_id = %image.id, "the new version was refused; the previous one is back in place");
+                Refused {
+                    error,
+                    image_gone: false,
+                    note: Some("the previous version is still live".into()),
+                }
+            }
+            Err(restore) => {
+                let kept = backup.keep_file();
+                let note = format!(
+                    "the previous version was deleted to free the id and could not be put back ({restore}); its bytes are kept at {}",
+                    kept.map_or("(nowhere: the copy failed)".into(), |p| p
+                        .display()
+                        .to_string())
+                );
+                tracing::error!(key = %at.job.item.key, "{note}");
+                Refused {
+                    error,
+                    image_gone: true,
+                    note: Some(note),
+                }
+            }
+        }
+    }
+
+    /// Cloudflare-assigned ids: nothing on the server answers 5409, so before any upload
+    /// that may repeat an earlier one, look the stamp up.
+    async fn upload_auto(&self, at: &Attempt<'_>) -> Result<Image> {
+        let job = at.job;
+        let since = job.earlier_intent.unwrap_or_else(Utc::now);
+        let keep = self.held_images(job)?;
+        let find = || async {
+            let wanted = Wanted {
+                stamp: &job.stamp,
+                keep: &keep,
+                prefer: None,
+            };
+            lookup::resolve(&self.lane, &at.spent, wanted, since).await
+        };
+        if job.lookup_first
+            && let Some(found) = retry::call(self.lane.policy, find).await?.image
         {
             return Ok(found);
         }
-        let ambiguous = AtomicBool::new(false);
         let attempt = || async {
-            if ambiguous.load(Ordering::Relaxed)
-                && let Some(found) = self.find_stamped_once(&stamp, intent_at, spent).await?
+            if at.ambiguous.load(Ordering::Relaxed)
+                && let Some(found) = find().await?.image
             {
                 return Ok(found);
             }
-            let metadata = stamp.metadata_json(&self.metadata);
-            let upload = self.file_upload(job, None, &metadata);
-            let result = self
-                .limiter
-                .send(spent, self.client.upload_file(&upload))
-                .await;
-            if result.as_ref().is_err_and(Error::is_ambiguous) {
-                ambiguous.store(true, Ordering::Relaxed);
-            }
-            result
+            self.post_once(at, None).await
         };
-        retry::call(self.policy, attempt).await
+        retry::call(self.lane.policy, attempt).await
     }
 
-    /// Finds the image holding exactly this stamp, deleting any duplicates of it.
-    async fn find_stamped(
-        &self,
-        stamp: &Stamp,
-        since: DateTime<Utc>,
-        spent: &AtomicU32,
-    ) -> Result<Option<Image>> {
-        retry::call(self.policy, || self.find_stamped_once(stamp, since, spent)).await
-    }
-
-    /// One pass over the list filtered by the source hash, newest first, down to the time
-    /// the intent was recorded: an image our attempt stored cannot be older. So a server that
-    /// ignores the filter costs a listing of the recent uploads, not of the whole account.
-    async fn find_stamped_once(
-        &self,
-        stamp: &Stamp,
-        since: DateTime<Utc>,
-        spent: &AtomicU32,
-    ) -> Result<Option<Image>> {
-        let cutoff = since - CLOCK_SKEW;
-        let mut query = ListQuery {
-            per_page: Some(LOOKUP_PAGE),
-            sort_order: Some("desc".into()),
-            meta_eq: vec![(stamp::SOURCE_KEY.into(), stamp.source.clone())],
-            ..ListQuery::default()
-        };
-        let mut found: Vec<Image> = Vec::new();
-        loop {
-            let page = self
-                .limiter
-                .send(spent, self.client.list_v2(&query))
-                .await?;
-            let reached_cutoff = older_than(&page.images, cutoff);
-            found.extend(
-                page.images
-                    .into_iter()
-                    .filter(|i| Stamp::of(i).as_ref() == Some(stamp)),
-            );
-            if reached_cutoff {
-                break;
-            }
-            match page.continuation_token {
-                Some(t) if !t.is_empty() => query.continuation_token = Some(t),
-                _ => break,
-            }
-        }
-        let mut found = found.into_iter();
-        let keep = found.next();
-        for extra in found {
-            // Two images with one stamp: an earlier ambiguous attempt did store. Keep one.
-            tracing::info!(image_id = %extra.id, "deleting a duplicate left by an interrupted upload");
-            if let Err(e) = self
-                .limiter
-                .send(spent, self.client.delete(&extra.id))
-                .await
-                && !e.is_not_found()
-            {
-                return Err(e);
-            }
-        }
+    /// Images of this item that a lookup must leave alone: the recorded one and those kept
+    /// by `--keep-replaced`.
+    fn held_images(&self, job: &Job) -> Result<Vec<String>> {
+        let mut keep = self
+            .reader
+            .with(|l| l.superseded_ids(job.version.source_id, &job.item.key))?;
+        keep.extend(job.previous.clone());
         Ok(keep)
     }
 
@@ -314,7 +399,7 @@ impl Uploader {
     async fn get_settled(&self, id: &str, spent: &AtomicU32) -> Result<Option<Image>> {
         for pause_ms in [0u64, 250, 1000] {
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-            match self.call(spent, || self.client.get(id)).await {
+            match self.lane.call(spent, || self.lane.client.get(id)).await {
                 Ok(image) => return Ok(Some(image)),
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
@@ -324,46 +409,37 @@ impl Uploader {
     }
 
     async fn delete_if_present(&self, id: &str, spent: &AtomicU32) -> Result<()> {
-        match self.call(spent, || self.client.delete(id)).await {
+        match self.lane.call(spent, || self.lane.client.delete(id)).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes the image an older version of this source lived in, unless another source
-    /// still points at it (identical content in hash mode).
-    async fn remove_previous(&self, job: &Job, previous: &str, spent: &AtomicU32) {
+    /// Deletes an image this item no longer needs, unless another item still points at it.
+    async fn remove_unshared(&self, job: &Job, image_id: &str, spent: &AtomicU32) {
         match self
             .reader
-            .with(|l| l.image_shared(previous, &job.item.key))
+            .with(|l| l.image_shared(image_id, job.version.source_id, &job.item.key))
         {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(key = %job.item.key, image_id = previous, error = %e, "kept the older image: the ledger could not say whether it is shared");
+                tracing::warn!(key = %job.item.key, image_id, error = %e, "kept the older image: the ledger could not say whether it is shared");
                 return;
             }
         }
-        if let Err(e) = self.delete_if_present(previous, spent).await {
+        if let Err(e) = self.delete_if_present(image_id, spent).await {
             tracing::warn!(
-                key = %job.item.key, image_id = previous, error = %e,
+                key = %job.item.key, image_id, error = %e,
                 "the new version is uploaded but its older image could not be deleted; delete it by hand"
             );
         }
     }
 }
 
-/// Whether a newest-first page reaches back before `cutoff` (its last image is older).
-fn older_than(page: &[Image], cutoff: DateTime<Utc>) -> bool {
-    page.last()
-        .and_then(|i| i.uploaded.as_deref())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|t| t < cutoff)
-}
-
 /// The delivery URL to record: the `public` variant when there is one, else the first.
-fn delivery_url(image: &Image) -> Option<String> {
+pub fn delivery_url(image: &Image) -> Option<String> {
     image
         .variants
         .iter()
@@ -376,31 +452,20 @@ fn delivery_url(image: &Image) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn image(uploaded: &str) -> Image {
-        Image {
+    #[test]
+    fn the_public_variant_is_the_recorded_url() {
+        let image = Image {
             id: "x".into(),
             filename: None,
             meta: None,
             require_signed_urls: false,
-            uploaded: Some(uploaded.into()),
+            uploaded: None,
             variants: vec!["https://d/h/x/thumb".into(), "https://d/h/x/public".into()],
             creator: None,
             draft: None,
-        }
-    }
-
-    #[test]
-    fn a_lookup_stops_once_the_listing_reaches_back_before_the_intent() {
-        let cutoff = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let newer = image("2026-01-01T12:30:00.000Z");
-        let older = image("2026-01-01T11:59:59.999Z");
-        assert!(!older_than(std::slice::from_ref(&newer), cutoff));
-        assert!(older_than(&[newer.clone(), older], cutoff));
-        assert!(!older_than(&[], cutoff));
+        };
         assert_eq!(
-            delivery_url(&newer).as_deref(),
+            delivery_url(&image).as_deref(),
             Some("https://d/h/x/public")
         );
     }

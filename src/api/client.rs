@@ -2,8 +2,11 @@
 //! (those belong to `upload` and `limit`), every answer turned into a typed result or a
 //! classified [`Error`].
 
-use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
@@ -14,6 +17,7 @@ use tokio_util::io::ReaderStream;
 use super::types::{Envelope, Image, ImageListV2, Stats};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
+use crate::source::Body;
 
 /// Read size for streamed upload bodies: large enough to keep syscalls few, small enough
 /// that 16 concurrent 10 MB uploads stay a few MB of buffers.
@@ -35,16 +39,14 @@ impl std::fmt::Debug for ImagesClient {
     }
 }
 
-/// A file upload through `POST /v1`.
+/// An upload through `POST /v1`: a file streamed from disk, or a URL Cloudflare fetches.
 #[derive(Debug, Clone)]
-pub struct FileUpload<'a> {
-    /// The file to stream.
-    pub path: &'a Path,
-    /// Its size, sent as the part's length.
-    pub size: u64,
+pub struct Upload<'a> {
+    /// What to send.
+    pub body: &'a Body,
     /// The part's filename (becomes the image's `filename`).
     pub filename: &'a str,
-    /// The part's content type.
+    /// The part's content type (file bodies).
     pub mime: &'a str,
     /// Custom id, or `None` for a Cloudflare-assigned one.
     pub id: Option<&'a str>,
@@ -52,6 +54,31 @@ pub struct FileUpload<'a> {
     pub metadata: &'a str,
     /// Upload as private.
     pub require_signed_urls: bool,
+    /// The `creator` field.
+    pub creator: Option<&'a str>,
+}
+
+/// What an upload stored, and the sha256 of the bytes actually sent (file bodies).
+#[derive(Debug)]
+pub struct Sent {
+    /// The image.
+    pub image: Image,
+    /// sha256 of what was streamed, hex.
+    pub sha256: Option<String>,
+}
+
+/// The settings `PATCH /v1/{id}` changes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImageUpdate {
+    /// New metadata (replaces the old).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Private or not.
+    #[serde(rename = "requireSignedURLs", skip_serializing_if = "Option::is_none")]
+    pub require_signed_urls: Option<bool>,
+    /// The creator tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
 }
 
 /// Parameters of `GET /v2`.
@@ -120,32 +147,102 @@ impl ImagesClient {
             .header(AUTHORIZATION, self.auth.clone())
     }
 
-    /// Uploads a file, streaming it from disk.
-    pub async fn upload_file(&self, up: &FileUpload<'_>) -> Result<Image> {
-        let file = tokio::fs::File::open(up.path)
-            .await
-            .map_err(|source| Error::Io {
-                path: up.path.to_path_buf(),
-                source,
-            })?;
-        let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(file, UPLOAD_CHUNK));
-        let part = Part::stream_with_length(body, up.size)
-            .file_name(up.filename.to_string())
-            .mime_str(up.mime)
-            .map_err(|e| Error::Invalid(format!("bad content type {}: {e}", up.mime)))?;
-        let mut form = Form::new()
-            .part("file", part)
-            .text("metadata", up.metadata.to_string());
+    /// Uploads a body: a file streamed from disk (hashing what is sent), or the `url` form.
+    pub async fn upload(&self, up: &Upload<'_>) -> Result<Sent> {
+        let mut form = Form::new();
+        let mut hashed = None;
+        match up.body {
+            Body::File { path, .. } => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let size = file
+                    .metadata()
+                    .await
+                    .map_err(|source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                let hasher = Arc::new(Mutex::new(Some(Sha256::new())));
+                let tap = hasher.clone();
+                let stream = ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
+                    if let (Ok(bytes), Ok(mut h)) = (&chunk, tap.lock())
+                        && let Some(h) = h.as_mut()
+                    {
+                        h.update(bytes);
+                    }
+                    chunk
+                });
+                hashed = Some(hasher);
+                let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                    .file_name(up.filename.to_string())
+                    .mime_str(up.mime)
+                    .map_err(|e| Error::Invalid(format!("bad content type {}: {e}", up.mime)))?;
+                form = form.part("file", part);
+            }
+            Body::Url(url) => form = form.text("url", url.clone()),
+        }
+        form = form.text("metadata", up.metadata.to_string());
         if let Some(id) = up.id {
             form = form.text("id", id.to_string());
         }
         if up.require_signed_urls {
             form = form.text("requireSignedURLs", "true");
         }
+        if let Some(c) = up.creator {
+            form = form.text("creator", c.to_string());
+        }
         let req = self
             .request(Method::POST, self.url(&["v1"]))
             .multipart(form);
-        parse(req.send().await).await
+        let image: Image = parse(req.send().await).await?;
+        let sha256 = hashed.and_then(|h| {
+            h.lock()
+                .ok()
+                .and_then(|mut h| h.take())
+                .map(|h| hex::encode(h.finalize()))
+        });
+        Ok(Sent { image, sha256 })
+    }
+
+    /// `PATCH /v1/{id}`.
+    pub async fn update(&self, id: &str, update: &ImageUpdate) -> Result<Image> {
+        parse(
+            self.request(Method::PATCH, self.url(&["v1", id]))
+                .json(update)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    /// `GET /v1/{id}/blob`, streamed into `out`: the original bytes.
+    pub async fn blob_to(&self, id: &str, out: &mut tokio::fs::File) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self
+            .request(Method::GET, self.url(&["v1", id, "blob"]))
+            .send()
+            .await
+            .map_err(Error::Transport)?;
+        if !resp.status().is_success() {
+            return parse::<serde_json::Value>(Ok(resp)).await.map(|_| ());
+        }
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(Error::Transport)?;
+            out.write_all(&chunk).await.map_err(|source| Error::Io {
+                path: "blob copy".into(),
+                source,
+            })?;
+        }
+        out.flush().await.map_err(|source| Error::Io {
+            path: "blob copy".into(),
+            source,
+        })
     }
 
     /// `GET /v1/{id}`.

@@ -85,16 +85,16 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
 }
 
 /// Every failed or rejected item with its reason and attempts.
-pub fn failures(cli: &Cli, as_json: bool) -> Result<i32> {
+pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
     let path = ledger_path(cli)?;
     let rows = match Ledger::open_read_only(&path)? {
-        Some(l) => l.failures()?,
+        Some(l) => l.failures(all)?,
         None => Vec::new(),
     };
     if as_json {
         let items: Vec<_> = rows
             .iter()
-            .map(|r| json!({ "key": r.key, "state": r.state, "reason": r.last_error, "attempts": r.attempts, "updated_at": r.updated_at }))
+            .map(|r| json!({ "source": r.source, "key": r.key, "state": r.state, "reason": r.last_error, "attempts": r.attempts, "image_id": r.image_id, "updated_at": r.updated_at }))
             .collect();
         println!("{}", serde_json::Value::Array(items));
         return Ok(EXIT_OK);
@@ -103,13 +103,13 @@ pub fn failures(cli: &Cli, as_json: bool) -> Result<i32> {
         println!("no failed or rejected items in {}", path.display());
     }
     for r in &rows {
-        let state = if r.state == crate::ledger::State::Failed {
-            "failed"
-        } else {
-            "rejected"
-        };
+        let state = serde_json::to_value(r.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         println!(
-            "{state}\t{}\t{} requests\t{}",
+            "{state}\t{}\t{}\t{} requests\t{}",
+            r.source,
             r.key,
             r.attempts,
             r.last_error.as_deref().unwrap_or("")

@@ -8,9 +8,12 @@ use crate::cli::{Cli, MigrateArgs};
 use crate::config;
 use crate::emulator::{self, EmulatorConfig};
 use crate::error::{Error, Result};
+use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
+use crate::source::Source;
+use crate::source::walk::Walk;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
 /// real account's ledger.
@@ -66,13 +69,24 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
 
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);
+    let destination = Destination {
+        account_id: cfg.account_id.clone(),
+        // The emulator's address changes every run; what matters is that it is not a
+        // real account, so that neither ever writes into the other's ledger.
+        api_base: if emulator.is_some() {
+            "emulator".into()
+        } else {
+            cfg.api_base_url.to_string()
+        },
+    };
     let opts = MigrateOptions {
-        root: args.dir.clone(),
         dry_run: args.dry_run,
         retry_failed: args.retry_failed,
         progress_every: Duration::from_secs(10),
+        destination,
     };
-    let result = pipeline::migrate(&cfg, &opts, shutdown).await;
+    let source = Source::Walk(Walk::new(&args.dir, &cfg.walk)?);
+    let result = pipeline::migrate(&cfg, source, &opts, shutdown).await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Migrate(args) => migrate::run(&cli, args).await,
         Command::Status(out) => ledger_views::status(&cli, out.json),
-        Command::Failures(out) => ledger_views::failures(&cli, out.json),
+        Command::Failures(args) => ledger_views::failures(&cli, args.json, args.all),
         Command::Validate => validate::run(&cli).await,
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {

@@ -8,7 +8,10 @@ use std::time::UNIX_EPOCH;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use walkdir::{DirEntry, WalkDir};
 
-use super::{Found, Item};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Found, Item, SourceId, SourceKind};
 use crate::config::WalkConfig;
 use crate::error::{Error, Result};
 
@@ -28,6 +31,7 @@ const TEMP_SUFFIXES: &[&str] = &[
 /// A prepared walk of one folder.
 #[derive(Debug)]
 pub struct Walk {
+    id: SourceId,
     root: PathBuf,
     cfg: WalkConfig,
     include: Option<GlobSet>,
@@ -52,7 +56,19 @@ impl Walk {
         } else {
             Some(globs(&cfg.include)?)
         };
+        // The same folder reached through a symlink or a relative path is the same source.
+        let canonical = std::fs::canonicalize(root).map_err(|source| Error::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let location = canonical.to_str().map(str::to_string).ok_or_else(|| {
+            Error::Config(vec![format!(
+                "{} is not valid UTF-8: give a folder whose path is",
+                canonical.display()
+            )])
+        })?;
         Ok(Walk {
+            id: SourceId::new(SourceKind::Dir, location),
             root: root.to_path_buf(),
             cfg: cfg.clone(),
             include,
@@ -63,6 +79,21 @@ impl Walk {
     /// The root folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The source's identity: the folder's canonical path.
+    pub fn id(&self) -> &SourceId {
+        &self.id
+    }
+
+    /// Lists every entry into `out` (blocking) until done or stopped.
+    pub fn list(&self, out: &mpsc::Sender<Found>, stop: &CancellationToken) -> Result<()> {
+        for found in self.iter() {
+            if stop.is_cancelled() || out.blocking_send(found).is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Iterates over the files, lazily.
@@ -84,15 +115,47 @@ impl Walk {
                     .and_then(|p| p.strip_prefix(&self.root).ok())
                     .map(key_of)
                     .unwrap_or_else(|| "<walk>".to_string());
+                if err.loop_ancestor().is_some() {
+                    return Some(Found::Ignored {
+                        key,
+                        reason: "a symlink loop: it leads back to a folder above it".into(),
+                    });
+                }
+                let dangling = err.io_error().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::NotFound)
+                    && err.path().is_some_and(|p| p.is_symlink());
+                if dangling {
+                    return Some(Found::Ignored {
+                        key,
+                        reason: "a dangling symlink: its target does not exist".into(),
+                    });
+                }
+                // Permission denied, EIO: a later run may read it, so it is a failure, not a
+                // verdict on the item.
                 return Some(Found::Bad {
                     key,
                     reason: format!("cannot list: {err}"),
                 });
             }
         };
-        // With follow_links the type is the target's; without, symlinks are left out here.
-        if !entry.file_type().is_file() {
+        // With follow_links the type is the target's; without, a symlink is itself.
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
             return None;
+        }
+        if !file_type.is_file() {
+            let name = entry.file_name().to_string_lossy();
+            if is_temporary(&name) {
+                return None;
+            }
+            let key = key_of(relative(entry.path(), &self.root)?);
+            if self.filtered_out(&key) {
+                return None;
+            }
+            return Some(Found::Ignored {
+                key,
+                reason: special_reason(&file_type).into(),
+            });
         }
         let name = entry.file_name().to_string_lossy();
         if is_temporary(&name) {
@@ -100,9 +163,7 @@ impl Walk {
         }
         let rel = relative(entry.path(), &self.root)?;
         let key = key_of(rel);
-        if self.include.as_ref().is_some_and(|set| !set.is_match(&key))
-            || self.exclude.is_match(&key)
-        {
+        if self.filtered_out(&key) {
             return None;
         }
         if rel.to_str().is_none() {
@@ -126,13 +187,38 @@ impl Walk {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
             .unwrap_or(0);
-        Some(Found::Item(Item {
+        Some(Found::Item(Item::file(
             key,
-            path: entry.into_path(),
-            size: meta.len(),
+            entry.into_path(),
+            meta.len(),
             mtime_ns,
-        }))
+        )))
     }
+
+    fn filtered_out(&self, key: &str) -> bool {
+        self.include.as_ref().is_some_and(|set| !set.is_match(key)) || self.exclude.is_match(key)
+    }
+}
+
+/// Why a directory entry that is neither a file nor a folder is passed over.
+fn special_reason(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe), not a file";
+        }
+        if t.is_socket() {
+            return "a socket, not a file";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device, not a file";
+        }
+    }
+    if t.is_symlink() {
+        return "a symlink, not followed (use --follow-symlinks)";
+    }
+    "not a regular file"
 }
 
 /// The path below the root. Slicing the bytes skips `strip_prefix`'s component parsing,
@@ -195,9 +281,10 @@ mod tests {
         let mut keys: Vec<String> = Walk::new(root, cfg)
             .unwrap()
             .iter()
-            .map(|f| match f {
-                Found::Item(i) => i.key,
-                Found::Bad { key, reason } => format!("BAD {key}: {reason}"),
+            .filter_map(|f| match f {
+                Found::Item(i) => Some(i.key),
+                Found::Bad { key, reason } => Some(format!("BAD {key}: {reason}")),
+                Found::Ignored { .. } => None,
             })
             .collect();
         keys.sort();

@@ -200,7 +200,12 @@ impl TestEnv {
         m
     }
 
-    /// Rows of the ledger as JSON objects, by key.
+    /// The stamp hash of an item of the source folder.
+    pub fn stamp_of(&self, key: &str) -> String {
+        stamp_in(&self.src, key)
+    }
+
+    /// Rows of the ledger, by key (for ledgers of one source).
     pub fn ledger_rows(&self) -> BTreeMap<String, cfimg::ledger::Row> {
         let l = cfimg::ledger::Ledger::open_read_only(&self.ledger)
             .expect("ledger opens")
@@ -218,7 +223,7 @@ impl TestEnv {
         let rows = self.ledger_rows();
         let images = self.inspect().images;
         for key in keys.iter().map(AsRef::as_ref) {
-            let hash = cfimg::stamp::source_hash(key);
+            let hash = self.stamp_of(key);
             assert_eq!(
                 per_source.get(&hash),
                 Some(&1),
@@ -255,6 +260,16 @@ impl TestEnv {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+}
+
+/// The stamp hash of an item of a folder source.
+pub fn stamp_in(folder: &Path, key: &str) -> String {
+    let canonical = std::fs::canonicalize(folder).expect("canonical folder");
+    let source = cfimg::source::SourceId::new(
+        cfimg::source::SourceKind::Dir,
+        canonical.to_str().expect("utf-8 path"),
+    );
+    cfimg::stamp::source_hash(&source, key)
 }
 
 /// Hex sha256 of a file.

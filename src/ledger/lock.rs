@@ -1,0 +1,42 @@
+//! One run per ledger: `<ledger>.lock`, held by the writer for as long as it lives.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Takes `<ledger>.lock`: two runs writing one ledger would both plan the same items, and
+/// with Cloudflare-assigned ids nothing on the server would stop them uploading twice.
+pub(super) fn lock_exclusively(path: &Path) -> Result<std::fs::File> {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(vec![format!(
+            "another cfimg run is using the ledger {}: wait for it to finish, or give this run its own --ledger",
+            path.display()
+        )])),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}

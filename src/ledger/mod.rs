@@ -1,0 +1,312 @@
+//! The SQLite ledger: what each source item became, the sources and the destination it
+//! belongs to, and the record of every run. All of cfimg's SQL lives in this folder:
+//! `schema` (tables and migrations), `read` (queries), `writer` (the one thread that writes,
+//! in batched transactions whose commit is the acknowledgement) and `lock` (one run per
+//! ledger). Readers use their own connections; WAL lets them read while the writer writes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+mod lock;
+mod read;
+mod schema;
+mod writer;
+
+pub use read::{BatchedReader, SharedReader};
+pub use schema::SCHEMA_VERSION;
+pub use writer::{Failure, LedgerWriter, Record, Superseded};
+
+/// Where an item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// An upload was started and its outcome is not recorded yet.
+    Uploading,
+    /// The current version is in Cloudflare as `image_id`.
+    Uploaded,
+    /// Retries ran out; tried again with `--retry-failed` (local failures: every run).
+    Failed,
+    /// The item itself is bad; tried again only when it changes.
+    Rejected,
+    /// Deliberately passed over (a symlink not followed, a FIFO, ...), with its reason.
+    Ignored,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Uploading => "uploading",
+            State::Uploaded => "uploaded",
+            State::Failed => "failed",
+            State::Rejected => "rejected",
+            State::Ignored => "ignored",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "uploaded" => State::Uploaded,
+            "failed" => State::Failed,
+            "rejected" => State::Rejected,
+            "ignored" => State::Ignored,
+            _ => State::Uploading,
+        }
+    }
+}
+
+/// One row of `items`, with its source spelled out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The source's number in this ledger.
+    pub source_id: i64,
+    /// The source, as `kind:location`.
+    pub source: String,
+    /// Key within the source.
+    pub key: String,
+    /// Bytes at the last plan (0 when unknown).
+    pub size: u64,
+    /// Modification time at the last plan, ns (files).
+    pub mtime_ns: i64,
+    /// ETag at the last plan (objects).
+    pub etag: Option<String>,
+    /// Digest of the per-item settings at the last plan.
+    pub options: Option<String>,
+    /// Content hash of the version last planned.
+    pub sha256: Option<String>,
+    /// The stamp (`cfimg_src`) of its image or intent; `None` for one written by cfimg v1.
+    pub stamp: Option<String>,
+    /// The image that holds it now.
+    pub image_id: Option<String>,
+    /// A delivery URL of that image.
+    pub url: Option<String>,
+    /// The custom id being written while uploading.
+    pub planned_id: Option<String>,
+    /// Where it stands.
+    pub state: State,
+    /// Requests spent on it the last time.
+    pub attempts: u32,
+    /// Why it failed, was rejected or ignored.
+    pub last_error: Option<String>,
+    /// It failed for a local reason (I/O): the next run retries it.
+    pub retry_local: bool,
+    /// An ambiguous answer left possible duplicates to look for after this time.
+    pub check_after: Option<String>,
+    /// Last change of the row.
+    pub updated_at: String,
+    /// When the current image was uploaded.
+    pub uploaded_at: Option<String>,
+    /// When a changed item last replaced its image.
+    pub replaced_at: Option<String>,
+}
+
+impl Row {
+    /// The stamp its image or intent carries (v1 rows: the hash of the key alone).
+    pub fn stamp_source(&self) -> String {
+        self.stamp
+            .clone()
+            .unwrap_or_else(|| crate::stamp::source_hash_v1(&self.key))
+    }
+}
+
+/// The identity of one version of a source item, as the writer records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The source's number in this ledger.
+    pub source_id: i64,
+    /// Key within the source.
+    pub key: String,
+    /// Bytes (0 when unknown).
+    pub size: u64,
+    /// Modification time, ns (files; else 0).
+    pub mtime_ns: i64,
+    /// ETag (objects).
+    pub etag: Option<String>,
+    /// Digest of the per-item settings.
+    pub options: Option<String>,
+    /// Content hash, when it was computed.
+    pub sha256: Option<String>,
+}
+
+/// Counters of one run: what the summary shows and `runs` stores.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Images uploaded (new items and replacements).
+    pub uploaded: u64,
+    /// Of those, replacements of changed items.
+    pub replaced: u64,
+    /// Images whose settings were updated in place (no upload).
+    pub updated: u64,
+    /// Items resolved to an image that already held the same content.
+    pub deduplicated: u64,
+    /// Items skipped as unchanged.
+    pub skipped: u64,
+    /// Items whose retries ran out in this run.
+    pub failed: u64,
+    /// Items rejected in this run.
+    pub rejected: u64,
+    /// Items failed in an earlier run and not retried (use --retry-failed).
+    pub failed_earlier: u64,
+    /// Items rejected in an earlier run and unchanged since.
+    pub rejected_earlier: u64,
+    /// Entries passed over with a reason (symlinks not followed, FIFOs, ...).
+    pub ignored: u64,
+    /// Duplicates deleted after ambiguous answers.
+    pub duplicates_deleted: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// 429 answers seen.
+    pub throttled: u64,
+}
+
+/// One row of `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// Run number.
+    pub id: i64,
+    /// `migrate`, ...
+    pub command: String,
+    /// The source.
+    pub source: String,
+    /// Start time.
+    pub started_at: String,
+    /// End time; null if the run never ended cleanly.
+    pub finished_at: Option<String>,
+    /// Counters.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    /// How it ended.
+    pub outcome: Option<String>,
+}
+
+/// Counts of items by state, and bytes uploaded.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StateCounts {
+    /// Rows uploading (interrupted runs leave these).
+    pub uploading: u64,
+    /// Rows uploaded.
+    pub uploaded: u64,
+    /// Rows failed.
+    pub failed: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Rows ignored.
+    pub ignored: u64,
+    /// Rows with duplicates still to look for after an ambiguous answer.
+    pub pending_checks: u64,
+    /// Total size of uploaded rows.
+    pub uploaded_bytes: u64,
+}
+
+/// The quick-check fields of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuickRow {
+    /// Bytes at the last plan.
+    pub size: u64,
+    /// Modification time at the last plan, ns.
+    pub mtime_ns: i64,
+    /// ETag at the last plan.
+    pub etag: Option<String>,
+    /// Digest of the per-item settings at the last plan.
+    pub options: Option<String>,
+    /// Where it stands.
+    pub state: State,
+    /// A local failure the next run retries.
+    pub retry_local: bool,
+    /// An ambiguous answer is still to be checked.
+    pub check_pending: bool,
+}
+
+/// Where a ledger's images live: one account at one API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The account id.
+    pub account_id: String,
+    /// The API base URL, or `emulator` for the built-in emulator.
+    pub api_base: String,
+}
+
+fn now() -> String {
+    timestamp(chrono::Utc::now())
+}
+
+/// A time as the ledger stores it (RFC 3339, milliseconds, UTC), so that text order is
+/// time order.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A connection to the ledger; the writer and each reader own one.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating and migrating if needed) the ledger for writing.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: every commit reaches the disk before the request it stands for leaves.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing ledger for reading; `None` when there is none yet, or when it is
+    /// of an older schema that a writer has not migrated yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Ledger>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(schema::newer_schema(path, version));
+        }
+        if version < SCHEMA_VERSION {
+            return Ok(None);
+        }
+        Ok(Some(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! Reads of the ledger: the quick check, item rows, holders of an image id, views for
+//! `status` and `failures`, and pending checks. Readers never write.
+
+use std::sync::Mutex;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Destination, Ledger, QuickRow, Row, RunCounts, RunRow, State, StateCounts};
+use crate::error::{Error, Result};
+use crate::source::SourceId;
+
+const ROW_COLUMNS: &str = "i.source_id, s.kind || ':' || s.location, i.key, i.size, i.mtime_ns, \
+     i.etag, i.options, i.sha256, i.stamp, i.image_id, i.url, i.planned_id, i.state, i.attempts, \
+     i.last_error, i.retry_local, i.check_after, i.updated_at, i.uploaded_at, i.replaced_at";
+
+const ROW_FROM: &str = "FROM items i JOIN sources s ON s.id = i.source_id";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        source_id: r.get(0)?,
+        source: r.get(1)?,
+        key: r.get(2)?,
+        size: r.get::<_, i64>(3)?.max(0) as u64,
+        mtime_ns: r.get(4)?,
+        etag: r.get(5)?,
+        options: r.get(6)?,
+        sha256: r.get(7)?,
+        stamp: r.get(8)?,
+        image_id: r.get(9)?,
+        url: r.get(10)?,
+        planned_id: r.get(11)?,
+        state: State::parse(&r.get::<_, String>(12)?),
+        attempts: r.get::<_, i64>(13)?.max(0) as u32,
+        last_error: r.get(14)?,
+        retry_local: r.get(15)?,
+        check_after: r.get(16)?,
+        updated_at: r.get(17)?,
+        uploaded_at: r.get(18)?,
+        replaced_at: r.get(19)?,
+    })
+}
+
+impl Ledger {
+    /// The fields the quick check needs, without allocating the rest of the row.
+    pub fn quick(&self, source_id: i64, key: &str) -> Result<Option<QuickRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT size, mtime_ns, etag, options, state, retry_local, check_after IS NOT NULL
+             FROM items WHERE source_id = ?1 AND key = ?2",
+        )?;
+        let row = stmt
+            .query_row(params![source_id, key], |r| {
+                Ok(QuickRow {
+                    size: r.get::<_, i64>(0)?.max(0) as u64,
+                    mtime_ns: r.get(1)?,
+                    etag: r.get(2)?,
+                    options: r.get(3)?,
+                    state: State::parse(&r.get::<_, String>(4)?),
+                    retry_local: r.get(5)?,
+                    check_pending: r.get(6)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    /// The row of an item.
+    pub fn lookup(&self, source_id: i64, key: &str) -> Result<Option<Row>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.source_id = ?1 AND i.key = ?2"
+        ))?;
+        Ok(stmt
+            .query_row(params![source_id, key], read_row)
+            .optional()?)
+    }
+
+    /// Another item that holds `image_id` or is writing it now, if any.
+    pub fn holder_of(&self, image_id: &str, source_id: i64, key: &str) -> Result<Option<Row>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM}
+             WHERE (i.image_id = ?1 OR i.planned_id = ?1) AND NOT (i.source_id = ?2 AND i.key = ?3)
+             ORDER BY i.state = 'uploaded' DESC LIMIT 1"
+        ))?;
+        Ok(stmt
+            .query_row(params![image_id, source_id, key], read_row)
+            .optional()?)
+    }
+
+    /// Whether some item other than (`source_id`, `key`) is recorded as held by `image_id`.
+    pub fn image_shared(&self, image_id: &str, source_id: i64, key: &str) -> Result<bool> {
+        Ok(self.holder_of(image_id, source_id, key)?.is_some())
+    }
+
+    /// An uploaded row held by `image_id`, if any (for content deduplication).
+    pub fn uploaded_with_image(&self, image_id: &str) -> Result<Option<Row>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.image_id = ?1 AND i.state = 'uploaded' LIMIT 1"
+        ))?;
+        Ok(stmt.query_row([image_id], read_row).optional()?)
+    }
+
+    /// Images an item used to be held by and that `--keep-replaced` left in place.
+    pub fn superseded_ids(&self, source_id: i64, key: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT image_id FROM superseded WHERE source_id = ?1 AND key = ?2")?;
+        let ids = stmt
+            .query_map(params![source_id, key], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Items of a source with duplicates still to look for after an ambiguous answer.
+    pub fn pending_checks(&self, source_id: i64) -> Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.source_id = ?1 AND i.check_after IS NOT NULL
+             ORDER BY i.check_after"
+        ))?;
+        let rows = stmt
+            .query_map([source_id], read_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The number of a known source.
+    pub fn source_number(&self, source: &SourceId) -> Result<Option<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM sources WHERE kind = ?1 AND location = ?2")?;
+        Ok(stmt
+            .query_row(params![source.kind.as_str(), source.location], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The destination this ledger belongs to, once a run has recorded it.
+    pub fn destination(&self) -> Result<Option<Destination>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT account_id, api_base FROM destination WHERE id = 1")?;
+        Ok(stmt
+            .query_row([], |r| {
+                Ok(Destination {
+                    account_id: r.get(0)?,
+                    api_base: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Item counts by state.
+    pub fn state_counts(&self) -> Result<StateCounts> {
+        let mut counts = StateCounts::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*), COALESCE(SUM(size), 0), COUNT(check_after) FROM items GROUP BY state")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let n = r.get::<_, i64>(1)?.max(0) as u64;
+            counts.pending_checks += r.get::<_, i64>(3)?.max(0) as u64;
+            match State::parse(&r.get::<_, String>(0)?) {
+                State::Uploading => counts.uploading = n,
+                State::Uploaded => {
+                    counts.uploaded = n;
+                    counts.uploaded_bytes = r.get::<_, i64>(2)?.max(0) as u64;
+                }
+                State::Failed => counts.failed = n,
+                State::Rejected => counts.rejected = n,
+                State::Ignored => counts.ignored = n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Every failed or rejected item (and ignored ones when asked), oldest change first.
+    pub fn failures(&self, with_ignored: bool) -> Result<Vec<Row>> {
+        let states = if with_ignored {
+            "('failed', 'rejected', 'ignored')"
+        } else {
+            "('failed', 'rejected')"
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.state IN {states} ORDER BY i.updated_at, i.key"
+        ))?;
+        let rows = stmt
+            .query_map([], read_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The most recent run.
+    pub fn last_run(&self) -> Result<Option<RunRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, command, source, started_at, finished_at, uploaded, replaced, deduplicated, \
+             skipped, failed, rejected, ignored, bytes, requests, throttled, outcome, updated, failed_earlier, \
+             rejected_earlier, duplicates_deleted FROM runs ORDER BY id DESC LIMIT 1",
+        )?;
+        let row = stmt
+            .query_row([], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    source: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    counts: RunCounts {
+                        uploaded: n(5)?,
+                        replaced: n(6)?,
+                        deduplicated: n(7)?,
+                        skipped: n(8)?,
+                        failed: n(9)?,
+                        rejected: n(10)?,
+                        ignored: n(11)?,
+                        bytes: n(12)?,
+                        requests: n(13)?,
+                        throttled: n(14)?,
+                        updated: n(16)?,
+                        failed_earlier: n(17)?,
+                        rejected_earlier: n(18)?,
+                        duplicates_deleted: n(19)?,
+                    },
+                    outcome: r.get(15)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Every row, by source and key (for exports and tests).
+    pub fn all_rows(&self) -> Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} ORDER BY i.source_id, i.key"
+        ))?;
+        let rows = stmt
+            .query_map([], read_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// Lookups in read transactions of `READ_BATCH` lookups each, so that a walk over millions
+/// of files takes SQLite's file locks a few hundred times instead of once per file, while
+/// the writer's commits still become visible and the WAL can still be checkpointed.
+#[derive(Debug)]
+pub struct BatchedReader {
+    ledger: Ledger,
+    in_transaction: usize,
+}
+
+/// Lookups per read transaction of a [`BatchedReader`].
+const READ_BATCH: usize = 4096;
+
+impl BatchedReader {
+    /// Wraps a read connection, with a page cache sized for bulk lookups.
+    pub fn new(ledger: Ledger) -> Result<BatchedReader> {
+        ledger.conn.pragma_update(None, "cache_size", -32_768)?;
+        Ok(BatchedReader {
+            ledger,
+            in_transaction: 0,
+        })
+    }
+
+    fn step(&mut self) -> Result<&Ledger> {
+        if self.in_transaction >= READ_BATCH {
+            self.ledger.conn.execute_batch("COMMIT")?;
+            self.in_transaction = 0;
+        }
+        if self.in_transaction == 0 {
+            self.ledger.conn.execute_batch("BEGIN")?;
+        }
+        self.in_transaction += 1;
+        Ok(&self.ledger)
+    }
+
+    /// Ends the open read transaction, so that a waiting stage holds no snapshot (the WAL
+    /// can be checkpointed meanwhile).
+    pub fn pause(&mut self) -> Result<()> {
+        if self.in_transaction > 0 {
+            self.ledger.conn.execute_batch("COMMIT")?;
+            self.in_transaction = 0;
+        }
+        Ok(())
+    }
+
+    /// [`Ledger::quick`] inside the current read transaction.
+    pub fn quick(&mut self, source_id: i64, key: &str) -> Result<Option<QuickRow>> {
+        self.step()?.quick(source_id, key)
+    }
+
+    /// [`Ledger::lookup`] inside the current read transaction.
+    pub fn lookup(&mut self, source_id: i64, key: &str) -> Result<Option<Row>> {
+        self.step()?.lookup(source_id, key)
+    }
+}
+
+/// A shared read connection for async code; each call holds it for one short query.
+#[derive(Debug)]
+pub struct SharedReader(Mutex<Ledger>);
+
+impl SharedReader {
+    /// Wraps a reader connection.
+    pub fn new(ledger: Ledger) -> SharedReader {
+        SharedReader(Mutex::new(ledger))
+    }
+
+    /// Runs one query on the connection.
+    pub fn with<T>(&self, f: impl FnOnce(&Ledger) -> Result<T>) -> Result<T> {
+        let guard = self
+            .0
+            .lock()
+            .map_err(|_| Error::LedgerWrite("a thread using the ledger reader panicked".into()))?;
+        f(&guard)
+    }
+}

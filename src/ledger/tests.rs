@@ -1,0 +1,208 @@
+use rusqlite::Connection;
+
+use super::writer::Failure;
+use super::*;
+use crate::source::{SourceId, SourceKind};
+
+fn version(source_id: i64, key: &str, sha: &str) -> Version {
+    Version {
+        source_id,
+        key: key.into(),
+        size: 10,
+        mtime_ns: 5,
+        etag: None,
+        options: None,
+        sha256: Some(sha.into()),
+    }
+}
+
+#[tokio::test]
+async fn intent_then_outcome_is_visible_to_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let a = writer
+        .source(&SourceId::new(SourceKind::Dir, "/a"))
+        .await
+        .unwrap();
+    let b = writer
+        .source(&SourceId::new(SourceKind::Dir, "/b"))
+        .await
+        .unwrap();
+    assert_ne!(a, b);
+    assert_eq!(
+        writer
+            .source(&SourceId::new(SourceKind::Dir, "/a"))
+            .await
+            .unwrap(),
+        a
+    );
+    let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+    writer
+        .commit(Record::Intent {
+            version: version(a, "x.jpg", "s1"),
+            planned_id: Some("x.jpg".into()),
+            stamp: "st".into(),
+        })
+        .await
+        .unwrap();
+    let row = reader.lookup(a, "x.jpg").unwrap().unwrap();
+    assert_eq!(row.state, State::Uploading);
+    assert_eq!(row.planned_id.as_deref(), Some("x.jpg"));
+    assert_eq!(row.source, "dir:/a");
+    assert!(reader.lookup(b, "x.jpg").unwrap().is_none());
+    writer
+        .commit(Record::Uploaded {
+            version: version(a, "x.jpg", "s1"),
+            image_id: "x.jpg".into(),
+            url: Some("u".into()),
+            attempts: 2,
+            replaced: false,
+            stamp: None,
+            check_after: None,
+            superseded: None,
+        })
+        .await
+        .unwrap();
+    writer
+        .commit(Record::Failed {
+            version: version(b, "x.txt", "s2"),
+            reason: "not an image".into(),
+            attempts: 0,
+            failure: Failure::Rejected,
+            image_gone: false,
+            check_after: None,
+        })
+        .await
+        .unwrap();
+    let row = reader.lookup(a, "x.jpg").unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state,
+            row.image_id.as_deref(),
+            row.planned_id,
+            row.stamp.as_deref()
+        ),
+        (State::Uploaded, Some("x.jpg"), None, Some("st"))
+    );
+    assert!(reader.image_shared("x.jpg", b, "x.jpg").unwrap());
+    assert!(!reader.image_shared("x.jpg", a, "x.jpg").unwrap());
+    let counts = reader.state_counts().unwrap();
+    assert_eq!(
+        (counts.uploaded, counts.rejected, counts.uploaded_bytes),
+        (1, 1, 10)
+    );
+    assert_eq!(
+        reader.failures(false).unwrap()[0].last_error.as_deref(),
+        Some("not an image")
+    );
+    drop(writer);
+    thread.join().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn one_writer_per_ledger_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let err = LedgerWriter::spawn(&path).unwrap_err().to_string();
+    assert!(err.contains("another cfimg run"), "{err}");
+    drop(writer);
+    thread.join().unwrap().unwrap();
+    assert!(
+        LedgerWriter::spawn(&path).is_ok(),
+        "the lock goes with the writer"
+    );
+}
+
+#[tokio::test]
+async fn a_ledger_belongs_to_one_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let real = Destination {
+        account_id: "acc1".into(),
+        api_base: "https://api.cloudflare.com/client/v4".into(),
+    };
+    writer.claim_destination(&real).await.unwrap();
+    writer.claim_destination(&real).await.unwrap();
+    let err = writer
+        .claim_destination(&Destination {
+            account_id: "acc1".into(),
+            api_base: "emulator".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::error::Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("another --ledger"), "{err}");
+    drop(writer);
+    thread.join().unwrap().unwrap();
+    let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+    assert_eq!(reader.destination().unwrap(), Some(real));
+}
+
+#[test]
+fn refuses_a_ledger_from_a_newer_cfimg() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Ledger::open(&path).unwrap_err().to_string();
+    assert!(err.contains("upgrade cfimg"), "{err}");
+}
+
+/// A ledger written by cfimg 0.1 (schema v1, two uploaded files, one rejected, one
+/// interrupted upload), committed as a fixture.
+#[test]
+fn a_v1_ledger_migrates_forward_keeping_every_row() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ledger-v1.sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    std::fs::copy(&fixture, &path).unwrap();
+    let before: Vec<(String, String, Option<String>)> = {
+        let c = Connection::open(&path).unwrap();
+        let v: i32 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        let mut s = c
+            .prepare("SELECT key, state, image_id FROM items ORDER BY key")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert!(before.len() >= 3, "{before:?}");
+    drop(Ledger::open(&path).unwrap());
+    let l = Ledger::open_read_only(&path).unwrap().unwrap();
+    let rows = l.all_rows().unwrap();
+    let after: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.key.clone(),
+                serde_json::to_value(r.state)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                r.image_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after);
+    assert!(
+        rows.iter()
+            .all(|r| r.source.starts_with("dir:/") && r.stamp.is_none())
+    );
+    // v1 stamps hashed the key alone; migrated rows still resolve to them.
+    assert_eq!(
+        rows[0].stamp_source(),
+        crate::stamp::source_hash_v1(&rows[0].key)
+    );
+    assert!(l.last_run().unwrap().is_some());
+}

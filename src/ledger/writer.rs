@@ -1,0 +1,529 @@
+//! The one writer: a thread that owns the only read-write connection and applies records
+//! in batched transactions. A commit is the acknowledgement that an intent or an outcome is
+//! durable; every stage sends its outcomes here and nowhere else.
+
+use std::path::Path;
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::lock::lock_exclusively;
+use super::{Destination, Ledger, RunCounts, State, Version, now};
+use crate::error::{Error, Result};
+use crate::source::SourceId;
+
+/// Most records the writer commits in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// How an item that did not make it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Retries ran out: tried again with `--retry-failed`.
+    Deferred,
+    /// A local failure (I/O, a file changing under us): the next run tries again.
+    Local,
+    /// The item itself is bad: tried again only when it changes.
+    Rejected,
+}
+
+/// An older image that `--keep-replaced` leaves in place.
+#[derive(Debug, Clone)]
+pub struct Superseded {
+    /// The older image.
+    pub image_id: String,
+    /// Its content hash.
+    pub sha256: Option<String>,
+    /// Its delivery URL.
+    pub url: Option<String>,
+}
+
+/// What the writer is asked to record.
+#[derive(Debug)]
+pub enum Record {
+    /// An upload of `version` is about to start (with `planned_id` for custom ids).
+    Intent {
+        /// The version being uploaded.
+        version: Version,
+        /// The custom id, if any.
+        planned_id: Option<String>,
+        /// The stamp the upload carries.
+        stamp: String,
+    },
+    /// `version` is now held by `image_id`.
+    Uploaded {
+        /// The version uploaded.
+        version: Version,
+        /// Its image.
+        image_id: String,
+        /// A delivery URL.
+        url: Option<String>,
+        /// Requests spent.
+        attempts: u32,
+        /// Whether it replaced an earlier image of the same item.
+        replaced: bool,
+        /// The stamp its image carries (`None`: keep the recorded one).
+        stamp: Option<String>,
+        /// An answer was ambiguous: look for duplicates after this time.
+        check_after: Option<String>,
+        /// The older image, kept in place by `--keep-replaced`.
+        superseded: Option<Superseded>,
+    },
+    /// `version` failed, was rejected, or was passed over.
+    Failed {
+        /// The version that failed.
+        version: Version,
+        /// Why.
+        reason: String,
+        /// Requests spent.
+        attempts: u32,
+        /// How it ended.
+        failure: Failure,
+        /// The image the row pointed to is gone (deleted, and putting it back failed).
+        image_gone: bool,
+        /// An answer was ambiguous: look for duplicates after this time.
+        check_after: Option<String>,
+    },
+    /// Passed over deliberately, with the reason.
+    Ignored {
+        /// The entry.
+        version: Version,
+        /// Why.
+        reason: String,
+    },
+    /// The content did not change, only the quick-check fields: refresh them.
+    Touch {
+        /// The version now at the source.
+        version: Version,
+    },
+    /// The duplicate check after an ambiguous answer is done.
+    Checked {
+        /// The source's number.
+        source_id: i64,
+        /// The item.
+        key: String,
+    },
+    /// A run ended.
+    RunFinished {
+        /// Run number.
+        run_id: i64,
+        /// Its counters.
+        counts: RunCounts,
+        /// How it ended.
+        outcome: String,
+    },
+}
+
+/// A question the writer answers from inside its transaction.
+#[derive(Debug)]
+enum Ask {
+    RunStarted { command: String, source: String },
+    Source(SourceId),
+    Destination(Destination),
+}
+
+// Records are the bulk of the traffic; boxing the rare questions would not shrink them.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(Record, Option<oneshot::Sender<Result<(), String>>>),
+    Ask(Ask, oneshot::Sender<Result<i64, String>>),
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Record(r, _) => r.fmt(f),
+            Msg::Ask(a, _) => a.fmt(f),
+        }
+    }
+}
+
+/// The handle async code uses to send records to the writer thread.
+#[derive(Clone, Debug)]
+pub struct LedgerWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl LedgerWriter {
+    /// Opens the ledger and starts its writer thread. The thread ends when every handle
+    /// is dropped; join it to know every record is committed.
+    pub fn spawn(path: &Path) -> Result<(LedgerWriter, thread::JoinHandle<Result<()>>)> {
+        let lock = lock_exclusively(path)?;
+        let ledger = Ledger::open(path)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let handle = thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                // The lock lives as long as the writer: one run per ledger at a time.
+                let _lock = lock;
+                write_loop(ledger, rx)
+            })
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok((LedgerWriter { tx }, handle))
+    }
+
+    /// Records and waits until the record is durable.
+    pub async fn commit(&self, record: Record) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Record(record, Some(ack)))
+            .await
+            .map_err(|_| writer_gone())?;
+        done.await
+            .map_err(|_| writer_gone())?
+            .map_err(Error::LedgerWrite)
+    }
+
+    /// Queues a record; it is durable once a later [`LedgerWriter::commit`] returns or the
+    /// writer thread has been joined.
+    pub async fn record(&self, record: Record) -> Result<()> {
+        self.tx
+            .send(Msg::Record(record, None))
+            .await
+            .map_err(|_| writer_gone())
+    }
+
+    /// Queues a record from a blocking thread.
+    pub fn record_blocking(&self, record: Record) -> Result<()> {
+        self.tx
+            .blocking_send(Msg::Record(record, None))
+            .map_err(|_| writer_gone())
+    }
+
+    async fn ask(&self, ask: Ask) -> Result<i64> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Ask(ask, reply))
+            .await
+            .map_err(|_| writer_gone())?;
+        done.await.map_err(|_| writer_gone())?.map_err(|why| {
+            if why.starts_with(DESTINATION_MISMATCH) {
+                Error::Config(vec![why])
+            } else {
+                Error::LedgerWrite(why)
+            }
+        })
+    }
+
+    /// Records the start of a run and returns its number.
+    pub async fn run_started(&self, command: &str, source: &str) -> Result<i64> {
+        self.ask(Ask::RunStarted {
+            command: command.into(),
+            source: source.into(),
+        })
+        .await
+    }
+
+    /// The number of a source in this ledger, registering it on first use.
+    pub async fn source(&self, source: &SourceId) -> Result<i64> {
+        self.ask(Ask::Source(source.clone())).await
+    }
+
+    /// Records the destination on first use; refuses another one (before any request).
+    pub async fn claim_destination(&self, destination: &Destination) -> Result<()> {
+        self.ask(Ask::Destination(destination.clone()))
+            .await
+            .map(|_| ())
+    }
+}
+
+const DESTINATION_MISMATCH: &str = "this ledger belongs to";
+
+fn writer_gone() -> Error {
+    Error::LedgerWrite("the writer thread stopped".into())
+}
+
+fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let result = apply_batch(&mut ledger.conn, &batch);
+        let shared = result.as_ref().map_err(|e| e.to_string());
+        for (i, msg) in batch.drain(..).enumerate() {
+            match (msg, &shared) {
+                (Msg::Record(_, Some(ack)), r) => {
+                    let _ = ack.send(r.as_ref().map(|_| ()).map_err(Clone::clone));
+                }
+                (Msg::Record(_, None), _) => {}
+                (Msg::Ask(_, reply), Ok(answers)) => {
+                    let answer = answers
+                        .iter()
+                        .find(|(at, _)| *at == i)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_else(|| Err("no answer".into()));
+                    let _ = reply.send(answer);
+                }
+                (Msg::Ask(_, reply), Err(e)) => {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        result?;
+    }
+    Ok(())
+}
+
+type Answers = Vec<(usize, Result<i64, String>)>;
+
+/// Applies a batch in one transaction; returns the answers to the questions in it.
+fn apply_batch(conn: &mut Connection, batch: &[Msg]) -> Result<Answers> {
+    let tx = conn.transaction()?;
+    let ts = now();
+    let mut answers = Vec::new();
+    for (i, msg) in batch.iter().enumerate() {
+        match msg {
+            Msg::Record(record, _) => apply(&tx, record, &ts)?,
+            Msg::Ask(ask, _) => answers.push((i, answer(&tx, ask, &ts)?)),
+        }
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// Answers a question; `Err(String)` is a refusal for the asker, not a failed transaction.
+fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, String>> {
+    match ask {
+        Ask::RunStarted { command, source } => {
+            tx.execute(
+                "INSERT INTO runs (command, source, started_at) VALUES (?1, ?2, ?3)",
+                params![command, source, ts],
+            )?;
+            Ok(Ok(tx.last_insert_rowid()))
+        }
+        Ask::Source(s) => {
+            tx.execute(
+                "INSERT INTO sources (kind, location, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, location) DO NOTHING",
+                params![s.kind.as_str(), s.location, ts],
+            )?;
+            let id = tx.query_row(
+                "SELECT id FROM sources WHERE kind = ?1 AND location = ?2",
+                params![s.kind.as_str(), s.location],
+                |r| r.get(0),
+            )?;
+            Ok(Ok(id))
+        }
+        Ask::Destination(d) => {
+            let recorded: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT account_id, api_base FROM destination WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match recorded {
+                None => {
+                    tx.execute(
+                        "INSERT INTO destination (id, account_id, api_base, created_at) VALUES (1, ?1, ?2, ?3)",
+                        params![d.account_id, d.api_base, ts],
+                    )?;
+                    Ok(Ok(1))
+                }
+                Some((account, base)) if account == d.account_id && base == d.api_base => Ok(Ok(1)),
+                Some((account, base)) => Ok(Err(format!(
+                    "{DESTINATION_MISMATCH} account {account} at {base}, not account {} at {}: \
+                     its records say what is in that account only, so give this run another --ledger",
+                    d.account_id, d.api_base
+                ))),
+            }
+        }
+    }
+}
+
+fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
+    match record {
+        Record::Intent {
+            version: v,
+            planned_id,
+            stamp,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, planned_id,
+                   state, attempts, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'uploading', 0, ?10, ?10)
+                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+                   sha256 = excluded.sha256, stamp = excluded.stamp, planned_id = excluded.planned_id,
+                   state = 'uploading', updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp, planned_id, ts
+            ])?;
+        }
+        Record::Uploaded {
+            version: v,
+            image_id,
+            url,
+            attempts,
+            replaced,
+            stamp,
+            check_after,
+            superseded,
+        } => {
+            if let Some(old) = superseded {
+                tx.prepare_cached(
+                    "INSERT INTO superseded (image_id, source_id, key, sha256, url, superseded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (image_id) DO NOTHING",
+                )?
+                .execute(params![
+                    old.image_id,
+                    v.source_id,
+                    v.key,
+                    old.sha256,
+                    old.url,
+                    ts
+                ])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
+                   state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
+                   CASE WHEN ?14 THEN ?13 END)
+                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+                   sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
+                   image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
+                   state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
+                   check_after = COALESCE(excluded.check_after, items.check_after),
+                   updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
+                   replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
+            )?
+            .execute(params![
+                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp,
+                image_id, url, *attempts as i64, check_after, ts, replaced
+            ])?;
+        }
+        Record::Failed {
+            version: v,
+            reason,
+            attempts,
+            failure,
+            image_gone,
+            check_after,
+        } => {
+            let state = match failure {
+                Failure::Rejected => State::Rejected,
+                Failure::Deferred | Failure::Local => State::Failed,
+            };
+            fail(
+                tx,
+                v,
+                state,
+                reason,
+                *attempts,
+                *failure == Failure::Local,
+                *image_gone,
+                check_after.as_deref(),
+                ts,
+            )?;
+        }
+        Record::Ignored { version, reason } => {
+            fail(
+                tx,
+                version,
+                State::Ignored,
+                reason,
+                0,
+                false,
+                false,
+                None,
+                ts,
+            )?;
+        }
+        Record::Touch { version: v } => {
+            tx.prepare_cached(
+                "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, updated_at = ?6
+                 WHERE source_id = ?1 AND key = ?2",
+            )?
+            .execute(params![
+                v.source_id,
+                v.key,
+                v.size as i64,
+                v.mtime_ns,
+                v.etag,
+                ts
+            ])?;
+        }
+        Record::Checked { source_id, key } => {
+            tx.prepare_cached(
+                "UPDATE items SET check_after = NULL WHERE source_id = ?1 AND key = ?2",
+            )?
+            .execute(params![source_id, key])?;
+        }
+        Record::RunFinished {
+            run_id,
+            counts: c,
+            outcome,
+        } => {
+            tx.execute(
+                "UPDATE runs SET finished_at = ?2, uploaded = ?3, replaced = ?4, deduplicated = ?5, skipped = ?6,
+                   failed = ?7, rejected = ?8, ignored = ?9, bytes = ?10, requests = ?11, throttled = ?12,
+                   outcome = ?13, updated = ?14, failed_earlier = ?15, rejected_earlier = ?16,
+                   duplicates_deleted = ?17 WHERE id = ?1",
+                params![
+                    run_id, ts, c.uploaded as i64, c.replaced as i64, c.deduplicated as i64, c.skipped as i64,
+                    c.failed as i64, c.rejected as i64, c.ignored as i64, c.bytes as i64, c.requests as i64,
+                    c.throttled as i64, outcome, c.updated as i64, c.failed_earlier as i64,
+                    c.rejected_earlier as i64, c.duplicates_deleted as i64
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an item that did not make it; the image it pointed at stays recorded unless it
+/// is gone.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    tx: &Transaction<'_>,
+    v: &Version,
+    state: State,
+    reason: &str,
+    attempts: u32,
+    retry_local: bool,
+    image_gone: bool,
+    check_after: Option<&str>,
+    ts: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, state, attempts, last_error,
+           retry_local, check_after, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+           sha256 = excluded.sha256, planned_id = NULL,
+           state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error,
+           retry_local = excluded.retry_local,
+           check_after = COALESCE(excluded.check_after, items.check_after),
+           updated_at = excluded.updated_at,
+           image_id = CASE WHEN ?14 THEN NULL ELSE items.image_id END,
+           url = CASE WHEN ?14 THEN NULL ELSE items.url END",
+    )?
+    .execute(params![
+        v.source_id,
+        v.key,
+        v.size as i64,
+        v.mtime_ns,
+        v.etag,
+        v.options,
+        v.sha256,
+        state.as_str(),
+        attempts as i64,
+        reason,
+        retry_local,
+        check_after,
+        ts,
+        image_gone
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The second look after ambiguous answers. Lists lag behind uploads, so a stamp lookup
+//! right after a 5xx or a dropped connection may miss an image that was stored; the upload
+//! then goes again and two images hold one item. Every item that had an ambiguous answer
+//! records when to look again (`check_after`, in the ledger, so a kill does not lose it);
+//! this stage waits for that time, lists the item's images by stamp, keeps the recorded one
+//! and deletes the others.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::ledger::{LedgerWriter, Record, SharedReader, State};
+use crate::lookup::{self, Wanted};
+use crate::retry;
+use crate::stamp::Stamp;
+use crate::transport::ApiLane;
+
+/// What the settle stage did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Settled {
+    /// Items checked.
+    pub checked: u64,
+    /// Duplicates deleted.
+    pub deleted: u64,
+    /// Items left for a later run (their image was not listed yet, or the run stopped).
+    pub pending: u64,
+}
+
+/// Checks every pending item of a source once its time has come; returns early, leaving
+/// the rest pending, when `stop` is cancelled.
+pub async fn settle(
+    lane: &ApiLane,
+    reader: &SharedReader,
+    writer: &LedgerWriter,
+    source_id: i64,
+    settle: Duration,
+    stop: &CancellationToken,
+) -> Result<Settled> {
+    let rows = reader.with(|l| l.pending_checks(source_id))?;
+    let mut done = Settled::default();
+    let spent = AtomicU32::new(0);
+    for row in rows.into_iter().filter(|r| r.state == State::Uploaded) {
+        let due = row
+            .check_after
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        if let Ok(wait) = (due - Utc::now()).to_std() {
+            tracing::info!(
+                key = %row.key,
+                wait_secs = wait.as_secs_f64(),
+                "waiting for lists to catch up before looking for duplicates of an ambiguous upload"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => {
+                    done.pending += 1;
+                    continue;
+                }
+            }
+        }
+        let stamp = Stamp {
+            source: row.stamp_source(),
+            sha256: row.sha256.clone(),
+        };
+        let keep = reader.with(|l| l.superseded_ids(row.source_id, &row.key))?;
+        let since = due
+            - chrono::TimeDelta::from_std(settle).unwrap_or_default()
+            - chrono::TimeDelta::minutes(1);
+        let resolved = retry::call(lane.policy, || {
+            let wanted = Wanted {
+                stamp: &stamp,
+                keep: &keep,
+                prefer: row.image_id.as_deref(),
+            };
+            lookup::resolve(lane, &spent, wanted, since)
+        })
+        .await?;
+        done.deleted += resolved.deleted;
+        if resolved.preferred_missing {
+            tracing::warn!(key = %row.key, "its image is not listed yet; checking again in a later run");
+            done.pending += 1;
+            continue;
+        }
+        done.checked += 1;
+        writer
+            .record(Record::Checked {
+                source_id: row.source_id,
+                key: row.key.clone(),
+            })
+            .await?;
+    }
+    Ok(done)
+}
