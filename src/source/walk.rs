@@ -140,7 +140,8 @@ impl Walk {
         };
         // With follow_links the type is the target's; without, a symlink is itself.
         let file_type = entry.file_type();
-        if file_type.is_dir() {
+        // The root itself (a folder, or a symlink to one that walkdir follows) is no item.
+        if file_type.is_dir() || entry.depth() == 0 {
             return None;
         }
         if !file_type.is_file() {
@@ -338,5 +339,48 @@ mod tests {
             ..WalkConfig::default()
         };
         assert_eq!(keys(r, &cfg), ["a.png"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_entries_are_reported_with_their_reason_never_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::write(r.join("a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(r.join("a.png"), r.join("link.png")).unwrap();
+        std::os::unix::fs::symlink(r.join("missing.png"), r.join("dangling.png")).unwrap();
+        std::fs::create_dir(r.join("sub")).unwrap();
+        std::os::unix::fs::symlink(r, r.join("sub/loop")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(r.join("pipe.png"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let ignored = |cfg: &WalkConfig| {
+            let mut v: Vec<String> = Walk::new(r, cfg)
+                .unwrap()
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Ignored { key, reason } => Some(format!("{key}: {reason}")),
+                    _ => None,
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let plain = ignored(&WalkConfig::default());
+        assert_eq!(plain.len(), 4, "{plain:?}");
+        assert!(plain[0].starts_with("dangling.png: a symlink, not followed"));
+        assert!(plain[1].starts_with("link.png: a symlink, not followed"));
+        assert!(plain[2].starts_with("pipe.png: a FIFO"));
+        assert!(plain[3].starts_with("sub/loop: a symlink"));
+        let follow = ignored(&WalkConfig {
+            follow_symlinks: true,
+            ..WalkConfig::default()
+        });
+        assert_eq!(follow.len(), 3, "{follow:?}");
+        assert!(follow[0].starts_with("dangling.png: a dangling symlink"));
+        assert!(follow[1].starts_with("pipe.png: a FIFO"));
+        assert!(follow[2].starts_with("sub/loop: a symlink loop"));
     }
 }

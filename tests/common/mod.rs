@@ -60,7 +60,11 @@ impl TestEnv {
         let config = dir.path().join("cfimg.toml");
         // Defaults fast enough for tests, unless the test sets them.
         let mut upload = upload_toml.to_string();
-        for (key, default) in [("rate", "2000"), ("concurrency", "8")] {
+        for (key, default) in [
+            ("rate", "2000"),
+            ("concurrency", "8"),
+            ("settle_secs", "0.5"),
+        ] {
             if !upload_toml.contains(key) {
                 upload.push_str(&format!("\n{key} = {default}"));
             }
@@ -107,12 +111,40 @@ impl TestEnv {
 
     /// Writes a file under the source folder.
     pub fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.src.join(rel);
+        write_in(&self.src, rel, bytes)
+    }
+
+    /// Runs `cfimg migrate <folder> --json <extra>` for any folder.
+    pub async fn migrate_dir(&self, folder: &Path, extra: &[&str]) -> (i32, Value, Output) {
+        let dir = folder.to_str().expect("utf-8 path").to_string();
+        let mut args = vec!["migrate", dir.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args).await;
+        let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), summary, out)
+    }
+
+    /// Every ledger row, whatever its source.
+    pub fn all_rows(&self) -> Vec<cfimg::ledger::Row> {
+        cfimg::ledger::Ledger::open_read_only(&self.ledger)
+            .expect("ledger opens")
+            .expect("ledger exists")
+            .all_rows()
+            .expect("rows")
+    }
+}
+
+/// Writes a file under a folder, creating its parents.
+pub fn write_in(folder: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
+    {
+        let p = folder.join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, bytes).expect("write");
         p
     }
+}
 
+impl TestEnv {
     /// A `cfimg` command with this env's config and token.
     pub fn cmd(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cfimg"));

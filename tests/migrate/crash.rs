@@ -130,3 +130,45 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
     );
     env.assert_exactly_once(&keys).await;
 }
+
+/// Issue 6: a kill while a changed file's upload was stored but not recorded, then another
+/// change: the stored image of the killed run is found by its stamp and deleted, never
+/// orphaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_then_a_change_in_auto_mode_leaves_no_orphan() {
+    let env = TestEnv::new().await;
+    env.write("a.png", &crate::common::png(1, 3000));
+    let (code, _, out) = env.migrate(&["--id-mode", "auto"]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    env.write("a.png", &crate::common::png(2, 3000));
+    // The new version is stored, the connection drops, and every answer is slow: the kill
+    // lands while the run is still looking for what it stored.
+    env.emu.set_faults(Faults {
+        seed: 1,
+        p_latency: 1.0,
+        latency_ms: 3000,
+        p_drop_after_store: 1.0,
+        ..Faults::default()
+    });
+    let mut child = env
+        .cmd(&["migrate", env.src.to_str().unwrap(), "--id-mode", "auto"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for(Duration::from_secs(30), |e| e.requests_with_status(0) >= 1)
+        .await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    assert_eq!(
+        env.inspect().images.len(),
+        2,
+        "the killed run stored its version"
+    );
+    env.emu.set_faults(Faults::default());
+    env.write("a.png", &crate::common::png(3, 3000));
+    let (code, summary, out) = env.migrate(&["--id-mode", "auto"]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(summary["uploaded"], 1, "{summary}");
+    env.assert_exactly_once(&["a.png"]).await;
+}

@@ -4,3 +4,4 @@ mod basics;
 mod crash;
 mod faults;
 mod rejects;
+mod sources;
