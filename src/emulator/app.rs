@@ -11,7 +11,9 @@ use super::auth::BatchTokens;
 use super::faults::FaultInjector;
 use super::ratelimit::Limiter;
 use super::store::{ImageRec, State, Store};
-use super::util::{base64url, encode_path, sha256_hex};
+use sha2::{Digest, Sha256};
+
+use super::util::{base64url, encode_path};
 use crate::api::types::Image;
 
 /// Shared emulator state.
@@ -44,11 +46,7 @@ pub struct App {
 
 /// The stable account hash: a digest of the account id, in the service's 22-character form.
 pub fn account_hash(account_id: &str) -> String {
-    let digest = sha256_hex(account_id.as_bytes());
-    let bytes: Vec<u8> = (0..16)
-        .filter_map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    base64url(&bytes)
+    base64url(&Sha256::digest(account_id.as_bytes())[..16])
 }
 
 impl App {
