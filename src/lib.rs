@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod image_check;
 pub mod ledger;
 pub mod limit;
 pub mod pipeline;
