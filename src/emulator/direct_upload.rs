@@ -79,7 +79,7 @@ pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
     let (bytes, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
-    let mime = check_image(&bytes)?;
+    let mime = check_image(&bytes).await?;
     let done = app
         .store
         .complete_draft(&id, Blob::new(bytes, mime), filename, Utc::now())

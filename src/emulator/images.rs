@@ -56,7 +56,7 @@ pub async fn upload(
             ));
         }
     };
-    let mime = check_image(&bytes)?;
+    let mime = check_image(&bytes).await?;
     let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,

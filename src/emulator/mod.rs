@@ -34,7 +34,12 @@
 //!   envelopes with codes 5500/5502/5503 (not documented codes: clients must classify by
 //!   status). A dropped connection is counted in the inspection with status 0.
 //! - **Uploads.** An empty file is 400 code 9422 (cannot be decoded); an unknown format is
-//!   415 code 5455; over 10 MB is 413 code 5413; not multipart is 415 code 5415; file and
+//!   415 code 5455; over 10 MB is 413 code 5413; then the image is decoded as the service
+//!   would (`crate::image_check`, on file, url and direct uploads alike): truncated or
+//!   corrupt is 400 code 9422, over 12,000 px a side or 100 megapixels (animations: the
+//!   total area of their frames) is 400 code 5400 naming the dimensions (not 5443: the
+//!   service's code for animations is undocumented); a refused direct upload leaves its
+//!   one-time URL unused. Not multipart is 415 code 5415; file and
 //!   url together or neither, invalid metadata, a bad boolean or a creator over 1024
 //!   characters are 400 code 5400. Metadata may come as JSON text, as dotted
 //!   `metadata.k=v` fields (Python SDK) or `metadata[k]=v` (TypeScript SDK); those merge

@@ -2,6 +2,7 @@
 
 mod auth;
 mod command;
+mod decode;
 mod direct_upload;
 mod faults;
 mod images;
