@@ -22,6 +22,8 @@ pub struct App {
     pub account_id: String,
     /// The one API token.
     pub api_token: String,
+    /// API tokens that may read but not change anything.
+    pub read_only_tokens: Vec<String>,
     /// The 22-character account hash of delivery and upload URLs.
     pub account_hash: String,
     /// `http://HOST:PORT`, the root of every URL the emulator hands out.
@@ -38,6 +40,8 @@ pub struct App {
     pub batch_tokens: BatchTokens,
     /// Lifetime of new batch tokens.
     pub batch_token_ttl: Duration,
+    /// How long a new image stays out of lists.
+    pub list_lag: Duration,
     /// Request counts.
     pub counters: Counters,
     /// Client for url uploads.
@@ -68,6 +72,16 @@ impl App {
                 .collect(),
             creator: rec.creator.clone(),
             draft: rec.draft_expiry.map(|_| true),
+        }
+    }
+
+    /// Whether lists show a record now: not a draft, and arrived at least `list_lag` ago.
+    pub fn listed(&self) -> impl Fn(&ImageRec) -> bool + use<> {
+        let lag = self.list_lag;
+        let now = tokio::time::Instant::now();
+        move |r: &ImageRec| {
+            r.draft_expiry.is_none()
+                && (lag.is_zero() || r.arrived.is_none_or(|t| now.duration_since(t) >= lag))
         }
     }
 

@@ -47,6 +47,7 @@ pub async fn create(app: &App, req: Request) -> Reply {
         creator: form.creator,
         require_signed_urls: form.require_signed_urls,
         uploaded: now,
+        arrived: None,
         seq: 0,
         custom_id,
         draft_expiry: Some(expiry),
