@@ -48,25 +48,24 @@ timed() {
   read -r ELAPSED USER_S SYS_S RSS_KB <"$WORK/$name.time"
 }
 
-# make_files DIR COUNT BYTES PER_DIR: image-signed files with distinct contents.
+# make_files DIR COUNT BYTES PER_DIR: valid, distinct 1x1 PNGs of BYTES bytes each (the
+# emulator decodes uploads): the padding is a private ancillary chunk with a correct CRC.
 make_files() {
   python3 - "$@" <<'PY'
-import os, sys
+import os, struct, sys, zlib
 root, count, size, per_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-head = b"\x89PNG\r\n\x1a\n"
-block = os.urandom(max(size, 1 << 16))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+head = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)))
+tail = chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+pad = max(size - len(head) - len(tail) - 12, 8)
+block = os.urandom(pad)
 for i in range(count):
     d = os.path.join(root, f"d{i // per_dir:04d}")
     if i % per_dir == 0:
         os.makedirs(d, exist_ok=True)
-    tag = i.to_bytes(8, "little")
     with open(os.path.join(d, f"img{i:07d}.png"), "wb") as f:
-        f.write(head + tag)
-        left = size - len(head) - len(tag)
-        while left > 0:
-            n = min(left, len(block))
-            f.write(block[:n])
-            left -= n
+        f.write(head + chunk(b"cfPd", i.to_bytes(8, "little") + block[8:]) + tail)
 PY
 }
 
@@ -145,8 +144,13 @@ emulator_only() {
   command -v wrk >/dev/null || { echo "emulator: skipped (install wrk)"; return; }
   start_emulator --rate-limit off
   python3 - "$WORK/wrk.lua" "$TOKEN" <<'PY'
-import os, sys
-body = b"\x89PNG\r\n\x1a\n" + os.urandom(100000 - 8)
+import os, struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+# A valid 1x1 PNG of 100000 bytes: the emulator decodes uploads.
+head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+tail = chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+body = head + chunk(b"cfPd", os.urandom(100000 - len(head) - len(tail) - 12)) + tail
 b = "cfimgbench"
 form = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
         f"Content-Type: image/png\r\n\r\n").encode() + body + f"\r\n--{b}--\r\n".encode()

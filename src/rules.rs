@@ -11,6 +11,10 @@ pub const MAX_ID_CHARS: usize = 1024;
 pub const MAX_CREATOR_CHARS: usize = 1024;
 /// Most variants an account may define.
 pub const MAX_VARIANTS: usize = 100;
+/// Longest side of an image the service accepts, in pixels.
+pub const MAX_SIDE_PX: u32 = 12_000;
+/// Most pixels of an image (for animations: the total area of their frames).
+pub const MAX_PIXELS: u64 = 100_000_000;
 /// How many leading bytes [`sniff_format`] needs to decide.
 pub const SNIFF_BYTES: usize = 512;
 

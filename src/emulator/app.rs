@@ -11,7 +11,9 @@ use super::auth::BatchTokens;
 use super::faults::FaultInjector;
 use super::ratelimit::Limiter;
 use super::store::{ImageRec, State, Store};
-use super::util::{base64url, encode_path, sha256_hex};
+use sha2::{Digest, Sha256};
+
+use super::util::{base64url, encode_path};
 use crate::api::types::Image;
 
 /// Shared emulator state.
@@ -20,6 +22,8 @@ pub struct App {
     pub account_id: String,
     /// The one API token.
     pub api_token: String,
+    /// API tokens that may read but not change anything.
+    pub read_only_tokens: Vec<String>,
     /// The 22-character account hash of delivery and upload URLs.
     pub account_hash: String,
     /// `http://HOST:PORT`, the root of every URL the emulator hands out.
@@ -36,6 +40,8 @@ pub struct App {
     pub batch_tokens: BatchTokens,
     /// Lifetime of new batch tokens.
     pub batch_token_ttl: Duration,
+    /// How long a new image stays out of lists.
+    pub list_lag: Duration,
     /// Request counts.
     pub counters: Counters,
     /// Client for url uploads.
@@ -44,11 +50,7 @@ pub struct App {
 
 /// The stable account hash: a digest of the account id, in the service's 22-character form.
 pub fn account_hash(account_id: &str) -> String {
-    let digest = sha256_hex(account_id.as_bytes());
-    let bytes: Vec<u8> = (0..16)
-        .filter_map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    base64url(&bytes)
+    base64url(&Sha256::digest(account_id.as_bytes())[..16])
 }
 
 impl App {
@@ -70,6 +72,16 @@ impl App {
                 .collect(),
             creator: rec.creator.clone(),
             draft: rec.draft_expiry.map(|_| true),
+        }
+    }
+
+    /// Whether lists show a record now: not a draft, and arrived at least `list_lag` ago.
+    pub fn listed(&self) -> impl Fn(&ImageRec) -> bool + use<> {
+        let lag = self.list_lag;
+        let now = tokio::time::Instant::now();
+        move |r: &ImageRec| {
+            r.draft_expiry.is_none()
+                && (lag.is_zero() || r.arrived.is_none_or(|t| now.duration_since(t) >= lag))
         }
     }
 

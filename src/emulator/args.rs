@@ -34,6 +34,9 @@ pub struct EmulatorArgs {
     /// Lifetime of batch tokens, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub batch_token_ttl: u64,
+    /// Seconds a new image stays out of lists (eventual consistency); GET finds it at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs)]
+    pub list_lag: f64,
     /// Seed of the fault RNG.
     #[arg(long, default_value_t = 0)]
     pub fault_seed: u64,
@@ -61,6 +64,18 @@ pub struct EmulatorArgs {
     /// Probability of the added latency.
     #[arg(long, default_value_t = 0.0)]
     pub fault_latency_p: f64,
+    /// Probability of a 429 that is the edge's HTML page (Error 1015), limiter untouched.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429_html: f64,
+    /// Answer the rate limiter's 429s with the edge's HTML page instead of JSON.
+    #[arg(long)]
+    pub edge_429: bool,
+    /// Send Retry-After with the edge's HTML 429s.
+    #[arg(long)]
+    pub edge_429_retry_after: bool,
+    /// A token that may read but not change anything (403 code 9109); repeatable.
+    #[arg(long = "read-only-token", value_name = "TOKEN")]
+    pub read_only_tokens: Vec<String>,
 }
 
 /// A parsed `--rate-limit` value. A newtype, because clap treats a field of type
@@ -70,6 +85,14 @@ pub struct LimitArg(pub Option<(u32, Duration)>);
 
 fn parse_rate_limit_arg(text: &str) -> Result<LimitArg, String> {
     parse_rate_limit(text).map(LimitArg)
+}
+
+/// A non-negative number of seconds (fractions allowed).
+fn parse_secs(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s >= 0.0 && s.is_finite() && s < 1e9 => Ok(s),
+        _ => Err(format!("expected a number of seconds, got {text:?}")),
+    }
 }
 
 /// Parses `N/WINDOW` (window in `ms`, `s`, `m` or `h`; bare numbers are seconds) or `off`.
@@ -134,8 +157,13 @@ impl EmulatorArgs {
                 p_store_then_500: self.fault_store_then_500,
                 p_latency: self.fault_latency_p,
                 latency_ms: self.fault_latency_ms,
+                p_429_html: self.fault_429_html,
+                edge_429: self.edge_429,
+                edge_429_retry_after: self.edge_429_retry_after,
             },
+            read_only_tokens: self.read_only_tokens.clone(),
             batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
+            list_lag: Duration::from_secs_f64(self.list_lag),
         }
     }
 }
@@ -203,5 +231,39 @@ mod tests {
         assert!(parse_rate_limit("0/1s").is_err());
         assert!(parse_rate_limit("5/1d").is_err());
         assert!(parse_rate_limit("5").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn new_flags_reach_the_config() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--list-lag",
+            "2.5",
+            "--fault-429-html",
+            "0.25",
+            "--edge-429",
+            "--edge-429-retry-after",
+            "--read-only-token",
+            "a",
+            "--read-only-token",
+            "b",
+        ])
+        .unwrap();
+        let config = cli.args.config();
+        assert_eq!(config.list_lag, Duration::from_millis(2500));
+        assert_eq!(config.faults.p_429_html, 0.25);
+        assert!(config.faults.edge_429 && config.faults.edge_429_retry_after);
+        assert_eq!(config.read_only_tokens, ["a", "b"]);
+        let defaults = Cli::try_parse_from(["emulator"]).unwrap().args.config();
+        assert_eq!(defaults.list_lag, Duration::ZERO);
+        assert!(defaults.read_only_tokens.is_empty());
+        assert!(Cli::try_parse_from(["emulator", "--list-lag", "-1"]).is_err());
     }
 }

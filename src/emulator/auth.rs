@@ -44,10 +44,15 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {
     };
     let value = value.to_str().map_err(|_| ())?;
     let (scheme, token) = value.split_once(' ').ok_or(())?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+    let token = token.trim();
+    // A token is one word: `Bearer abc def` is malformed (6003), not a wrong token.
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || token.contains(char::is_whitespace)
+    {
         return Err(());
     }
-    Ok(Some(token.trim()))
+    Ok(Some(token))
 }
 
 /// Why a request was not authenticated.
@@ -68,8 +73,17 @@ impl IntoResponse for Denied {
     }
 }
 
+/// Who a request authenticated as.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token that pays for the request (rate limits are per token).
+    pub token: String,
+    /// A read-only API token: changes are refused with 403 code 9109.
+    pub read_only: bool,
+}
+
 /// Checks an API-host request; returns the token that pays for it.
-pub fn api(app: &App, headers: &HeaderMap, account_id: &str) -> Result<String, Denied> {
+pub fn api(app: &App, headers: &HeaderMap, account_id: &str) -> Result<Caller, Denied> {
     let token = match bearer(headers) {
         Ok(Some(t)) => t.to_owned(),
         Ok(None) => {
@@ -83,16 +97,20 @@ pub fn api(app: &App, headers: &HeaderMap, account_id: &str) -> Result<String, D
         }
         Err(()) => return Err(Denied::Malformed),
     };
-    if token != app.api_token || account_id != app.account_id {
+    let read_only = app.read_only_tokens.contains(&token);
+    if !(token == app.api_token || read_only) || account_id != app.account_id {
         return Err(Denied::Refused);
     }
-    Ok(token)
+    Ok(Caller { token, read_only })
 }
 
 /// Checks a batch-host request; returns the batch token.
-pub fn batch(app: &App, headers: &HeaderMap) -> Result<String, Denied> {
+pub fn batch(app: &App, headers: &HeaderMap) -> Result<Caller, Denied> {
     match bearer(headers) {
-        Ok(Some(t)) if app.batch_tokens.valid(t) => Ok(t.to_owned()),
+        Ok(Some(t)) if app.batch_tokens.valid(t) => Ok(Caller {
+            token: t.to_owned(),
+            read_only: false,
+        }),
         Ok(Some(_)) => Err(Denied::Refused),
         Ok(None) | Err(()) => Err(Denied::Malformed),
     }

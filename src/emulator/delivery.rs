@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use super::app::App;
-use super::util::{hex, hmac_sha256, percent_decode};
+use super::util::{hmac_sha256_verify, percent_decode};
 
 fn error(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
@@ -86,7 +86,7 @@ fn signature_ok(path: &str, query: Option<&str>, keys: &[String]) -> bool {
     keys.iter().any(|key| {
         [path, bare].iter().any(|p| {
             let msg = format!("{p}?{unsigned}");
-            hex(&hmac_sha256(key.as_bytes(), msg.as_bytes())).eq_ignore_ascii_case(sig)
+            hmac_sha256_verify(key.as_bytes(), msg.as_bytes(), sig)
         })
     })
 }

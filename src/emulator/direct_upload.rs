@@ -47,6 +47,7 @@ pub async fn create(app: &App, req: Request) -> Reply {
         creator: form.creator,
         require_signed_urls: form.require_signed_urls,
         uploaded: now,
+        arrived: None,
         seq: 0,
         custom_id,
         draft_expiry: Some(expiry),
@@ -79,7 +80,7 @@ pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
     let (bytes, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
-    let mime = check_image(&bytes)?;
+    let mime = check_image(&bytes).await?;
     let done = app
         .store
         .complete_draft(&id, Blob::new(bytes, mime), filename, Utc::now())

@@ -1,4 +1,5 @@
-//! Seeded fault injection: edge 5xx, dropped connections, store-then-500 and latency.
+//! Seeded fault injection: edge 5xx and 429 pages, dropped connections, store-then-500 and
+//! latency.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,15 @@ pub struct Faults {
     pub p_latency: f64,
     /// The added latency, in milliseconds.
     pub latency_ms: u64,
+    /// Probability of a 429 that is the edge's HTML page "Error 1015", drawn like the 5xx
+    /// faults and without touching the rate limiter (its `Retry-After` is 1 second when
+    /// `edge_429_retry_after` is set).
+    pub p_429_html: f64,
+    /// When true, the rate limiter's own refusals come as the edge's HTML page "Error 1015"
+    /// (text/html, no `Ratelimit` headers) instead of the JSON envelope with code 971.
+    pub edge_429: bool,
+    /// Whether the edge's HTML 429s (from `edge_429` or `p_429_html`) carry `Retry-After`.
+    pub edge_429_retry_after: bool,
 }
 
 impl Faults {
@@ -40,6 +50,7 @@ impl Faults {
             self.p_drop_after_store,
             self.p_store_then_500,
             self.p_latency,
+            self.p_429_html,
         ]
         .iter()
         .any(|p| *p > 0.0)
@@ -60,6 +71,11 @@ pub enum EdgeError {
     Unavailable {
         /// Whether the body is the edge's HTML page.
         html: bool,
+    },
+    /// 429, the edge's HTML page "Error 1015".
+    RateLimitedHtml {
+        /// Whether to send `Retry-After`.
+        retry_after: bool,
     },
 }
 
@@ -103,6 +119,12 @@ impl FaultInjector {
         state.0 = faults;
     }
 
+    /// `(edge_429, edge_429_retry_after)`: how the rate limiter's refusals look.
+    pub fn edge_429(&self) -> (bool, bool) {
+        let state = self.state.lock().expect("fault state poisoned");
+        (state.0.edge_429, state.0.edge_429_retry_after)
+    }
+
     /// The current knobs.
     pub fn get(&self) -> Faults {
         self.state.lock().expect("fault state poisoned").0.clone()
@@ -129,6 +151,10 @@ impl FaultInjector {
             Some(EdgeError::BadGateway { html })
         } else if r[1] < f.p_500 + f.p_502 + f.p_503 {
             Some(EdgeError::Unavailable { html })
+        } else if r[1] < f.p_500 + f.p_502 + f.p_503 + f.p_429_html {
+            Some(EdgeError::RateLimitedHtml {
+                retry_after: f.edge_429_retry_after,
+            })
         } else {
             None
         };
@@ -160,6 +186,33 @@ mod tests {
             let (x, y) = (a.draw(true), b.draw(true));
             assert_eq!(x.error, y.error);
             assert_eq!(x.drop_after_store, y.drop_after_store);
+        }
+    }
+
+    #[test]
+    fn html_429s_share_the_error_draw() {
+        let all = FaultInjector::new(Faults {
+            p_429_html: 1.0,
+            edge_429_retry_after: true,
+            ..Faults::default()
+        });
+        assert_eq!(
+            all.draw(true).error,
+            Some(EdgeError::RateLimitedHtml { retry_after: true })
+        );
+        // Adding the knob at zero leaves an existing seed's sequence as it was.
+        let base = Faults {
+            seed: 3,
+            p_502: 0.5,
+            ..Faults::default()
+        };
+        let a = FaultInjector::new(base.clone());
+        let b = FaultInjector::new(Faults {
+            edge_429: true,
+            ..base
+        });
+        for _ in 0..50 {
+            assert_eq!(a.draw(false).error, b.draw(false).error);
         }
     }
 

@@ -56,7 +56,7 @@ pub async fn upload(
             ));
         }
     };
-    let mime = check_image(&bytes)?;
+    let mime = check_image(&bytes).await?;
     let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,
@@ -65,6 +65,7 @@ pub async fn upload(
         creator: form.creator,
         require_signed_urls: form.require_signed_urls,
         uploaded: Utc::now(),
+        arrived: Some(tokio::time::Instant::now()),
         seq: 0,
         custom_id,
         draft_expiry: None,
@@ -240,13 +241,14 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
             .filter(|p| *p >= 1)
             .ok_or_else(|| ApiError::bad_request("Bad request: page must be 1 or more"))?,
     };
+    let listed = app.listed();
     let (recs, names) = {
         let st = app.store.lock();
         let recs: Vec<Arc<ImageRec>> = st
             .order
             .values()
             .filter_map(|id| st.images.get(id))
-            .filter(|r| r.draft_expiry.is_none())
+            .filter(|r| listed(r))
             .skip((page - 1).saturating_mul(per_page))
             .take(per_page)
             .cloned()
@@ -336,6 +338,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
         }
     }
     let per_page = per_page(per.as_deref())?;
+    let listed = app.listed();
     let (recs, more, names) = {
         let st = app.store.lock();
         let range = match (asc, after) {
@@ -351,7 +354,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
         };
         let mut matching = iter
             .filter_map(|(_, id)| st.images.get(id))
-            .filter(|r| r.draft_expiry.is_none())
+            .filter(|r| listed(r))
             .filter(|r| creator.is_none() || r.creator == creator)
             .filter(|r| filters.iter().all(|f| f.matches(&r.meta)));
         let recs: Vec<Arc<ImageRec>> = matching.by_ref().take(per_page).cloned().collect();

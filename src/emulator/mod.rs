@@ -8,10 +8,18 @@
 //! `shared/API.md` is the contract; where it is silent these judgement calls apply:
 //!
 //! - **Auth.** A missing or malformed `Authorization` header is 400 code 6003 (with error
-//!   chain 6111); a well-formed but wrong token, a token for another account id, an API
+//!   chain 6111), and so is a token with whitespace inside (`Bearer abc def`: a token is one
+//!   word, so this is a malformed header, not a wrong token); a well-formed but wrong token, a token for another account id, an API
 //!   token on the batch host, a batch token on the API host, or an expired batch token is
 //!   401 with exactly `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`.
 //!   The legacy `X-Auth-Email` + `X-Auth-Key` pair is accepted with the API token as key.
+//!   **Read-only tokens** (`read_only_tokens`, `--read-only-token`) authenticate on the API
+//!   host only, have their own rate-limit bucket, and may GET, list and read stats,
+//!   variants, keys and config; every change, and the routes that hand out credentials
+//!   (`batch_token`, `direct_upload`), answer 403 `{"success":false,"errors":[{"code":9109,
+//!   "message":"Unauthorized to access requested resource"}],"messages":[],"result":null}`.
+//!   That check comes after rate limiting and routing (unknown paths stay 7003) and before
+//!   faults.
 //! - **Batch tokens** live `batch_token_ttl` (default 1 h, the real lifetime is
 //!   undocumented); they are not persisted across restarts.
 //! - **Rate limits** are a token bucket per token: capacity `requests`, refilled
@@ -24,7 +32,10 @@
 //!   authentication (unknown tokens get 10000, not 429). Headers: `Ratelimit:
 //!   "default";r=<remaining>;t=<secs>` and `Ratelimit-Policy: "burst";q=<requests>;w=<window>`
 //!   on every answer, `retry-after` (remaining penalty, rounded up) on 429s. The direct-upload
-//!   URL and delivery are not limited (no token pays for them).
+//!   URL and delivery are not limited (no token pays for them). With the `edge_429` fault
+//!   knob the limiter's refusals are instead the edge's HTML page "Error 1015 - You are
+//!   being rate limited" (429, text/html, no `Ratelimit` headers), with `retry-after` only
+//!   when `edge_429_retry_after` is set.
 //! - **Faults** are drawn after auth and rate limiting (so a faulted attempt still counted
 //!   against the limit, as at Cloudflare), from one seeded RNG: six numbers per request
 //!   on the Cloudflare hosts, so a seed plus a request order reproduces a run (concurrent
@@ -32,9 +43,18 @@
 //!   the drop and store-then-500 knobs to uploads (`POST /v1` on both hosts) only. Half of
 //!   the 502/503 answers are the edge's HTML page; the others, and all 500s, are JSON
 //!   envelopes with codes 5500/5502/5503 (not documented codes: clients must classify by
-//!   status). A dropped connection is counted in the inspection with status 0.
+//!   status). `p_429_html` draws, on the same number as the 5xx (after them), a 429 edge
+//!   HTML page without the limiter running dry (`retry-after: 1` when
+//!   `edge_429_retry_after`), so clients meet HTML 429s at a set rate; the knob at zero
+//!   leaves existing seeds' sequences unchanged. A dropped connection is counted in the
+//!   inspection with status 0.
 //! - **Uploads.** An empty file is 400 code 9422 (cannot be decoded); an unknown format is
-//!   415 code 5455; over 10 MB is 413 code 5413; not multipart is 415 code 5415; file and
+//!   415 code 5455; over 10 MB is 413 code 5413; then the image is decoded as the service
+//!   would (`crate::image_check`, on file, url and direct uploads alike): truncated or
+//!   corrupt is 400 code 9422, over 12,000 px a side or 100 megapixels (animations: the
+//!   total area of their frames) is 400 code 5400 naming the dimensions (not 5443: the
+//!   service's code for animations is undocumented); a refused direct upload leaves its
+//!   one-time URL unused. Not multipart is 415 code 5415; file and
 //!   url together or neither, invalid metadata, a bad boolean or a creator over 1024
 //!   characters are 400 code 5400. Metadata may come as JSON text, as dotted
 //!   `metadata.k=v` fields (Python SDK) or `metadata[k]=v` (TypeScript SDK); those merge
@@ -48,6 +68,13 @@
 //!   `a` when image `a` exists, else the image `a/blob`. The reserved names `stats`,
 //!   `batch_token`, `config`, `variants/...` and `keys/...` win over equal custom ids.
 //!   A PATCH making a custom-id image private is refused with 5410.
+//! - **Lists lag** by `list_lag` (`--list-lag`, default 0): an image uploaded (or a draft
+//!   completed) less than that long ago is absent from v1 and v2 lists, and so from the
+//!   `meta.*` and `creator` filters, while GET by id, blob, delivery and `stats` see it at
+//!   once. The lag is measured on tokio's clock (`tokio::time::Instant`), so a test with
+//!   paused time drives it with `tokio::time::advance`; images replayed from `--data` at
+//!   start are listed at once. Continuation tokens page by upload order, so an image that
+//!   surfaces behind a client's token is missed by that pass, as with a lagging index.
 //! - **Lists.** Drafts are never listed. v1 lists oldest first (page from 1); v2 sorts by
 //!   upload time (ties by arrival), default `desc`; its continuation token is opaque
 //!   (`ct1.<position>`) and stays valid across inserts and deletes. per_page outside
@@ -124,6 +151,12 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Lifetime of batch tokens.
     pub batch_token_ttl: Duration,
+    /// Tokens accepted on the API host for reads only: any change (POST, PATCH, PUT,
+    /// DELETE, `direct_upload`, `batch_token`) answers 403 code 9109.
+    pub read_only_tokens: Vec<String>,
+    /// Eventual consistency: an image stays out of v1 and v2 lists (and their filters) for
+    /// this long after its upload; GET by id finds it at once. Zero by default.
+    pub list_lag: Duration,
 }
 
 /// The default account id.
@@ -149,6 +182,8 @@ impl Default for EmulatorConfig {
             }),
             faults: Faults::default(),
             batch_token_ttl: Duration::from_secs(3600),
+            list_lag: Duration::ZERO,
+            read_only_tokens: Vec::new(),
         }
     }
 }
@@ -180,6 +215,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         account_hash: app::account_hash(&config.account_id),
         account_id: config.account_id,
         api_token: config.api_token,
+        read_only_tokens: config.read_only_tokens,
         origin: origin.clone(),
         store,
         api_limiter: config.api_rate_limit.map(ratelimit::Limiter::new),
@@ -187,6 +223,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         faults: faults::FaultInjector::new(config.faults),
         batch_tokens: auth::BatchTokens::default(),
         batch_token_ttl: config.batch_token_ttl,
+        list_lag: config.list_lag,
         counters: app::Counters::default(),
         http,
     });

@@ -109,6 +109,34 @@ pub fn malformed_auth() -> Response {
         .into_response()
 }
 
+/// The edge's rate-limit page, "Error 1015 - You are being rate limited": 429, text/html,
+/// with `Retry-After` only when `retry_after` is given (the edge does not always send it).
+pub fn edge_rate_limited(retry_after: Option<u64>) -> Response {
+    let body = "<!DOCTYPE html>\n<html lang=\"en-US\">\n<head>\n<title>Access denied | api.cloudflare.com used Cloudflare to restrict access</title>\n<meta charset=\"UTF-8\" />\n</head>\n<body>\n<div id=\"cf-wrapper\">\n<div id=\"cf-error-details\" class=\"cf-error-details-wrapper\">\n<h1><span class=\"cf-error-type\">Error</span> <span class=\"cf-error-code\">1015</span></h1>\n<h2 class=\"cf-subheadline\">You are being rate limited</h2>\n<p>The owner of this website (api.cloudflare.com) has banned you temporarily from accessing this website.</p>\n</div>\n</div>\n</body>\n</html>\n";
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=UTF-8"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// 403 code 9109: a read-only token asked for a change.
+pub fn unauthorized_write() -> Response {
+    json(
+        StatusCode::FORBIDDEN,
+        &Envelope::<()>::err(9109, "Unauthorized to access requested resource"),
+    )
+}
+
 /// An HTML error page like the ones Cloudflare's edge serves for 5xx.
 pub fn edge_html(status: StatusCode) -> Response {
     let line = format!(

@@ -12,7 +12,7 @@ use axum::routing::{any, get, post};
 use super::app::App;
 use super::faults::{Draw, EdgeError};
 use super::ratelimit::Decision;
-use super::reply::{ApiError, edge_html, json};
+use super::reply::{ApiError, edge_html, edge_rate_limited, json, unauthorized_write};
 use super::server::ConnKill;
 use super::util::percent_decode;
 use super::{auth, delivery, direct_upload, images, inspect, keys, variants};
@@ -51,6 +51,25 @@ enum Route {
     PatchImage(String),
     DeleteImage(String),
     Blob(String),
+}
+
+impl Route {
+    /// Whether a read-only token is refused this route: every change, plus the routes that
+    /// hand out credentials (`batch_token`, `direct_upload`).
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Route::ListV1
+                | Route::ListV2
+                | Route::Stats
+                | Route::GetConfig
+                | Route::ListVariants
+                | Route::GetVariant(_)
+                | Route::ListKeys
+                | Route::GetImage(_)
+                | Route::Blob(_)
+        )
+    }
 }
 
 macro_rules! template {
@@ -176,15 +195,15 @@ async fn pipeline(
     app: &App,
     host: Host,
     tail: &str,
-    auth: Result<String, auth::Denied>,
+    auth: Result<auth::Caller, auth::Denied>,
     req: Request,
 ) -> Response {
     let method = req.method().clone();
     let target = resolve(app, host, &method, tail);
     let template = target.as_ref().map_or("(no route)", |t| t.1);
     let response = async {
-        let token = match auth {
-            Ok(token) => token,
+        let (token, read_only) = match auth {
+            Ok(caller) => (caller.token, caller.read_only),
             Err(denied) => return denied.into_response(),
         };
         let limiter = match host {
@@ -192,7 +211,11 @@ async fn pipeline(
             Host::Batch => app.batch_limiter.as_ref(),
         };
         let decision = limiter.map(|l| (l, l.check(&token)));
-        if let Some((l, d @ Decision::Limited { .. })) = decision {
+        if let Some((l, d @ Decision::Limited { retry_after })) = decision {
+            let (edge, with_retry_after) = app.faults.edge_429();
+            if edge {
+                return edge_rate_limited(with_retry_after.then_some(retry_after));
+            }
             let mut resp = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::RATE_LIMITED,
@@ -205,6 +228,9 @@ async fn pipeline(
         let Some((route, _)) = target else {
             return ApiError::no_route().into_response();
         };
+        if read_only && route.writes() {
+            return unauthorized_write();
+        }
         let draw = app.faults.draw(route == Route::Upload);
         if let Some(latency) = draw.latency {
             tokio::time::sleep(latency).await;
@@ -232,6 +258,7 @@ async fn pipeline(
 fn edge_error(e: EdgeError) -> Response {
     match e {
         EdgeError::Internal => ApiError::internal("Internal server error").into_response(),
+        EdgeError::RateLimitedHtml { retry_after } => edge_rate_limited(retry_after.then_some(1)),
         EdgeError::BadGateway { html: true } => edge_html(StatusCode::BAD_GATEWAY),
         EdgeError::Unavailable { html: true } => edge_html(StatusCode::SERVICE_UNAVAILABLE),
         EdgeError::BadGateway { html: false } => {

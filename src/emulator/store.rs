@@ -57,6 +57,9 @@ pub struct ImageRec {
     pub require_signed_urls: bool,
     /// Upload (or draft creation) time.
     pub uploaded: DateTime<Utc>,
+    /// When the bytes arrived, on tokio's clock (so paused test time drives list lag);
+    /// `None` for drafts and for images replayed from the journal, which lists show at once.
+    pub arrived: Option<tokio::time::Instant>,
     /// Position in upload order; lists sort and page by it.
     pub seq: u64,
     /// Whether the id was chosen by the client.
@@ -300,6 +303,7 @@ impl Store {
         rec.blob = Some(blob);
         rec.filename = filename;
         rec.uploaded = now;
+        rec.arrived = Some(tokio::time::Instant::now());
         self.journal(&Entry::Put {
             image: stored(&rec, self.dir.is_some()),
         })?;
@@ -417,6 +421,7 @@ fn replay(path: &Path, dir: &Path, state: &mut State) -> io::Result<usize> {
                         creator: image.creator,
                         require_signed_urls: image.require_signed_urls,
                         uploaded: image.uploaded,
+                        arrived: None,
                         seq: image.seq,
                         custom_id: image.custom_id,
                         draft_expiry: image.draft_expiry,
@@ -454,6 +459,7 @@ mod tests {
             creator: None,
             require_signed_urls: false,
             uploaded: Utc::now(),
+            arrived: None,
             seq: 0,
             custom_id: true,
             draft_expiry: Some(expiry),

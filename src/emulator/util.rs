@@ -1,16 +1,15 @@
-//! Small encoding helpers the emulator needs and the dependency list does not provide.
+//! Encoding helpers the emulator needs, as thin wrappers over the `hex`, `base64`, `hmac`
+//! and `percent-encoding` crates (so every handler spells them the same way).
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
+    hex::encode(bytes)
 }
 
 /// Hex sha256 of `bytes`.
@@ -18,113 +17,64 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// HMAC-SHA256 (RFC 2104), written out because only `sha2` is a dependency.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&outer.finalize());
-    out
+/// True when `sig` is the hex (either case) HMAC-SHA256 (RFC 2104) of `message` under `key`;
+/// compared in constant time.
+pub fn hmac_sha256_verify(key: &[u8], message: &[u8], sig: &str) -> bool {
+    let Ok(sig) = hex::decode(sig) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.verify_slice(&sig).is_ok()
 }
 
 /// URL-safe base64 without padding.
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`, for query strings).
 /// `None` when the result is not UTF-8; malformed escapes are kept literally, as browsers do.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    if !(s.contains('%') || plus_is_space && s.contains('+')) {
-        return Some(s.to_owned());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    let spaced;
+    let s = if plus_is_space && s.contains('+') {
+        spaced = s.replace('+', " ");
+        spaced.as_str()
+    } else {
+        s
+    };
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
+/// What [`encode_path`] escapes: everything outside the unreserved and sub-delimiter sets,
+/// except `/`, `:` and `@`, which path segments may hold.
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 /// Percent-encodes an image id for use as URL path segments: `/` stays a separator,
 /// everything outside the unreserved and sub-delimiter sets is escaped (so `%` becomes `%25`).
 pub fn encode_path(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for &c in id.as_bytes() {
-        match c {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'.'
-            | b'_'
-            | b'~'
-            | b'/'
-            | b'!'
-            | b'$'
-            | b'&'
-            | b'\''
-            | b'('
-            | b')'
-            | b'*'
-            | b'+'
-            | b','
-            | b';'
-            | b'='
-            | b':'
-            | b'@' => out.push(c as char),
-            _ => {
-                out.push('%');
-                out.push_str(&hex(&[c]).to_ascii_uppercase());
-            }
-        }
-    }
-    out
+    utf8_percent_encode(id, PATH).to_string()
 }
 
 /// Splits a raw query string into decoded `(key, value)` pairs.
@@ -145,11 +95,19 @@ mod tests {
 
     #[test]
     fn hmac_matches_rfc4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        let want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert!(hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            want
+        ));
+        assert!(hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &want.to_ascii_uppercase()
+        ));
+        assert!(!hmac_sha256_verify(b"Jefe", b"what do ya want?", want));
+        assert!(!hmac_sha256_verify(b"Jefe", b"x", "not hex"));
     }
 
     #[test]
@@ -167,9 +125,12 @@ mod tests {
             Some("a/b/c.jpg")
         );
         assert_eq!(percent_decode("a+b%", true).as_deref(), Some("a b%"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%2B+%zz", true).as_deref(), Some("+ %zz"));
         assert_eq!(percent_decode("%ff", false), None);
         let id = "a b/100%/ü?.png";
         assert_eq!(percent_decode(&encode_path(id), false).as_deref(), Some(id));
         assert_eq!(encode_path("x%y"), "x%25y");
+        assert_eq!(encode_path("a b/ü:@!"), "a%20b/%C3%BC:@!");
     }
 }

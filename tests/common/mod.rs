@@ -313,24 +313,133 @@ pub fn sha256_file(p: &Path) -> String {
         .collect()
 }
 
-/// A small PNG-signed payload unique to `n` (the emulator sniffs magic bytes only).
-pub fn png(n: u32, len: usize) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+/// Padding bytes unique to `n`: its bytes, then an xorshift stream seeded from it.
+fn padding(n: u32, len: usize) -> Vec<u8> {
+    let mut v = n.to_be_bytes().to_vec();
     let mut x = n.wrapping_mul(2_654_435_761).wrapping_add(1);
-    while v.len() < len.max(16) {
+    while v.len() < len {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
         v.push(x as u8);
     }
+    v.truncate(len.max(4));
     v
 }
 
-/// A small JPEG-signed payload unique to `n`.
-pub fn jpeg(n: u32, len: usize) -> Vec<u8> {
-    let mut v = png(n, len);
-    v[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+/// A valid PNG of `width` x `height` (grey, 1 bit per pixel, so wide ones stay small), with
+/// a private ancillary `cfPd` chunk of `pad` bytes (`None`: no such chunk).
+fn png_image(n: u32, width: u32, height: u32, pad: Option<usize>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::One);
+    let mut w = enc.write_header().expect("png header");
+    if let Some(pad) = pad {
+        w.write_chunk(png::chunk::ChunkType(*b"cfPd"), &padding(n, pad))
+            .expect("png chunk");
+    }
+    let row = (width as usize).div_ceil(8);
+    let rows: Vec<u8> = (0..row * height as usize)
+        .map(|i| (n as usize).wrapping_add(i) as u8)
+        .collect();
+    w.write_image_data(&rows).expect("png data");
+    w.finish().expect("png end");
+    out
+}
+
+/// A valid 1x1 PNG unique to `n`, padded to exactly `len` bytes when `len` allows (at least
+/// about 80): a private ancillary chunk (correct CRC) holds the padding, which decoders skip.
+pub fn png(n: u32, len: usize) -> Vec<u8> {
+    let bare = png_image(n, 1, 1, None).len();
+    // The padding chunk costs 12 bytes of header and CRC, and holds at least `n`.
+    let pad = len.saturating_sub(bare + 12).max(4);
+    png_image(n, 1, 1, Some(pad))
+}
+
+/// A PNG unique to `n` cut short inside its image data: the service answers 9422.
+pub fn truncated_png(n: u32) -> Vec<u8> {
+    let mut v = png(n, 200);
+    v.truncate(v.len() - 16);
     v
+}
+
+/// A PNG unique to `n` with one byte of its image data flipped (its CRC no longer
+/// matches): the service answers 9422.
+pub fn corrupt_png(n: u32) -> Vec<u8> {
+    let mut v = png(n, 200);
+    let at = v
+        .windows(4)
+        .position(|w| w == b"IDAT")
+        .expect("an IDAT chunk");
+    v[at + 6] ^= 0xFF;
+    v
+}
+
+/// A valid PNG `width` px wide and 1 px high, a few hundred bytes at most: over 12,000 px
+/// the service answers 5400.
+pub fn wide_png(width: u32) -> Vec<u8> {
+    png_image(width, width, 1, None)
+}
+
+/// A valid 8x8 grey baseline JPEG unique to `n`, padded to exactly `len` bytes when `len`
+/// allows (at least about 200) with COM segments right after SOI.
+pub fn jpeg(n: u32, len: usize) -> Vec<u8> {
+    // DQT, SOF0 (8x8, one component), a DC and an AC table of one code each, SOS, one
+    // block's entropy data (DC difference 0, end of block), EOI.
+    let mut body = vec![0xFF, 0xDB, 0, 67, 0];
+    body.extend_from_slice(&[1u8; 64]);
+    body.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0, 8, 0, 8, 1, 1, 0x11, 0]);
+    for class in [0x00u8, 0x10] {
+        body.extend_from_slice(&[0xFF, 0xC4, 0, 20, class, 1]);
+        body.extend_from_slice(&[0u8; 16]);
+    }
+    body.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 63, 0, 0x3F, 0xFF, 0xD9]);
+    // Each COM segment is 4 bytes of marker and length plus at most 65533 of payload.
+    let mut comments = len.saturating_sub(2 + body.len()).max(8);
+    let pad = padding(n, comments);
+    let mut v = vec![0xFF, 0xD8];
+    let mut used = 0;
+    while comments > 0 {
+        let seg = if comments > 65_537 {
+            65_537.min(comments - 8)
+        } else {
+            comments
+        };
+        v.extend_from_slice(&[0xFF, 0xFE]);
+        v.extend_from_slice(&((seg - 2) as u16).to_be_bytes());
+        v.extend_from_slice(&pad[used..used + seg - 4]);
+        used += seg - 4;
+        comments -= seg;
+    }
+    v.extend(body);
+    v
+}
+
+/// A valid 2-frame 4x4 GIF unique to `n`.
+pub fn gif(n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let [a, b, c, d] = n.to_be_bytes();
+        let palette = [a, b, c, d, 0, 0, 255, 255, 255, 0, 0, 0];
+        let mut enc = gif::Encoder::new(&mut out, 4, 4, &palette).expect("gif header");
+        for f in 0..2u8 {
+            let pixels: Vec<u8> = (0..16u8).map(|i| (i + f) % 4).collect();
+            let frame = gif::Frame {
+                width: 4,
+                height: 4,
+                buffer: pixels.into(),
+                ..gif::Frame::default()
+            };
+            enc.write_frame(&frame).expect("gif frame");
+        }
+    }
+    out
+}
+
+/// A valid lossy WebP (the example image).
+pub fn webp() -> Vec<u8> {
+    include_bytes!("../../examples/images/photos/2024/büro.webp").to_vec()
 }
 
 /// Text of a process's output, for assertion messages.

@@ -161,3 +161,136 @@ async fn batch_tokens_expire_at_their_expires_at() {
         401
     );
 }
+
+/// Asserts 400 code 6003 with error chain 6111.
+async fn assert_malformed(resp: reqwest::Response) {
+    let (status, body) = status_json(resp).await;
+    assert_eq!((status, code(&body)), (400, 6003), "{body}");
+    assert_eq!(body["errors"][0]["error_chain"][0]["code"], 6111, "{body}");
+}
+
+#[tokio::test]
+async fn a_token_with_a_space_is_malformed_not_wrong() {
+    let emu = Emu::start().await;
+    for value in [
+        "Bearer abc def".to_owned(),
+        format!("Bearer {} x", emu.handle.token()),
+        format!("Bearer {}\tx", emu.handle.token()),
+    ] {
+        let resp = emu
+            .http
+            .get(emu.url("/v1/stats"))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_malformed(resp).await;
+    }
+    // Surrounding spaces are not part of the token.
+    let resp = emu
+        .http
+        .get(emu.url("/v1/stats"))
+        .header("authorization", format!("Bearer  {} ", emu.handle.token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The batch host too.
+    let token = emu.handle.issue_batch_token(chrono::Duration::hours(1));
+    let resp = emu
+        .http
+        .get(format!("{}/images/v2", emu.handle.batch_base()))
+        .header("authorization", format!("Bearer {token} x"))
+        .send()
+        .await
+        .unwrap();
+    assert_malformed(resp).await;
+}
+
+const READ_ONLY: &str = "read-only-token-1234";
+
+const UNAUTHORIZED_WRITE: &str = r#"{"success":false,"errors":[{"code":9109,"message":"Unauthorized to access requested resource"}],"messages":[],"result":null}"#;
+
+#[tokio::test]
+async fn read_only_tokens_read_but_every_write_is_403_9109() {
+    let emu = Emu::start_with(|c| c.read_only_tokens = vec![READ_ONLY.to_owned()]).await;
+    emu.upload_png(1, Some("ro/a.png")).await;
+    let as_ro = |method: reqwest::Method, path: &str| {
+        emu.http
+            .request(method, emu.url(path))
+            .bearer_auth(READ_ONLY)
+    };
+    use reqwest::Method;
+    for path in [
+        "/v1/stats",
+        "/v1",
+        "/v2",
+        "/v2?meta.a[eq]=b",
+        "/v1/ro/a.png",
+        "/v1/ro/a.png/blob",
+        "/v1/variants",
+        "/v1/variants/public",
+        "/v1/keys",
+        "/v1/config",
+    ] {
+        let resp = as_ro(Method::GET, path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+    }
+    let writes = vec![
+        as_ro(Method::POST, "/v1").multipart(Form::new().part("file", file_part(png(2), "b.png"))),
+        as_ro(Method::PATCH, "/v1/ro/a.png").json(&serde_json::json!({"metadata": {"x": "y"}})),
+        as_ro(Method::DELETE, "/v1/ro/a.png"),
+        as_ro(Method::POST, "/v2/direct_upload").multipart(Form::new().text("id", "du.png")),
+        as_ro(Method::GET, "/v1/batch_token"),
+        as_ro(Method::POST, "/v1/variants").json(&serde_json::json!({
+            "id": "thumb", "options": {"fit": "cover", "metadata": "none", "width": 10, "height": 10}
+        })),
+        as_ro(Method::PATCH, "/v1/variants/public").json(&serde_json::json!({
+            "options": {"fit": "cover", "metadata": "none", "width": 10, "height": 10}
+        })),
+        as_ro(Method::DELETE, "/v1/variants/public"),
+        as_ro(Method::PUT, "/v1/keys/k2"),
+        as_ro(Method::DELETE, "/v1/keys/default"),
+        as_ro(Method::PATCH, "/v1/config").json(&serde_json::json!({"flexible_variants": true})),
+    ];
+    for req in writes {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url().path());
+        let resp = emu.http.execute(req).await.unwrap();
+        assert_eq!(resp.status(), 403, "{what}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let want: serde_json::Value = serde_json::from_str(UNAUTHORIZED_WRITE).unwrap();
+        assert_eq!(body, want, "{what}");
+    }
+    // Nothing changed.
+    let state = emu.handle.inspect();
+    assert_eq!(state.images.len(), 1);
+    assert!(state.images[0].meta.is_empty());
+    let (_, variants) = status_json(emu.get("/v1/variants").send().await.unwrap()).await;
+    assert_eq!(
+        variants["result"]["variants"].as_object().unwrap().len(),
+        1,
+        "{variants}"
+    );
+    // A read-only token for another account, or on the batch host, is refused as usual.
+    let other = format!("{}/accounts/ffff/images/v1/stats", emu.handle.api_base());
+    assert_auth_error(
+        emu.http
+            .get(other)
+            .bearer_auth(READ_ONLY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let batch = format!("{}/images/v2", emu.handle.batch_base());
+    assert_auth_error(
+        emu.http
+            .get(batch)
+            .bearer_auth(READ_ONLY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+}

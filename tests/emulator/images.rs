@@ -188,14 +188,14 @@ async fn upload_validation_rules_and_codes() {
         assert_eq!(body["success"], false, "{name}");
     }
     // Too large: one byte over 10 MB.
-    let mut big = png(2);
-    big.resize(10_000_001, 0);
+    let big = crate::common::png(2, 10_000_001);
+    assert_eq!(big.len(), 10_000_001);
     let (status, body) = emu
         .upload(Form::new().part("file", file_part(big, "big.png")))
         .await;
     assert_eq!((status, code(&body)), (413, 5413), "{body}");
-    let mut exact = png(3);
-    exact.resize(10_000_000, 0);
+    let exact = crate::common::png(3, 10_000_000);
+    assert_eq!(exact.len(), 10_000_000);
     let (status, body) = emu
         .upload(Form::new().part("file", file_part(exact, "ok.png")))
         .await;
@@ -217,26 +217,26 @@ async fn upload_validation_rules_and_codes() {
 #[tokio::test]
 async fn every_accepted_format_is_sniffed_and_served_with_its_type() {
     let emu = Emu::start().await;
-    let payloads: Vec<(&[u8], &str)> = vec![
-        (b"\xFF\xD8\xFF\xE0\0\x10JFIF", "image/jpeg"),
-        (b"GIF89a\x01\0\x01\0", "image/gif"),
-        (b"RIFF\x10\0\0\0WEBPVP8 ", "image/webp"),
+    let payloads: Vec<(Vec<u8>, &str)> = vec![
+        (crate::common::jpeg(1, 300), "image/jpeg"),
+        (crate::common::gif(1), "image/gif"),
+        (crate::common::webp(), "image/webp"),
         (
-            b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+            b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec(),
             "image/svg+xml",
         ),
     ];
     for (bytes, mime) in payloads {
         // The file name lies; the content decides.
         let (status, body) = emu
-            .upload(Form::new().part("file", file_part(bytes.to_vec(), "x.bin")))
+            .upload(Form::new().part("file", file_part(bytes.clone(), "x.bin")))
             .await;
         assert_eq!(status, 200, "{mime}: {body}");
         let id = body["result"]["id"].as_str().unwrap();
         assert!(cfimg::rules::is_uuid(id));
         let resp = emu.get(&format!("/v1/{id}/blob")).send().await.unwrap();
         assert_eq!(resp.headers()["content-type"], mime);
-        assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes);
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes.as_slice());
     }
 }
 

@@ -2,9 +2,12 @@
 
 mod auth;
 mod command;
+mod decode;
 mod direct_upload;
+mod edge429;
 mod faults;
 mod images;
+mod lag;
 mod misc;
 mod ratelimit;
 mod schema;
@@ -15,12 +18,9 @@ use cfimg::emulator::{EmulatorConfig, EmulatorHandle, start};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-/// A tiny payload that sniffs as PNG; `n` makes payloads distinct.
+/// A small valid PNG; `n` makes payloads distinct.
 pub fn png(n: u32) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
-    v.extend_from_slice(&n.to_be_bytes());
-    v.extend_from_slice(&[7u8; 64]);
-    v
+    crate::common::png(n, 100)
 }
 
 /// A running emulator plus a client.
