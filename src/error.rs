@@ -37,6 +37,21 @@ pub enum Error {
         /// `retry-after`, when sent.
         retry_after: Option<Duration>,
     },
+    /// The API asked cfimg to slow down: any 429 whatever its body (JSON with 971, 10100 or
+    /// 10429, the edge's HTML "Error 1015" page, an empty body), or a rate-limit code under
+    /// any status. The limiter turns it into the shared cool-off; it never counts against an
+    /// item's attempts.
+    #[error("rate limited by Cloudflare (HTTP {status}, code {code}): {message}")]
+    RateLimited {
+        /// HTTP status (429, or whatever carried a rate-limit code).
+        status: u16,
+        /// The rate-limit code of the envelope (0 when the body had none).
+        code: u32,
+        /// The server's message, or the start of a non-JSON body.
+        message: String,
+        /// How long the server asked to wait, when it said so.
+        retry_after: Option<Duration>,
+    },
     /// The answer was not the JSON envelope the API promises (e.g. an HTML page from the edge).
     #[error("unexpected answer from the API (HTTP {status}): {snippet}")]
     Protocol {
@@ -84,6 +99,9 @@ impl Error {
                 retry_after,
                 ..
             } => classify_api(*status, *code, *retry_after),
+            Error::RateLimited { retry_after, .. } => Disposition::Retry {
+                after: *retry_after,
+            },
             Error::Protocol { status, .. } => {
                 if *status >= 500 || *status == 429 || *status == 408 {
                     Disposition::Retry { after: None }
@@ -111,10 +129,28 @@ impl Error {
         matches!(self, Error::Api { code, status, .. } if *code == codes::NOT_FOUND || (*status == 404 && *code != codes::NO_ROUTE))
     }
 
-    /// True for a 429 or one of the rate-limit codes.
+    /// True for any 429, whatever its body, and for the rate-limit codes under any status:
+    /// all of them go through the limiter's shared cool-off.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status, code, .. }
-            if *status == 429 || matches!(*code, codes::RATE_LIMITED | codes::RATE_LIMITED_OLD | codes::RATE_LIMITED_OLD2))
+        match self {
+            Error::RateLimited { .. } => true,
+            Error::Api { status, code, .. } => *status == 429 || codes::is_rate_limit(*code),
+            Error::Protocol { status, .. } => *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The wait a rate-limit answer asked for (`Retry-After`, or the reset of the server's
+    /// rate-limit headers), if it said anything.
+    pub fn rate_limit_wait(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } | Error::Api { retry_after, .. }
+                if self.is_rate_limited() =>
+            {
+                *retry_after
+            }
+            _ => None,
+        }
     }
 
     /// True when the request may have reached the server and been acted on although no
@@ -122,7 +158,9 @@ impl Error {
     pub fn is_ambiguous(&self) -> bool {
         match self {
             Error::Transport(e) => !e.is_connect(),
-            Error::Api { status, .. } | Error::Protocol { status, .. } => *status >= 500,
+            Error::Api { status, .. }
+            | Error::Protocol { status, .. }
+            | Error::RateLimited { status, .. } => *status >= 500,
             _ => false,
         }
     }
@@ -212,6 +250,22 @@ mod tests {
         assert!(api(404, 5404).is_not_found());
         assert!(!api(404, 7003).is_not_found());
         assert!(api(429, 971).is_rate_limited());
+        assert!(api(400, 10429).is_rate_limited());
+        let edge = Error::RateLimited {
+            status: 429,
+            code: 0,
+            message: "<html>".into(),
+            retry_after: None,
+        };
+        assert!(edge.is_rate_limited());
+        assert_eq!(edge.disposition(), Disposition::Retry { after: None });
+        assert!(
+            Error::Protocol {
+                status: 429,
+                snippet: String::new()
+            }
+            .is_rate_limited()
+        );
         assert!(api(502, 0).is_ambiguous());
         assert!(!api(400, 5455).is_ambiguous());
     }

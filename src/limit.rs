@@ -11,7 +11,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Pause after a 429 that carried no `retry-after`: long enough not to deepen a block, short
 /// enough to notice when it lifts (the API's penalty is 5 minutes; probes are rate-limited too).
@@ -77,10 +77,10 @@ impl Limiter {
         self.acquire().await;
         spent.fetch_add(1, Ordering::Relaxed);
         let result = request.await;
-        if let Err(e @ Error::Api { retry_after, .. }) = &result
+        if let Err(e) = &result
             && e.is_rate_limited()
         {
-            self.throttled(*retry_after);
+            self.throttled(e.rate_limit_wait());
         }
         result
     }
@@ -134,5 +134,25 @@ mod tests {
             assert!(w.await.unwrap() - start >= Duration::from_secs(7));
         }
         assert_eq!((limiter.requests(), limiter.throttled_count()), (4, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_rate_limit_error_sets_the_shared_cool_off() {
+        use crate::error::Error;
+        let limiter = Limiter::new(1000.0, 10);
+        let spent = AtomicU32::new(0);
+        let html_429 = || async {
+            Err::<(), _>(Error::RateLimited {
+                status: 429,
+                code: 0,
+                message: "<html>Error 1015</html>".into(),
+                retry_after: Some(Duration::from_secs(9)),
+            })
+        };
+        let _ = limiter.send(&spent, html_429()).await;
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(9));
+        assert_eq!(limiter.throttled_count(), 1);
     }
 }

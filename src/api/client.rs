@@ -11,7 +11,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
-use super::types::{Envelope, Image, ImageListV2, Stats};
+use super::types::{Envelope, Image, ImageListV2, Stats, codes};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -204,34 +204,24 @@ impl ImagesClient {
     }
 }
 
-/// Turns a response into the envelope's result or a classified error.
+/// Turns a response into the envelope's result or a classified error. Every 429, and every
+/// rate-limit code under any status, becomes [`Error::RateLimited`], whatever the body.
 async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T> {
     let resp = sent.map_err(Error::Transport)?;
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
     let body = resp.bytes().await.map_err(Error::Transport)?;
-    let envelope: Envelope<T> = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(_) => {
-            // Tell a well-formed error envelope with an unexpected `result` apart from a non-JSON body.
-            if let Ok(e) = serde_json::from_slice::<Envelope<serde_json::Value>>(&body)
-                && let Some(first) = e.errors.first()
-            {
-                return Err(Error::Api {
-                    status,
-                    code: first.code,
-                    message: first.message.clone(),
-                    retry_after,
-                });
-            }
-            return Err(Error::Protocol {
-                status,
-                snippet: snippet(&body),
-            });
-        }
-    };
-    if (200..300).contains(&status) && envelope.success {
-        if let Some(result) = envelope.result {
+    let envelope = serde_json::from_slice::<Envelope<T>>(&body);
+    if let Ok(e) = &envelope
+        && (200..300).contains(&status)
+        && e.success
+    {
+        // A success envelope without a result is not what the API promises.
+        if let Ok(Envelope {
+            result: Some(result),
+            ..
+        }) = envelope
+        {
             return Ok(result);
         }
         return Err(Error::Protocol {
@@ -239,17 +229,45 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
             snippet: snippet(&body),
         });
     }
-    let (code, message) = envelope
-        .errors
-        .first()
-        .map(|e| (e.code, e.message.clone()))
-        .unwrap_or((0, format!("HTTP {status} without an error item")));
-    Err(Error::Api {
-        status,
-        code,
-        message,
-        retry_after,
-    })
+    let parsed_envelope = envelope.is_ok();
+    let first = match envelope {
+        Ok(e) => e.errors.into_iter().next(),
+        // A well-formed error envelope whose `result` has an unexpected shape.
+        Err(_) => serde_json::from_slice::<Envelope<serde_json::Value>>(&body)
+            .ok()
+            .and_then(|e| e.errors.into_iter().next()),
+    };
+    if status == 429 || first.as_ref().is_some_and(|f| codes::is_rate_limit(f.code)) {
+        let (code, message) = match first {
+            Some(f) => (f.code, f.message),
+            None if body.is_empty() => (0, "(empty body)".to_string()),
+            None => (0, snippet(&body)),
+        };
+        return Err(Error::RateLimited {
+            status,
+            code,
+            message,
+            retry_after,
+        });
+    }
+    match first {
+        Some(f) => Err(Error::Api {
+            status,
+            code: f.code,
+            message: f.message,
+            retry_after,
+        }),
+        None if parsed_envelope => Err(Error::Api {
+            status,
+            code: 0,
+            message: format!("HTTP {status} without an error item"),
+            retry_after,
+        }),
+        None => Err(Error::Protocol {
+            status,
+            snippet: snippet(&body),
+        }),
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -264,4 +282,122 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, StatusCode};
+    use axum::response::IntoResponse;
+
+    const EDGE_1015: &str = "<!DOCTYPE html><html><head><title>Access denied | api.cloudflare.com used Cloudflare to restrict access</title></head><body><h1>Error 1015</h1><h2>You are being rate limited</h2></body></html>";
+
+    /// A client of a server on 127.0.0.1:0 that answers every request with one canned reply.
+    async fn serving(
+        status: u16,
+        headers: &[(&'static str, &str)],
+        body: &'static str,
+    ) -> ImagesClient {
+        let headers: Vec<(&'static str, String)> =
+            headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let app = axum::Router::new().fallback(move || {
+            let headers = headers.clone();
+            async move {
+                let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
+                for (k, v) in headers {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(k), v.parse().unwrap());
+                }
+                resp
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base: Url = format!("http://{addr}/client/v4").parse().unwrap();
+        ImagesClient::new(&base, "acc", &Secret::new("t"), Duration::from_secs(5)).unwrap()
+    }
+
+    async fn error_of(status: u16, headers: &[(&'static str, &str)], body: &'static str) -> Error {
+        serving(status, headers, body)
+            .await
+            .stats()
+            .await
+            .unwrap_err()
+    }
+
+    fn json_429(code: u32) -> &'static str {
+        match code {
+            971 => {
+                r#"{"success":false,"errors":[{"code":971,"message":"Please wait and consider throttling your request speed"}],"messages":[],"result":null}"#
+            }
+            10100 => {
+                r#"{"success":false,"errors":[{"code":10100,"message":"More than 1200 requests per 300 seconds reached. Please wait and consider throttling your request speed"}]}"#
+            }
+            _ => r#"{"success":false,"errors":[{"code":10429,"message":"Too many requests"}]}"#,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_429_is_a_rate_limit_whatever_its_body() {
+        for code in [971, 10100, 10429] {
+            let e = error_of(429, &[("retry-after", "12")], json_429(code)).await;
+            assert!(
+                matches!(e, Error::RateLimited { status: 429, code: c, retry_after: Some(d), .. } if c == code && d == Duration::from_secs(12)),
+                "{e:?}"
+            );
+            assert!(e.is_rate_limited());
+        }
+        let e = error_of(429, &[("retry-after", "30")], EDGE_1015).await;
+        assert!(
+            matches!(&e, Error::RateLimited { code: 0, retry_after: Some(d), message, .. } if *d == Duration::from_secs(30) && message.contains("Error 1015")),
+            "{e:?}"
+        );
+        let e = error_of(429, &[], EDGE_1015).await;
+        assert!(
+            matches!(
+                e,
+                Error::RateLimited {
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = error_of(429, &[], "").await;
+        assert!(
+            matches!(&e, Error::RateLimited { code: 0, retry_after: None, message, .. } if message == "(empty body)"),
+            "{e:?}"
+        );
+        // A rate-limit code under another status is a rate limit too.
+        let e = error_of(400, &[], json_429(10100)).await;
+        assert!(
+            matches!(
+                e,
+                Error::RateLimited {
+                    status: 400,
+                    code: 10100,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            e.disposition(),
+            crate::error::Disposition::Retry { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn other_errors_keep_their_kind() {
+        let e = error_of(502, &[], "<html>bad gateway</html>").await;
+        assert!(matches!(e, Error::Protocol { status: 502, .. }), "{e:?}");
+        let e = error_of(
+            404,
+            &[],
+            r#"{"success":false,"errors":[{"code":5404,"message":"Image not found"}]}"#,
+        )
+        .await;
+        assert!(e.is_not_found() && !e.is_rate_limited(), "{e:?}");
+    }
 }

@@ -256,4 +256,9 @@ pub mod codes {
     pub const RATE_LIMITED_OLD: u32 = 10100;
     /// Rate limited (older codes).
     pub const RATE_LIMITED_OLD2: u32 = 10429;
+
+    /// True for the codes that mean "rate limited", under whatever HTTP status.
+    pub fn is_rate_limit(code: u32) -> bool {
+        matches!(code, RATE_LIMITED | RATE_LIMITED_OLD | RATE_LIMITED_OLD2)
+    }
 }
