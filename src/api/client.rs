@@ -3,7 +3,7 @@
 //! classified [`Error`].
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
@@ -13,6 +13,7 @@ use tokio_util::io::ReaderStream;
 
 use super::types::{Envelope, Image, ImageListV2, Stats, codes};
 use crate::error::{Error, Result};
+use crate::limit;
 use crate::secret::Secret;
 
 /// Read size for streamed upload bodies: large enough to keep syscalls few, small enough
@@ -209,7 +210,12 @@ impl ImagesClient {
 async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T> {
     let resp = sent.map_err(Error::Transport)?;
     let status = resp.status().as_u16();
-    let retry_after = retry_after(resp.headers());
+    let hints = RateHints::read(resp.headers(), SystemTime::now());
+    if hints.remaining == Some(0)
+        && let Some(reset) = hints.reset
+    {
+        limit::report_exhausted(reset);
+    }
     let body = resp.bytes().await.map_err(Error::Transport)?;
     let envelope = serde_json::from_slice::<Envelope<T>>(&body);
     if let Ok(e) = &envelope
@@ -247,7 +253,7 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
             status,
             code,
             message,
-            retry_after,
+            retry_after: hints.retry_after.or(hints.reset),
         });
     }
     match first {
@@ -255,13 +261,13 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
             status,
             code: f.code,
             message: f.message,
-            retry_after,
+            retry_after: hints.retry_after,
         }),
         None if parsed_envelope => Err(Error::Api {
             status,
             code: 0,
             message: format!("HTTP {status} without an error item"),
-            retry_after,
+            retry_after: hints.retry_after,
         }),
         None => Err(Error::Protocol {
             status,
@@ -270,13 +276,95 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+/// What a response's headers say about the rate limit. None of them is required.
+#[derive(Debug, Default, PartialEq)]
+struct RateHints {
+    /// `Retry-After`, in seconds or as an HTTP date, clamped to [`limit::MAX_WAIT`].
+    retry_after: Option<Duration>,
+    /// Requests left in the window: `Ratelimit: ...;r=<n>` or `x-ratelimit-remaining`.
+    remaining: Option<u64>,
+    /// Until the window resets: `Ratelimit: ...;t=<s>` or `x-ratelimit-reset` (seconds, or
+    /// a Unix time), clamped to [`limit::MAX_WAIT`].
+    reset: Option<Duration>,
+}
+
+impl RateHints {
+    fn read(headers: &HeaderMap, now: SystemTime) -> RateHints {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let mut hints = RateHints {
+            retry_after: text(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(v, now)),
+            ..RateHints::default()
+        };
+        if let Some((remaining, reset)) = text("ratelimit").and_then(parse_ratelimit) {
+            hints.remaining = remaining;
+            hints.reset = reset.map(seconds);
+        }
+        if hints.remaining.is_none() {
+            hints.remaining = text("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
+        }
+        if hints.reset.is_none() {
+            hints.reset = text("x-ratelimit-reset")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| {
+                    // Some servers send the Unix time of the reset rather than a delay.
+                    if v > 1e9 {
+                        let epoch = now
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                        v - epoch
+                    } else {
+                        v
+                    }
+                })
+                .map(seconds);
+        }
+        hints
+    }
+}
+
+/// A delay in seconds from a header, bounded: negative or NaN is zero, huge is [`limit::MAX_WAIT`].
+fn seconds(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(s.min(limit::MAX_WAIT.as_secs_f64()))
+    }
+}
+
+/// `Retry-After: <seconds>` or `Retry-After: <HTTP date>` (RFC 9110 section 10.2.3).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(s) = value.parse::<f64>() {
+        return (!s.is_nan()).then(|| seconds(s));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(limit::MAX_WAIT),
+    )
+}
+
+/// `Ratelimit: "default";r=<remaining>;t=<reset s>` (IETF draft); with several items, the
+/// one with the fewest requests left.
+fn parse_ratelimit(value: &str) -> Option<(Option<u64>, Option<f64>)> {
     value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .split(',')
+        .map(|item| {
+            let mut r = None;
+            let mut t = None;
+            for param in item.split(';') {
+                match param.trim().split_once('=') {
+                    Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
+                    Some(("t", v)) => t = v.trim().parse::<f64>().ok(),
+                    _ => {}
+                }
+            }
+            (r, t)
+        })
+        .filter(|(r, t)| r.is_some() || t.is_some())
+        .min_by_key(|(r, _)| r.unwrap_or(u64::MAX))
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -399,5 +487,103 @@ mod tests {
         )
         .await;
         assert!(e.is_not_found() && !e.is_rate_limited(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn the_wait_comes_from_retry_after_or_the_reset_headers_and_is_bounded() {
+        let wait = |e: Error| e.rate_limit_wait();
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let w = wait(error_of(429, &[("retry-after", &soon)], EDGE_1015).await).unwrap();
+        assert!(
+            w > Duration::from_secs(110) && w <= Duration::from_secs(120),
+            "{w:?}"
+        );
+        let far = "Fri, 31 Dec 9999 23:59:59 GMT";
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", far)], "").await),
+            Some(limit::MAX_WAIT)
+        );
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", "99999999999")], json_429(971)).await),
+            Some(limit::MAX_WAIT)
+        );
+        let past = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", past)], "").await),
+            Some(Duration::ZERO)
+        );
+        // Without Retry-After: the reset of the rate-limit headers.
+        let ratelimit = [("ratelimit", "\"default\";r=0;t=42")];
+        assert_eq!(
+            wait(error_of(429, &ratelimit, json_429(971)).await),
+            Some(Duration::from_secs(42))
+        );
+        let old = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "17")];
+        assert_eq!(
+            wait(error_of(429, &old, EDGE_1015).await),
+            Some(Duration::from_secs(17))
+        );
+        // Nonsense is ignored, not trusted.
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", "soon")], "").await),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_the_rate_limit_headers() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit", "\"default\";r=3;t=30".parse().unwrap());
+        let hints = RateHints::read(&h, now);
+        assert_eq!(
+            (hints.remaining, hints.reset),
+            (Some(3), Some(Duration::from_secs(30)))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset", "2000000060".parse().unwrap());
+        let hints = RateHints::read(&h, now);
+        assert_eq!(
+            (hints.remaining, hints.reset),
+            (Some(0), Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            RateHints::read(&HeaderMap::new(), now),
+            RateHints::default()
+        );
+        assert_eq!(
+            parse_ratelimit("\"a\";r=9;t=1, \"b\";r=0;t=50"),
+            Some((Some(0), Some(50.0)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_success_saying_no_request_is_left_pauses_the_limiter() {
+        let client = serving(
+            200,
+            &[("ratelimit", "\"default\";r=0;t=20")],
+            r#"{"success":true,"errors":[],"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = limit::Limiter::new(100.0, 10);
+        let spent = std::sync::atomic::AtomicU32::new(0);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        let left = limiter.cool_off_remaining().unwrap();
+        assert!(
+            left > Duration::from_secs(15) && left <= Duration::from_secs(20),
+            "{left:?}"
+        );
+        assert_eq!(limiter.throttled_count(), 0);
+        // Remaining requests, or no header at all: no pause.
+        let client = serving(
+            200,
+            &[("ratelimit", "\"default\";r=5;t=20")],
+            r#"{"success":true,"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = limit::Limiter::new(100.0, 10);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        assert_eq!(limiter.cool_off_remaining(), None);
     }
 }
