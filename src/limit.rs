@@ -3,12 +3,10 @@
 //! Cloudflare counts every request and answers overshoot by blocking the user for minutes,
 //! so the limiter is the only safe place to decide when a request may leave.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -54,10 +52,90 @@ struct CoolOff {
     since: Option<Instant>,
 }
 
+/// Each 429 episode halves the rate, down to this fraction of the configured rate.
+const FLOOR_FRACTION: f64 = 1.0 / 16.0;
+/// After this long without a 429 the rate climbs back by [`RECOVER_STEP`] of the configured rate.
+pub const RECOVER_EVERY: Duration = Duration::from_secs(60);
+/// The share of the configured rate won back every [`RECOVER_EVERY`] without a 429.
+const RECOVER_STEP: f64 = 0.1;
+
+/// Paces requests at a rate that can change (governor's quota cannot): a token bucket of
+/// `burst` tokens refilled at `rate` per second, which lets through what a GCRA would.
+/// A caller reserves a token and sleeps until it is due, so callers are served in turn.
+/// The rate follows AIMD: halved by each 429 episode, raised step by step after calm spells.
+#[derive(Debug)]
+struct Pacer {
+    configured: f64,
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled_at: Instant,
+    /// Recovery counts calm spells from here: the end of the last slow-down's cool-off.
+    calm_since: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64, burst: u32, now: Instant) -> Pacer {
+        let rate = if rate.is_finite() {
+            rate.max(1e-6)
+        } else {
+            1e6
+        };
+        let burst = f64::from(burst.max(1));
+        Pacer {
+            configured: rate,
+            rate,
+            burst,
+            tokens: burst,
+            refilled_at: now,
+            calm_since: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled_at = now;
+    }
+
+    /// Takes a token and says how long to wait until it is due (zero when one was ready).
+    fn reserve(&mut self, now: Instant) -> Duration {
+        self.recover(now);
+        self.refill(now);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Multiplicative decrease: half the rate, not below the floor; calm counts from `resume`.
+    fn slow_down(&mut self, now: Instant, resume: Instant) {
+        self.refill(now);
+        self.rate = (self.rate / 2.0).max(self.configured * FLOOR_FRACTION);
+        self.calm_since = resume;
+    }
+
+    /// Additive increase: one step per calm [`RECOVER_EVERY`], up to the configured rate.
+    fn recover(&mut self, now: Instant) {
+        if self.rate >= self.configured || now < self.calm_since + RECOVER_EVERY {
+            return;
+        }
+        let spells = (now - self.calm_since).as_secs_f64() / RECOVER_EVERY.as_secs_f64();
+        let spells = spells.floor();
+        self.refill(now);
+        self.rate = (self.rate + spells * RECOVER_STEP * self.configured).min(self.configured);
+        self.calm_since += RECOVER_EVERY.mul_f64(spells);
+    }
+}
+
 /// A shared limiter for one host and credential.
 #[derive(Debug)]
 pub struct Limiter {
-    gcra: DefaultDirectRateLimiter,
+    pacer: Mutex<Pacer>,
     cool_off: Mutex<CoolOff>,
     requests: AtomicU64,
     throttled: AtomicU64,
@@ -66,13 +144,8 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter letting `rate` requests per second through, `burst` at once after idling.
     pub fn new(rate: f64, burst: u32) -> Limiter {
-        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
         Limiter {
-            gcra: RateLimiter::direct(quota),
+            pacer: Mutex::new(Pacer::new(rate, burst, Instant::now())),
             cool_off: Mutex::new(CoolOff::default()),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -83,7 +156,14 @@ impl Limiter {
     pub async fn acquire(&self) {
         loop {
             self.wait_cool_off().await;
-            self.gcra.until_ready().await;
+            let due = self
+                .pacer
+                .lock()
+                .map(|mut p| p.reserve(Instant::now()))
+                .unwrap_or_default();
+            if !due.is_zero() {
+                tokio::time::sleep(due).await;
+            }
             // A 429 may have arrived while this worker waited for its token.
             if self.cool_off_remaining().is_none() {
                 break;
@@ -158,10 +238,13 @@ impl Limiter {
             c.until = Some(until);
         }
         if new_episode {
+            if let Ok(mut p) = self.pacer.lock() {
+                p.slow_down(now, c.until.unwrap_or(until));
+            }
             tracing::warn!(
                 pause_secs = pause.as_secs_f64(),
                 streak = c.streak,
-                "rate limited by Cloudflare (429): all uploads pause; lower --rate if this repeats"
+                "rate limited by Cloudflare (429): all uploads pause, then go on at half the rate"
             );
         }
     }
@@ -196,6 +279,22 @@ impl Limiter {
     pub fn throttled_for(&self) -> Option<Duration> {
         let since = self.cool_off.lock().ok()?.since?;
         Some(Instant::now() - since)
+    }
+
+    /// The request rate in force now (per second): the configured rate, or less after 429s.
+    pub fn rate(&self) -> f64 {
+        self.pacer
+            .lock()
+            .map(|mut p| {
+                p.recover(Instant::now());
+                p.rate
+            })
+            .unwrap_or_default()
+    }
+
+    /// The rate the limiter was configured with, which it climbs back to.
+    pub fn configured_rate(&self) -> f64 {
+        self.pacer.lock().map(|p| p.configured).unwrap_or_default()
     }
 
     /// Requests sent through this limiter so far.
@@ -321,5 +420,57 @@ mod tests {
         // A reset far away is bounded.
         limiter.budget_exhausted(Duration::from_secs(u64::MAX / 4));
         assert_eq!(limiter.cool_off_remaining(), Some(MAX_WAIT));
+    }
+
+    async fn sends_in(limiter: &Limiter, window: Duration) -> u32 {
+        let end = Instant::now() + window;
+        let mut n = 0;
+        loop {
+            limiter.acquire().await;
+            if Instant::now() >= end {
+                return n;
+            }
+            n += 1;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paces_at_the_rate_after_a_burst() {
+        let limiter = Limiter::new(10.0, 5);
+        // The burst at once, then one every 100 ms (the one due at 2 s is outside).
+        assert_eq!(sends_in(&limiter, Duration::from_secs(2)).await, 5 + 19);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_429s_halve_the_rate_down_to_a_floor_and_calm_spells_win_it_back() {
+        let limiter = Limiter::new(16.0, 1);
+        for expected in [8.0, 4.0, 2.0, 1.0, 1.0] {
+            limiter.throttled(Some(Duration::from_secs(1)));
+            assert_eq!(limiter.rate(), expected);
+            limiter.acquire().await;
+        }
+        assert_eq!(limiter.configured_rate(), 16.0);
+        // The lower rate is what requests get.
+        let n = sends_in(&limiter, Duration::from_secs(10)).await;
+        assert!((9..=11).contains(&n), "{n}");
+        // One step of a tenth of the configured rate per calm minute, up to the configured rate.
+        tokio::time::advance(RECOVER_EVERY).await;
+        assert!((limiter.rate() - 2.6).abs() < 1e-9, "{}", limiter.rate());
+        tokio::time::advance(RECOVER_EVERY * 20).await;
+        assert_eq!(limiter.rate(), 16.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_starts_after_the_cool_off_and_a_new_429_stops_it() {
+        let limiter = Limiter::new(10.0, 1);
+        limiter.throttled(Some(Duration::from_secs(100)));
+        assert_eq!(limiter.rate(), 5.0);
+        tokio::time::advance(Duration::from_secs(150)).await;
+        assert_eq!(limiter.rate(), 5.0, "only 50 s of calm after the cool-off");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(limiter.rate(), 6.0);
+        limiter.acquire().await;
+        limiter.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(limiter.rate(), 3.0);
     }
 }
