@@ -52,6 +52,13 @@ pub enum Error {
         /// How long the server asked to wait, when it said so.
         retry_after: Option<Duration>,
     },
+    /// Every request has met a 429 for this long: something else is spending the token's
+    /// budget. Waiting on would hold the run forever, so it ends (and a later run resumes).
+    #[error(
+        "Cloudflare has answered nothing but 429 (rate limited) for {} minutes: another client probably uses up this token's budget; stop it or lower its rate, then run again (the ledger resumes)",
+        .0.as_secs() / 60
+    )]
+    ThrottledTooLong(Duration),
     /// The answer was not the JSON envelope the API promises (e.g. an HTML page from the edge).
     #[error("unexpected answer from the API (HTTP {status}): {snippet}")]
     Protocol {
@@ -114,6 +121,7 @@ impl Error {
                 }
             }
             Error::Transport(_) => Disposition::Retry { after: None },
+            Error::ThrottledTooLong(_) => Disposition::Fatal,
             Error::Io { .. } | Error::Invalid(_) => Disposition::Reject,
             Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) => Disposition::Fatal,
         }

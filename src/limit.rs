@@ -17,6 +17,9 @@ pub const FIRST_COOL_OFF: Duration = Duration::from_secs(5);
 /// The API's penalty once over its limit, and the longest pause a 429 without a hint gets;
 /// from [`FIRST_COOL_OFF`] the pause doubles with each consecutive 429 up to this.
 pub const PENALTY: Duration = Duration::from_secs(300);
+/// How long an unbroken streak of 429s may last before the run gives up with
+/// [`Error::ThrottledTooLong`]: a 429 never spends an item's attempts, so this is the bound.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30 * 60);
 /// The longest wait any server hint can impose (a huge `Retry-After` or a far date is
 /// clamped to this rather than trusted, and never overflows).
 pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -139,6 +142,7 @@ pub struct Limiter {
     cool_off: Mutex<CoolOff>,
     requests: AtomicU64,
     throttled: AtomicU64,
+    give_up_after: Duration,
 }
 
 impl Limiter {
@@ -149,7 +153,14 @@ impl Limiter {
             cool_off: Mutex::new(CoolOff::default()),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            give_up_after: GIVE_UP_AFTER,
         }
+    }
+
+    /// The same limiter, giving up after `limit` of unbroken 429s instead of [`GIVE_UP_AFTER`].
+    pub fn with_give_up_after(mut self, limit: Duration) -> Limiter {
+        self.give_up_after = limit;
+        self
     }
 
     /// Waits until a request may be sent, and counts it as sent.
@@ -186,7 +197,9 @@ impl Limiter {
     }
 
     /// Sends one request once the limiter allows it, counting it in `spent`, turning a
-    /// rate-limit answer into the shared cool-off and a used-up budget into a pause.
+    /// rate-limit answer into the shared cool-off and a used-up budget into a pause. A 429
+    /// after an unbroken streak of them lasting the give-up limit (30 min) becomes
+    /// [`Error::ThrottledTooLong`], which ends the run.
     /// `request` must not have started yet.
     pub async fn send<T>(
         &self,
@@ -199,7 +212,14 @@ impl Limiter {
         let exhausted = Arc::new(Mutex::new(None));
         let result = EXHAUSTED.scope(exhausted.clone(), request).await;
         match &result {
-            Err(e) if e.is_rate_limited() => self.throttled_at(sent_at, e.rate_limit_wait()),
+            Err(e) if e.is_rate_limited() => {
+                self.throttled_at(sent_at, e.rate_limit_wait());
+                if let Some(spell) = self.throttled_for()
+                    && spell >= self.give_up_after
+                {
+                    return Err(Error::ThrottledTooLong(spell));
+                }
+            }
             // Only an answer from the server says the block has lifted.
             Ok(_) | Err(Error::Api { .. } | Error::Protocol { .. }) => self.answered(sent_at),
             Err(_) => {}
