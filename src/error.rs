@@ -161,6 +161,18 @@ impl Error {
         }
     }
 
+    /// True when the account reached its image quota (5453).
+    pub fn is_quota_reached(&self) -> bool {
+        matches!(self, Error::Api { code, .. } if *code == codes::QUOTA_REACHED)
+    }
+
+    /// True when the token was refused this operation with 403 for a reason other than
+    /// the account (5403) or authentication (10000): typically a token without Images Edit.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Api { status: 403, code, .. }
+            if !matches!(*code, codes::NOT_AUTHORISED | codes::AUTH))
+    }
+
     /// True when the request may have reached the server and been acted on although no
     /// success was seen (a reset mid-response, a timeout, a 5xx after storing).
     pub fn is_ambiguous(&self) -> bool {
@@ -182,13 +194,17 @@ fn classify_api(status: u16, code: u32, retry_after: Option<Duration>) -> Dispos
         codes::UPLOAD_TIMEOUT | codes::URL_FETCH_FAILED => {
             return Disposition::Retry { after: None };
         }
-        codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH => return Disposition::Fatal,
+        codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH | codes::QUOTA_REACHED => {
+            return Disposition::Fatal;
+        }
         _ => {}
     }
     match status {
         429 => Disposition::Retry { after: retry_after },
         408 => Disposition::Retry { after: None },
-        401 => Disposition::Fatal,
+        // A 403 with any code (9109 for a read-only token's write, codes we do not know):
+        // the token or the account may not do this, and no item will fare better.
+        401 | 403 => Disposition::Fatal,
         500.. => Disposition::Retry { after: None },
         _ => Disposition::Reject,
     }
@@ -229,6 +245,15 @@ mod tests {
         assert_eq!(api(403, 10000).disposition(), Disposition::Fatal);
         assert_eq!(api(403, 5403).disposition(), Disposition::Fatal);
         assert_eq!(api(400, 6003).disposition(), Disposition::Fatal);
+        assert_eq!(api(403, 5453).disposition(), Disposition::Fatal);
+        assert_eq!(api(400, 5453).disposition(), Disposition::Fatal);
+        assert!(api(400, 5453).is_quota_reached());
+        // Any 403, known code or not, stops the run.
+        for code in [9109, 0, 1234, 5400] {
+            assert_eq!(api(403, code).disposition(), Disposition::Fatal, "{code}");
+            assert!(api(403, code).is_forbidden());
+        }
+        assert!(!api(403, 10000).is_forbidden());
         for code in [5400, 5409, 5410, 5411, 5413, 5415, 5443, 5455, 9422, 7003] {
             assert_eq!(
                 api(400, code).disposition(),

@@ -170,6 +170,17 @@ impl ImagesClient {
         .map(|_| ())
     }
 
+    /// `PATCH /v1/{id}` with a JSON body (`metadata`, `requireSignedURLs`, `creator`).
+    pub async fn patch(&self, id: &str, body: &serde_json::Value) -> Result<Image> {
+        parse(
+            self.request(Method::PATCH, self.url(&["v1", id]))
+                .json(body)
+                .send()
+                .await,
+        )
+        .await
+    }
+
     /// `GET /v1/stats`: also the cheapest way to check the token and the account.
     pub async fn stats(&self) -> Result<Stats> {
         parse(
@@ -585,5 +596,28 @@ mod tests {
         let limiter = limit::Limiter::new(100.0, 10);
         limiter.send(&spent, client.stats()).await.unwrap();
         assert_eq!(limiter.cool_off_remaining(), None);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_token_s_write_is_forbidden_and_fatal() {
+        let client = serving(
+            403,
+            &[],
+            r#"{"success":false,"errors":[{"code":9109,"message":"Unauthorized to access requested resource"}]}"#,
+        )
+        .await;
+        let e = client
+            .patch("cfimg-write-check", &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(e.is_forbidden(), "{e:?}");
+        assert_eq!(e.disposition(), crate::error::Disposition::Fatal);
+        let e = error_of(
+            403,
+            &[],
+            r#"{"success":false,"errors":[{"code":5453,"message":"You have reached a service limit"}]}"#,
+        )
+        .await;
+        assert!(e.is_quota_reached() && e.disposition() == crate::error::Disposition::Fatal);
     }
 }

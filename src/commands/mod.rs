@@ -71,7 +71,35 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         } => Some(
             "check CLOUDFLARE_ACCOUNT_ID, and that Cloudflare Images is enabled on that account",
         ),
+        Error::Api {
+            code: codes::QUOTA_REACHED,
+            ..
+        } => Some(
+            "the account has reached its Cloudflare Images quota: delete images it no longer needs, or raise the limit (dashboard: Images > Plans), then run again; the ledger resumes where this run stopped",
+        ),
+        e if e.is_forbidden() => Some(
+            "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission (a read-only token can only read); `cfimg validate` checks it",
+        ),
         Error::Transport(_) => Some("check the network and `api_base_url`"),
         _ => None,
     }
+}
+
+/// The account's image count from `GET /v1/stats` (one request, no retry), e.g. to say by
+/// how much a quota is exceeded: "the account holds 100000 images of 100000 allowed".
+pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
+    let client = crate::api::client::ImagesClient::new(
+        &cfg.api_base_url,
+        &cfg.account_id,
+        &cfg.api_token,
+        cfg.upload.request_timeout,
+    )
+    .ok()?;
+    let limiter = crate::limit::Limiter::new(cfg.upload.rate, 1);
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    let stats = limiter.send(&spent, client.stats()).await.ok()?;
+    Some(format!(
+        "the account holds {} images of {} allowed",
+        stats.count.current, stats.count.allowed
+    ))
 }
