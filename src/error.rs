@@ -6,6 +6,21 @@ use std::time::Duration;
 
 use crate::api::types::codes;
 
+/// Exit status: everything went as asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the run finished, but some items failed or were rejected.
+pub const EXIT_INCOMPLETE: i32 = 1;
+/// Exit status: usage or configuration error; a person must fix the command or the file.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: fatal API error (authentication, account, quota, permissions); needs a person.
+pub const EXIT_FATAL_API: i32 = 3;
+/// Exit status: try again later (EX_TEMPFAIL): the API could not be reached at start, the
+/// ledger could not be read, written or locked, or the account stayed rate-limited for
+/// 30 minutes. A service manager may restart on it.
+pub const EXIT_TEMPFAIL: i32 = 75;
+/// Exit status: stopped by a signal (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 /// What to do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -88,6 +103,15 @@ pub enum Error {
     /// The ledger writer failed or stopped; nothing more can be recorded.
     #[error("the ledger could not be written: {0}; check the disk and the file's permissions")]
     LedgerWrite(String),
+    /// Another process holds the ledger's lock.
+    #[error(
+        "another cfimg run is using the ledger {}: wait for it to finish, or give this run its own --ledger",
+        .0.display()
+    )]
+    LedgerBusy(PathBuf),
+    /// The command was given something it cannot work with (not configuration).
+    #[error("{0}")]
+    Usage(String),
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -122,8 +146,43 @@ impl Error {
             }
             Error::Transport(_) => Disposition::Retry { after: None },
             Error::ThrottledTooLong(_) => Disposition::Fatal,
-            Error::Io { .. } | Error::Invalid(_) => Disposition::Reject,
-            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) => Disposition::Fatal,
+            // A local read that failed (permission denied, EIO, ESTALE) is not the item's
+            // fault: a later run tries it again.
+            Error::Io { .. } => Disposition::Defer,
+            Error::Invalid(_) => Disposition::Reject,
+            Error::Ledger(_)
+            | Error::LedgerWrite(_)
+            | Error::LedgerBusy(_)
+            | Error::Usage(_)
+            | Error::Config(_) => Disposition::Fatal,
+        }
+    }
+
+    /// The process exit status for an error that ended a command: the one mapping, next to
+    /// the classification. 2 and 3 need a person; 75 is worth trying again later.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Ledger(_)
+            | Error::LedgerWrite(_)
+            | Error::LedgerBusy(_)
+            | Error::ThrottledTooLong(_)
+            | Error::Transport(_) => EXIT_TEMPFAIL,
+            // A missing path or a permission is for a person to fix; other local I/O
+            // errors (EIO, ESTALE, a mount not there yet) may pass.
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
+                _ => EXIT_TEMPFAIL,
+            },
+            Error::Api { .. } | Error::Protocol { .. } | Error::RateLimited { .. } => {
+                match self.disposition() {
+                    Disposition::Fatal => EXIT_FATAL_API,
+                    // Retries ran out (e.g. 5xx on the start-up request): try again later.
+                    Disposition::Retry { .. } => EXIT_TEMPFAIL,
+                    Disposition::Defer | Disposition::Reject => EXIT_INCOMPLETE,
+                }
+            }
+            Error::Invalid(_) => EXIT_INCOMPLETE,
         }
     }
 
@@ -274,6 +333,13 @@ mod tests {
             Error::Invalid("x".into()).disposition(),
             Disposition::Reject
         );
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::Other,
+            std::io::ErrorKind::StaleNetworkFileHandle,
+        ] {
+            assert_eq!(io(kind).disposition(), Disposition::Defer, "{kind:?}");
+        }
     }
 
     #[test]
@@ -301,5 +367,48 @@ mod tests {
         );
         assert!(api(502, 0).is_ambiguous());
         assert!(!api(400, 5455).is_ambiguous());
+    }
+
+    fn io(kind: std::io::ErrorKind) -> Error {
+        Error::Io {
+            path: "x.png".into(),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_a_person_from_try_again_later() {
+        assert_eq!(Error::Config(vec!["x".into()]).exit_code(), EXIT_USAGE);
+        assert_eq!(Error::Usage("not a folder".into()).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            Error::LedgerBusy("l.sqlite".into()).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(Error::LedgerWrite("disk".into()).exit_code(), EXIT_TEMPFAIL);
+        assert_eq!(
+            Error::Ledger(rusqlite::Error::InvalidQuery).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(
+            Error::ThrottledTooLong(Duration::from_secs(1800)).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        for code in [10000, 5403, 6003, 5453, 9109] {
+            assert_eq!(api(403, code).exit_code(), EXIT_FATAL_API, "{code}");
+        }
+        assert_eq!(api(401, 0).exit_code(), EXIT_FATAL_API);
+        // The start-up request's retries ran out on a transient error.
+        assert_eq!(api(503, 0).exit_code(), EXIT_TEMPFAIL);
+        assert_eq!(
+            Error::Protocol {
+                status: 502,
+                snippet: String::new()
+            }
+            .exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(api(400, 5455).exit_code(), EXIT_INCOMPLETE);
+        assert_eq!(io(std::io::ErrorKind::NotFound).exit_code(), EXIT_USAGE);
+        assert_eq!(io(std::io::ErrorKind::Other).exit_code(), EXIT_TEMPFAIL);
     }
 }
