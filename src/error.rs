@@ -6,6 +6,21 @@ use std::time::Duration;
 
 use crate::api::types::codes;
 
+/// Exit status: everything went as asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the run finished, but some items failed or were rejected.
+pub const EXIT_INCOMPLETE: i32 = 1;
+/// Exit status: usage or configuration error; a person must fix the command or the file.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: fatal API error (authentication, account, quota, permissions); needs a person.
+pub const EXIT_FATAL_API: i32 = 3;
+/// Exit status: try again later (EX_TEMPFAIL): the API could not be reached at start, the
+/// ledger could not be read, written or locked, or the account stayed rate-limited for
+/// 30 minutes. A service manager may restart on it.
+pub const EXIT_TEMPFAIL: i32 = 75;
+/// Exit status: stopped by a signal (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 /// What to do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -37,6 +52,28 @@ pub enum Error {
         /// `retry-after`, when sent.
         retry_after: Option<Duration>,
     },
+    /// The API asked cfimg to slow down: any 429 whatever its body (JSON with 971, 10100 or
+    /// 10429, the edge's HTML "Error 1015" page, an empty body), or a rate-limit code under
+    /// any status. The limiter turns it into the shared cool-off; it never counts against an
+    /// item's attempts.
+    #[error("rate limited by Cloudflare (HTTP {status}, code {code}): {message}")]
+    RateLimited {
+        /// HTTP status (429, or whatever carried a rate-limit code).
+        status: u16,
+        /// The rate-limit code of the envelope (0 when the body had none).
+        code: u32,
+        /// The server's message, or the start of a non-JSON body.
+        message: String,
+        /// How long the server asked to wait, when it said so.
+        retry_after: Option<Duration>,
+    },
+    /// Every request has met a 429 for this long: something else is spending the token's
+    /// budget. Waiting on would hold the run forever, so it ends (and a later run resumes).
+    #[error(
+        "Cloudflare has answered nothing but 429 (rate limited) for {} minutes: another client probably uses up this token's budget; stop it or lower its rate, then run again (the ledger resumes)",
+        .0.as_secs() / 60
+    )]
+    ThrottledTooLong(Duration),
     /// The answer was not the JSON envelope the API promises (e.g. an HTML page from the edge).
     #[error("unexpected answer from the API (HTTP {status}): {snippet}")]
     Protocol {
@@ -72,6 +109,15 @@ pub enum Error {
     /// A task of the run panicked: the run cannot say what it did.
     #[error("internal error: {0} panicked; the run stopped (please report this)")]
     Panicked(String),
+    /// Another process holds the ledger's lock.
+    #[error(
+        "another cfimg run is using the ledger {}: wait for it to finish, or give this run its own --ledger",
+        .0.display()
+    )]
+    LedgerBusy(PathBuf),
+    /// The command was given something it cannot work with (not configuration).
+    #[error("{0}")]
+    Usage(String),
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -90,6 +136,9 @@ impl Error {
                 retry_after,
                 ..
             } => classify_api(*status, *code, *retry_after),
+            Error::RateLimited { retry_after, .. } => Disposition::Retry {
+                after: *retry_after,
+            },
             Error::Protocol { status, .. } => {
                 if *status >= 500 || *status == 429 || *status == 408 {
                     Disposition::Retry { after: None }
@@ -102,12 +151,46 @@ impl Error {
                 }
             }
             Error::Transport(_) => Disposition::Retry { after: None },
-            // Not the item's fault: a later run tries again.
+            Error::ThrottledTooLong(_) => Disposition::Fatal,
+            // Not the item's fault (permission denied, EIO, ESTALE, a file changing while it
+            // is sent): a later run tries it again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
             Error::Invalid(_) => Disposition::Reject,
-            Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) | Error::Panicked(_) => {
-                Disposition::Fatal
+            Error::Ledger(_)
+            | Error::LedgerWrite(_)
+            | Error::LedgerBusy(_)
+            | Error::Usage(_)
+            | Error::Config(_)
+            | Error::Panicked(_) => Disposition::Fatal,
+        }
+    }
+
+    /// The process exit status for an error that ended a command: the one mapping, next to
+    /// the classification. 2 and 3 need a person; 75 is worth trying again later.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Ledger(_)
+            | Error::LedgerWrite(_)
+            | Error::LedgerBusy(_)
+            | Error::ThrottledTooLong(_)
+            | Error::Transport(_) => EXIT_TEMPFAIL,
+            // A missing path or a permission is for a person to fix; other local I/O
+            // errors (EIO, ESTALE, a mount not there yet) may pass.
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
+                _ => EXIT_TEMPFAIL,
+            },
+            Error::Api { .. } | Error::Protocol { .. } | Error::RateLimited { .. } => {
+                match self.disposition() {
+                    Disposition::Fatal => EXIT_FATAL_API,
+                    // Retries ran out (e.g. 5xx on the start-up request): try again later.
+                    Disposition::Retry { .. } => EXIT_TEMPFAIL,
+                    Disposition::Defer | Disposition::Reject => EXIT_INCOMPLETE,
+                }
             }
+            Error::Invalid(_) | Error::ChangedWhileUploading(_) => EXIT_INCOMPLETE,
+            Error::Panicked(_) => EXIT_INCOMPLETE,
         }
     }
 
@@ -121,10 +204,40 @@ impl Error {
         matches!(self, Error::Api { code, status, .. } if *code == codes::NOT_FOUND || (*status == 404 && *code != codes::NO_ROUTE))
     }
 
-    /// True for a 429 or one of the rate-limit codes.
+    /// True for any 429, whatever its body, and for the rate-limit codes under any status:
+    /// all of them go through the limiter's shared cool-off.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status, code, .. }
-            if *status == 429 || matches!(*code, codes::RATE_LIMITED | codes::RATE_LIMITED_OLD | codes::RATE_LIMITED_OLD2))
+        match self {
+            Error::RateLimited { .. } => true,
+            Error::Api { status, code, .. } => *status == 429 || codes::is_rate_limit(*code),
+            Error::Protocol { status, .. } => *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The wait a rate-limit answer asked for (`Retry-After`, or the reset of the server's
+    /// rate-limit headers), if it said anything.
+    pub fn rate_limit_wait(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } | Error::Api { retry_after, .. }
+                if self.is_rate_limited() =>
+            {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the account reached its image quota (5453).
+    pub fn is_quota_reached(&self) -> bool {
+        matches!(self, Error::Api { code, .. } if *code == codes::QUOTA_REACHED)
+    }
+
+    /// True when the token was refused this operation with 403 for a reason other than
+    /// the account (5403) or authentication (10000): typically a token without Images Edit.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Api { status: 403, code, .. }
+            if !matches!(*code, codes::NOT_AUTHORISED | codes::AUTH))
     }
 
     /// True when the request may have reached the server and been acted on although no
@@ -132,7 +245,9 @@ impl Error {
     pub fn is_ambiguous(&self) -> bool {
         match self {
             Error::Transport(e) => !e.is_connect(),
-            Error::Api { status, .. } | Error::Protocol { status, .. } => *status >= 500,
+            Error::Api { status, .. }
+            | Error::Protocol { status, .. }
+            | Error::RateLimited { status, .. } => *status >= 500,
             _ => false,
         }
     }
@@ -146,13 +261,17 @@ fn classify_api(status: u16, code: u32, retry_after: Option<Duration>) -> Dispos
         codes::UPLOAD_TIMEOUT | codes::URL_FETCH_FAILED => {
             return Disposition::Retry { after: None };
         }
-        codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH => return Disposition::Fatal,
+        codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH | codes::QUOTA_REACHED => {
+            return Disposition::Fatal;
+        }
         _ => {}
     }
     match status {
         429 => Disposition::Retry { after: retry_after },
         408 => Disposition::Retry { after: None },
-        401 => Disposition::Fatal,
+        // A 403 with any code (9109 for a read-only token's write, codes we do not know):
+        // the token or the account may not do this, and no item will fare better.
+        401 | 403 => Disposition::Fatal,
         500.. => Disposition::Retry { after: None },
         _ => Disposition::Reject,
     }
@@ -193,6 +312,15 @@ mod tests {
         assert_eq!(api(403, 10000).disposition(), Disposition::Fatal);
         assert_eq!(api(403, 5403).disposition(), Disposition::Fatal);
         assert_eq!(api(400, 6003).disposition(), Disposition::Fatal);
+        assert_eq!(api(403, 5453).disposition(), Disposition::Fatal);
+        assert_eq!(api(400, 5453).disposition(), Disposition::Fatal);
+        assert!(api(400, 5453).is_quota_reached());
+        // Any 403, known code or not, stops the run.
+        for code in [9109, 0, 1234, 5400] {
+            assert_eq!(api(403, code).disposition(), Disposition::Fatal, "{code}");
+            assert!(api(403, code).is_forbidden());
+        }
+        assert!(!api(403, 10000).is_forbidden());
         for code in [5400, 5409, 5410, 5411, 5413, 5415, 5443, 5455, 9422, 7003] {
             assert_eq!(
                 api(400, code).disposition(),
@@ -213,6 +341,13 @@ mod tests {
             Error::Invalid("x".into()).disposition(),
             Disposition::Reject
         );
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::Other,
+            std::io::ErrorKind::StaleNetworkFileHandle,
+        ] {
+            assert_eq!(io(kind).disposition(), Disposition::Defer, "{kind:?}");
+        }
     }
 
     #[test]
@@ -222,7 +357,66 @@ mod tests {
         assert!(api(404, 5404).is_not_found());
         assert!(!api(404, 7003).is_not_found());
         assert!(api(429, 971).is_rate_limited());
+        assert!(api(400, 10429).is_rate_limited());
+        let edge = Error::RateLimited {
+            status: 429,
+            code: 0,
+            message: "<html>".into(),
+            retry_after: None,
+        };
+        assert!(edge.is_rate_limited());
+        assert_eq!(edge.disposition(), Disposition::Retry { after: None });
+        assert!(
+            Error::Protocol {
+                status: 429,
+                snippet: String::new()
+            }
+            .is_rate_limited()
+        );
         assert!(api(502, 0).is_ambiguous());
         assert!(!api(400, 5455).is_ambiguous());
+    }
+
+    fn io(kind: std::io::ErrorKind) -> Error {
+        Error::Io {
+            path: "x.png".into(),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_a_person_from_try_again_later() {
+        assert_eq!(Error::Config(vec!["x".into()]).exit_code(), EXIT_USAGE);
+        assert_eq!(Error::Usage("not a folder".into()).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            Error::LedgerBusy("l.sqlite".into()).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(Error::LedgerWrite("disk".into()).exit_code(), EXIT_TEMPFAIL);
+        assert_eq!(
+            Error::Ledger(rusqlite::Error::InvalidQuery).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(
+            Error::ThrottledTooLong(Duration::from_secs(1800)).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        for code in [10000, 5403, 6003, 5453, 9109] {
+            assert_eq!(api(403, code).exit_code(), EXIT_FATAL_API, "{code}");
+        }
+        assert_eq!(api(401, 0).exit_code(), EXIT_FATAL_API);
+        // The start-up request's retries ran out on a transient error.
+        assert_eq!(api(503, 0).exit_code(), EXIT_TEMPFAIL);
+        assert_eq!(
+            Error::Protocol {
+                status: 502,
+                snippet: String::new()
+            }
+            .exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(api(400, 5455).exit_code(), EXIT_INCOMPLETE);
+        assert_eq!(io(std::io::ErrorKind::NotFound).exit_code(), EXIT_USAGE);
+        assert_eq!(io(std::io::ErrorKind::Other).exit_code(), EXIT_TEMPFAIL);
     }
 }

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             if let Some(h) = commands::hint(&e) {
                 eprintln!("cfimg: {h}");
             }
-            commands::exit_code(&e)
+            e.exit_code()
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -332,7 +332,7 @@ impl Display {
                 interval.tick().await;
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 let bytes = get(&stats.bytes);
-                let line = format!(
+                let mut line = format!(
                     "{} up ({}), {} unchanged, {} failed, {} rejected, {:.1} MB/s, {} req, {} 429",
                     get(&stats.uploaded),
                     human_bytes(bytes),
@@ -343,6 +343,14 @@ impl Display {
                     limiter.requests(),
                     limiter.throttled_count(),
                 );
+                // After 429s the limiter runs slower for a while; say so.
+                if limiter.rate() < limiter.configured_rate() {
+                    line.push_str(&format!(
+                        ", rate {:.2}/s of {:.2}/s",
+                        limiter.rate(),
+                        limiter.configured_rate()
+                    ));
+                }
                 match &task_bar {
                     Some(bar) => {
                         bar.set_length(get(&stats.discovered));

@@ -1,7 +1,8 @@
 //! The retry policy of one API call: capped exponential backoff with full jitter (backon
-//! drives it), a bounded number of attempts for failures of the item, and a separate,
-//! larger allowance for 429s, which say nothing about the item and are waited out by
-//! the shared cool-off in `limit`.
+//! drives it) and a bounded number of attempts for failures of the item. A 429 says
+//! nothing about the item: it never spends an attempt, and is waited out by the shared
+//! cool-off in `limit`, for as long as it takes; only the limiter ends that wait, with
+//! [`crate::error::Error::ThrottledTooLong`], after 30 minutes of unbroken 429s.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,9 +10,6 @@ use std::time::Duration;
 use backon::Retryable;
 
 use crate::error::{Disposition, Result};
-
-/// 429s one call may meet before its item is deferred (each waits out a cool-off).
-const MAX_THROTTLED: u32 = 20;
 
 /// Backoff settings.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +61,6 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut failures = 0u32;
-    let mut throttles = 0u32;
     op.retry(FullJitter {
         base: policy.base,
         cap: policy.cap,
@@ -72,9 +69,8 @@ where
     .when(|e| matches!(e.disposition(), Disposition::Retry { .. }))
     .adjust(|e, delay| {
         if e.is_rate_limited() {
-            throttles += 1;
-            // The cool-off already holds every worker back; no extra delay here.
-            (throttles < MAX_THROTTLED).then_some(Duration::ZERO)
+            // The cool-off already holds every worker back; no extra delay, no attempt spent.
+            Some(Duration::ZERO)
         } else {
             failures += 1;
             if failures >= policy.max_attempts {
@@ -153,5 +149,55 @@ mod tests {
         let delays: Vec<_> = (0..10).map(|_| b.next().unwrap()).collect();
         assert!(delays[0] <= Duration::from_millis(100));
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_never_spends_an_attempt() {
+        let limiter = Limiter::new(1000.0, 100);
+        let spent = AtomicU32::new(0);
+        let policy = Policy {
+            max_attempts: 2,
+            ..Policy::default()
+        };
+        let r = call(policy, || {
+            limiter.send(&spent, async {
+                if spent.load(Ordering::Relaxed) <= 50 {
+                    Err(api_error(429, 971, Some(Duration::from_secs(2))))
+                } else {
+                    Ok(1)
+                }
+            })
+        })
+        .await;
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(spent.load(Ordering::Relaxed), 51);
+        assert_eq!(limiter.throttled_count(), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unbroken_429s_end_the_call_fatally_after_the_give_up_limit() {
+        let limiter = Limiter::new(1000.0, 100);
+        let spent = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let r: Result<()> = call(Policy::default(), || {
+            limiter.send(&spent, async {
+                Err(api_error(429, 971, Some(Duration::from_secs(60))))
+            })
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::ThrottledTooLong(_)), "{e:?}");
+        assert_eq!(e.disposition(), Disposition::Fatal);
+        assert!(tokio::time::Instant::now() - start >= crate::limit::GIVE_UP_AFTER);
+        assert_eq!(spent.load(Ordering::Relaxed), 31);
+        assert!(e.to_string().contains("30 minutes"), "{e}");
+
+        // A shorter limit for a limiter built with one.
+        let limiter = Limiter::new(1000.0, 100).with_give_up_after(Duration::from_secs(10));
+        let r: Result<()> = call(Policy::default(), || {
+            limiter.send(&spent, async { Err(api_error(429, 0, None)) })
+        })
+        .await;
+        assert!(matches!(r, Err(Error::ThrottledTooLong(_))));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status of a run stopped by a signal (128 + SIGINT).
-pub const INTERRUPTED_EXIT: i32 = 130;
+pub const INTERRUPTED_EXIT: i32 = crate::error::EXIT_INTERRUPTED;
 
 /// The two stop levels of a run.
 #[derive(Debug, Default)]

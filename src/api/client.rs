@@ -3,7 +3,7 @@
 //! classified [`Error`].
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -14,8 +14,9 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
-use super::types::{Envelope, Image, ImageListV2, Stats};
+use super::types::{Envelope, Image, ImageListV2, Stats, codes};
 use crate::error::{Error, Result};
+use crate::limit;
 use crate::secret::Secret;
 use crate::source::Body;
 
@@ -301,34 +302,29 @@ impl ImagesClient {
     }
 }
 
-/// Turns a response into the envelope's result or a classified error.
+/// Turns a response into the envelope's result or a classified error. Every 429, and every
+/// rate-limit code under any status, becomes [`Error::RateLimited`], whatever the body.
 async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T> {
     let resp = sent.map_err(Error::Transport)?;
     let status = resp.status().as_u16();
-    let retry_after = retry_after(resp.headers());
+    let hints = RateHints::read(resp.headers(), SystemTime::now());
+    if hints.remaining == Some(0)
+        && let Some(reset) = hints.reset
+    {
+        limit::report_exhausted(reset);
+    }
     let body = resp.bytes().await.map_err(Error::Transport)?;
-    let envelope: Envelope<T> = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(_) => {
-            // Tell a well-formed error envelope with an unexpected `result` apart from a non-JSON body.
-            if let Ok(e) = serde_json::from_slice::<Envelope<serde_json::Value>>(&body)
-                && let Some(first) = e.errors.first()
-            {
-                return Err(Error::Api {
-                    status,
-                    code: first.code,
-                    message: first.message.clone(),
-                    retry_after,
-                });
-            }
-            return Err(Error::Protocol {
-                status,
-                snippet: snippet(&body),
-            });
-        }
-    };
-    if (200..300).contains(&status) && envelope.success {
-        if let Some(result) = envelope.result {
+    let envelope = serde_json::from_slice::<Envelope<T>>(&body);
+    if let Ok(e) = &envelope
+        && (200..300).contains(&status)
+        && e.success
+    {
+        // A success envelope without a result is not what the API promises.
+        if let Ok(Envelope {
+            result: Some(result),
+            ..
+        }) = envelope
+        {
             return Ok(result);
         }
         return Err(Error::Protocol {
@@ -336,29 +332,378 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
             snippet: snippet(&body),
         });
     }
-    let (code, message) = envelope
-        .errors
-        .first()
-        .map(|e| (e.code, e.message.clone()))
-        .unwrap_or((0, format!("HTTP {status} without an error item")));
-    Err(Error::Api {
-        status,
-        code,
-        message,
-        retry_after,
-    })
+    let parsed_envelope = envelope.is_ok();
+    let first = match envelope {
+        Ok(e) => e.errors.into_iter().next(),
+        // A well-formed error envelope whose `result` has an unexpected shape.
+        Err(_) => serde_json::from_slice::<Envelope<serde_json::Value>>(&body)
+            .ok()
+            .and_then(|e| e.errors.into_iter().next()),
+    };
+    if status == 429 || first.as_ref().is_some_and(|f| codes::is_rate_limit(f.code)) {
+        let (code, message) = match first {
+            Some(f) => (f.code, f.message),
+            None if body.is_empty() => (0, "(empty body)".to_string()),
+            None => (0, snippet(&body)),
+        };
+        return Err(Error::RateLimited {
+            status,
+            code,
+            message,
+            retry_after: hints.retry_after.or(hints.reset),
+        });
+    }
+    match first {
+        Some(f) => Err(Error::Api {
+            status,
+            code: f.code,
+            message: f.message,
+            retry_after: hints.retry_after,
+        }),
+        None if parsed_envelope => Err(Error::Api {
+            status,
+            code: 0,
+            message: format!("HTTP {status} without an error item"),
+            retry_after: hints.retry_after,
+        }),
+        None => Err(Error::Protocol {
+            status,
+            snippet: snippet(&body),
+        }),
+    }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+/// What a response's headers say about the rate limit. None of them is required.
+#[derive(Debug, Default, PartialEq)]
+struct RateHints {
+    /// `Retry-After`, in seconds or as an HTTP date, clamped to [`limit::MAX_WAIT`].
+    retry_after: Option<Duration>,
+    /// Requests left in the window: `Ratelimit: ...;r=<n>` or `x-ratelimit-remaining`.
+    remaining: Option<u64>,
+    /// Until the window resets: `Ratelimit: ...;t=<s>` or `x-ratelimit-reset` (seconds, or
+    /// a Unix time), clamped to [`limit::MAX_WAIT`].
+    reset: Option<Duration>,
+}
+
+impl RateHints {
+    fn read(headers: &HeaderMap, now: SystemTime) -> RateHints {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let mut hints = RateHints {
+            retry_after: text(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(v, now)),
+            ..RateHints::default()
+        };
+        if let Some((remaining, reset)) = text("ratelimit").and_then(parse_ratelimit) {
+            hints.remaining = remaining;
+            hints.reset = reset.map(seconds);
+        }
+        if hints.remaining.is_none() {
+            hints.remaining = text("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
+        }
+        if hints.reset.is_none() {
+            hints.reset = text("x-ratelimit-reset")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| {
+                    // Some servers send the Unix time of the reset rather than a delay.
+                    if v > 1e9 {
+                        let epoch = now
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                        v - epoch
+                    } else {
+                        v
+                    }
+                })
+                .map(seconds);
+        }
+        hints
+    }
+}
+
+/// A delay in seconds from a header, bounded: negative or NaN is zero, huge is [`limit::MAX_WAIT`].
+fn seconds(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(s.min(limit::MAX_WAIT.as_secs_f64()))
+    }
+}
+
+/// `Retry-After: <seconds>` or `Retry-After: <HTTP date>` (RFC 9110 section 10.2.3).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(s) = value.parse::<f64>() {
+        return (!s.is_nan()).then(|| seconds(s));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(limit::MAX_WAIT),
+    )
+}
+
+/// `Ratelimit: "default";r=<remaining>;t=<reset s>` (IETF draft); with several items, the
+/// one with the fewest requests left.
+fn parse_ratelimit(value: &str) -> Option<(Option<u64>, Option<f64>)> {
     value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .split(',')
+        .map(|item| {
+            let mut r = None;
+            let mut t = None;
+            for param in item.split(';') {
+                match param.trim().split_once('=') {
+                    Some(("r", v)) => r = v.trim().parse::<u64>().ok(),
+                    Some(("t", v)) => t = v.trim().parse::<f64>().ok(),
+                    _ => {}
+                }
+            }
+            (r, t)
+        })
+        .filter(|(r, t)| r.is_some() || t.is_some())
+        .min_by_key(|(r, _)| r.unwrap_or(u64::MAX))
 }
 
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, StatusCode};
+    use axum::response::IntoResponse;
+
+    const EDGE_1015: &str = "<!DOCTYPE html><html><head><title>Access denied | api.cloudflare.com used Cloudflare to restrict access</title></head><body><h1>Error 1015</h1><h2>You are being rate limited</h2></body></html>";
+
+    /// A client of a server on 127.0.0.1:0 that answers every request with one canned reply.
+    async fn serving(
+        status: u16,
+        headers: &[(&'static str, &str)],
+        body: &'static str,
+    ) -> ImagesClient {
+        let headers: Vec<(&'static str, String)> =
+            headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let app = axum::Router::new().fallback(move || {
+            let headers = headers.clone();
+            async move {
+                let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
+                for (k, v) in headers {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(k), v.parse().unwrap());
+                }
+                resp
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base: Url = format!("http://{addr}/client/v4").parse().unwrap();
+        ImagesClient::new(&base, "acc", &Secret::new("t"), Duration::from_secs(5)).unwrap()
+    }
+
+    async fn error_of(status: u16, headers: &[(&'static str, &str)], body: &'static str) -> Error {
+        serving(status, headers, body)
+            .await
+            .stats()
+            .await
+            .unwrap_err()
+    }
+
+    fn json_429(code: u32) -> &'static str {
+        match code {
+            971 => {
+                r#"{"success":false,"errors":[{"code":971,"message":"Please wait and consider throttling your request speed"}],"messages":[],"result":null}"#
+            }
+            10100 => {
+                r#"{"success":false,"errors":[{"code":10100,"message":"More than 1200 requests per 300 seconds reached. Please wait and consider throttling your request speed"}]}"#
+            }
+            _ => r#"{"success":false,"errors":[{"code":10429,"message":"Too many requests"}]}"#,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_429_is_a_rate_limit_whatever_its_body() {
+        for code in [971, 10100, 10429] {
+            let e = error_of(429, &[("retry-after", "12")], json_429(code)).await;
+            assert!(
+                matches!(e, Error::RateLimited { status: 429, code: c, retry_after: Some(d), .. } if c == code && d == Duration::from_secs(12)),
+                "{e:?}"
+            );
+            assert!(e.is_rate_limited());
+        }
+        let e = error_of(429, &[("retry-after", "30")], EDGE_1015).await;
+        assert!(
+            matches!(&e, Error::RateLimited { code: 0, retry_after: Some(d), message, .. } if *d == Duration::from_secs(30) && message.contains("Error 1015")),
+            "{e:?}"
+        );
+        let e = error_of(429, &[], EDGE_1015).await;
+        assert!(
+            matches!(
+                e,
+                Error::RateLimited {
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = error_of(429, &[], "").await;
+        assert!(
+            matches!(&e, Error::RateLimited { code: 0, retry_after: None, message, .. } if message == "(empty body)"),
+            "{e:?}"
+        );
+        // A rate-limit code under another status is a rate limit too.
+        let e = error_of(400, &[], json_429(10100)).await;
+        assert!(
+            matches!(
+                e,
+                Error::RateLimited {
+                    status: 400,
+                    code: 10100,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            e.disposition(),
+            crate::error::Disposition::Retry { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn other_errors_keep_their_kind() {
+        let e = error_of(502, &[], "<html>bad gateway</html>").await;
+        assert!(matches!(e, Error::Protocol { status: 502, .. }), "{e:?}");
+        let e = error_of(
+            404,
+            &[],
+            r#"{"success":false,"errors":[{"code":5404,"message":"Image not found"}]}"#,
+        )
+        .await;
+        assert!(e.is_not_found() && !e.is_rate_limited(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn the_wait_comes_from_retry_after_or_the_reset_headers_and_is_bounded() {
+        let wait = |e: Error| e.rate_limit_wait();
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let w = wait(error_of(429, &[("retry-after", &soon)], EDGE_1015).await).unwrap();
+        assert!(
+            w > Duration::from_secs(110) && w <= Duration::from_secs(120),
+            "{w:?}"
+        );
+        let far = "Fri, 31 Dec 9999 23:59:59 GMT";
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", far)], "").await),
+            Some(limit::MAX_WAIT)
+        );
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", "99999999999")], json_429(971)).await),
+            Some(limit::MAX_WAIT)
+        );
+        let past = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", past)], "").await),
+            Some(Duration::ZERO)
+        );
+        // Without Retry-After: the reset of the rate-limit headers.
+        let ratelimit = [("ratelimit", "\"default\";r=0;t=42")];
+        assert_eq!(
+            wait(error_of(429, &ratelimit, json_429(971)).await),
+            Some(Duration::from_secs(42))
+        );
+        let old = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "17")];
+        assert_eq!(
+            wait(error_of(429, &old, EDGE_1015).await),
+            Some(Duration::from_secs(17))
+        );
+        // Nonsense is ignored, not trusted.
+        assert_eq!(
+            wait(error_of(429, &[("retry-after", "soon")], "").await),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_the_rate_limit_headers() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit", "\"default\";r=3;t=30".parse().unwrap());
+        let hints = RateHints::read(&h, now);
+        assert_eq!(
+            (hints.remaining, hints.reset),
+            (Some(3), Some(Duration::from_secs(30)))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset", "2000000060".parse().unwrap());
+        let hints = RateHints::read(&h, now);
+        assert_eq!(
+            (hints.remaining, hints.reset),
+            (Some(0), Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            RateHints::read(&HeaderMap::new(), now),
+            RateHints::default()
+        );
+        assert_eq!(
+            parse_ratelimit("\"a\";r=9;t=1, \"b\";r=0;t=50"),
+            Some((Some(0), Some(50.0)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_success_saying_no_request_is_left_pauses_the_limiter() {
+        let client = serving(
+            200,
+            &[("ratelimit", "\"default\";r=0;t=20")],
+            r#"{"success":true,"errors":[],"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = limit::Limiter::new(100.0, 10);
+        let spent = std::sync::atomic::AtomicU32::new(0);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        let left = limiter.cool_off_remaining().unwrap();
+        assert!(
+            left > Duration::from_secs(15) && left <= Duration::from_secs(20),
+            "{left:?}"
+        );
+        assert_eq!(limiter.throttled_count(), 0);
+        // Remaining requests, or no header at all: no pause.
+        let client = serving(
+            200,
+            &[("ratelimit", "\"default\";r=5;t=20")],
+            r#"{"success":true,"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = limit::Limiter::new(100.0, 10);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        assert_eq!(limiter.cool_off_remaining(), None);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_token_s_write_is_forbidden_and_fatal() {
+        let client = serving(
+            403,
+            &[],
+            r#"{"success":false,"errors":[{"code":9109,"message":"Unauthorized to access requested resource"}]}"#,
+        )
+        .await;
+        let e = client
+            .update("cfimg-write-check", &ImageUpdate::default())
+            .await
+            .unwrap_err();
+        assert!(e.is_forbidden(), "{e:?}");
+        assert_eq!(e.disposition(), crate::error::Disposition::Fatal);
+        let e = error_of(
+            403,
+            &[],
+            r#"{"success":false,"errors":[{"code":5453,"message":"You have reached a service limit"}]}"#,
+        )
+        .await;
+        assert!(e.is_quota_reached() && e.disposition() == crate::error::Disposition::Fatal);
+    }
 }

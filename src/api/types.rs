@@ -236,6 +236,8 @@ pub mod codes {
     pub const NOT_MULTIPART: u32 = 5415;
     /// Animation too large.
     pub const ANIMATION_TOO_LARGE: u32 = 5443;
+    /// The account reached a service limit (its image quota).
+    pub const QUOTA_REACHED: u32 = 5453;
     /// Could not fetch the url.
     pub const URL_FETCH_FAILED: u32 = 5454;
     /// Unsupported image type.
@@ -250,10 +252,17 @@ pub mod codes {
     pub const UNDECODABLE: u32 = 9422;
     /// Authentication error.
     pub const AUTH: u32 = 10000;
+    /// The token may not do this (e.g. a write with a read-only token); comes with 403.
+    pub const UNAUTHORIZED_RESOURCE: u32 = 9109;
     /// Rate limited (current code).
     pub const RATE_LIMITED: u32 = 971;
     /// Rate limited (older codes).
     pub const RATE_LIMITED_OLD: u32 = 10100;
     /// Rate limited (older codes).
     pub const RATE_LIMITED_OLD2: u32 = 10429;
+
+    /// True for the codes that mean "rate limited", under whatever HTTP status.
+    pub fn is_rate_limit(code: u32) -> bool {
+        matches!(code, RATE_LIMITED | RATE_LIMITED_OLD | RATE_LIMITED_OLD2)
+    }
 }

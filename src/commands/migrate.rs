@@ -120,6 +120,11 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         if let Some(h) = hint(e) {
             eprintln!("cfimg: {h}");
         }
+        if e.is_quota_reached()
+            && let Some(figures) = super::quota_figures(&cfg).await
+        {
+            eprintln!("cfimg: {figures}");
+        }
         return Ok(exit_code(e));
     }
     if result.interrupted {

@@ -1,21 +1,19 @@
-//! The commands behind the CLI, and the mapping of their results to exit codes.
+//! The commands behind the CLI, and the hints that follow a fatal error. Exit codes are
+//! decided in `error.rs` ([`Error::exit_code`]) and re-exported here.
 
 use crate::api::types::codes;
 use crate::cli::{Cli, Command};
-use crate::error::{Disposition, Error, Result};
+pub use crate::error::{
+    EXIT_FATAL_API, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE,
+};
+use crate::error::{Error, Result};
 
 mod ledger_views;
 mod migrate;
 mod validate;
 
-/// Everything went as asked.
-pub const EXIT_OK: i32 = 0;
-/// The run finished, but some items failed or were rejected.
-pub const EXIT_INCOMPLETE: i32 = 1;
-/// Usage or configuration error.
-pub const EXIT_CONFIG: i32 = 2;
-/// Fatal API error: authentication, account.
-pub const EXIT_FATAL_API: i32 = 3;
+/// Usage or configuration error (the older name of [`EXIT_USAGE`]).
+pub const EXIT_CONFIG: i32 = EXIT_USAGE;
 
 /// Runs the command and returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -35,25 +33,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The exit code for an error that ended a command.
+/// The exit code for an error that ended a command (see [`Error::exit_code`]).
 pub fn exit_code(e: &Error) -> i32 {
-    match e {
-        Error::Config(_) => EXIT_CONFIG,
-        Error::Api { code, .. }
-            if matches!(
-                *code,
-                codes::AUTH | codes::NOT_AUTHORISED | codes::MALFORMED_AUTH
-            ) =>
-        {
-            EXIT_FATAL_API
-        }
-        e if e.disposition() == Disposition::Fatal
-            && matches!(e, Error::Api { .. } | Error::Protocol { .. }) =>
-        {
-            EXIT_FATAL_API
-        }
-        _ => EXIT_INCOMPLETE,
-    }
+    e.exit_code()
 }
 
 /// A hint that follows a fatal error's message.
@@ -71,7 +53,35 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         } => Some(
             "check CLOUDFLARE_ACCOUNT_ID, and that Cloudflare Images is enabled on that account",
         ),
+        Error::Api {
+            code: codes::QUOTA_REACHED,
+            ..
+        } => Some(
+            "the account has reached its Cloudflare Images quota: delete images it no longer needs, or raise the limit (dashboard: Images > Plans), then run again; the ledger resumes where this run stopped",
+        ),
+        e if e.is_forbidden() => Some(
+            "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission (a read-only token can only read); `cfimg validate` checks it",
+        ),
         Error::Transport(_) => Some("check the network and `api_base_url`"),
         _ => None,
     }
+}
+
+/// The account's image count from `GET /v1/stats` (one request, no retry), e.g. to say by
+/// how much a quota is exceeded: "the account holds 100000 images of 100000 allowed".
+pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
+    let client = crate::api::client::ImagesClient::new(
+        &cfg.api_base_url,
+        &cfg.account_id,
+        &cfg.api_token,
+        cfg.upload.request_timeout,
+    )
+    .ok()?;
+    let limiter = crate::limit::Limiter::new(cfg.upload.rate, 1);
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    let stats = limiter.send(&spent, client.stats()).await.ok()?;
+    Some(format!(
+        "the account holds {} images of {} allowed",
+        stats.count.current, stats.count.allowed
+    ))
 }

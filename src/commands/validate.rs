@@ -1,6 +1,10 @@
-//! `cfimg validate`: configuration and credentials, checked with one request.
+//! `cfimg validate`: configuration and credentials, checked with two requests: one read
+//! (`GET /v1/stats`) and one write that cannot change anything (`PATCH` of an id that
+//! cannot exist), which tells a token that may upload from a read-only one.
 
-use super::EXIT_OK;
+use std::sync::atomic::AtomicU32;
+
+use super::{EXIT_FATAL_API, EXIT_OK};
 use crate::cli::Cli;
 use crate::config::{self, RawConfig};
 use crate::error::Result;
@@ -8,7 +12,8 @@ use crate::limit::Limiter;
 use crate::pipeline;
 use crate::retry;
 
-/// Checks the configuration, then the token and account with `GET /v1/stats`.
+/// Checks the configuration, then the token and account with `GET /v1/stats`, then the
+/// token's write permission.
 pub async fn run(cli: &Cli) -> Result<i32> {
     let flags = RawConfig {
         ledger: cli.ledger.clone(),
@@ -20,9 +25,33 @@ pub async fn run(cli: &Cli) -> Result<i32> {
         max_attempts: 3,
         ..retry::Policy::default()
     };
-    let (_, stats) = pipeline::connect(&cfg, &limiter, policy).await?;
+    let (client, stats) = pipeline::connect(&cfg, &limiter, policy).await?;
+    // A 404 for an id nobody can have used proves the write was allowed; a 403 says the
+    // token is read-only. Nothing is written either way.
+    let probe = format!("cfimg-write-check-{}", uuid::Uuid::new_v4().simple());
+    let spent = AtomicU32::new(0);
+    let nothing = crate::api::client::ImageUpdate::default();
+    let write = retry::call(policy, || {
+        limiter.send(&spent, client.update(&probe, &nothing))
+    })
+    .await;
+    match write {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) if e.is_forbidden() => {
+            println!(
+                "read-only token: account {} at {} can be read ({} images of {} allowed), but the token may not write: {e}",
+                cfg.account_id, cfg.api_base_url, stats.count.current, stats.count.allowed,
+            );
+            eprintln!(
+                "cfimg: uploads need a token with the Account > Cloudflare Images > Edit permission"
+            );
+            return Ok(EXIT_FATAL_API);
+        }
+        Err(e) => return Err(e),
+    }
     println!(
-        "ok: account {} at {} holds {} images of {} allowed; ledger {}",
+        "ok: account {} at {} holds {} images of {} allowed; the token may write (Images Edit); ledger {}",
         cfg.account_id,
         cfg.api_base_url,
         stats.count.current,

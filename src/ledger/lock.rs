@@ -30,10 +30,7 @@ pub(super) fn lock_exclusively(path: &Path) -> Result<std::fs::File> {
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(vec![format!(
-            "another cfimg run is using the ledger {}: wait for it to finish, or give this run its own --ledger",
-            path.display()
-        )])),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::LedgerBusy(path.to_path_buf())),
         Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
             path: lock_path,
             source,

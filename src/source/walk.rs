@@ -46,10 +46,10 @@ impl Walk {
             source,
         })?;
         if !meta.is_dir() {
-            return Err(Error::Config(vec![format!(
+            return Err(Error::Usage(format!(
                 "{} is not a folder: give the folder to migrate",
                 root.display()
-            )]));
+            )));
         }
         let include = if cfg.include.is_empty() {
             None

@@ -150,7 +150,8 @@ async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
     })
     .await;
     let out = env.run(&["migrate", env.src.to_str().unwrap()]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // 75: try again later (the other run will finish).
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("another cfimg run is using the ledger"),
         "{}",
@@ -162,7 +163,7 @@ async fn a_second_run_on_the_same_ledger_is_refused_while_the_first_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validate_checks_the_credentials_with_one_request() {
+async fn validate_checks_the_credentials_and_write_permission_with_two_requests() {
     let env = TestEnv::new().await;
     let out = env.run(&["validate"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -171,7 +172,13 @@ async fn validate_checks_the_credentials_with_one_request() {
         "{}",
         text(&out)
     );
-    assert_eq!(env.total_requests(), 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("may write"));
+    assert_eq!(
+        env.total_requests(),
+        2,
+        "stats, then a PATCH of an id that cannot exist"
+    );
+    assert!(env.inspect().images.is_empty(), "validate writes nothing");
 
     let out = env
         .cmd(&["validate"])
@@ -190,7 +197,7 @@ async fn validate_checks_the_credentials_with_one_request() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CLOUDFLARE_API_TOKEN"));
     assert_eq!(
         env.total_requests(),
-        2,
-        "a missing token is caught before any request"
+        3,
+        "a bad token stops after the stats request; a missing one before any request"
     );
 }
