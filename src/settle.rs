@@ -39,60 +39,77 @@ pub async fn settle(
     settle: Duration,
     stop: &CancellationToken,
 ) -> Result<Settled> {
-    let rows = reader.with(|l| l.pending_checks(source_id))?;
     let mut done = Settled::default();
     let spent = AtomicU32::new(0);
-    for row in rows.into_iter().filter(|r| r.state == State::Uploaded) {
-        let due = row
-            .check_after
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
-        if let Ok(wait) = (due - Utc::now()).to_std() {
-            tracing::info!(
-                key = %row.key,
-                wait_secs = wait.as_secs_f64(),
-                "waiting for lists to catch up before looking for duplicates of an ambiguous upload"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => {
-                    done.pending += 1;
-                    continue;
+    let mut seen = std::collections::HashSet::new();
+    // Until a pass finds nothing new: outcomes recorded while a pass ran show up in the next.
+    loop {
+        let rows: Vec<_> = reader
+            .with(|l| l.pending_checks(source_id))?
+            .into_iter()
+            .filter(|r| r.state == State::Uploaded && seen.insert(r.key.clone()))
+            .collect();
+        if rows.is_empty() {
+            break;
+        }
+        tracing::debug!(
+            pending = rows.len(),
+            "items with an ambiguous answer to look at again"
+        );
+        for row in rows {
+            let due = row
+                .check_after
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(Utc::now);
+            // A shorter settle than the one recorded applies at once: the wait is never longer
+            // than the configured settle.
+            if let Ok(wait) = (due - Utc::now()).to_std().map(|w| w.min(settle)) {
+                tracing::info!(
+                    key = %row.key,
+                    wait_secs = wait.as_secs_f64(),
+                    "waiting for lists to catch up before looking for duplicates of an ambiguous upload"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {
+                        done.pending += 1;
+                        continue;
+                    }
                 }
             }
-        }
-        let stamp = Stamp {
-            source: row.stamp_source(),
-            sha256: row.sha256.clone(),
-        };
-        let keep = reader.with(|l| l.superseded_ids(row.source_id, &row.key))?;
-        let since = due
-            - chrono::TimeDelta::from_std(settle).unwrap_or_default()
-            - chrono::TimeDelta::minutes(1);
-        let resolved = retry::call(lane.policy, || {
-            let wanted = Wanted {
-                stamp: &stamp,
-                keep: &keep,
-                prefer: row.image_id.as_deref(),
+            let stamp = Stamp {
+                source: row.stamp_source(),
+                sha256: row.sha256.clone(),
             };
-            lookup::resolve(lane, &spent, wanted, since)
-        })
-        .await?;
-        done.deleted += resolved.deleted;
-        if resolved.preferred_missing {
-            tracing::warn!(key = %row.key, "its image is not listed yet; checking again in a later run");
-            done.pending += 1;
-            continue;
-        }
-        done.checked += 1;
-        writer
-            .record(Record::Checked {
-                source_id: row.source_id,
-                key: row.key.clone(),
+            let keep = reader.with(|l| l.superseded_ids(row.source_id, &row.key))?;
+            let since = due
+                - chrono::TimeDelta::from_std(settle).unwrap_or_default()
+                - chrono::TimeDelta::minutes(1);
+            let resolved = retry::call(lane.policy, || {
+                let wanted = Wanted {
+                    stamp: &stamp,
+                    keep: &keep,
+                    prefer: row.image_id.as_deref(),
+                };
+                lookup::resolve(lane, &spent, wanted, since)
             })
             .await?;
+            done.deleted += resolved.deleted;
+            if resolved.preferred_missing {
+                tracing::warn!(key = %row.key, "its image is not listed yet; checking again in a later run");
+                done.pending += 1;
+                continue;
+            }
+            done.checked += 1;
+            writer
+                .record(Record::Checked {
+                    source_id: row.source_id,
+                    key: row.key.clone(),
+                })
+                .await?;
+        }
     }
     Ok(done)
 }

@@ -117,7 +117,12 @@ pub enum Record {
 /// A question the writer answers from inside its transaction.
 #[derive(Debug)]
 enum Ask {
-    RunStarted { command: String, source: String },
+    /// Nothing: answered once everything sent before it is committed.
+    Flush,
+    RunStarted {
+        command: String,
+        source: String,
+    },
     Source(SourceId),
     Destination(Destination),
 }
@@ -208,6 +213,11 @@ impl LedgerWriter {
         })
     }
 
+    /// Waits until every record sent before is committed (readers then see it).
+    pub async fn flush(&self) -> Result<()> {
+        self.ask(Ask::Flush).await.map(|_| ())
+    }
+
     /// Records the start of a run and returns its number.
     pub async fn run_started(&self, command: &str, source: &str) -> Result<i64> {
         self.ask(Ask::RunStarted {
@@ -292,6 +302,7 @@ fn apply_batch(conn: &mut Connection, batch: &[Msg]) -> Result<Answers> {
 /// Answers a question; `Err(String)` is a refusal for the asker, not a failed transaction.
 fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, String>> {
     match ask {
+        Ask::Flush => Ok(Ok(0)),
         Ask::RunStarted { command, source } => {
             tx.execute(
                 "INSERT INTO runs (command, source, started_at) VALUES (?1, ?2, ?3)",

@@ -304,6 +304,11 @@ pub fn stamp_in(folder: &Path, key: &str) -> String {
     cfimg::stamp::source_hash(&source, key)
 }
 
+/// Hex sha256 of bytes.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Hex sha256 of a file.
 pub fn sha256_file(p: &Path) -> String {
     let bytes = std::fs::read(p).expect("read");

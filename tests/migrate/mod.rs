@@ -2,6 +2,7 @@
 
 mod basics;
 mod crash;
+mod exactly_once;
 mod faults;
 mod rejects;
 mod sources;
