@@ -48,6 +48,16 @@ pub enum Error {
     /// The request never got a complete answer: connect, timeout, reset.
     #[error("network error talking to the API: {0}")]
     Transport(#[source] reqwest::Error),
+    /// The origin of a URL item did not hand over its bytes (local URL mode).
+    #[error("could not fetch {url}: {reason}")]
+    Origin {
+        /// The URL.
+        url: String,
+        /// What happened: the origin's status, a timeout, a refused connection.
+        reason: String,
+        /// A 5xx, 408, 429, timeout or connection failure: it may work later.
+        retryable: bool,
+    },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -102,6 +112,15 @@ impl Error {
                 }
             }
             Error::Transport(_) => Disposition::Retry { after: None },
+            // Retried a few times within the run; then the item fails and the next run
+            // tries again. A 404 or 410 will not change by retrying.
+            Error::Origin { retryable, .. } => {
+                if *retryable {
+                    Disposition::Retry { after: None }
+                } else {
+                    Disposition::Reject
+                }
+            }
             // Not the item's fault: a later run tries again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
             Error::Invalid(_) => Disposition::Reject,
@@ -213,6 +232,14 @@ mod tests {
             Error::Invalid("x".into()).disposition(),
             Disposition::Reject
         );
+        let origin = |retryable| Error::Origin {
+            url: "http://o/x.png".into(),
+            reason: "the origin answered 404 Not Found".into(),
+            retryable,
+        };
+        assert_eq!(origin(false).disposition(), Disposition::Reject);
+        assert_eq!(origin(true).disposition(), retry);
+        assert!(!origin(true).is_ambiguous());
     }
 
     #[test]
