@@ -77,7 +77,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
     /// The manifest's format [default: from its extension: .txt, .csv, .jsonl/.ndjson; text for stdin].
-    #[arg(long, value_enum, value_name = "FORMAT", requires = "manifest")]
+    #[arg(long, value_enum, value_name = "FORMAT")]
     pub manifest_format: Option<ManifestFormat>,
     /// Who fetches a manifest's URLs: Cloudflare (remote) or cfimg, which checks them first (local) [default: remote].
     #[arg(long, value_enum, value_name = "MODE")]
@@ -204,11 +204,7 @@ mod tests {
             panic!("emulator args");
         };
         assert_eq!(args.rate_limit.0, None);
-        for wrong in [
-            "cfimg migrate",
-            "cfimg migrate dir --manifest urls.txt",
-            "cfimg migrate dir --manifest-format csv",
-        ] {
+        for wrong in ["cfimg migrate", "cfimg migrate dir --manifest urls.txt"] {
             assert!(Cli::try_parse_from(wrong.split(' ')).is_err(), "{wrong}");
         }
         assert_eq!(

@@ -141,9 +141,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
 fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
     match (&args.dir, &args.manifest) {
         (Some(dir), None) => {
-            if args.url_mode.is_some() {
+            if args.url_mode.is_some() || args.manifest_format.is_some() {
                 return Err(Error::Config(vec![
-                    "--url-mode applies to manifests (--manifest FILE), not to folders".into(),
+                    "--url-mode and --manifest-format apply to manifests (--manifest FILE), not to folders"
+                        .into(),
                 ]));
             }
             Ok(Source::Walk(Walk::new(dir, &cfg.walk)?))

@@ -305,6 +305,11 @@ async fn bad_lines_are_reported_with_their_line_numbers_and_never_stop_the_run()
         text(&out)
     );
 
+    let out = env
+        .run(&["migrate", env.src.to_str().unwrap(), "--url-mode", "local"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
     let (code, _, out) = migrate(&env, &file, &["--id-mode", "hash"]).await;
     assert_eq!(code, 2, "{}", text(&out));
     assert!(
