@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{IdMode, RawConfig, RawUpload, RawWalk};
+use crate::config::{IdMode, RawConfig, RawManifest, RawUpload, RawWalk, UrlMode};
 use crate::emulator::EmulatorArgs;
+use crate::source::manifest::ManifestFormat;
 
 /// cfimg moves images into Cloudflare Images and keeps them there in sync.
 #[derive(Debug, Parser)]
@@ -31,7 +32,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload a folder tree into Cloudflare Images; reruns only do what is left.
+    /// Upload a folder tree or a manifest of URLs into Cloudflare Images; reruns only do what is left.
     Migrate(MigrateArgs),
     /// Show the ledger: items by state, bytes, the last run.
     Status(OutputArgs),
@@ -65,8 +66,22 @@ pub struct FailuresArgs {
 /// Flags of `cfimg migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The folder to migrate.
-    pub dir: PathBuf,
+    /// The folder to migrate (or give --manifest).
+    #[arg(
+        value_name = "DIR",
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Migrate the URLs listed in this file instead of a folder (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The manifest's format [default: from its extension: .txt, .csv, .jsonl/.ndjson; text for stdin].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub manifest_format: Option<ManifestFormat>,
+    /// Who fetches a manifest's URLs: Cloudflare (remote) or cfimg, which checks them first (local) [default: remote].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub url_mode: Option<UrlMode>,
     /// Show what would be uploaded, skipped and rejected, and how long it would take; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -148,6 +163,9 @@ impl MigrateArgs {
                 include: (!self.include.is_empty()).then(|| self.include.clone()),
                 exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
             },
+            manifest: RawManifest {
+                url_mode: self.url_mode,
+            },
             ..RawConfig::default()
         }
     }
@@ -169,6 +187,8 @@ mod tests {
             "cfimg emulator",
             "cfimg emulator --listen 127.0.0.1:0 --rate-limit off --batch-rate-limit 50/1s --fault-503 0.1",
             "cfimg migrate dir --dry-run --rate 2 --id-mode hash --include *.jpg --include *.png --json",
+            "cfimg migrate --manifest urls.txt --url-mode local --id-mode hash",
+            "cfimg migrate --manifest - --manifest-format csv",
             "cfimg --ledger l.sqlite status --json",
             "cfimg failures",
             "cfimg validate",
@@ -184,6 +204,9 @@ mod tests {
             panic!("emulator args");
         };
         assert_eq!(args.rate_limit.0, None);
+        for wrong in ["cfimg migrate", "cfimg migrate dir --manifest urls.txt"] {
+            assert!(Cli::try_parse_from(wrong.split(' ')).is_err(), "{wrong}");
+        }
         assert_eq!(
             args.batch_rate_limit.0,
             Some((200, std::time::Duration::from_secs(1)))

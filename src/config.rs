@@ -50,6 +50,17 @@ impl IdMode {
     }
 }
 
+/// How the bytes of a URL item reach Cloudflare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlMode {
+    /// Cloudflare fetches the URL itself (the `url` upload form).
+    #[default]
+    Remote,
+    /// cfimg downloads it first, checks it like a file and uploads the bytes.
+    Local,
+}
+
 /// The configuration file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +83,17 @@ pub struct RawConfig {
     /// `[walk]` section.
     #[serde(default)]
     pub walk: RawWalk,
+    /// `[manifest]` section.
+    #[serde(default)]
+    pub manifest: RawManifest,
+}
+
+/// `[manifest]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    /// `remote` or `local`.
+    pub url_mode: Option<UrlMode>,
 }
 
 /// `[upload]` as written.
@@ -136,6 +158,15 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Folder-walk settings.
     pub walk: WalkConfig,
+    /// URL-manifest settings.
+    pub manifest: ManifestConfig,
+}
+
+/// Checked `[manifest]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestConfig {
+    /// How the bytes of URL items reach Cloudflare.
+    pub url_mode: UrlMode,
 }
 
 /// Checked `[upload]` settings.
@@ -255,6 +286,9 @@ impl RawConfig {
                 include_hidden: over.walk.include_hidden.or(self.walk.include_hidden),
                 include: over.walk.include.or(self.walk.include),
                 exclude: over.walk.exclude.or(self.walk.exclude),
+            },
+            manifest: RawManifest {
+                url_mode: over.manifest.url_mode.or(self.manifest.url_mode),
             },
         }
     }
@@ -448,6 +482,9 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             settle,
         },
         walk,
+        manifest: ManifestConfig {
+            url_mode: raw.manifest.url_mode.unwrap_or_default(),
+        },
     })
 }
 

@@ -85,6 +85,16 @@ pub enum Error {
     /// The request never got a complete answer: connect, timeout, reset.
     #[error("network error talking to the API: {0}")]
     Transport(#[source] reqwest::Error),
+    /// The origin of a URL item did not hand over its bytes (local URL mode).
+    #[error("could not fetch {url}: {reason}")]
+    Origin {
+        /// The URL.
+        url: String,
+        /// What happened: the origin's status, a timeout, a refused connection.
+        reason: String,
+        /// A 5xx, 408, 429, timeout or connection failure: it may work later.
+        retryable: bool,
+    },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -152,6 +162,15 @@ impl Error {
             }
             Error::Transport(_) => Disposition::Retry { after: None },
             Error::ThrottledTooLong(_) => Disposition::Fatal,
+            // Retried a few times within the run; then the item fails and the next run
+            // tries again. A 404 or 410 will not change by retrying.
+            Error::Origin { retryable, .. } => {
+                if *retryable {
+                    Disposition::Retry { after: None }
+                } else {
+                    Disposition::Reject
+                }
+            }
             // Not the item's fault (permission denied, EIO, ESTALE, a file changing while it
             // is sent): a later run tries it again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
@@ -189,7 +208,9 @@ impl Error {
                     Disposition::Defer | Disposition::Reject => EXIT_INCOMPLETE,
                 }
             }
-            Error::Invalid(_) | Error::ChangedWhileUploading(_) => EXIT_INCOMPLETE,
+            Error::Invalid(_) | Error::ChangedWhileUploading(_) | Error::Origin { .. } => {
+                EXIT_INCOMPLETE
+            }
             Error::Panicked(_) => EXIT_INCOMPLETE,
         }
     }
@@ -348,6 +369,14 @@ mod tests {
         ] {
             assert_eq!(io(kind).disposition(), Disposition::Defer, "{kind:?}");
         }
+        let origin = |retryable| Error::Origin {
+            url: "http://o/x.png".into(),
+            reason: "the origin answered 404 Not Found".into(),
+            retryable,
+        };
+        assert_eq!(origin(false).disposition(), Disposition::Reject);
+        assert_eq!(origin(true).disposition(), retry);
+        assert!(!origin(true).is_ambiguous());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! cfimg moves images into Cloudflare Images and keeps them there in sync.
 //!
 //! The flow of a migration (see `pipeline`):
-//! source (`source::walk`) -> quick check and hashing (`plan`) -> upload workers (`upload`,
+//! source (`source::walk`, `source::manifest`) -> quick check and hashing (`plan`) -> upload workers (`upload`,
 //! every request through `limit`, retried by `retry`, errors classified in `error`) ->
 //! the SQLite ledger (`ledger`), whose commit is the acknowledgement.
 

@@ -1,18 +1,21 @@
-//! `cfimg migrate DIR`: configuration, the optional in-process emulator, the run, the summary.
+//! `cfimg migrate DIR` and `cfimg migrate --manifest FILE`: configuration, the source, the
+//! optional in-process emulator, the run, the summary.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code, hint};
 use crate::cli::{Cli, MigrateArgs};
-use crate::config;
+use crate::config::{self, Config, IdMode, UrlMode};
 use crate::emulator::{self, EmulatorConfig};
 use crate::error::{Error, Result};
 use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
+use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
 use crate::source::Source;
+use crate::source::manifest::Manifest;
 use crate::source::walk::Walk;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
@@ -35,6 +38,8 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     }
     let needs_credentials = !args.emulator && !args.dry_run;
     let mut cfg = config::validate(raw, needs_credentials)?;
+    // Checked before the emulator starts or any request leaves.
+    let source = source(args, &cfg)?;
 
     let emulator = if args.emulator {
         let data_dir = pipeline::emulator_data_dir(&cfg.ledger);
@@ -85,7 +90,6 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         progress_every: Duration::from_secs(10),
         destination,
     };
-    let source = Source::Walk(Walk::new(&args.dir, &cfg.walk)?);
     let result = pipeline::migrate(&cfg, source, &opts, shutdown).await;
     let result = match result {
         Ok(r) => r,
@@ -135,4 +139,57 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// The source the arguments name: a folder, or a manifest of URLs. (A positional that is
+/// not a folder, such as a bucket URL, will be told apart here.)
+fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
+    match (&args.dir, &args.manifest) {
+        (Some(dir), None) => {
+            if args.url_mode.is_some() || args.manifest_format.is_some() {
+                return Err(Error::Config(vec![
+                    "--url-mode and --manifest-format apply to manifests (--manifest FILE), not to folders"
+                        .into(),
+                ]));
+            }
+            Ok(Source::Walk(Walk::new(dir, &cfg.walk)?))
+        }
+        (None, Some(manifest)) => {
+            let mut problems = Vec::new();
+            if cfg.upload.id_mode == IdMode::Hash && cfg.manifest.url_mode == UrlMode::Remote {
+                problems.push(
+                    "`upload.id_mode` (--id-mode) is hash, but in the remote URL mode Cloudflare fetches \
+                     the URLs and cfimg never sees the bytes to hash: use --url-mode local, or --id-mode path|auto"
+                        .to_string(),
+                );
+            }
+            let walk_flags = !args.include.is_empty()
+                || !args.exclude.is_empty()
+                || args.follow_symlinks
+                || args.include_hidden;
+            if walk_flags {
+                problems.push(
+                    "--include, --exclude, --follow-symlinks and --include-hidden apply to folders, not to manifests"
+                        .to_string(),
+                );
+            }
+            if !problems.is_empty() {
+                return Err(Error::Config(problems));
+            }
+            // Downloads in local mode: a few attempts within the run, then the next run.
+            let fetch = retry::Policy {
+                max_attempts: cfg.upload.max_attempts.min(3),
+                ..retry::Policy::default()
+            };
+            Ok(Source::Manifest(Manifest::new(
+                manifest,
+                args.manifest_format,
+                cfg.manifest.url_mode,
+                fetch,
+            )?))
+        }
+        _ => Err(Error::Config(vec![
+            "give either a folder or --manifest FILE".into(),
+        ])),
+    }
 }

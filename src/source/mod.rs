@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
+pub mod manifest;
 pub mod walk;
 
 /// What kind of store a source is.
@@ -240,6 +241,8 @@ impl Body {
 pub enum Source {
     /// A folder tree.
     Walk(walk::Walk),
+    /// A manifest of URLs.
+    Manifest(manifest::Manifest),
 }
 
 impl Source {
@@ -247,6 +250,7 @@ impl Source {
     pub fn id(&self) -> &SourceId {
         match self {
             Source::Walk(w) => w.id(),
+            Source::Manifest(m) => m.id(),
         }
     }
 
@@ -257,21 +261,21 @@ impl Source {
         out: mpsc::Sender<Found>,
         stop: CancellationToken,
     ) -> Result<()> {
-        match &*self {
-            Source::Walk(_) => {
-                let me = self.clone();
-                run_blocking(move || match &*me {
-                    Source::Walk(w) => w.list(&out, &stop),
-                })
-                .await
-            }
-        }
+        // Both listers block (a directory walk, a buffered file read): each runs on a
+        // thread of the blocking pool and hands items over with `blocking_send`.
+        let me = self.clone();
+        run_blocking(move || match &*me {
+            Source::Walk(w) => w.list(&out, &stop),
+            Source::Manifest(m) => m.list(&out, &stop),
+        })
+        .await
     }
 
     /// The bytes (or URL) to upload for an item.
     pub async fn body(&self, item: &Item) -> Result<Body> {
         match (self, &item.locator) {
             (_, Locator::File(path)) => Ok(Body::file(path.clone())),
+            (Source::Manifest(m), _) => m.body(item).await,
             (Source::Walk(_), other) => Err(crate::error::Error::Invalid(format!(
                 "a folder source cannot read {other:?}"
             ))),

@@ -11,6 +11,8 @@ use cfimg::emulator::{self, EmulatorConfig, EmulatorHandle, Faults, Inspection};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub mod origin;
+
 /// The emulator's token in tests; asserted never to leak.
 pub const TOKEN: &str = "test-token-9f8e7d6c5b4a";
 

@@ -4,5 +4,6 @@ mod basics;
 mod crash;
 mod exactly_once;
 mod faults;
+mod manifest;
 mod rejects;
 mod sources;
