@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{IdMode, RawConfig, RawUpload, RawWalk};
+use crate::config::{IdMode, RawBucket, RawConfig, RawUpload, RawWalk, S3Mode};
 use crate::emulator::EmulatorArgs;
 
 /// cfimg moves images into Cloudflare Images and keeps them there in sync.
@@ -65,7 +65,7 @@ pub struct FailuresArgs {
 /// Flags of `cfimg migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The folder to migrate.
+    /// The folder to migrate, or an S3-compatible bucket: s3://BUCKET/PREFIX.
     pub dir: PathBuf,
     /// Show what would be uploaded, skipped and rejected, and how long it would take; write nothing.
     #[arg(long)]
@@ -112,6 +112,15 @@ pub struct MigrateArgs {
     /// Include hidden files and folders.
     #[arg(long)]
     pub include_hidden: bool,
+    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub s3_mode: Option<S3Mode>,
     /// Start the built-in emulator and migrate into it (no account needed).
     #[arg(long)]
     pub emulator: bool,
@@ -148,6 +157,12 @@ impl MigrateArgs {
                 include: (!self.include.is_empty()).then(|| self.include.clone()),
                 exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
             },
+            bucket: RawBucket {
+                endpoint_url: self.endpoint_url.clone(),
+                region: self.region.clone(),
+                mode: self.s3_mode,
+                ..RawBucket::default()
+            },
             ..RawConfig::default()
         }
     }
@@ -169,6 +184,7 @@ mod tests {
             "cfimg emulator",
             "cfimg emulator --listen 127.0.0.1:0 --rate-limit off --batch-rate-limit 50/1s --fault-503 0.1",
             "cfimg migrate dir --dry-run --rate 2 --id-mode hash --include *.jpg --include *.png --json",
+            "cfimg migrate s3://b/p --endpoint-url http://127.0.0.1:9000 --region auto --s3-mode presign",
             "cfimg --ledger l.sqlite status --json",
             "cfimg failures",
             "cfimg validate",

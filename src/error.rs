@@ -72,6 +72,25 @@ pub enum Error {
     /// A task of the run panicked: the run cannot say what it did.
     #[error("internal error: {0} panicked; the run stopped (please report this)")]
     Panicked(String),
+    /// A bucket could not be listed (bad credentials, no such bucket, no route to the
+    /// endpoint): nothing in it can be migrated.
+    #[error("cannot list {location}: {message}")]
+    BucketListing {
+        /// `s3://bucket/prefix/`.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
+    /// One object of a bucket could not be read (deleted since the listing, access denied
+    /// on that key, replaced while being read, a network failure after retries).
+    #[error("cannot read the object {key:?}: {source}")]
+    Object {
+        /// The object key.
+        key: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -105,6 +124,16 @@ impl Error {
             // Not the item's fault: a later run tries again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
             Error::Invalid(_) => Disposition::Reject,
+            Error::BucketListing { .. } => Disposition::Fatal,
+            Error::Object { source, .. } => match source {
+                // object_store has already retried these with backoff.
+                object_store::Error::Generic { .. } => Disposition::Retry { after: None },
+                // A key object_store cannot address: it never will.
+                object_store::Error::InvalidPath { .. } => Disposition::Reject,
+                // Gone since the listing, forbidden on this key, or replaced while being
+                // read: not the item's fault, and a later run looks again.
+                _ => Disposition::Defer,
+            },
             Error::Ledger(_) | Error::LedgerWrite(_) | Error::Config(_) | Error::Panicked(_) => {
                 Disposition::Fatal
             }
@@ -213,6 +242,31 @@ mod tests {
             Error::Invalid("x".into()).disposition(),
             Disposition::Reject
         );
+    }
+
+    #[test]
+    fn bucket_errors_stop_the_run_or_fail_one_object() {
+        let listing = Error::BucketListing {
+            location: "s3://b/".into(),
+            message: "403".into(),
+        };
+        assert_eq!(listing.disposition(), Disposition::Fatal);
+        let gone = Error::Object {
+            key: "a.jpg".into(),
+            source: object_store::Error::NotFound {
+                path: "a.jpg".into(),
+                source: "404".into(),
+            },
+        };
+        assert_eq!(gone.disposition(), Disposition::Defer);
+        let denied = Error::Object {
+            key: "a.jpg".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "a.jpg".into(),
+                source: "403".into(),
+            },
+        };
+        assert_eq!(denied.disposition(), Disposition::Defer);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `cfimg migrate DIR`: configuration, the optional in-process emulator, the run, the summary.
+//! `cfimg migrate DIR|s3://BUCKET/PREFIX`: configuration, the optional in-process emulator, the run, the summary.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::pipeline::{self, MigrateOptions};
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
 use crate::source::Source;
+use crate::source::bucket::Bucket;
 use crate::source::walk::Walk;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
@@ -85,7 +86,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         progress_every: Duration::from_secs(10),
         destination,
     };
-    let source = Source::Walk(Walk::new(&args.dir, &cfg.walk)?);
+    let source = match args.dir.to_str().filter(|d| d.starts_with("s3://")) {
+        Some(url) => Source::Bucket(Bucket::new(url, &cfg.bucket)?),
+        None => Source::Walk(Walk::new(&args.dir, &cfg.walk)?),
+    };
     let result = pipeline::migrate(&cfg, source, &opts, shutdown).await;
     let result = match result {
         Ok(r) => r,

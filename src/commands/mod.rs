@@ -14,7 +14,7 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_INCOMPLETE: i32 = 1;
 /// Usage or configuration error.
 pub const EXIT_CONFIG: i32 = 2;
-/// Fatal API error: authentication, account.
+/// Fatal API error: authentication, account; or a source bucket that cannot be listed.
 pub const EXIT_FATAL_API: i32 = 3;
 
 /// Runs the command and returns the process exit code.
@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
 pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Config(_) => EXIT_CONFIG,
+        Error::BucketListing { .. } => EXIT_FATAL_API,
         Error::Api { code, .. }
             if matches!(
                 *code,
@@ -72,6 +73,9 @@ pub fn hint(e: &Error) -> Option<&'static str> {
             "check CLOUDFLARE_ACCOUNT_ID, and that Cloudflare Images is enabled on that account",
         ),
         Error::Transport(_) => Some("check the network and `api_base_url`"),
+        Error::BucketListing { .. } => Some(
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the bucket name, --endpoint-url and --region",
+        ),
         _ => None,
     }
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
+pub mod bucket;
 pub mod walk;
 
 /// What kind of store a source is.
@@ -240,6 +241,8 @@ impl Body {
 pub enum Source {
     /// A folder tree.
     Walk(walk::Walk),
+    /// An S3-compatible bucket and prefix.
+    Bucket(bucket::Bucket),
 }
 
 impl Source {
@@ -247,6 +250,7 @@ impl Source {
     pub fn id(&self) -> &SourceId {
         match self {
             Source::Walk(w) => w.id(),
+            Source::Bucket(b) => b.id(),
         }
     }
 
@@ -262,9 +266,11 @@ impl Source {
                 let me = self.clone();
                 run_blocking(move || match &*me {
                     Source::Walk(w) => w.list(&out, &stop),
+                    Source::Bucket(_) => Ok(()),
                 })
                 .await
             }
+            Source::Bucket(b) => b.list(&out, &stop).await,
         }
     }
 
@@ -272,6 +278,10 @@ impl Source {
     pub async fn body(&self, item: &Item) -> Result<Body> {
         match (self, &item.locator) {
             (_, Locator::File(path)) => Ok(Body::file(path.clone())),
+            (Source::Bucket(b), Locator::Object(key)) => b.body(item, key).await,
+            (Source::Bucket(_), other) => Err(crate::error::Error::Invalid(format!(
+                "a bucket source cannot read {other:?}"
+            ))),
             (Source::Walk(_), other) => Err(crate::error::Error::Invalid(format!(
                 "a folder source cannot read {other:?}"
             ))),
