@@ -656,6 +656,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses_with_its_bucket_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let raw = from_file(&path).unwrap();
+        assert_eq!(raw.bucket.mode, Some(S3Mode::Download));
+        let bad = RawConfig {
+            bucket: RawBucket {
+                endpoint_url: Some("minio:9000".into()),
+                region: Some("eu west".into()),
+                ..RawBucket::default()
+            },
+            ..creds()
+        };
+        let err = validate(bad, true).unwrap_err().to_string();
+        assert!(
+            err.contains("bucket.endpoint_url") && err.contains("bucket.region"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
