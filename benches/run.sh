@@ -2,13 +2,15 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|emulator|manifest]
+#   benches/run.sh [all|throughput|noop|large|rate|emulator|manifest|bucket]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
 # Env: BENCH_DIR (scratch space, default a new temp dir; the large case writes 1.8 GB),
 #      NOOP_FILES (default 100000), THROUGHPUT_FILES (default 5000),
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
+#      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
+#      tests/s3/setup.sh's venv, installing it if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +20,7 @@ WHAT=${1:-all}
 NOOP_FILES=${NOOP_FILES:-100000}
 MANIFEST_LINES=${MANIFEST_LINES:-1000000}
 THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
+BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 [ -x "$BIN" ] || cargo build --release --quiet
 mkdir -p "$WORK"
 echo "# cfimg benchmarks: $(nproc) cores, $(date -u +%F), scratch $WORK"
@@ -26,7 +29,12 @@ EMU_PID=""
 stop_emulator() {
   if [ -n "$EMU_PID" ]; then kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=""; fi
 }
-trap stop_emulator EXIT
+MOTO_PID=""
+stop_all() {
+  stop_emulator
+  if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; MOTO_PID=""; fi
+}
+trap stop_all EXIT
 
 # start_emulator FLAGS...: a fresh emulator on a free port; sets API, TOKEN, ACCOUNT.
 start_emulator() {
@@ -194,6 +202,60 @@ PY
   done
 }
 
+# bucket: BUCKET_OBJECTS small real PNGs in moto's S3 server on loopback; the first run's
+# time, then an unchanged rerun's time and its GetObject count (from moto's request log).
+bucket() {
+  local n=$BUCKET_OBJECTS venv=${MOTO_VENV:-target/moto-venv}
+  [ -x "$venv/bin/moto_server" ] || bash tests/s3/setup.sh >/dev/null
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" 2>"$WORK/moto.log" >/dev/null &
+  MOTO_PID=$!
+  local endpoint="http://127.0.0.1:$port"
+  for _ in $(seq 1 300); do curl -sf -o /dev/null "$endpoint/moto-api/data.json" && break; sleep 0.1; done
+  export AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+  local t0=$SECONDS
+  "$venv/bin/python" - "$endpoint" "$n" <<'PY'
+import struct, sys, zlib, os
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+endpoint, n = sys.argv[1], int(sys.argv[2])
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+s3.create_bucket(Bucket="bench")
+def png(i):
+    w = h = 16
+    raw = b"".join(b"\0" + os.urandom(w * 3) for _ in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+def put(i):
+    s3.put_object(Bucket="bench", Key=f"img/d{i // 1000:03d}/img{i:07d}.png", Body=png(i))
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(put, range(n)))
+PY
+  echo "bucket: wrote $n objects into moto in $((SECONDS - t0)) s"
+  start_emulator --rate-limit off
+  rm -f "$WORK/bucket.sqlite"*
+  local gets_before
+  timed bucket1 "${CFIMG[@]}" migrate s3://bench/img --endpoint-url "$endpoint" --ledger "$WORK/bucket.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/bucket1.json"
+  local first=$ELAPSED first_rss=$RSS_KB
+  gets_before=$(grep -c '"GET /bench/img/' "$WORK/moto.log" || true)
+  timed bucket2 "${CFIMG[@]}" migrate s3://bench/img --endpoint-url "$endpoint" --ledger "$WORK/bucket.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/bucket2.json"
+  local gets_after
+  gets_after=$(grep -c '"GET /bench/img/' "$WORK/moto.log" || true)
+  python3 - "$n" "$first" "$first_rss" "$ELAPSED" "$RSS_KB" "$((gets_after - gets_before))" "$gets_before" "$WORK/bucket1.json" "$WORK/bucket2.json" <<'PY'
+import json, sys
+n, first, rss1, second, rss2 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+gets2, gets1 = int(sys.argv[6]), int(sys.argv[7])
+s1, s2 = json.load(open(sys.argv[8])), json.load(open(sys.argv[9]))
+assert s1["uploaded"] == n, s1
+assert s2["skipped"] == n and s2["uploaded"] == 0, s2
+print(f"bucket: {n} objects on moto: first run {first:.1f} s ({n/first:.0f} objects/s, {gets1} GetObject, peak RSS {rss1/1024:.1f} MB); "
+      f"unchanged rerun {second:.2f} s, {gets2} GetObject, 0 uploads, peak RSS {rss2/1024:.1f} MB")
+PY
+  stop_all
+}
+
 case $WHAT in
   throughput) throughput ;;
   noop) noop ;;
@@ -201,7 +263,8 @@ case $WHAT in
   rate) rate ;;
   emulator) emulator_only ;;
   manifest) manifest ;;
+  bucket) bucket ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
-  all) throughput; noop; large; rate; manifest; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|emulator|manifest]"; exit 2 ;;
+  all) throughput; noop; large; rate; manifest; bucket; emulator_only ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|emulator|manifest|bucket]"; exit 2 ;;
 esac

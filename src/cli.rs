@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{IdMode, RawConfig, RawManifest, RawUpload, RawWalk, UrlMode};
+use crate::config::{
+    IdMode, RawBucket, RawConfig, RawManifest, RawUpload, RawWalk, S3Mode, UrlMode,
+};
 use crate::emulator::EmulatorArgs;
 use crate::source::manifest::ManifestFormat;
 
@@ -66,7 +68,7 @@ pub struct FailuresArgs {
 /// Flags of `cfimg migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The folder to migrate (or give --manifest).
+    /// The folder to migrate, or an S3-compatible bucket: s3://BUCKET/PREFIX (or give --manifest).
     #[arg(
         value_name = "DIR",
         required_unless_present = "manifest",
@@ -127,6 +129,15 @@ pub struct MigrateArgs {
     /// Include hidden files and folders.
     #[arg(long)]
     pub include_hidden: bool,
+    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub s3_mode: Option<S3Mode>,
     /// Start the built-in emulator and migrate into it (no account needed).
     #[arg(long)]
     pub emulator: bool,
@@ -166,6 +177,12 @@ impl MigrateArgs {
             manifest: RawManifest {
                 url_mode: self.url_mode,
             },
+            bucket: RawBucket {
+                endpoint_url: self.endpoint_url.clone(),
+                region: self.region.clone(),
+                mode: self.s3_mode,
+                ..RawBucket::default()
+            },
             ..RawConfig::default()
         }
     }
@@ -189,6 +206,7 @@ mod tests {
             "cfimg migrate dir --dry-run --rate 2 --id-mode hash --include *.jpg --include *.png --json",
             "cfimg migrate --manifest urls.txt --url-mode local --id-mode hash",
             "cfimg migrate --manifest - --manifest-format csv",
+            "cfimg migrate s3://b/p --endpoint-url http://127.0.0.1:9000 --region auto --s3-mode presign",
             "cfimg --ledger l.sqlite status --json",
             "cfimg failures",
             "cfimg validate",

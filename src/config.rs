@@ -61,6 +61,17 @@ pub enum UrlMode {
     Local,
 }
 
+/// How a bucket object's bytes reach Cloudflare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum S3Mode {
+    /// cfimg downloads each object, checks and hashes it, then uploads it.
+    #[default]
+    Download,
+    /// Cloudflare fetches a presigned GET URL (valid one hour); cfimg never holds the bytes.
+    Presign,
+}
+
 /// The configuration file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +97,9 @@ pub struct RawConfig {
     /// `[manifest]` section.
     #[serde(default)]
     pub manifest: RawManifest,
+    /// `[bucket]` section.
+    #[serde(default)]
+    pub bucket: RawBucket,
 }
 
 /// `[manifest]` as written.
@@ -94,6 +108,44 @@ pub struct RawConfig {
 pub struct RawManifest {
     /// `remote` or `local`.
     pub url_mode: Option<UrlMode>,
+}
+
+/// `[bucket]` as written; the credentials come from the environment only.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    /// The S3 API endpoint of an S3-compatible service (R2, MinIO); AWS when unset.
+    pub endpoint_url: Option<String>,
+    /// The region to sign for.
+    pub region: Option<String>,
+    /// `download` or `presign`.
+    pub mode: Option<S3Mode>,
+    /// `AWS_ACCESS_KEY_ID`.
+    #[serde(skip)]
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    #[serde(skip)]
+    pub secret_access_key: Option<Secret>,
+    /// `AWS_SESSION_TOKEN`.
+    #[serde(skip)]
+    pub session_token: Option<Secret>,
+}
+
+/// Checked `[bucket]` settings and credentials.
+#[derive(Debug, Clone, Default)]
+pub struct BucketConfig {
+    /// The endpoint; AWS when `None`.
+    pub endpoint_url: Option<Url>,
+    /// The region; the source's default when `None`.
+    pub region: Option<String>,
+    /// How objects reach Cloudflare.
+    pub mode: S3Mode,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret key.
+    pub secret_access_key: Option<Secret>,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// `[upload]` as written.
@@ -160,6 +212,8 @@ pub struct Config {
     pub walk: WalkConfig,
     /// URL-manifest settings.
     pub manifest: ManifestConfig,
+    /// Bucket-source settings.
+    pub bucket: BucketConfig,
 }
 
 /// Checked `[manifest]` settings.
@@ -220,6 +274,14 @@ pub fn from_env() -> RawConfig {
         api_base_url: var("CFIMG_API_BASE_URL"),
         batch_base_url: var("CFIMG_BATCH_BASE_URL"),
         ledger: var("CFIMG_LEDGER").map(PathBuf::from),
+        bucket: RawBucket {
+            endpoint_url: var("AWS_ENDPOINT_URL"),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            mode: None,
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+            session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
+        },
         ..RawConfig::default()
     }
 }
@@ -289,6 +351,17 @@ impl RawConfig {
             },
             manifest: RawManifest {
                 url_mode: over.manifest.url_mode.or(self.manifest.url_mode),
+            },
+            bucket: RawBucket {
+                endpoint_url: over.bucket.endpoint_url.or(self.bucket.endpoint_url),
+                region: over.bucket.region.or(self.bucket.region),
+                mode: over.bucket.mode.or(self.bucket.mode),
+                access_key_id: over.bucket.access_key_id.or(self.bucket.access_key_id),
+                secret_access_key: over
+                    .bucket
+                    .secret_access_key
+                    .or(self.bucket.secret_access_key),
+                session_token: over.bucket.session_token.or(self.bucket.session_token),
             },
         }
     }
@@ -456,6 +529,34 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         }
     }
 
+    let b = raw.bucket;
+    let endpoint_url = b.endpoint_url.as_deref().and_then(|e| match Url::parse(e) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ => {
+            problems.push(format!(
+                "`bucket.endpoint_url` (--endpoint-url, AWS_ENDPOINT_URL) {e:?} is not an http(s) URL, \
+                 e.g. https://ACCOUNT.r2.cloudflarestorage.com or http://127.0.0.1:9000"
+            ));
+            None
+        }
+    });
+    let region = b.region.map(|r| r.trim().to_string());
+    if let Some(r) = &region
+        && (r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        problems.push(format!(
+            "`bucket.region` (--region, AWS_REGION) {r:?} is not a region name, e.g. us-east-1 or auto"
+        ));
+    }
+    let bucket = BucketConfig {
+        endpoint_url,
+        region,
+        mode: b.mode.unwrap_or_default(),
+        access_key_id: b.access_key_id.map(|k| k.trim().to_string()),
+        secret_access_key: b.secret_access_key,
+        session_token: b.session_token,
+    };
+
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
@@ -485,6 +586,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         manifest: ManifestConfig {
             url_mode: raw.manifest.url_mode.unwrap_or_default(),
         },
+        bucket,
     })
 }
 
@@ -588,6 +690,26 @@ mod tests {
         assert_eq!(c.api_token.expose(), "from-file");
         assert_eq!(c.upload.rate, 1.0);
         assert_eq!(c.upload.concurrency, 3);
+    }
+
+    #[test]
+    fn the_example_config_parses_with_its_bucket_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let raw = from_file(&path).unwrap();
+        assert_eq!(raw.bucket.mode, Some(S3Mode::Download));
+        let bad = RawConfig {
+            bucket: RawBucket {
+                endpoint_url: Some("minio:9000".into()),
+                region: Some("eu west".into()),
+                ..RawBucket::default()
+            },
+            ..creds()
+        };
+        let err = validate(bad, true).unwrap_err().to_string();
+        assert!(
+            err.contains("bucket.endpoint_url") && err.contains("bucket.region"),
+            "{err}"
+        );
     }
 
     #[test]

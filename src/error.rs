@@ -128,6 +128,25 @@ pub enum Error {
     /// The command was given something it cannot work with (not configuration).
     #[error("{0}")]
     Usage(String),
+    /// A bucket could not be listed (bad credentials, no such bucket, no route to the
+    /// endpoint): nothing in it can be migrated.
+    #[error("cannot list {location}: {message}")]
+    BucketListing {
+        /// `s3://bucket/prefix/`.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
+    /// One object of a bucket could not be read (deleted since the listing, access denied
+    /// on that key, replaced while being read, a network failure after retries).
+    #[error("cannot read the object {key:?}: {source}")]
+    Object {
+        /// The object key.
+        key: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -175,6 +194,16 @@ impl Error {
             // is sent): a later run tries it again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
             Error::Invalid(_) => Disposition::Reject,
+            Error::BucketListing { .. } => Disposition::Fatal,
+            Error::Object { source, .. } => match source {
+                // object_store has already retried these with backoff.
+                object_store::Error::Generic { .. } => Disposition::Retry { after: None },
+                // A key object_store cannot address: it never will.
+                object_store::Error::InvalidPath { .. } => Disposition::Reject,
+                // Gone since the listing, forbidden on this key, or replaced while being
+                // read: not the item's fault, and a later run looks again.
+                _ => Disposition::Defer,
+            },
             Error::Ledger(_)
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)
@@ -208,9 +237,12 @@ impl Error {
                     Disposition::Defer | Disposition::Reject => EXIT_INCOMPLETE,
                 }
             }
-            Error::Invalid(_) | Error::ChangedWhileUploading(_) | Error::Origin { .. } => {
-                EXIT_INCOMPLETE
-            }
+            // Nothing in the bucket can be read: the credentials, bucket or endpoint need a person.
+            Error::BucketListing { .. } => EXIT_FATAL_API,
+            Error::Invalid(_)
+            | Error::ChangedWhileUploading(_)
+            | Error::Origin { .. }
+            | Error::Object { .. } => EXIT_INCOMPLETE,
             Error::Panicked(_) => EXIT_INCOMPLETE,
         }
     }
@@ -377,6 +409,31 @@ mod tests {
         assert_eq!(origin(false).disposition(), Disposition::Reject);
         assert_eq!(origin(true).disposition(), retry);
         assert!(!origin(true).is_ambiguous());
+    }
+
+    #[test]
+    fn bucket_errors_stop_the_run_or_fail_one_object() {
+        let listing = Error::BucketListing {
+            location: "s3://b/".into(),
+            message: "403".into(),
+        };
+        assert_eq!(listing.disposition(), Disposition::Fatal);
+        let gone = Error::Object {
+            key: "a.jpg".into(),
+            source: object_store::Error::NotFound {
+                path: "a.jpg".into(),
+                source: "404".into(),
+            },
+        };
+        assert_eq!(gone.disposition(), Disposition::Defer);
+        let denied = Error::Object {
+            key: "a.jpg".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "a.jpg".into(),
+                source: "403".into(),
+            },
+        };
+        assert_eq!(denied.disposition(), Disposition::Defer);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `cfimg migrate DIR` and `cfimg migrate --manifest FILE`: configuration, the source, the
-//! optional in-process emulator, the run, the summary.
+//! `cfimg migrate DIR|s3://BUCKET/PREFIX` and `cfimg migrate --manifest FILE`: configuration,
+//! the source, the optional in-process emulator, the run, the summary.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
 use crate::source::Source;
+use crate::source::bucket::Bucket;
 use crate::source::manifest::Manifest;
 use crate::source::walk::Walk;
 
@@ -141,8 +142,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     })
 }
 
-/// The source the arguments name: a folder, or a manifest of URLs. (A positional that is
-/// not a folder, such as a bucket URL, will be told apart here.)
+/// The source the arguments name: a folder, a bucket (`s3://...`), or a manifest of URLs.
 fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
     match (&args.dir, &args.manifest) {
         (Some(dir), None) => {
@@ -152,7 +152,10 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                         .into(),
                 ]));
             }
-            Ok(Source::Walk(Walk::new(dir, &cfg.walk)?))
+            match dir.to_str().filter(|d| d.starts_with("s3://")) {
+                Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket)?)),
+                None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
+            }
         }
         (None, Some(manifest)) => {
             let mut problems = Vec::new();

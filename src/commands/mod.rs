@@ -63,6 +63,9 @@ pub fn hint(e: &Error) -> Option<&'static str> {
             "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission (a read-only token can only read); `cfimg validate` checks it",
         ),
         Error::Transport(_) => Some("check the network and `api_base_url`"),
+        Error::BucketListing { .. } => Some(
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the bucket name, --endpoint-url and --region",
+        ),
         _ => None,
     }
 }

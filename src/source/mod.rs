@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
+pub mod bucket;
 pub mod manifest;
 pub mod walk;
 
@@ -243,6 +244,8 @@ pub enum Source {
     Walk(walk::Walk),
     /// A manifest of URLs.
     Manifest(manifest::Manifest),
+    /// An S3-compatible bucket and prefix.
+    Bucket(bucket::Bucket),
 }
 
 impl Source {
@@ -251,6 +254,7 @@ impl Source {
         match self {
             Source::Walk(w) => w.id(),
             Source::Manifest(m) => m.id(),
+            Source::Bucket(b) => b.id(),
         }
     }
 
@@ -261,14 +265,20 @@ impl Source {
         out: mpsc::Sender<Found>,
         stop: CancellationToken,
     ) -> Result<()> {
-        // Both listers block (a directory walk, a buffered file read): each runs on a
-        // thread of the blocking pool and hands items over with `blocking_send`.
-        let me = self.clone();
-        run_blocking(move || match &*me {
-            Source::Walk(w) => w.list(&out, &stop),
-            Source::Manifest(m) => m.list(&out, &stop),
-        })
-        .await
+        match &*self {
+            Source::Bucket(b) => b.list(&out, &stop).await,
+            // The other listers block (a directory walk, a buffered file read): each runs
+            // on a thread of the blocking pool and hands items over with `blocking_send`.
+            _ => {
+                let me = self.clone();
+                run_blocking(move || match &*me {
+                    Source::Walk(w) => w.list(&out, &stop),
+                    Source::Manifest(m) => m.list(&out, &stop),
+                    Source::Bucket(_) => Ok(()),
+                })
+                .await
+            }
+        }
     }
 
     /// The bytes (or URL) to upload for an item.
@@ -276,6 +286,10 @@ impl Source {
         match (self, &item.locator) {
             (_, Locator::File(path)) => Ok(Body::file(path.clone())),
             (Source::Manifest(m), _) => m.body(item).await,
+            (Source::Bucket(b), Locator::Object(key)) => b.body(item, key).await,
+            (Source::Bucket(_), other) => Err(crate::error::Error::Invalid(format!(
+                "a bucket source cannot read {other:?}"
+            ))),
             (Source::Walk(_), other) => Err(crate::error::Error::Invalid(format!(
                 "a folder source cannot read {other:?}"
             ))),

@@ -1,0 +1,398 @@
+//! An S3-compatible bucket (AWS S3, R2, MinIO, ...) as a source, read through the
+//! `object_store` crate (it signs every request; cfimg signs nothing by hand). cfimg only
+//! reads the bucket: it lists and gets objects, or presigns GETs for Cloudflare to fetch.
+//!
+//! The prefix is a folder: `s3://b/media/2019` and `s3://b/media/2019/` both mean the
+//! objects whose key starts with `media/2019/` (never `media/2019-old/...`, never
+//! `Media/2019/...`: keys are compared byte for byte, as S3 does). `object_store` lists a
+//! prefix at `/` boundaries in just this way; the keys are filtered again by raw string
+//! prefix so the rule never depends on the server. An item's key is the object key
+//! relative to the prefix, so path ids look like those of a folder.
+//!
+//! The listing is streamed page by page (S3 pages hold at most 1000 keys) into the
+//! pipeline's bounded channel; it is never collected. Zero-byte objects (folder
+//! placeholders such as `photos/`, which `object_store` shows without their trailing `/`,
+//! and empty objects) are passed over with their reason, without a request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
+use crate::config::{BucketConfig, S3Mode};
+use crate::error::{Error, Result};
+
+/// How long a presigned GET stays valid: long enough for Cloudflare's fetch and every
+/// retry of the upload that carries it.
+pub const PRESIGN_TTL: Duration = Duration::from_secs(3600);
+
+/// The region used when none is configured (AWS's default, and what R2 and MinIO accept).
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A prepared bucket source.
+pub struct Bucket {
+    id: SourceId,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+    store: AmazonS3,
+    mode: S3Mode,
+}
+
+impl std::fmt::Debug for Bucket {
+    // The store's own Debug would print its credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `s3://bucket/prefix` into the bucket and the prefix (empty, or ending with `/`).
+pub fn parse_url(url: &str) -> Result<(String, String)> {
+    let bad = |why: &str| {
+        Error::Config(vec![format!(
+            "{url:?} is not a bucket URL: {why}; write s3://BUCKET or s3://BUCKET/PREFIX"
+        )])
+    };
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad("it does not start with s3://"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(bad("the bucket name is missing"));
+    }
+    if bucket.len() > 63
+        || !bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(bad(
+            "a bucket name is lowercase letters, digits, '-', '.' and '_', at most 63 of them",
+        ));
+    }
+    let mut prefix = prefix.to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    if prefix.starts_with('/') || prefix.contains("//") {
+        return Err(bad(
+            "the prefix has an empty segment ('//'), which cannot be listed as a folder",
+        ));
+    }
+    Ok((bucket.to_string(), prefix))
+}
+
+impl Bucket {
+    /// Checks the URL and the credentials and prepares the client; no request is made.
+    pub fn new(url: &str, cfg: &BucketConfig) -> Result<Bucket> {
+        let (bucket, prefix) = parse_url(url)?;
+        let (Some(key_id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) else {
+            return Err(Error::Config(vec![format!(
+                "{url} needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (and AWS_SESSION_TOKEN for temporary ones); AWS profiles and instance roles are not read"
+            )]));
+        };
+        let region = cfg.region.as_deref().unwrap_or(DEFAULT_REGION);
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(region)
+            .with_access_key_id(key_id)
+            .with_secret_access_key(secret.expose())
+            // A few quick retries: a listing that cannot start should say so in seconds.
+            .with_retry(RetryConfig {
+                max_retries: 4,
+                retry_timeout: Duration::from_secs(60),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        if let Some(token) = &cfg.session_token {
+            builder = builder.with_token(token.expose());
+        }
+        let at = match &cfg.endpoint_url {
+            Some(endpoint) => {
+                let endpoint = endpoint.as_str().trim_end_matches('/').to_string();
+                // R2, MinIO and most S3-compatible servers want path-style requests.
+                builder = builder
+                    .with_endpoint(&endpoint)
+                    .with_virtual_hosted_style_request(false)
+                    .with_allow_http(endpoint.starts_with("http://"));
+                endpoint
+            }
+            None => format!("aws:{region}"),
+        };
+        let store = builder.build().map_err(|e| {
+            Error::Config(vec![format!(
+                "cannot prepare a client for {url}: {e}; check --endpoint-url and --region"
+            )])
+        })?;
+        Ok(Bucket {
+            id: SourceId::new(SourceKind::Bucket, format!("s3://{bucket}/{prefix}@{at}")),
+            bucket,
+            prefix,
+            store,
+            mode: cfg.mode,
+        })
+    }
+
+    /// The source's identity: `s3://bucket/prefix/@endpoint` (or `@aws:region`).
+    pub fn id(&self) -> &SourceId {
+        &self.id
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// Lists every object under the prefix into `out`, page by page, until done, stopped or
+    /// the receiver is gone. A failed listing (bad credentials, no such bucket, no route to
+    /// the endpoint) ends the run.
+    pub async fn list(&self, out: &mpsc::Sender<Found>, stop: &CancellationToken) -> Result<()> {
+        let prefix = match self.prefix.strip_suffix('/') {
+            Some(p) => Some(ObjectPath::parse(p).map_err(|e| self.listing_error(e.to_string()))?),
+            None => None,
+        };
+        let mut pages = self.store.list(prefix.as_ref());
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = pages.next() => next,
+            };
+            let Some(meta) = next else { break };
+            let meta = meta.map_err(|e| self.listing_error(e.to_string()))?;
+            let Some(found) = self.found(meta) else {
+                continue;
+            };
+            if out.send(found).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn listing_error(&self, message: String) -> Error {
+        Error::BucketListing {
+            location: self.url(),
+            message,
+        }
+    }
+
+    /// What one listed object becomes; `None` for keys outside the prefix.
+    fn found(&self, meta: ObjectMeta) -> Option<Found> {
+        let full = meta.location.as_ref();
+        // S3's prefix rule, byte for byte, whatever the server sent.
+        let key = full.strip_prefix(self.prefix.as_str())?;
+        if key.is_empty() {
+            return None;
+        }
+        if meta.size == 0 {
+            return Some(Found::Ignored {
+                key: key.to_string(),
+                reason: "a zero-byte object: a folder placeholder (a key ending in '/') or an empty object; nothing to upload".into(),
+            });
+        }
+        // S3 always sends an ETag; without one, the modification time tells change.
+        let etag = meta
+            .e_tag
+            .clone()
+            .unwrap_or_else(|| format!("mtime:{}", meta.last_modified.to_rfc3339()));
+        Some(Found::Item(Item {
+            key: key.to_string(),
+            locator: Locator::Object(full.to_string()),
+            fingerprint: Some(Fingerprint::ETagSize {
+                etag,
+                size: meta.size,
+            }),
+            options: ItemOptions::default(),
+        }))
+    }
+
+    /// The body of an object: downloaded into a temporary file (`download`), or a
+    /// presigned GET URL that Cloudflare fetches (`presign`).
+    pub async fn body(&self, item: &Item, key: &str) -> Result<Body> {
+        let path = ObjectPath::parse(key).map_err(|e| Error::Object {
+            key: key.to_string(),
+            source: e.into(),
+        })?;
+        match self.mode {
+            S3Mode::Presign => {
+                let url = self
+                    .store
+                    .signed_url(reqwest::Method::GET, &path, PRESIGN_TTL)
+                    .await
+                    .map_err(|source| Error::Object {
+                        key: key.to_string(),
+                        source,
+                    })?;
+                Ok(Body::Url(url.to_string()))
+            }
+            S3Mode::Download => self.download(item, key, &path).await,
+        }
+    }
+
+    async fn download(&self, item: &Item, key: &str, path: &ObjectPath) -> Result<Body> {
+        let object_error = |source| Error::Object {
+            key: key.to_string(),
+            source,
+        };
+        // Only the version that was listed: a replaced object is left for the next run,
+        // which lists its new ETag, instead of being recorded under the old one.
+        let if_match = match &item.fingerprint {
+            Some(Fingerprint::ETagSize { etag, .. }) if !etag.starts_with("mtime:") => {
+                Some(etag.clone())
+            }
+            _ => None,
+        };
+        let got = self
+            .store
+            .get_opts(
+                path,
+                GetOptions {
+                    if_match,
+                    ..GetOptions::default()
+                },
+            )
+            .await
+            .map_err(object_error)?;
+        let io_error = |source| Error::Io {
+            path: std::env::temp_dir(),
+            source,
+        };
+        let spool = tempfile::Builder::new()
+            .prefix("cfimg-s3-")
+            .tempfile()
+            .map_err(io_error)?;
+        let (file, temp_path) = spool.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut chunks = got.into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(object_error)?;
+            file.write_all(&chunk).await.map_err(io_error)?;
+        }
+        file.flush().await.map_err(io_error)?;
+        drop(file);
+        Ok(Body::File {
+            path: temp_path.to_path_buf(),
+            spool: Some(Arc::new(temp_path)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn cfg() -> BucketConfig {
+        BucketConfig {
+            endpoint_url: Some("http://127.0.0.1:9/".parse().unwrap()),
+            region: Some("eu-west-3".into()),
+            mode: S3Mode::Download,
+            access_key_id: Some("AKIDBUCKETTEST".into()),
+            secret_access_key: Some(Secret::new("very-secret-key")),
+            session_token: Some(Secret::new("very-secret-token")),
+        }
+    }
+
+    #[test]
+    fn bucket_urls_mean_folders() {
+        let p = |u: &str| parse_url(u).unwrap();
+        assert_eq!(p("s3://b"), ("b".into(), "".into()));
+        assert_eq!(p("s3://b/"), ("b".into(), "".into()));
+        assert_eq!(p("s3://b/media/2019"), ("b".into(), "media/2019/".into()));
+        assert_eq!(p("s3://b/media/2019/"), ("b".into(), "media/2019/".into()));
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "http://b/x",
+            "s3://B/x",
+            "s3://b//x",
+            "s3://b/a//c",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bucket_identity_names_the_endpoint_and_never_prints_secrets() {
+        let b = Bucket::new("s3://photos/media/2019", &cfg()).unwrap();
+        assert_eq!(
+            b.id().location,
+            "s3://photos/media/2019/@http://127.0.0.1:9"
+        );
+        let same = Bucket::new("s3://photos/media/2019/", &cfg()).unwrap();
+        assert_eq!(same.id(), b.id());
+        let aws = Bucket::new(
+            "s3://photos",
+            &BucketConfig {
+                endpoint_url: None,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        assert_eq!(aws.id().location, "s3://photos/@aws:eu-west-3");
+        let shown = format!("{b:?} {:?}", cfg());
+        assert!(!shown.contains("very-secret"), "{shown}");
+    }
+
+    #[test]
+    fn bucket_without_credentials_is_a_config_error() {
+        let err = Bucket::new(
+            "s3://photos",
+            &BucketConfig {
+                access_key_id: None,
+                ..cfg()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"), "{err}");
+    }
+
+    #[test]
+    fn bucket_listing_keeps_only_the_prefix_and_passes_over_placeholders() {
+        let b = Bucket::new("s3://photos/media/2019", &cfg()).unwrap();
+        let meta = |key: &str, size: u64| ObjectMeta {
+            location: ObjectPath::parse(key).unwrap(),
+            last_modified: chrono::Utc::now(),
+            size,
+            e_tag: Some("\"abc\"".into()),
+            version: None,
+        };
+        assert!(b.found(meta("media/2019-old/a.jpg", 5)).is_none());
+        assert!(b.found(meta("Media/2019/a.jpg", 5)).is_none());
+        assert!(b.found(meta("media/2019", 0)).is_none());
+        assert!(matches!(
+            b.found(meta("media/2019/dir", 0)),
+            Some(Found::Ignored { key, .. }) if key == "dir"
+        ));
+        let Some(Found::Item(item)) = b.found(meta("media/2019/a b/ü+%20.jpg", 5)) else {
+            panic!("an item");
+        };
+        assert_eq!(item.key, "a b/ü+%20.jpg");
+        assert_eq!(
+            item.locator,
+            Locator::Object("media/2019/a b/ü+%20.jpg".into())
+        );
+        assert_eq!(
+            item.fingerprint,
+            Some(Fingerprint::ETagSize {
+                etag: "\"abc\"".into(),
+                size: 5
+            })
+        );
+    }
+}
