@@ -108,6 +108,9 @@ pub struct MigrateArgs {
     /// Retry items that failed in earlier runs.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Take only shard K of N (K from 0): a stable hash of each item picks its shard; each shard has its own ledger [env: CFIMG_SHARD].
+    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
+    pub shard: Option<crate::shard::Shard>,
     /// Leave replaced images in place (hash and auto ids), recorded as superseded.
     #[arg(long)]
     pub keep_replaced: bool,

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod rules;
 pub mod secret;
 pub mod settle;
+pub mod shard;
 pub mod shutdown;
 pub mod source;
 pub mod stamp;

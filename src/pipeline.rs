@@ -33,8 +33,9 @@ use crate::plan::{self, Decision, Examined, Job, Policy, Quick};
 use crate::progress::{Display, Stats, Summary};
 use crate::retry;
 use crate::settle;
+use crate::shard::Shard;
 use crate::shutdown::Shutdown;
-use crate::source::{Found, Item, Source};
+use crate::source::{Found, Item, Source, SourceId};
 use crate::transport::ApiLane;
 use crate::upload::{Ended, Uploader};
 
@@ -54,6 +55,8 @@ pub struct MigrateOptions {
     pub progress_every: Duration,
     /// Where the images go, as the ledger records it.
     pub destination: Destination,
+    /// Only this shard's items, when the source is split over several runs.
+    pub shard: Option<Shard>,
 }
 
 /// An item the quick check could not settle.
@@ -81,6 +84,8 @@ struct Run {
     shutdown: Arc<Shutdown>,
     fatal: Arc<Mutex<Option<Error>>>,
     source_id: i64,
+    source: SourceId,
+    shard: Option<Shard>,
 }
 
 impl Run {
@@ -201,6 +206,8 @@ pub async fn migrate(
         shutdown: shutdown.clone(),
         fatal: Arc::new(Mutex::new(None)),
         source_id,
+        source: source.id().clone(),
+        shard: opts.shard,
     };
     let display = Display::start(run.stats.clone(), limiter.clone(), opts.progress_every);
 
@@ -367,6 +374,15 @@ fn check(
         let Some(found) = next else { break };
         if run.shutdown.intake.is_cancelled() {
             break;
+        }
+        if let Some(shard) = &run.shard {
+            let key = match &found {
+                Found::Item(item) => &item.key,
+                Found::Bad { key, .. } | Found::Ignored { key, .. } => key,
+            };
+            if !shard.owns(&run.source, key) {
+                continue;
+            }
         }
         Stats::bump(&run.stats.discovered);
         let item = match found {

@@ -34,6 +34,21 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         cli.config.as_deref(),
         args.overrides(cli.ledger.clone(), metadata),
     )?;
+    if let Some(shard) = args.shard {
+        // One ledger per shard, so that a restarted shard resumes its own items; and an
+        // equal part of the account's API budget for each, unless a rate is given.
+        if raw.ledger.is_none() {
+            let base = if args.emulator {
+                EMULATOR_LEDGER
+            } else {
+                config::DEFAULT_LEDGER
+            };
+            raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
+        }
+        if raw.upload.rate.is_none() {
+            raw.upload.rate = Some(config::DEFAULT_RATE / f64::from(shard.count));
+        }
+    }
     if args.emulator && raw.ledger.is_none() {
         raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
     }
@@ -90,6 +105,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         retry_failed: args.retry_failed,
         progress_every: Duration::from_secs(10),
         destination,
+        shard: args.shard,
     };
     let result = pipeline::migrate(&cfg, source, &opts, shutdown).await;
     let result = match result {

@@ -7,4 +7,5 @@ mod exactly_once;
 mod faults;
 mod manifest;
 mod rejects;
+mod shards;
 mod sources;
