@@ -2,13 +2,14 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|emulator|manifest|bucket]
+#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
 # Env: BENCH_DIR (scratch space, default a new temp dir; the large case writes 1.8 GB),
 #      NOOP_FILES (default 100000), THROUGHPUT_FILES (default 5000),
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
+#      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
 set -euo pipefail
@@ -21,6 +22,7 @@ NOOP_FILES=${NOOP_FILES:-100000}
 MANIFEST_LINES=${MANIFEST_LINES:-1000000}
 THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
+BATCH_SECS=${BATCH_SECS:-10}
 [ -x "$BIN" ] || cargo build --release --quiet
 mkdir -p "$WORK"
 echo "# cfimg benchmarks: $(nproc) cores, $(date -u +%F), scratch $WORK"
@@ -45,9 +47,10 @@ start_emulator() {
   API=$(sed -n 's/^api_base_url = //p' "$WORK/emu.out")
   TOKEN=$(sed -n 's/^api_token = //p' "$WORK/emu.out")
   ACCOUNT=$(sed -n 's/^account_id = //p' "$WORK/emu.out")
+  BATCH=$(sed -n 's/^batch_base_url = //p' "$WORK/emu.out")
   [ -n "$API" ] || { echo "emulator did not start:"; cat "$WORK/emu.err"; exit 1; }
   # cfimg pointed at this emulator.
-  CFIMG=(env "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" RUST_LOG=warn "$BIN")
+  CFIMG=(env "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" "CFIMG_BATCH_BASE_URL=$BATCH" RUST_LOG=warn "$BIN")
 }
 
 
@@ -148,6 +151,40 @@ achieved = s["requests"] / s["elapsed_secs"]
 print(f"rate limit 50/s on both sides: {s['requests']} requests in {s['elapsed_secs']:.2f} s = {achieved:.2f} req/s "
       f"({achieved/50*100:.1f}% of 50), 429s seen by cfimg {s['throttled']}, served by the emulator {sys.argv[2]}")
 PY
+}
+
+# The batch transport at the batch host's real limit (200/s per batch token, 1 s penalty)
+# with the API host's 1200/300 s scaled down to 40/10 s (the same 4/s): uploads/s as a
+# share of N x 200 for N = 1 and 3 tokens, 429s served, API requests spent on tokens.
+batch() {
+  local dir="$WORK/batch" n
+  for tokens in 1 3; do
+    n=$((BATCH_SECS * 200 * tokens))
+    rm -rf "$dir"; make_files "$dir" "$n" 2000 1000
+    start_emulator --rate-limit 40/10s --batch-rate-limit 200/1s --penalty 1
+    rm -f "$WORK/batch.sqlite"*
+    timed batch "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/batch.sqlite" --transport batch \
+      --batch-tokens "$tokens" --concurrency $((16 * tokens)) --json >"$WORK/batch.json"
+    curl -sf "${API%/client/v4}/__emulator/state" >"$WORK/batch-state.json"
+    python3 - "$n" "$tokens" "$WORK/batch.json" "$WORK/batch-state.json" "$USER_S" "$SYS_S" <<'PY'
+import json, sys
+n, tokens = int(sys.argv[1]), int(sys.argv[2])
+s, st = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
+us, sy = float(sys.argv[5]), float(sys.argv[6])
+assert s["uploaded"] == n and s["failed"] == 0, s
+served = lambda route, status=None: sum(r["count"] for r in st["requests"]
+    if r["route"] == route and (status is None or r["status"] == status))
+batch_429 = served("POST /images/v1", 429)
+api_429 = sum(r["count"] for r in st["requests"]
+    if r["route"].split(" ", 1)[-1].startswith("/client/v4") and r["status"] == 429)
+tokens_spent = served("GET /client/v4/accounts/{account_id}/images/v1/batch_token")
+ups = n / s["elapsed_secs"]
+print(f"batch, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
+      f"({ups / (200 * tokens):.3f} of {200 * tokens}/s; batch host {s['batch_req_per_sec']:.1f} req/s); "
+      f"429s served: batch {batch_429}, API {api_429}; API requests {s['api_requests']} "
+      f"({tokens_spent} for tokens); client CPU {us + sy:.1f} s")
+PY
+  done
 }
 
 emulator_only() {
@@ -264,7 +301,8 @@ case $WHAT in
   emulator) emulator_only ;;
   manifest) manifest ;;
   bucket) bucket ;;
+  batch) batch ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
-  all) throughput; noop; large; rate; manifest; bucket; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|emulator|manifest|bucket]"; exit 2 ;;
+  all) throughput; noop; large; rate; batch; manifest; bucket; emulator_only ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket]"; exit 2 ;;
 esac

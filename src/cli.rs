@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    IdMode, RawBucket, RawConfig, RawManifest, RawUpload, RawWalk, S3Mode, UrlMode,
+    IdMode, RawBucket, RawConfig, RawManifest, RawUpload, RawWalk, S3Mode, Transport, UrlMode,
 };
 use crate::emulator::EmulatorArgs;
 use crate::source::manifest::ManifestFormat;
@@ -93,6 +93,15 @@ pub struct MigrateArgs {
     /// API requests per second, retries included [default: 3.5, under Cloudflare's 1200 per 5 minutes].
     #[arg(long, value_name = "REQ_PER_SEC")]
     pub rate: Option<f64>,
+    /// Where uploads go: the API host, or the batch host with batch tokens (lookups, deletes and updates stay on the API host) [default: api].
+    #[arg(long, value_enum, value_name = "HOST")]
+    pub transport: Option<Transport>,
+    /// Batch tokens used in parallel with --transport batch, 1 to 32 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub batch_tokens: Option<u32>,
+    /// Requests per second per batch token [default: 195, under the batch host's 200].
+    #[arg(long, value_name = "REQ_PER_SEC")]
+    pub batch_rate: Option<f64>,
     /// How image ids are chosen [default: path].
     #[arg(long, value_enum)]
     pub id_mode: Option<IdMode>,
@@ -169,6 +178,9 @@ impl MigrateArgs {
                 require_signed_urls: flag(self.require_signed_urls),
                 keep_replaced: flag(self.keep_replaced),
                 settle_secs: self.settle_secs,
+                transport: self.transport,
+                batch_tokens: self.batch_tokens,
+                batch_rate: self.batch_rate,
                 ..RawUpload::default()
             },
             walk: RawWalk {

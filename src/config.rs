@@ -27,6 +27,23 @@ pub const DEFAULT_RATE: f64 = 3.5;
 /// duplicates of an ambiguous upload half a minute later.
 pub const DEFAULT_SETTLE_SECS: f64 = 30.0;
 
+/// Requests per second per batch token: the batch host allows 200; just under it so that
+/// timer jitter never tips a token over.
+pub const DEFAULT_BATCH_RATE: f64 = 195.0;
+/// The most batch tokens one run may hold.
+pub const MAX_BATCH_TOKENS: u32 = 32;
+
+/// Which host uploads (`POST /v1`) go to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The API host, within the account's 1200 requests per 5 minutes.
+    #[default]
+    Api,
+    /// The batch host, 200 requests/s per batch token; everything else stays on the API host.
+    Batch,
+}
+
 /// How image ids are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,6 +194,12 @@ pub struct RawUpload {
     /// Seconds lists may lag behind uploads: after an ambiguous answer, duplicates are
     /// looked for again once this has passed.
     pub settle_secs: Option<f64>,
+    /// `api` or `batch`: where uploads go.
+    pub transport: Option<Transport>,
+    /// Batch tokens used in parallel (`transport = "batch"`).
+    pub batch_tokens: Option<u32>,
+    /// Requests per second per batch token.
+    pub batch_rate: Option<f64>,
 }
 
 /// `[walk]` as written.
@@ -250,6 +273,12 @@ pub struct UploadConfig {
     pub keep_replaced: bool,
     /// How long lists may lag behind uploads.
     pub settle: Duration,
+    /// Where uploads go.
+    pub transport: Transport,
+    /// Batch tokens used in parallel.
+    pub batch_tokens: u32,
+    /// Requests per second per batch token.
+    pub batch_rate: f64,
 }
 
 /// Checked `[walk]` settings.
@@ -342,6 +371,9 @@ impl RawConfig {
                     .or(self.upload.shutdown_grace_secs),
                 keep_replaced: over.upload.keep_replaced.or(self.upload.keep_replaced),
                 settle_secs: over.upload.settle_secs.or(self.upload.settle_secs),
+                transport: over.upload.transport.or(self.upload.transport),
+                batch_tokens: over.upload.batch_tokens.or(self.upload.batch_tokens),
+                batch_rate: over.upload.batch_rate.or(self.upload.batch_rate),
             },
             walk: RawWalk {
                 follow_symlinks: over.walk.follow_symlinks.or(self.walk.follow_symlinks),
@@ -484,6 +516,19 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         DEFAULT_SETTLE_SECS,
         &mut problems,
     );
+    let batch_tokens = u.batch_tokens.unwrap_or(1);
+    if !(1..=MAX_BATCH_TOKENS).contains(&batch_tokens) {
+        problems.push(format!(
+            "`upload.batch_tokens` (--batch-tokens) is {batch_tokens}: use 1 to {MAX_BATCH_TOKENS}"
+        ));
+    }
+    let batch_rate = u.batch_rate.unwrap_or(DEFAULT_BATCH_RATE);
+    if !(batch_rate.is_finite() && batch_rate > 0.0 && batch_rate <= 200.0) {
+        problems.push(format!(
+            "`upload.batch_rate` (--batch-rate) is {batch_rate}: use requests per second per \
+             batch token above 0 and at most 200, the batch host's limit (default {DEFAULT_BATCH_RATE})"
+        ));
+    }
     let id_mode = u.id_mode.unwrap_or(IdMode::Path);
     let require_signed_urls = u.require_signed_urls.unwrap_or(false);
     if require_signed_urls && id_mode != IdMode::Auto {
@@ -581,6 +626,9 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             shutdown_grace,
             keep_replaced: u.keep_replaced.unwrap_or(false),
             settle,
+            transport: u.transport.unwrap_or_default(),
+            batch_tokens,
+            batch_rate,
         },
         walk,
         manifest: ManifestConfig {
@@ -708,6 +756,29 @@ mod tests {
         let err = validate(bad, true).unwrap_err().to_string();
         assert!(
             err.contains("bucket.endpoint_url") && err.contains("bucket.region"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn batch_settings_default_and_are_bounded() {
+        let c = validate(creds(), true).unwrap();
+        assert_eq!(c.upload.transport, Transport::Api);
+        assert_eq!(
+            (c.upload.batch_tokens, c.upload.batch_rate),
+            (1, DEFAULT_BATCH_RATE)
+        );
+        let raw = RawConfig {
+            upload: RawUpload {
+                batch_tokens: Some(33),
+                batch_rate: Some(250.0),
+                ..RawUpload::default()
+            },
+            ..creds()
+        };
+        let err = validate(raw, true).unwrap_err().to_string();
+        assert!(
+            err.contains("upload.batch_tokens") && err.contains("upload.batch_rate"),
             "{err}"
         );
     }

@@ -52,6 +52,18 @@ pub enum Error {
         /// `retry-after`, when sent.
         retry_after: Option<Duration>,
     },
+    /// A host refused the endpoint with a bare `{"code": .., "message": ..}` body and no
+    /// envelope, as the batch host has answered `{"code":"103","message":"forbidden
+    /// endpoint"}`: the operation is not served there, whatever the item.
+    #[error("the host refused the endpoint (HTTP {status}, code {code}): {message}")]
+    EndpointRefused {
+        /// HTTP status.
+        status: u16,
+        /// The code as sent (a string on the batch host).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
     /// The API asked cfimg to slow down: any 429 whatever its body (JSON with 971, 10100 or
     /// 10429, the edge's HTML "Error 1015" page, an empty body), or a rate-limit code under
     /// any status. The limiter turns it into the shared cool-off; it never counts against an
@@ -180,6 +192,9 @@ impl Error {
                 }
             }
             Error::Transport(_) => Disposition::Retry { after: None },
+            // Not the item's fault and not the token's: the lanes fall back to the API host;
+            // anywhere else, a later run tries again.
+            Error::EndpointRefused { .. } => Disposition::Defer,
             Error::ThrottledTooLong(_) => Disposition::Fatal,
             // Retried a few times within the run; then the item fails and the next run
             // tries again. A 404 or 410 will not change by retrying.
@@ -229,7 +244,10 @@ impl Error {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
                 _ => EXIT_TEMPFAIL,
             },
-            Error::Api { .. } | Error::Protocol { .. } | Error::RateLimited { .. } => {
+            Error::Api { .. }
+            | Error::Protocol { .. }
+            | Error::RateLimited { .. }
+            | Error::EndpointRefused { .. } => {
                 match self.disposition() {
                     Disposition::Fatal => EXIT_FATAL_API,
                     // Retries ran out (e.g. 5xx on the start-up request): try again later.
@@ -291,6 +309,12 @@ impl Error {
     pub fn is_forbidden(&self) -> bool {
         matches!(self, Error::Api { status: 403, code, .. }
             if !matches!(*code, codes::NOT_AUTHORISED | codes::AUTH))
+    }
+
+    /// An authentication failure (10000, or a 401 without a code): on the batch host, the
+    /// batch token is expired or revoked.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Error::Api { status, code, .. } if *code == codes::AUTH || (*status == 401 && *code == 0))
     }
 
     /// True when the request may have reached the server and been acted on although no

@@ -36,7 +36,7 @@ use crate::settle;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::source::{Found, Item, Source, SourceId};
-use crate::transport::ApiLane;
+use crate::transport::{ApiLane, Lanes, Traffic};
 use crate::upload::{Ended, Uploader};
 
 /// Items waiting between the quick check and reading.
@@ -189,6 +189,10 @@ pub async fn migrate(
             policy,
         })
     };
+    let lanes = lane.as_ref().map(|l| Arc::new(Lanes::new(l.clone(), cfg)));
+    let traffic = lanes
+        .as_ref()
+        .map_or_else(|| Traffic::api_only(limiter.clone()), |l| l.traffic());
     let source_id = match &writer {
         Some(w) => w.source(source.id()).await?,
         None => match Ledger::open_read_only(&cfg.ledger)? {
@@ -209,7 +213,7 @@ pub async fn migrate(
         source: source.id().clone(),
         shard: opts.shard,
     };
-    let display = Display::start(run.stats.clone(), limiter.clone(), opts.progress_every);
+    let display = Display::start(run.stats.clone(), traffic.clone(), opts.progress_every);
 
     let (found_tx, found_rx) = mpsc::channel::<Found>(FOUND_QUEUE);
     let lister = tokio::spawn(source.clone().list(found_tx, shutdown.intake.clone()));
@@ -238,9 +242,10 @@ pub async fn migrate(
         job_tx,
         opts.dry_run,
     ));
-    let uploader = match (&lane, writer.clone(), shared_reader.clone()) {
-        (Some(lane), Some(ledger), Some(reader)) => Some(Arc::new(Uploader {
+    let uploader = match (&lane, &lanes, writer.clone(), shared_reader.clone()) {
+        (Some(lane), Some(lanes), Some(ledger), Some(reader)) => Some(Arc::new(Uploader {
             lane: lane.clone(),
+            lanes: lanes.clone(),
             metadata: cfg.upload.metadata.clone(),
             require_signed_urls: cfg.upload.require_signed_urls,
             keep_replaced: cfg.upload.keep_replaced,
@@ -296,10 +301,10 @@ pub async fn migrate(
     let fatal = run.fatal.lock().ok().and_then(|mut f| f.take());
     let mut summary = Summary::new(
         &run.stats,
-        &limiter,
+        &traffic,
         started.elapsed(),
         opts.dry_run,
-        cfg.upload.rate,
+        upload_rate(cfg),
         cfg.ledger.display().to_string(),
     );
     if interrupted {
@@ -330,6 +335,16 @@ pub async fn migrate(
         fatal,
         interrupted,
     })
+}
+
+/// Uploads per second the configuration allows: the API rate, or every batch token's.
+fn upload_rate(cfg: &Config) -> f64 {
+    match cfg.upload.transport {
+        crate::config::Transport::Api => cfg.upload.rate,
+        crate::config::Transport::Batch => {
+            cfg.upload.batch_rate * f64::from(cfg.upload.batch_tokens)
+        }
+    }
 }
 
 /// A client for the configured account, checked with `GET /v1/stats` (through the limiter,

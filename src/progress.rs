@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::ledger::RunCounts;
-use crate::limit::Limiter;
+use crate::transport::Traffic;
 
 /// Counters shared by every stage of a run.
 #[derive(Debug, Default)]
@@ -97,7 +97,7 @@ impl Stats {
     }
 
     /// The counters as the ledger stores them and the summary shows them.
-    pub fn counts(&self, limiter: &Limiter) -> RunCounts {
+    pub fn counts(&self, traffic: &Traffic) -> RunCounts {
         RunCounts {
             uploaded: get(&self.uploaded),
             replaced: get(&self.replaced),
@@ -111,8 +111,8 @@ impl Stats {
             ignored: get(&self.ignored),
             duplicates_deleted: get(&self.duplicates_deleted),
             bytes: get(&self.bytes),
-            requests: limiter.requests(),
-            throttled: limiter.throttled_count(),
+            requests: traffic.requests(),
+            throttled: traffic.throttled(),
         }
     }
 }
@@ -135,6 +135,18 @@ pub struct Summary {
     pub files_per_sec: f64,
     /// Megabytes (10^6) uploaded per second.
     pub mb_per_sec: f64,
+    /// Requests to the API host (`requests` is both hosts).
+    pub api_requests: u64,
+    /// 429s from the API host (`throttled` is both hosts).
+    pub api_throttled: u64,
+    /// Requests to the batch host.
+    pub batch_requests: u64,
+    /// 429s from the batch host.
+    pub batch_throttled: u64,
+    /// Batch tokens fetched: API-host requests spent on tokens (counted in `api_requests`).
+    pub token_requests: u64,
+    /// Requests per second to the batch host over the run.
+    pub batch_req_per_sec: f64,
     /// Dry run: uploads that would happen.
     pub would_upload: u64,
     /// Dry run: bytes they would send.
@@ -149,14 +161,14 @@ impl Summary {
     /// Builds the summary of a run.
     pub fn new(
         stats: &Stats,
-        limiter: &Limiter,
+        traffic: &Traffic,
         elapsed: Duration,
         dry_run: bool,
         rate: f64,
         ledger: String,
     ) -> Summary {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        let counts = stats.counts(limiter);
+        let counts = stats.counts(traffic);
         let would_upload = get(&stats.would_upload);
         let problems =
             counts.failed + counts.rejected + counts.failed_earlier + counts.rejected_earlier;
@@ -166,6 +178,12 @@ impl Summary {
             discovered: get(&stats.discovered),
             files_per_sec: counts.uploaded as f64 / secs,
             mb_per_sec: counts.bytes as f64 / 1e6 / secs,
+            api_requests: traffic.api.requests(),
+            api_throttled: traffic.api.throttled_count(),
+            batch_requests: traffic.batch_requests(),
+            batch_throttled: traffic.batch_throttled(),
+            token_requests: traffic.token_requests(),
+            batch_req_per_sec: traffic.batch_requests() as f64 / secs,
             counts,
             elapsed_secs: secs,
             would_upload,
@@ -209,6 +227,17 @@ impl Summary {
                 self.mb_per_sec,
                 self.counts.requests,
                 self.counts.throttled,
+            ));
+        }
+        if !self.dry_run && (self.batch_requests > 0 || self.token_requests > 0) {
+            out.push_str(&format!(
+                "API host: {} requests ({} for batch tokens), {} rate-limited; batch host: {} requests ({:.1}/s), {} rate-limited\n",
+                self.api_requests,
+                self.token_requests,
+                self.api_throttled,
+                self.batch_requests,
+                self.batch_req_per_sec,
+                self.batch_throttled,
             ));
         }
         if self.counts.ignored > 0 {
@@ -294,6 +323,54 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// Requests per second per host since the last look (and per token, in the debug log).
+struct Rates {
+    at: Instant,
+    api: u64,
+    batch: Vec<u64>,
+}
+
+impl Rates {
+    fn new(t: &Traffic) -> Rates {
+        Rates {
+            at: Instant::now(),
+            api: t.api.requests(),
+            batch: t.batch.iter().map(|l| l.requests()).collect(),
+        }
+    }
+
+    /// `, api 3.4 req/s, batch 580.1 req/s (12 429)` when there are batch lanes.
+    fn line(&mut self, t: &Traffic) -> Option<String> {
+        if t.batch.is_empty() {
+            return None;
+        }
+        let now = Rates::new(t);
+        let secs = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let api = (now.api - self.api) as f64 / secs;
+        let per_token: Vec<f64> = now
+            .batch
+            .iter()
+            .zip(&self.batch)
+            .map(|(n, b)| (n - b) as f64 / secs)
+            .collect();
+        for (i, (rate, l)) in per_token.iter().zip(&t.batch).enumerate() {
+            tracing::debug!(
+                lane = i,
+                req_per_sec = format!("{rate:.1}"),
+                requests = l.requests(),
+                throttled = l.throttled_count(),
+                "batch token"
+            );
+        }
+        *self = now;
+        Some(format!(
+            ", api {api:.1} req/s, batch {:.1} req/s ({} 429)",
+            per_token.iter().sum::<f64>(),
+            t.batch_throttled()
+        ))
+    }
+}
+
 /// The live display of a run.
 #[derive(Debug)]
 pub struct Display {
@@ -303,7 +380,7 @@ pub struct Display {
 
 impl Display {
     /// Starts the display: a bar when stderr is a terminal, else a log line every `every`.
-    pub fn start(stats: Arc<Stats>, limiter: Arc<Limiter>, every: Duration) -> Display {
+    pub fn start(stats: Arc<Stats>, traffic: Traffic, every: Duration) -> Display {
         let started = Instant::now();
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = tty.then(|| {
@@ -328,6 +405,8 @@ impl Display {
             };
             let mut interval = tokio::time::interval(tick);
             interval.tick().await;
+            let limiter = traffic.api.clone();
+            let mut rates = Rates::new(&traffic);
             loop {
                 interval.tick().await;
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -340,9 +419,12 @@ impl Display {
                     get(&stats.failed) + get(&stats.failed_earlier),
                     get(&stats.rejected) + get(&stats.rejected_earlier),
                     bytes as f64 / 1e6 / secs,
-                    limiter.requests(),
-                    limiter.throttled_count(),
+                    traffic.requests(),
+                    traffic.throttled(),
                 );
+                if let Some(per_host) = rates.line(&traffic) {
+                    line.push_str(&per_host);
+                }
                 // After 429s the limiter runs slower for a while; say so.
                 if limiter.rate() < limiter.configured_rate() {
                     line.push_str(&format!(

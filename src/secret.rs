@@ -19,6 +19,14 @@ impl Secret {
     }
 }
 
+/// Read straight off the wire (a batch token in its answer), so that it is never a plain
+/// `String` anywhere it could be printed.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

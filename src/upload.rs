@@ -19,13 +19,16 @@ use crate::progress::Stats;
 use crate::replace::{self, Backup};
 use crate::retry;
 use crate::stamp::Stamp;
-use crate::transport::ApiLane;
+use crate::transport::{ApiLane, Lanes};
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
 pub struct Uploader {
-    /// Where requests go.
+    /// Where requests go: the API host.
     pub lane: ApiLane,
+    /// Where uploads (`POST /v1`) go: the batch lanes with `transport = "batch"`, else
+    /// the API lane.
+    pub lanes: Arc<Lanes>,
     /// The user's metadata for every image.
     pub metadata: Map<String, Value>,
     /// Upload private images.
@@ -231,10 +234,7 @@ impl Uploader {
     async fn post_once(&self, at: &Attempt<'_>, id: Option<&str>) -> Result<Image> {
         let metadata = self.metadata(at.job);
         let form = self.form(at.job, id, &metadata);
-        let result = self
-            .lane
-            .once(&at.spent, self.lane.client.upload(&form))
-            .await;
+        let result = self.lanes.upload(&at.spent, &form).await;
         if result.as_ref().is_err_and(Error::is_ambiguous) {
             at.ambiguous.store(true, Ordering::Relaxed);
         }

@@ -14,7 +14,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
-use super::types::{Envelope, Image, ImageListV2, Stats, codes};
+use super::types::{BatchGrant, Envelope, Image, ImageListV2, Stats, codes};
 use crate::error::{Error, Result};
 use crate::limit;
 use crate::secret::Secret;
@@ -105,32 +105,37 @@ impl ImagesClient {
         token: &Secret,
         timeout: Duration,
     ) -> Result<Self> {
-        let mut images = api_base.clone();
-        images
-            .path_segments_mut()
-            .map_err(|()| {
-                Error::Config(vec![format!(
-                    "`api_base_url` {api_base} cannot have a path"
-                )])
-            })?
-            .pop_if_empty()
-            .extend(["accounts", account_id, "images"]);
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                Error::Config(vec![
-                    "the API token contains characters that cannot go in an HTTP header".into(),
-                ])
-            })?;
-        // Keeps the header out of reqwest's and hyper's debug output.
-        auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("cfimg/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Transport)?;
-        Ok(ImagesClient { http, images, auth })
+        let images = images_url(
+            api_base,
+            "api_base_url",
+            &["accounts", account_id, "images"],
+        )?;
+        let auth = bearer(token, "the API token")?;
+        Ok(ImagesClient {
+            http: http_client(timeout)?,
+            images,
+            auth,
+        })
+    }
+
+    /// A client of the batch host: `{batch_base}/images` (no `/client/v4/accounts/{id}`
+    /// prefix), authorised by a batch token. Requests are built as by [`ImagesClient::new`].
+    pub fn batch(batch_base: &Url, token: &Secret, timeout: Duration) -> Result<Self> {
+        Ok(ImagesClient {
+            http: http_client(timeout)?,
+            images: images_url(batch_base, "batch_base_url", &["images"])?,
+            auth: bearer(token, "the batch token")?,
+        })
+    }
+
+    /// The same client (same connection pool, same host) with another token: a renewed
+    /// batch token.
+    pub fn with_token(&self, token: &Secret) -> Result<Self> {
+        Ok(ImagesClient {
+            http: self.http.clone(),
+            images: self.images.clone(),
+            auth: bearer(token, "the batch token")?,
+        })
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -277,6 +282,24 @@ impl ImagesClient {
         .await
     }
 
+    /// `GET /v1/batch_token`: a token for the batch host. The answer's body never goes into
+    /// an error, since it holds the token.
+    pub async fn batch_token(&self) -> Result<BatchGrant> {
+        parse(
+            self.request(Method::GET, self.url(&["v1", "batch_token"]))
+                .send()
+                .await,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Protocol { status, .. } => Error::Protocol {
+                status,
+                snippet: "(the batch token answer, not shown)".into(),
+            },
+            e => e,
+        })
+    }
+
     /// `GET /v2`: one page of images.
     pub async fn list_v2(&self, q: &ListQuery) -> Result<ImageListV2> {
         let mut url = self.url(&["v2"]);
@@ -300,6 +323,46 @@ impl ImagesClient {
         }
         parse(self.request(Method::GET, url).send().await).await
     }
+}
+
+/// `{api_base}/<tail...>`, for a base without a path of its own beyond its prefix.
+fn images_url(base: &Url, key: &str, tail: &[&str]) -> Result<Url> {
+    let mut images = base.clone();
+    images
+        .path_segments_mut()
+        .map_err(|()| Error::Config(vec![format!("`{key}` {base} cannot have a path")]))?
+        .pop_if_empty()
+        .extend(tail);
+    Ok(images)
+}
+
+/// The `Authorization` header of a token, marked sensitive.
+fn bearer(token: &Secret, what: &str) -> Result<HeaderValue> {
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        Error::Config(vec![format!(
+            "{what} contains characters that cannot go in an HTTP header"
+        )])
+    })?;
+    // Keeps the header out of reqwest's and hyper's debug output.
+    auth.set_sensitive(true);
+    Ok(auth)
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .user_agent(concat!("cfimg/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(Error::Transport)
+}
+
+/// A bare refusal without the envelope: `{"code":"103","message":"forbidden endpoint"}`.
+#[derive(serde::Deserialize)]
+struct Bare {
+    code: serde_json::Value,
+    message: String,
 }
 
 /// Turns a response into the envelope's result or a classified error. Every 429, and every
@@ -351,6 +414,20 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
             code,
             message,
             retry_after: hints.retry_after.or(hints.reset),
+        });
+    }
+    if first.is_none()
+        && let Ok(bare) = serde_json::from_slice::<Bare>(&body)
+        && (bare.code.is_string() || bare.code.is_number())
+    {
+        let code = match bare.code {
+            serde_json::Value::String(c) => c,
+            other => other.to_string(),
+        };
+        return Err(Error::EndpointRefused {
+            status,
+            code,
+            message: bare.message,
         });
     }
     match first {
@@ -682,6 +759,45 @@ mod tests {
         let limiter = limit::Limiter::new(100.0, 10);
         limiter.send(&spent, client.stats()).await.unwrap();
         assert_eq!(limiter.cool_off_remaining(), None);
+    }
+
+    #[tokio::test]
+    async fn a_bare_refusal_without_envelope_is_classified_not_fatal() {
+        for status in [403, 404, 400] {
+            let e = error_of(
+                status,
+                &[],
+                r#"{"code":"103","message":"forbidden endpoint"}"#,
+            )
+            .await;
+            assert!(
+                matches!(&e, Error::EndpointRefused { code, message, .. } if code == "103" && message == "forbidden endpoint"),
+                "{e:?}"
+            );
+            assert_eq!(e.disposition(), crate::error::Disposition::Defer);
+            assert!(!e.is_ambiguous());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_token_answer_never_shows_in_an_error() {
+        let client = serving(
+            200,
+            &[],
+            r#"{"success":true,"result":{"token":"sekrit-tok"}}"#,
+        )
+        .await;
+        let e = client.batch_token().await.unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("sekrit"), "{e:?}");
+        let client = serving(
+            200,
+            &[],
+            r#"{"success":true,"result":{"token":"sekrit-tok","expiresAt":"2030-01-01T00:00:00.000000000Z"}}"#,
+        )
+        .await;
+        let grant = client.batch_token().await.unwrap();
+        assert_eq!(grant.token.expose(), "sekrit-tok");
+        assert!(!format!("{grant:?}").contains("sekrit"));
     }
 
     #[tokio::test]

@@ -153,6 +153,17 @@ pub struct BatchToken {
     pub expires_at: String,
 }
 
+/// `result` of `GET /v1/batch_token` as the client reads it: the token is a [`Secret`]
+/// from the moment it is parsed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchGrant {
+    /// The batch token.
+    pub token: crate::secret::Secret,
+    /// Expiry, RFC 3339.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+}
+
 /// A variant definition.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Variant {

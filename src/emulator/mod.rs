@@ -280,6 +280,11 @@ impl EmulatorHandle {
         self.app.batch_tokens.issue(chrono::Utc::now() + ttl)
     }
 
+    /// Invalidates every batch token issued so far, before its `expiresAt` (for tests).
+    pub fn revoke_batch_tokens(&self) {
+        self.app.batch_tokens.revoke_all();
+    }
+
     /// Stored images, request counts and 429s, as `GET /__emulator/state` shows them.
     pub fn inspect(&self) -> Inspection {
         inspect::inspect(&self.app)

@@ -74,9 +74,10 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "account_id = \"{}\"\napi_base_url = \"{}\"\nledger = \"{}\"\n[upload]\n{upload}\n",
+                "account_id = \"{}\"\napi_base_url = \"{}\"\nbatch_base_url = \"{}\"\nledger = \"{}\"\n[upload]\n{upload}\n",
                 emu.account_id(),
                 emu.api_base(),
+                emu.batch_base(),
                 ledger.display()
             ),
         )

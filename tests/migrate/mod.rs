@@ -1,6 +1,7 @@
 //! `cfimg migrate` end to end: the real binary against the in-process emulator.
 
 mod basics;
+mod batch;
 mod bucket;
 mod crash;
 mod exactly_once;
