@@ -95,7 +95,7 @@ async fn unknown_ids_invalid_and_duplicate_variants_and_the_last_key_are_refused
         &["variants", "get", "nope"],
     ] {
         let out = env.run(args).await;
-        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("5404"), "{args:?}: {}", text(&out));
         assert!(
@@ -164,7 +164,7 @@ async fn unknown_ids_invalid_and_duplicate_variants_and_the_last_key_are_refused
         "values stay hidden by default"
     );
     let out = env.run(&["keys", "delete", "default"]).await;
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("last signing key"),
         "{}",
