@@ -77,7 +77,7 @@ impl Maintenance {
         url: Option<&str>,
     ) -> Result<bool> {
         let n = self.ledger.conn.execute(
-            "UPDATE items SET image_id = ?3, url = COALESCE(?4, url), updated_at = ?5
+            "UPDATE items SET image_id = ?3, url = ?4, updated_at = ?5
              WHERE source_id = ?1 AND key = ?2 AND state = 'uploaded'",
             params![source_id, key, image_id, url, now()],
         )?;
