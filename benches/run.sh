@@ -2,7 +2,7 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket]
+#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
@@ -10,6 +10,7 @@
 #      NOOP_FILES (default 100000), THROUGHPUT_FILES (default 5000),
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
 #      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s).
+#      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
 set -euo pipefail
@@ -23,6 +24,7 @@ MANIFEST_LINES=${MANIFEST_LINES:-1000000}
 THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 BATCH_SECS=${BATCH_SECS:-10}
+MANAGE_ROWS=${MANAGE_ROWS:-100000}
 [ -x "$BIN" ] || cargo build --release --quiet
 mkdir -p "$WORK"
 echo "# cfimg benchmarks: $(nproc) cores, $(date -u +%F), scratch $WORK"
@@ -293,6 +295,42 @@ PY
   stop_all
 }
 
+# manage: export (CSV and JSON Lines), verify and ledger rebuild over MANAGE_ROWS items.
+manage() {
+  local n=$MANAGE_ROWS dir="$WORK/manage" l="$WORK/manage.sqlite"
+  [ -d "$dir" ] || make_files "$dir" "$n" 64 1000
+  start_emulator --rate-limit off
+  rm -f "$l"*
+  "${CFIMG[@]}" migrate "$dir" --ledger "$l" --rate 100000 --concurrency 16 --json >"$WORK/manage-first.json"
+  timed export_csv "${CFIMG[@]}" --ledger "$l" export -o "$WORK/manage.csv"
+  local csv_el=$ELAPSED csv_rss=$RSS_KB
+  timed export_jsonl "${CFIMG[@]}" --ledger "$l" export --format jsonl -o "$WORK/manage.jsonl"
+  local jsonl_el=$ELAPSED jsonl_rss=$RSS_KB
+  timed verify "${CFIMG[@]}" --ledger "$l" verify --json >"$WORK/manage-verify.json"
+  local v_el=$ELAPSED v_rss=$RSS_KB
+  rm -f "$l"*
+  timed rebuild "${CFIMG[@]}" --ledger "$l" ledger rebuild --source "$dir" --json >"$WORK/manage-rebuild.json"
+  local r_el=$ELAPSED r_rss=$RSS_KB
+  "${CFIMG[@]}" migrate "$dir" --ledger "$l" --rate 100000 --json >"$WORK/manage-rerun.json"
+  python3 - "$n" "$csv_el" "$csv_rss" "$jsonl_el" "$jsonl_rss" "$v_el" "$v_rss" "$r_el" "$r_rss" "$WORK" <<'PY'
+import json, sys
+n = int(sys.argv[1]); w = sys.argv[10]
+ce, cr, je, jr, ve, vr, re_, rr = map(float, sys.argv[2:10])
+rows = sum(1 for _ in open(f"{w}/manage.csv", encoding="utf-8")) - 1
+assert rows == n, rows
+v = json.load(open(f"{w}/manage-verify.json"))
+assert v["clean"] and v["listed"] == n, v
+r = json.load(open(f"{w}/manage-rebuild.json"))
+assert r["recorded"] == n, r
+s = json.load(open(f"{w}/manage-rerun.json"))
+assert s["uploaded"] == 0 and s["skipped"] == n, s
+print(f"export csv: {n} rows in {ce:.2f} s ({n/ce:,.0f} rows/s), peak RSS {cr/1024:.1f} MB")
+print(f"export jsonl: {n} rows in {je:.2f} s ({n/je:,.0f} rows/s), peak RSS {jr/1024:.1f} MB")
+print(f"verify: {n} rows against {v['listed']} images in {v['pages']} pages ({v['requests']} requests): {ve:.2f} s, peak RSS {vr/1024:.1f} MB")
+print(f"ledger rebuild: {n} files matched in {re_:.2f} s ({r['requests']} requests), peak RSS {rr/1024:.1f} MB; rerun after it: 0 uploads")
+PY
+}
+
 case $WHAT in
   throughput) throughput ;;
   noop) noop ;;
@@ -302,7 +340,8 @@ case $WHAT in
   manifest) manifest ;;
   bucket) bucket ;;
   batch) batch ;;
+  manage) manage ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
-  all) throughput; noop; large; rate; batch; manifest; bucket; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket]"; exit 2 ;;
+  all) throughput; noop; large; rate; batch; manifest; bucket; manage; emulator_only ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage]"; exit 2 ;;
 esac

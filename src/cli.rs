@@ -44,6 +44,267 @@ pub enum Command {
     Validate,
     /// Run a local emulator of the Cloudflare Images API.
     Emulator(EmulatorArgs),
+    /// Write the ledger as CSV or JSON lines: one row per item, with its image and URL.
+    Export(ExportArgs),
+    /// Compare the ledger with the account's images (one listing pass); --repair fixes what it can.
+    Verify(VerifyArgs),
+    /// Maintain the ledger itself.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// List, show, change, delete and download images; the account's image count.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// The account's variants.
+    #[command(subcommand)]
+    Variants(VariantsCommand),
+    /// Turn flexible variants (width=...,height=... in delivery URLs) on or off.
+    FlexibleVariants(FlexibleArgs),
+    /// The account's URL signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign a delivery URL of a private image with a signing key (HMAC-SHA256).
+    SignUrl(SignUrlArgs),
+}
+
+/// Formats of `cfimg export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row (UTF-8, RFC 4180 quoting).
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Flags of `cfimg export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only this source (`dir:/path`, the folder, or a location as `status` shows it).
+    #[arg(long, value_name = "S")]
+    pub source: Option<String>,
+}
+
+/// Flags of `cfimg verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Re-queue items whose image is missing (the next `migrate` uploads them) and delete
+    /// duplicates, keeping the recorded image.
+    #[arg(long)]
+    pub repair: bool,
+    /// Only this source's items (orphans are reported whatever their source).
+    #[arg(long, value_name = "S")]
+    pub source: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cfimg ledger ...`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Rebuild a lost ledger from the account's images and their stamps, walking the source again.
+    Rebuild(RebuildArgs),
+}
+
+/// Flags of `cfimg ledger rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The folder that was migrated (its files are matched to the stamps).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cfimg images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// List images (streamed page by page).
+    List(ImagesListArgs),
+    /// Show one image.
+    Get {
+        /// Image id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an image's metadata, privacy or creator.
+    Update(ImagesUpdateArgs),
+    /// Delete images.
+    Delete(ImagesDeleteArgs),
+    /// Download an image's original bytes.
+    Blob {
+        /// Image id.
+        id: String,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// The account's image count and quota.
+    Stats(OutputArgs),
+}
+
+/// Flags of `cfimg images list`.
+#[derive(Debug, Args)]
+pub struct ImagesListArgs {
+    /// Only images of this creator.
+    #[arg(long, value_name = "C")]
+    pub creator: Option<String>,
+    /// Only images whose metadata has KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// One JSON array.
+    #[arg(long, conflicts_with = "jsonl")]
+    pub json: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+/// Flags of `cfimg images update`.
+#[derive(Debug, Args)]
+pub struct ImagesUpdateArgs {
+    /// Image id.
+    pub id: String,
+    /// New metadata, a JSON object (replaces the old; cfimg's stamp is kept unless given).
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// Make the image private (true) or public (false).
+    #[arg(long, value_name = "BOOL")]
+    pub require_signed_urls: Option<bool>,
+    /// The creator tag.
+    #[arg(long, value_name = "C")]
+    pub creator: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `cfimg images delete`.
+#[derive(Debug, Args)]
+pub struct ImagesDeleteArgs {
+    /// Image ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Do not ask.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cfimg variants ...`.
+#[derive(Debug, Subcommand)]
+pub enum VariantsCommand {
+    /// List variants.
+    List(OutputArgs),
+    /// Show one variant.
+    Get {
+        /// Variant name.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a variant.
+    Create(VariantArgs),
+    /// Change a variant.
+    Update(VariantArgs),
+    /// Delete a variant.
+    Delete {
+        /// Variant name.
+        id: String,
+    },
+}
+
+/// A variant's definition.
+#[derive(Debug, Args)]
+pub struct VariantArgs {
+    /// Variant name (letters and digits).
+    pub id: String,
+    /// scale-down, contain, cover, crop or pad.
+    #[arg(long, default_value = "scale-down")]
+    pub fit: String,
+    /// keep, copyright or none.
+    #[arg(long, default_value = "none")]
+    pub metadata: String,
+    /// Width, px.
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Height, px.
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Serve this variant without a signature even for private images.
+    #[arg(long, value_name = "BOOL")]
+    pub never_require_signed_urls: Option<bool>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enable.
+    On,
+    /// Disable.
+    Off,
+}
+
+/// Flags of `cfimg flexible-variants`.
+#[derive(Debug, Args)]
+pub struct FlexibleArgs {
+    /// on or off.
+    #[arg(value_enum)]
+    pub state: OnOff,
+}
+
+/// `cfimg keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys (names; --show-values for the secrets).
+    List {
+        /// Print the key values too.
+        #[arg(long)]
+        show_values: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a key, or rotate it to a new value if it exists.
+    Add {
+        /// Key name.
+        name: String,
+    },
+    /// Delete a key (URLs signed with it stop working).
+    Delete {
+        /// Key name.
+        name: String,
+    },
+}
+
+/// Flags of `cfimg sign-url`.
+#[derive(Debug, Args)]
+pub struct SignUrlArgs {
+    /// The delivery URL, e.g. https://imagedelivery.net/HASH/ID/public.
+    pub url: String,
+    /// How long it stays valid: 90s, 30m, 12h, 7d, or seconds.
+    #[arg(long, value_name = "DURATION", required_unless_present = "expires_at")]
+    pub expires_in: Option<String>,
+    /// Expiry as a Unix time instead.
+    #[arg(long, value_name = "UNIX", conflicts_with = "expires_in")]
+    pub expires_at: Option<i64>,
+    /// The signing key's name [default: default, else the first].
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
 }
 
 /// `--json`.
@@ -225,6 +486,21 @@ mod tests {
             "cfimg --ledger l.sqlite status --json",
             "cfimg failures",
             "cfimg validate",
+            "cfimg export --format jsonl -o out.jsonl --source dir:/srv",
+            "cfimg verify --repair --json",
+            "cfimg ledger rebuild --source dir",
+            "cfimg images list --creator c --meta a=b --meta c=d --jsonl",
+            "cfimg images get ID --json",
+            "cfimg images update ID --metadata {} --require-signed-urls true --creator c",
+            "cfimg images delete A B --yes --dry-run",
+            "cfimg images blob ID -o f.png",
+            "cfimg images stats",
+            "cfimg variants create thumb --fit cover --width 100 --height 100",
+            "cfimg variants delete thumb",
+            "cfimg flexible-variants on",
+            "cfimg keys list --show-values",
+            "cfimg keys add k2",
+            "cfimg sign-url https://imagedelivery.net/h/i/public --expires-in 1h --key k2",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());

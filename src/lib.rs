@@ -4,6 +4,10 @@
 //! source (`source::walk`, `source::manifest`) -> quick check and hashing (`plan`) -> upload workers (`upload`,
 //! every request through `limit`, retried by `retry`, errors classified in `error`) ->
 //! the SQLite ledger (`ledger`), whose commit is the acknowledgement.
+//!
+//! After a migration, `commands` reads the mapping back (`export`), checks it against the
+//! account in one listing pass (`verify`), rebuilds a lost ledger from the stamps
+//! (`rebuild`), and drives the rest of the Images API (`images`, `settings`, `sign_url`).
 
 pub mod api;
 pub mod cli;

@@ -14,7 +14,10 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
-use super::types::{BatchGrant, Envelope, Image, ImageListV2, Stats, codes};
+use super::types::{
+    BatchGrant, Envelope, Image, ImageListV2, SigningKeys, Stats, Variant, VariantList,
+    VariantResult, codes,
+};
 use crate::error::{Error, Result};
 use crate::limit;
 use crate::secret::Secret;
@@ -322,6 +325,78 @@ impl ImagesClient {
             }
         }
         parse(self.request(Method::GET, url).send().await).await
+    }
+}
+
+/// The account-management calls: variants, the image config, signing keys.
+impl ImagesClient {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let mut req = self.request(method, self.url(segments));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        parse(req.send().await).await
+    }
+
+    /// `GET /v1/variants`.
+    pub async fn variants(&self) -> Result<VariantList> {
+        self.json(Method::GET, &["v1", "variants"], None).await
+    }
+
+    /// `GET /v1/variants/{id}`.
+    pub async fn variant(&self, id: &str) -> Result<VariantResult> {
+        self.json(Method::GET, &["v1", "variants", id], None).await
+    }
+
+    /// `POST /v1/variants`.
+    pub async fn create_variant(&self, v: &Variant) -> Result<VariantResult> {
+        let body = serde_json::to_value(v).unwrap_or_default();
+        self.json(Method::POST, &["v1", "variants"], Some(&body))
+            .await
+    }
+
+    /// `PATCH /v1/variants/{id}`.
+    pub async fn update_variant(&self, v: &Variant) -> Result<VariantResult> {
+        let mut body = serde_json::to_value(v).unwrap_or_default();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("id");
+        }
+        self.json(Method::PATCH, &["v1", "variants", &v.id], Some(&body))
+            .await
+    }
+
+    /// `DELETE /v1/variants/{id}`.
+    pub async fn delete_variant(&self, id: &str) -> Result<()> {
+        self.json::<serde_json::Value>(Method::DELETE, &["v1", "variants", id], None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `PATCH /v1/config`: flexible variants on or off.
+    pub async fn set_flexible_variants(&self, on: bool) -> Result<serde_json::Value> {
+        let body = serde_json::json!({ "flexible_variants": on });
+        self.json(Method::PATCH, &["v1", "config"], Some(&body))
+            .await
+    }
+
+    /// `GET /v1/keys`.
+    pub async fn keys(&self) -> Result<SigningKeys> {
+        self.json(Method::GET, &["v1", "keys"], None).await
+    }
+
+    /// `PUT /v1/keys/{name}`: creates or rotates a key.
+    pub async fn put_key(&self, name: &str) -> Result<SigningKeys> {
+        self.json(Method::PUT, &["v1", "keys", name], None).await
+    }
+
+    /// `DELETE /v1/keys/{name}`.
+    pub async fn delete_key(&self, name: &str) -> Result<SigningKeys> {
+        self.json(Method::DELETE, &["v1", "keys", name], None).await
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::progress::human_bytes;
 
-fn ledger_path(cli: &Cli) -> Result<PathBuf> {
+pub(super) fn ledger_path(cli: &Cli) -> Result<PathBuf> {
     let flags = RawConfig {
         ledger: cli.ledger.clone(),
         ..RawConfig::default()

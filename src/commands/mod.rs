@@ -8,9 +8,15 @@ pub use crate::error::{
 };
 use crate::error::{Error, Result};
 
+mod export;
+mod images;
 mod ledger_views;
 mod migrate;
+mod rebuild;
+mod settings;
+mod sign_url;
 mod validate;
+mod verify;
 
 /// Usage or configuration error (the older name of [`EXIT_USAGE`]).
 pub const EXIT_CONFIG: i32 = EXIT_USAGE;
@@ -22,6 +28,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Status(out) => ledger_views::status(&cli, out.json),
         Command::Failures(args) => ledger_views::failures(&cli, args.json, args.all),
         Command::Validate => validate::run(&cli).await,
+        Command::Export(args) => export::run(&cli, args),
+        Command::Verify(args) => verify::run(&cli, args).await,
+        Command::Ledger(crate::cli::LedgerCommand::Rebuild(args)) => rebuild::run(&cli, args).await,
+        Command::Images(c) => images::run(&cli, c).await,
+        Command::Variants(c) => settings::variants(&cli, c).await,
+        Command::FlexibleVariants(a) => settings::flexible(&cli, a).await,
+        Command::Keys(c) => settings::keys(&cli, c).await,
+        Command::SignUrl(a) => sign_url::run(&cli, a).await,
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {
                 Error::Config(vec![format!(
@@ -31,6 +45,34 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The validated configuration (credentials required) and the API lane every management
+/// command sends through: the account's limiter, and retries of transient errors.
+pub(crate) fn api_lane(cli: &Cli) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
+    let flags = crate::config::RawConfig {
+        ledger: cli.ledger.clone(),
+        ..crate::config::RawConfig::default()
+    };
+    let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
+    let client = crate::api::client::ImagesClient::new(
+        &cfg.api_base_url,
+        &cfg.account_id,
+        &cfg.api_token,
+        cfg.upload.request_timeout,
+    )?;
+    let lane = crate::transport::ApiLane {
+        client,
+        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
+            cfg.upload.rate,
+            cfg.upload.burst,
+        )),
+        policy: crate::retry::Policy {
+            max_attempts: cfg.upload.max_attempts,
+            ..crate::retry::Policy::default()
+        },
+    };
+    Ok((cfg, lane))
 }
 
 /// The exit code for an error that ended a command (see [`Error::exit_code`]).
@@ -61,6 +103,24 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         ),
         e if e.is_forbidden() => Some(
             "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission (a read-only token can only read); `cfimg validate` checks it",
+        ),
+        Error::Api {
+            code: codes::NOT_FOUND,
+            ..
+        } => Some(
+            "no such image, variant or key in this account: check the id (`cfimg images list`, `cfimg variants list`, `cfimg keys list`)",
+        ),
+        Error::Api {
+            code: codes::ALREADY_EXISTS,
+            ..
+        } => {
+            Some("it exists already: choose another name, or change the existing one with `update`")
+        }
+        Error::Api {
+            code: codes::BAD_REQUEST,
+            ..
+        } => Some(
+            "Cloudflare refused the request as given: see its message, fix the arguments, run again",
         ),
         Error::Transport(_) => Some("check the network and `api_base_url`"),
         Error::BucketListing { .. } => Some(

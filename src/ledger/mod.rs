@@ -13,10 +13,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 mod lock;
+mod manage;
 mod read;
 mod schema;
 mod writer;
 
+pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{Failure, LedgerWriter, Record, Superseded};

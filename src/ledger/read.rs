@@ -225,6 +225,64 @@ impl Ledger {
         Ok(row)
     }
 
+    /// Calls `f` on every row (of one source, when given), by source and key, as the
+    /// cursor reads them: nothing is collected, so a ledger of millions of rows is
+    /// streamed in constant memory. `f` may stop early by returning an error.
+    pub fn for_each_row(
+        &self,
+        source_id: Option<i64>,
+        mut f: impl FnMut(&Row) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE (?1 IS NULL OR i.source_id = ?1)
+             ORDER BY i.source_id, i.key"
+        ))?;
+        let mut rows = stmt.query([source_id])?;
+        while let Some(r) = rows.next()? {
+            f(&read_row(r)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every source of this ledger: (number, kind, location).
+    pub fn sources(&self) -> Result<Vec<(i64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, kind, location FROM sources ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The number of the source `spec` names: `kind:location`, a location, or a folder
+    /// given by any path that leads to it. `None` when the ledger does not know it.
+    pub fn find_source(&self, spec: &str) -> Result<Option<i64>> {
+        let canonical = std::fs::canonicalize(spec)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string));
+        Ok(self
+            .sources()?
+            .into_iter()
+            .find_map(|(id, kind, location)| {
+                let full = format!("{kind}:{location}");
+                (spec == full
+                    || spec == location
+                    || canonical.as_deref() == Some(location.as_str()))
+                .then_some(id)
+            }))
+    }
+
+    /// Every image id `--keep-replaced` left in place, with its item.
+    pub fn for_each_superseded(&self, mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT image_id FROM superseded")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(&r.get::<_, String>(0)?)?;
+        }
+        Ok(())
+    }
+
     /// Every row, by source and key (for exports and tests).
     pub fn all_rows(&self) -> Result<Vec<Row>> {
         let mut stmt = self.conn.prepare(&format!(

@@ -206,3 +206,70 @@ fn a_v1_ledger_migrates_forward_keeping_every_row() {
     );
     assert!(l.last_run().unwrap().is_some());
 }
+
+#[test]
+fn maintenance_records_found_rows_requeues_and_adopts_and_rows_stream_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let mut m = Maintenance::open(&path).unwrap();
+    // One maintainer at a time, like one run at a time.
+    assert!(matches!(
+        LedgerWriter::spawn(&path).unwrap_err(),
+        Error::LedgerBusy(_)
+    ));
+    let a = m.source(&SourceId::new(SourceKind::Dir, "/a")).unwrap();
+    let b = m.source(&SourceId::new(SourceKind::Dir, "/b")).unwrap();
+    let found = |key: &str, id: &str| RebuiltRow {
+        key: key.into(),
+        size: 3,
+        mtime_ns: 9,
+        sha256: Some("s".into()),
+        stamp: format!("st-{key}"),
+        image_id: id.into(),
+        url: Some(format!("https://d/{id}/public")),
+        uploaded_at: None,
+    };
+    assert_eq!(
+        m.record_found(a, &[found("x", "ix"), found("y", "iy")])
+            .unwrap(),
+        2
+    );
+    assert_eq!(m.record_found(b, &[found("x", "bx")]).unwrap(), 1);
+    // Rows already there are left alone.
+    assert_eq!(m.record_found(a, &[found("x", "other")]).unwrap(), 0);
+    assert!(m.requeue(a, "y", "gone").unwrap());
+    assert!(!m.requeue(a, "y", "gone").unwrap(), "only uploaded rows");
+    assert!(m.adopt(b, "x", "twin", None).unwrap());
+
+    let l = m.ledger();
+    assert_eq!(l.find_source("dir:/a").unwrap(), Some(a));
+    assert_eq!(l.find_source("/b").unwrap(), Some(b));
+    assert_eq!(l.find_source("/c").unwrap(), None);
+    let mut keys = Vec::new();
+    l.for_each_row(Some(a), |r| {
+        keys.push((r.key.clone(), r.state, r.image_id.clone(), r.retry_local));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        keys,
+        [
+            ("x".into(), State::Uploaded, Some("ix".into()), false),
+            ("y".into(), State::Failed, None, true)
+        ]
+    );
+    let mut all = 0;
+    l.for_each_row(None, |_| {
+        all += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(all, 3);
+    let bx = l.lookup(b, "x").unwrap().unwrap();
+    assert_eq!(
+        (bx.image_id.as_deref(), bx.url.as_deref()),
+        (Some("twin"), None),
+        "a stale URL is not kept"
+    );
+    assert_eq!(bx.stamp.as_deref(), Some("st-x"));
+}

@@ -1,0 +1,278 @@
+//! `cfimg images list|get|update|delete|blob|stats`: the Images API from the command line,
+//! every request through the account's limiter with retries.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::AtomicU32;
+
+use serde_json::{Map, Value, json};
+
+use super::{EXIT_INCOMPLETE, EXIT_OK, api_lane};
+use crate::api::client::{ImageUpdate, ListQuery};
+use crate::api::types::Image;
+use crate::cli::{Cli, ImagesCommand, ImagesDeleteArgs, ImagesListArgs, ImagesUpdateArgs};
+use crate::error::{Error, Result};
+use crate::stamp;
+use crate::transport::ApiLane;
+
+/// Share of the quota above which `images stats` warns.
+const NEAR_QUOTA: f64 = 0.9;
+
+/// Runs an `images` subcommand.
+pub async fn run(cli: &Cli, cmd: &ImagesCommand) -> Result<i32> {
+    let (_cfg, lane) = api_lane(cli)?;
+    let spent = AtomicU32::new(0);
+    match cmd {
+        ImagesCommand::List(args) => list(&lane, &spent, args).await,
+        ImagesCommand::Get { id, json } => {
+            let image = lane.call(&spent, || lane.client.get(id)).await?;
+            print_image(&image, *json);
+            Ok(EXIT_OK)
+        }
+        ImagesCommand::Update(args) => update(&lane, &spent, args).await,
+        ImagesCommand::Delete(args) => delete(&lane, &spent, args).await,
+        ImagesCommand::Blob { id, output } => {
+            let mut file = tokio::fs::File::create(output)
+                .await
+                .map_err(|source| Error::Io {
+                    path: output.clone(),
+                    source,
+                })?;
+            // Not retried: a retry would have to start the file again.
+            let got = lane.once(&spent, lane.client.blob_to(id, &mut file));
+            if let Err(e) = got.await {
+                drop(file);
+                let _ = std::fs::remove_file(output);
+                return Err(e);
+            }
+            let len = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+            eprintln!("cfimg: wrote {len} bytes to {}", output.display());
+            Ok(EXIT_OK)
+        }
+        ImagesCommand::Stats(out) => {
+            let stats = lane.call(&spent, || lane.client.stats()).await?;
+            let (current, allowed) = (stats.count.current, stats.count.allowed);
+            let share = if allowed > 0 {
+                current as f64 / allowed as f64
+            } else {
+                1.0
+            };
+            if out.json {
+                println!(
+                    "{}",
+                    json!({ "current": current, "allowed": allowed, "left": allowed.saturating_sub(current), "near_quota": share >= NEAR_QUOTA })
+                );
+            } else {
+                println!(
+                    "{current} images of {allowed} allowed ({} left, {:.1}% used)",
+                    allowed.saturating_sub(current),
+                    share * 100.0
+                );
+            }
+            if share >= NEAR_QUOTA {
+                eprintln!(
+                    "cfimg: warning: the account is near its image quota; uploads stop with code 5453 once it is reached (delete images, or raise the limit: dashboard Images > Plans)"
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// A one-line view of an image for tables.
+fn line(i: &Image) -> String {
+    let src = i
+        .meta
+        .as_ref()
+        .and_then(|m| m.get(stamp::SOURCE_KEY))
+        .and_then(Value::as_str)
+        .unwrap_or("-");
+    format!(
+        "{}\t{}\t{}\t{}\t{}",
+        i.id,
+        i.uploaded.as_deref().unwrap_or("-"),
+        if i.require_signed_urls {
+            "private"
+        } else {
+            "public"
+        },
+        i.filename.as_deref().unwrap_or("-"),
+        src
+    )
+}
+
+fn print_image(i: &Image, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(i).unwrap_or_default());
+        return;
+    }
+    println!("id          {}", i.id);
+    println!("filename    {}", i.filename.as_deref().unwrap_or("-"));
+    println!("uploaded    {}", i.uploaded.as_deref().unwrap_or("-"));
+    println!(
+        "private     {}",
+        if i.require_signed_urls { "yes" } else { "no" }
+    );
+    println!("creator     {}", i.creator.as_deref().unwrap_or("-"));
+    println!(
+        "meta        {}",
+        i.meta
+            .as_ref()
+            .map(|m| Value::Object(m.clone()).to_string())
+            .unwrap_or_else(|| "{}".into())
+    );
+    for v in &i.variants {
+        println!("variant     {v}");
+    }
+}
+
+/// Streams the listing page by page: each page is printed before the next is asked for.
+async fn list(lane: &ApiLane, spent: &AtomicU32, args: &ImagesListArgs) -> Result<i32> {
+    let mut meta_eq = Vec::new();
+    for m in &args.meta {
+        let (k, v) = m.split_once('=').ok_or_else(|| {
+            Error::Usage(format!("--meta {m}: give KEY=VALUE, e.g. --meta team=web"))
+        })?;
+        meta_eq.push((k.to_string(), v.to_string()));
+    }
+    let mut query = ListQuery {
+        per_page: Some(1000),
+        creator: args.creator.clone(),
+        meta_eq,
+        ..ListQuery::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let io = |source| Error::Io {
+        path: "stdout".into(),
+        source,
+    };
+    let mut first = true;
+    let mut count = 0u64;
+    if args.json {
+        write!(out, "[").map_err(io)?;
+    } else if !args.jsonl {
+        writeln!(out, "id\tuploaded\tprivacy\tfilename\tcfimg_src").map_err(io)?;
+    }
+    loop {
+        let page = lane.call(spent, || lane.client.list_v2(&query)).await?;
+        for image in &page.images {
+            count += 1;
+            if args.json {
+                if !first {
+                    write!(out, ",").map_err(io)?;
+                }
+                serde_json::to_writer(&mut out, image).map_err(|e| io(e.into()))?;
+            } else if args.jsonl {
+                serde_json::to_writer(&mut out, image).map_err(|e| io(e.into()))?;
+                writeln!(out).map_err(io)?;
+            } else {
+                writeln!(out, "{}", line(image)).map_err(io)?;
+            }
+            first = false;
+        }
+        out.flush().map_err(io)?;
+        match page.continuation_token {
+            Some(t) if !t.is_empty() => query.continuation_token = Some(t),
+            _ => break,
+        }
+    }
+    if args.json {
+        writeln!(out, "]").map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    if !args.json && !args.jsonl {
+        eprintln!("cfimg: {count} images");
+    }
+    Ok(EXIT_OK)
+}
+
+async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> Result<i32> {
+    let metadata = match &args.metadata {
+        Some(text) => {
+            let mut new: Map<String, Value> = serde_json::from_str(text)
+                .map_err(|e| Error::Usage(format!("--metadata must be a JSON object: {e}")))?;
+            // Keep cfimg's stamp, so that verify and later runs still know the image.
+            let old = lane.call(spent, || lane.client.get(&args.id)).await?;
+            if let Some(m) = old.meta {
+                for k in [stamp::SOURCE_KEY, stamp::SHA256_KEY] {
+                    if let Some(v) = m.get(k)
+                        && !new.contains_key(k)
+                    {
+                        new.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
+            Some(Value::Object(new))
+        }
+        None => None,
+    };
+    let change = ImageUpdate {
+        metadata,
+        require_signed_urls: args.require_signed_urls,
+        creator: args.creator.clone(),
+    };
+    if change.metadata.is_none() && change.require_signed_urls.is_none() && change.creator.is_none()
+    {
+        return Err(Error::Usage(
+            "nothing to change: give --metadata, --require-signed-urls or --creator".into(),
+        ));
+    }
+    let image = lane
+        .call(spent, || lane.client.update(&args.id, &change))
+        .await?;
+    print_image(&image, args.json);
+    Ok(EXIT_OK)
+}
+
+async fn delete(lane: &ApiLane, spent: &AtomicU32, args: &ImagesDeleteArgs) -> Result<i32> {
+    if args.dry_run {
+        for id in &args.ids {
+            println!("would delete {id}");
+        }
+        return Ok(EXIT_OK);
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(
+                "deleting images needs --yes when not run on a terminal".into(),
+            ));
+        }
+        eprint!(
+            "delete {} image(s) ({})? This cannot be undone. [y/N] ",
+            args.ids.len(),
+            args.ids.join(", ")
+        );
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|source| Error::Io {
+                path: "stdin".into(),
+                source,
+            })?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("cfimg: nothing deleted");
+            return Ok(EXIT_OK);
+        }
+    }
+    let mut failed = 0;
+    for id in &args.ids {
+        match lane.call(spent, || lane.client.delete(id)).await {
+            Ok(()) => println!("deleted {id}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("cfimg: {id}: {e}");
+                if let Some(h) = super::hint(&e) {
+                    eprintln!("cfimg: {h}");
+                }
+                if e.disposition() == crate::error::Disposition::Fatal {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}

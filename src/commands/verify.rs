@@ -1,0 +1,425 @@
+//! `cfimg verify`: the ledger against the account, in one pass over the v2 listing
+//! (following continuation tokens; never a request per item). Memory holds what the ledger
+//! records (image ids and stamps), not the listing: each listed image is judged as it
+//! arrives and only findings are kept.
+//!
+//! Findings: *missing* (an uploaded row whose image is not listed), *duplicates* (another
+//! image of the same version of a recorded item), *orphans* (stamped images the ledger
+//! does not hold; with their origin when the stamp is one of its items'), *mismatches*
+//! (the recorded image's stamp has another sha256 than the ledger). `--repair` re-queues
+//! the missing (after a GET confirms each is really gone, since lists lag) and deletes the
+//! duplicates, keeping the recorded image; orphans and mismatches are reported only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::ledger_views::ledger_path;
+use super::{EXIT_INCOMPLETE, EXIT_OK, api_lane};
+use crate::api::client::ListQuery;
+use crate::cli::{Cli, VerifyArgs};
+use crate::error::{Error, Result};
+use crate::ledger::{Ledger, Maintenance, State};
+use crate::stamp::Stamp;
+
+/// Images per listing page (the API's maximum): fewest requests.
+const PAGE: u32 = 10_000;
+
+/// What the ledger records about one item with a stamp or an image.
+struct Known {
+    source: u32,
+    source_id: i64,
+    key: String,
+    uploaded: bool,
+    image_id: Option<String>,
+    sha256: Option<String>,
+    seen: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Missing {
+    source: String,
+    key: String,
+    image_id: String,
+    /// With --repair: re-queued for the next migrate; `false` when a GET found it after all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requeued: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Duplicate {
+    source: String,
+    key: String,
+    image_id: String,
+    kept: String,
+    /// The recorded image is not listed: this one stands in for it (--repair records it
+    /// as the item's image instead of deleting it).
+    stands_in: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adopted: Option<bool>,
+    #[serde(skip)]
+    at: usize,
+    #[serde(skip)]
+    source_id: i64,
+    #[serde(skip)]
+    url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Orphan {
+    image_id: String,
+    stamp: String,
+    sha256: Option<String>,
+    /// The item the stamp names, when the ledger knows it.
+    source: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Mismatch {
+    source: String,
+    key: String,
+    image_id: String,
+    ledger_sha256: Option<String>,
+    remote_sha256: Option<String>,
+}
+
+/// Runs the check (and the repairs); exit 0 when the ledger and the account agree.
+pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
+    let path = ledger_path(cli)?;
+    if Ledger::open_read_only(&path)?.is_none() {
+        return Err(Error::Usage(format!(
+            "no ledger at {}: nothing to verify (a lost ledger: `cfimg ledger rebuild --source DIR`)",
+            path.display()
+        )));
+    }
+    let (_cfg, lane) = api_lane(cli)?;
+    let maintenance = if args.repair {
+        Some(Maintenance::open(&path)?)
+    } else {
+        None
+    };
+    let read_only = match &maintenance {
+        Some(_) => None,
+        None => Ledger::open_read_only(&path)?,
+    };
+    let ledger = match (&maintenance, &read_only) {
+        (Some(m), _) => m.ledger(),
+        (None, Some(l)) => l,
+        (None, None) => return Err(Error::Usage("the ledger vanished".into())),
+    };
+    let only = match &args.source {
+        Some(s) => Some(
+            ledger
+                .find_source(s)?
+                .ok_or_else(|| Error::Usage(format!("the ledger has no source {s}")))?,
+        ),
+        None => None,
+    };
+    let mut sources: Vec<String> = Vec::new();
+    let mut source_at: HashMap<i64, u32> = HashMap::new();
+    let mut known: Vec<Known> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut by_stamp: HashMap<String, usize> = HashMap::new();
+    let mut rows = 0u64;
+    ledger.for_each_row(None, |r| {
+        rows += 1;
+        let uploaded = r.state == State::Uploaded && r.image_id.is_some();
+        if !uploaded && r.stamp.is_none() {
+            return Ok(());
+        }
+        let source = *source_at.entry(r.source_id).or_insert_with(|| {
+            sources.push(r.source.clone());
+            (sources.len() - 1) as u32
+        });
+        let at = known.len();
+        if uploaded && let Some(id) = &r.image_id {
+            by_id.insert(id.clone(), at);
+        }
+        by_stamp.insert(r.stamp_source(), at);
+        known.push(Known {
+            source,
+            source_id: r.source_id,
+            key: r.key.clone(),
+            uploaded,
+            image_id: r.image_id.clone().filter(|_| uploaded),
+            sha256: r.sha256.clone(),
+            seen: false,
+        });
+        Ok(())
+    })?;
+    let mut superseded = HashSet::new();
+    ledger.for_each_superseded(|id| {
+        superseded.insert(id.to_string());
+        Ok(())
+    })?;
+    let in_scope = |k: &Known| only.is_none_or(|s| s == k.source_id);
+
+    let spent = AtomicU32::new(0);
+    let mut query = ListQuery {
+        per_page: Some(PAGE),
+        ..ListQuery::default()
+    };
+    let (mut listed, mut unmanaged, mut pages) = (0u64, 0u64, 0u64);
+    let mut duplicates = Vec::new();
+    let mut orphans = Vec::new();
+    let mut mismatches = Vec::new();
+    loop {
+        let page = lane.call(&spent, || lane.client.list_v2(&query)).await?;
+        pages += 1;
+        for image in page.images {
+            listed += 1;
+            let stamp = Stamp::of(&image);
+            if let Some(&at) = by_id.get(&image.id) {
+                let k = &mut known[at];
+                k.seen = true;
+                let remote = stamp.as_ref().and_then(|s| s.sha256.clone());
+                if remote.is_some() && k.sha256.is_some() && remote != k.sha256 && in_scope(k) {
+                    mismatches.push(Mismatch {
+                        source: sources[k.source as usize].clone(),
+                        key: k.key.clone(),
+                        image_id: image.id.clone(),
+                        ledger_sha256: k.sha256.clone(),
+                        remote_sha256: remote,
+                    });
+                }
+                continue;
+            }
+            if superseded.contains(&image.id) {
+                continue;
+            }
+            let Some(stamp) = stamp else {
+                unmanaged += 1;
+                continue;
+            };
+            match by_stamp.get(&stamp.source).map(|&at| &known[at]) {
+                Some(k) if !in_scope(k) => {}
+                Some(k) if k.uploaded && k.sha256 == stamp.sha256 => {
+                    let at = by_stamp[&stamp.source];
+                    duplicates.push(Duplicate {
+                        stands_in: false,
+                        adopted: None,
+                        at,
+                        source_id: k.source_id,
+                        url: crate::upload::delivery_url(&image),
+                        source: sources[k.source as usize].clone(),
+                        key: k.key.clone(),
+                        image_id: image.id.clone(),
+                        kept: k.image_id.clone().unwrap_or_default(),
+                        deleted: None,
+                    });
+                }
+                Some(k) => orphans.push(Orphan {
+                    image_id: image.id.clone(),
+                    stamp: stamp.source.clone(),
+                    sha256: stamp.sha256.clone(),
+                    source: Some(sources[k.source as usize].clone()),
+                    key: Some(k.key.clone()),
+                }),
+                None if only.is_none() => orphans.push(Orphan {
+                    image_id: image.id.clone(),
+                    stamp: stamp.source.clone(),
+                    sha256: stamp.sha256.clone(),
+                    source: None,
+                    key: None,
+                }),
+                None => {}
+            }
+        }
+        match page.continuation_token {
+            Some(t) if !t.is_empty() => query.continuation_token = Some(t),
+            _ => break,
+        }
+    }
+    // An item whose recorded image is gone but which has a twin: the first twin stands in.
+    for d in &mut duplicates {
+        let k = &mut known[d.at];
+        if !k.seen {
+            k.seen = true;
+            d.stands_in = true;
+        }
+    }
+    let mut missing: Vec<(Missing, i64)> = known
+        .iter()
+        .filter(|k| k.uploaded && !k.seen && in_scope(k))
+        .map(|k| {
+            (
+                Missing {
+                    source: sources[k.source as usize].clone(),
+                    key: k.key.clone(),
+                    image_id: k.image_id.clone().unwrap_or_default(),
+                    requeued: None,
+                },
+                k.source_id,
+            )
+        })
+        .collect();
+    drop(known);
+
+    let (mut requeued, mut deleted) = (0u64, 0u64);
+    if let Some(m) = &maintenance {
+        for (miss, source_id) in &mut missing {
+            // Lists lag behind uploads: only a 404 proves the image is gone.
+            match lane.call(&spent, || lane.client.get(&miss.image_id)).await {
+                Ok(_) => miss.requeued = Some(false),
+                Err(e) if e.is_not_found() => {
+                    let why = format!(
+                        "verify: image {} is missing from the account; re-queued",
+                        miss.image_id
+                    );
+                    let done = m.requeue(*source_id, &miss.key, &why)?;
+                    requeued += u64::from(done);
+                    miss.requeued = Some(done);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for d in &mut duplicates {
+            if d.stands_in {
+                let done = m.adopt(d.source_id, &d.key, &d.image_id, d.url.as_deref())?;
+                d.adopted = Some(done);
+                continue;
+            }
+            match lane.call(&spent, || lane.client.delete(&d.image_id)).await {
+                Ok(()) => {
+                    deleted += 1;
+                    d.deleted = Some(true);
+                }
+                Err(e) if e.is_not_found() => d.deleted = Some(true),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let clean =
+        missing.is_empty() && duplicates.is_empty() && orphans.is_empty() && mismatches.is_empty();
+    let missing: Vec<Missing> = missing.into_iter().map(|(m, _)| m).collect();
+    let requests = spent.load(Ordering::Relaxed);
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "clean": clean,
+                "ledger_rows": rows,
+                "listed": listed,
+                "pages": pages,
+                "requests": requests,
+                "unmanaged": unmanaged,
+                "counts": {
+                    "missing": missing.len(),
+                    "duplicates": duplicates.len(),
+                    "orphans": orphans.len(),
+                    "mismatches": mismatches.len(),
+                },
+                "missing": missing,
+                "duplicates": duplicates,
+                "orphans": orphans,
+                "mismatches": mismatches,
+                "repaired": args.repair.then(|| json!({ "requeued": requeued, "deleted": deleted })),
+            })
+        );
+    } else {
+        print_text(&TextReport {
+            rows,
+            listed,
+            pages,
+            unmanaged,
+            missing: &missing,
+            duplicates: &duplicates,
+            orphans: &orphans,
+            mismatches: &mismatches,
+            repair: args.repair,
+            requeued,
+            deleted,
+        });
+    }
+    Ok(if clean { EXIT_OK } else { EXIT_INCOMPLETE })
+}
+
+struct TextReport<'a> {
+    rows: u64,
+    listed: u64,
+    pages: u64,
+    unmanaged: u64,
+    missing: &'a [Missing],
+    duplicates: &'a [Duplicate],
+    orphans: &'a [Orphan],
+    mismatches: &'a [Mismatch],
+    repair: bool,
+    requeued: u64,
+    deleted: u64,
+}
+
+fn print_text(r: &TextReport<'_>) {
+    println!(
+        "{} ledger rows, {} images listed in {} pages ({} without a cfimg stamp, not judged)",
+        r.rows, r.listed, r.pages, r.unmanaged
+    );
+    println!(
+        "missing {}, duplicates {}, orphans {}, content mismatches {}",
+        r.missing.len(),
+        r.duplicates.len(),
+        r.orphans.len(),
+        r.mismatches.len()
+    );
+    for m in r.missing {
+        let what = match m.requeued {
+            Some(true) => " (re-queued: the next `cfimg migrate` uploads it)",
+            Some(false) => " (a GET found it after all: the listing lagged; nothing to do)",
+            None => "",
+        };
+        println!("missing\t{}\t{}\t{}{what}", m.source, m.key, m.image_id);
+    }
+    for d in r.duplicates {
+        let what = match (d.stands_in, d.deleted, d.adopted) {
+            (_, _, Some(true)) => " (the recorded image is gone: this one is now recorded instead)",
+            (true, _, _) => " (the recorded image is gone: --repair records this one instead)",
+            (_, Some(true), _) => " (deleted)",
+            _ => "",
+        };
+        println!(
+            "duplicate\t{}\t{}\t{} (recorded: {}){what}",
+            d.source, d.key, d.image_id, d.kept
+        );
+    }
+    for o in r.orphans {
+        match (&o.source, &o.key) {
+            (Some(s), Some(k)) => println!(
+                "orphan\t{}\tstamp {}: an image of {s} {k} the ledger does not hold (another version, or an interrupted upload)",
+                o.image_id, o.stamp
+            ),
+            _ => println!(
+                "orphan\t{}\tstamp {}: from a source this ledger does not know",
+                o.image_id, o.stamp
+            ),
+        }
+    }
+    for m in r.mismatches {
+        println!(
+            "mismatch\t{}\t{}\t{}: ledger sha256 {}, image stamp {}",
+            m.source,
+            m.key,
+            m.image_id,
+            m.ledger_sha256.as_deref().unwrap_or("-"),
+            m.remote_sha256.as_deref().unwrap_or("-")
+        );
+    }
+    if r.repair {
+        println!(
+            "repaired: {} re-queued, {} duplicates deleted; orphans and mismatches are left for you (`cfimg images delete ID`)",
+            r.requeued, r.deleted
+        );
+    } else if !(r.missing.is_empty() && r.duplicates.is_empty()) {
+        println!("`cfimg verify --repair` re-queues the missing and deletes the duplicates");
+    }
+    if r.missing.is_empty()
+        && r.duplicates.is_empty()
+        && r.orphans.is_empty()
+        && r.mismatches.is_empty()
+    {
+        println!("clean: the ledger and the account agree");
+    }
+}

@@ -1,0 +1,5 @@
+//! The management commands end to end: export, verify, ledger rebuild, images, variants,
+//! keys and signed URLs, with the real binary against the in-process emulator.
+
+mod images;
+mod ledger;
