@@ -124,14 +124,23 @@ async fn the_batch_host_s_429s_pause_the_token_and_stay_bounded() {
                 window: Duration::from_secs(1),
                 penalty: Duration::from_secs(1),
             }),
+            // cfimg paces itself by the Ratelimit headers and may never meet the limit on a
+            // slow machine; the edge's own 429 pages (no headers, Retry-After 1 s) make
+            // sure every token meets some.
+            faults: cfimg::emulator::Faults {
+                seed: 17,
+                p_429_html: 0.05,
+                edge_429_retry_after: true,
+                ..cfimg::emulator::Faults::default()
+            },
             ..EmulatorConfig::default()
         },
         "",
     )
     .await;
     let keys = env.write_pngs(&keys(300), 300);
-    // 100/s per token against a limit of 40/s: each token is throttled, halves its rate
-    // and waits out its own cool-off.
+    // 100/s per token against a limit of 40/s and stray edge 429s: each throttled token
+    // halves its rate and waits out its own cool-off.
     let (code, summary, out) = env
         .migrate(&[
             "--transport",
@@ -148,8 +157,12 @@ async fn the_batch_host_s_429s_pause_the_token_and_stay_bounded() {
     let served = with_status(&env, BATCH_POST, 429);
     assert!(served > 0, "the limit was reached: {summary}");
     assert_eq!(n(&summary, "batch_throttled"), served, "{summary}");
-    assert_eq!(n(&summary, "api_throttled"), 0, "{summary}");
-    assert_eq!(n(&summary, "throttled"), served, "{summary}");
+    // The stray edge 429s also reach the API host's few requests (tokens, stats).
+    assert_eq!(
+        n(&summary, "throttled"),
+        served + n(&summary, "api_throttled"),
+        "{summary}"
+    );
     // A few episodes per token, each at most the requests in flight.
     assert!(served <= 3 * 3 * 8, "{served} 429s: {summary}");
 }
