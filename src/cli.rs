@@ -384,6 +384,9 @@ pub struct MigrateArgs {
     /// Leave replaced images in place (hash and auto ids), recorded as superseded.
     #[arg(long)]
     pub keep_replaced: bool,
+    /// Start even when the pre-flight check finds more new images than the account's quota has room for (the run stops at the quota).
+    #[arg(long)]
+    pub force: bool,
     /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_secs: Option<f64>,

@@ -159,6 +159,25 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// `migrate`'s pre-flight check: the job needs more images than the account has room for.
+    #[error(
+        "this migration would add {}{to_add} images, but the account holds {current} of the {allowed} its plan allows \
+         ({} free), so nothing was uploaded: delete images the account no longer needs (`cfimg images delete`), \
+         raise the quota (dashboard: Images > Plans), or run again with --force to upload until the quota is reached \
+         (the ledger resumes where it stopped)",
+        if *.exact { "" } else { "at least " },
+        .allowed.saturating_sub(*.current)
+    )]
+    WouldExceedQuota {
+        /// Images the job would add (counted before deduplication).
+        to_add: u64,
+        /// False when the count stopped early, once it was past the room left.
+        exact: bool,
+        /// Images the account holds.
+        current: u64,
+        /// Images it may hold.
+        allowed: u64,
+    },
     /// The configuration is wrong; every problem is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
@@ -224,6 +243,7 @@ impl Error {
             | Error::LedgerBusy(_)
             | Error::Usage(_)
             | Error::Config(_)
+            | Error::WouldExceedQuota { .. }
             | Error::Panicked(_) => Disposition::Fatal,
         }
     }
@@ -232,7 +252,8 @@ impl Error {
     /// the classification. 2 and 3 need a person; 75 is worth trying again later.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            // Refused before anything was sent: a person decides (--force, the quota, deletes).
+            Error::Config(_) | Error::Usage(_) | Error::WouldExceedQuota { .. } => EXIT_USAGE,
             Error::Ledger(_)
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)
@@ -498,6 +519,21 @@ mod tests {
     fn exit_codes_tell_a_person_from_try_again_later() {
         assert_eq!(Error::Config(vec!["x".into()]).exit_code(), EXIT_USAGE);
         assert_eq!(Error::Usage("not a folder".into()).exit_code(), EXIT_USAGE);
+        let quota = Error::WouldExceedQuota {
+            to_add: 5,
+            exact: false,
+            current: 8,
+            allowed: 10,
+        };
+        assert_eq!(quota.exit_code(), EXIT_USAGE);
+        let text = quota.to_string();
+        assert!(
+            text.contains("at least 5 images")
+                && text.contains("8 of the 10")
+                && text.contains("(2 free)"),
+            "{text}"
+        );
+        assert!(text.contains("--force"), "{text}");
         assert_eq!(
             Error::LedgerBusy("l.sqlite".into()).exit_code(),
             EXIT_TEMPFAIL

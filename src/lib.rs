@@ -22,6 +22,7 @@ pub mod lookup;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod quota;
 pub mod replace;
 pub mod retry;
 pub mod rules;

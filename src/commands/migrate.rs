@@ -11,6 +11,7 @@ use crate::emulator::{self, EmulatorConfig};
 use crate::error::{Error, Result};
 use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
+use crate::quota;
 use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
@@ -87,6 +88,28 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     } else {
         None
     };
+
+    if !args.dry_run && !args.force {
+        // A job that cannot fit is refused before its first upload (see `quota.rs`).
+        let job = quota::Job {
+            shard: args.shard,
+            retry_failed: args.retry_failed,
+            keep_replaced: cfg.upload.keep_replaced,
+        };
+        let checked = match self::source(args, &cfg) {
+            Ok(counting) => quota::preflight(&cfg, counting, job).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(p) => tracing::info!(?p, "pre-flight quota check passed"),
+            Err(e) => {
+                if let Some((handle, _)) = emulator {
+                    handle.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
 
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);

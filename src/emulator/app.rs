@@ -42,6 +42,11 @@ pub struct App {
     pub batch_token_ttl: Duration,
     /// How long a new image stays out of lists.
     pub list_lag: Duration,
+    /// Images the account may hold (`stats`' `allowed`; 5453 past it).
+    pub max_images: u64,
+    /// Held across an upload's count and insert, so concurrent uploads cannot overshoot
+    /// the quota.
+    pub quota_gate: std::sync::Mutex<()>,
     /// Request counts.
     pub counters: Counters,
     /// Client for url uploads.

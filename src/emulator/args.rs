@@ -37,6 +37,9 @@ pub struct EmulatorArgs {
     /// Seconds a new image stays out of lists (eventual consistency); GET finds it at once.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs)]
     pub list_lag: f64,
+    /// Images the account may hold: `stats` reports it, and uploads past it answer 5453.
+    #[arg(long, default_value_t = super::DEFAULT_MAX_IMAGES)]
+    pub max_images: u64,
     /// Seed of the fault RNG.
     #[arg(long, default_value_t = 0)]
     pub fault_seed: u64,
@@ -164,6 +167,7 @@ impl EmulatorArgs {
             read_only_tokens: self.read_only_tokens.clone(),
             batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
             list_lag: Duration::from_secs_f64(self.list_lag),
+            max_images: self.max_images,
         }
     }
 }
@@ -254,6 +258,8 @@ mod tests {
             "a",
             "--read-only-token",
             "b",
+            "--max-images",
+            "7",
         ])
         .unwrap();
         let config = cli.args.config();
@@ -261,9 +267,11 @@ mod tests {
         assert_eq!(config.faults.p_429_html, 0.25);
         assert!(config.faults.edge_429 && config.faults.edge_429_retry_after);
         assert_eq!(config.read_only_tokens, ["a", "b"]);
+        assert_eq!(config.max_images, 7);
         let defaults = Cli::try_parse_from(["emulator"]).unwrap().args.config();
         assert_eq!(defaults.list_lag, Duration::ZERO);
         assert!(defaults.read_only_tokens.is_empty());
+        assert_eq!(defaults.max_images, super::super::DEFAULT_MAX_IMAGES);
         assert!(Cli::try_parse_from(["emulator", "--list-lag", "-1"]).is_err());
     }
 }

@@ -21,9 +21,6 @@ use super::util::parse_query;
 use crate::api::types::{ImageList, ImageListV2, Stats, StatsCount, codes};
 use crate::rules::MAX_FILE_BYTES;
 
-/// Images an account may store, as `stats` reports it.
-const ALLOWED_IMAGES: u64 = 100_000;
-
 fn io_error(e: std::io::Error) -> ApiError {
     ApiError::internal(format!("emulator storage failed: {e}"))
 }
@@ -71,7 +68,17 @@ pub async fn upload(
         draft_expiry: None,
         blob: Some(Blob::new(bytes, mime)),
     };
-    let Some(rec) = app.store.insert(rec).map_err(io_error)? else {
+    let inserted = {
+        // Counted and stored under one lock: concurrent uploads never overshoot.
+        let _gate = app.quota_gate.lock().unwrap_or_else(|p| p.into_inner());
+        // The length bounds the count from above, so a full count is needed only near the quota.
+        let near = app.store.lock().images.len() as u64 >= app.max_images;
+        if near && stored_images(app) >= app.max_images {
+            return Err(quota_reached());
+        }
+        app.store.insert(rec).map_err(io_error)?
+    };
+    let Some(rec) = inserted else {
         return Err(already_exists());
     };
     if draw.store_then_500 {
@@ -90,6 +97,25 @@ async fn drop_connection(kill: Option<ConnKill>) -> axum::response::Response {
         // Served outside the accept loop (no connection to drop): the closest is a 502.
         None => StatusCode::BAD_GATEWAY.into_response(),
     }
+}
+
+/// 400 code 5453: the account holds as many images as its plan allows.
+fn quota_reached() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        codes::QUOTA_REACHED,
+        "You have reached a service limit",
+    )
+}
+
+/// Images `stats` counts: everything but drafts.
+fn stored_images(app: &App) -> u64 {
+    app.store
+        .lock()
+        .images
+        .values()
+        .filter(|r| r.draft_expiry.is_none())
+        .count() as u64
 }
 
 /// 409 code 5409.
@@ -203,17 +229,10 @@ pub fn blob(app: &App, id: &str) -> Reply {
 
 /// `GET /v1/stats`.
 pub fn stats(app: &App) -> Reply {
-    let current = app
-        .store
-        .lock()
-        .images
-        .values()
-        .filter(|r| r.draft_expiry.is_none())
-        .count() as u64;
     ok(Stats {
         count: StatsCount {
-            current,
-            allowed: ALLOWED_IMAGES,
+            current: stored_images(app),
+            allowed: app.max_images,
         },
     })
 }

@@ -75,6 +75,9 @@
 //!   paused time drives it with `tokio::time::advance`; images replayed from `--data` at
 //!   start are listed at once. Continuation tokens page by upload order, so an image that
 //!   surfaces behind a client's token is missed by that pass, as with a lagging index.
+//! - **Quota** (`--max-images`, default 100000): `stats` reports it as `allowed`, and an
+//!   upload (file or url) that would store one image more answers 400 code 5453. Drafts
+//!   do not count, as in `stats`.
 //! - **Lists.** Drafts are never listed. v1 lists oldest first (page from 1); v2 sorts by
 //!   upload time (ties by arrival), default `desc`; its continuation token is opaque
 //!   (`ct1.<position>`) and stays valid across inserts and deletes. per_page outside
@@ -157,7 +160,13 @@ pub struct EmulatorConfig {
     /// Eventual consistency: an image stays out of v1 and v2 lists (and their filters) for
     /// this long after its upload; GET by id finds it at once. Zero by default.
     pub list_lag: Duration,
+    /// Images the account may hold, as `stats` reports it; an upload past it answers 400
+    /// code 5453 ("reached a service limit").
+    pub max_images: u64,
 }
+
+/// The default image quota (the allowance of the smallest paid plan).
+pub const DEFAULT_MAX_IMAGES: u64 = 100_000;
 
 /// The default account id.
 pub const DEFAULT_ACCOUNT_ID: &str = "0123456789abcdef0123456789abcdef";
@@ -184,6 +193,7 @@ impl Default for EmulatorConfig {
             batch_token_ttl: Duration::from_secs(3600),
             list_lag: Duration::ZERO,
             read_only_tokens: Vec::new(),
+            max_images: DEFAULT_MAX_IMAGES,
         }
     }
 }
@@ -224,6 +234,8 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         batch_tokens: auth::BatchTokens::default(),
         batch_token_ttl: config.batch_token_ttl,
         list_lag: config.list_lag,
+        max_images: config.max_images,
+        quota_gate: std::sync::Mutex::new(()),
         counters: app::Counters::default(),
         http,
     });
