@@ -107,16 +107,33 @@ pub struct VerifyArgs {
 /// `cfimg ledger ...`.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Rebuild a lost ledger from the account's images and their stamps, walking the source again.
+    /// Rebuild a lost ledger from the account's images and their stamps, listing the source (folder, manifest or bucket) again.
     Rebuild(RebuildArgs),
 }
 
 /// Flags of `cfimg ledger rebuild`.
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
-    /// The folder that was migrated (its files are matched to the stamps).
-    #[arg(long, value_name = "DIR")]
-    pub source: PathBuf,
+    /// The folder or bucket (s3://BUCKET/PREFIX) that was migrated: its items are matched to the stamps.
+    #[arg(
+        long,
+        value_name = "DIR|s3://BUCKET/PREFIX",
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub source: Option<PathBuf>,
+    /// The URL manifest that was migrated, instead of --source (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The manifest's format [default: from its extension].
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "manifest")]
+    pub manifest_format: Option<ManifestFormat>,
+    /// S3 API endpoint of the bucket, as given to `migrate` [env: AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region of the bucket, as given to `migrate` [env: AWS_REGION, AWS_DEFAULT_REGION].
+    #[arg(long)]
+    pub region: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -50,10 +50,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
 /// The validated configuration (credentials required) and the API lane every management
 /// command sends through: the account's limiter, and retries of transient errors.
 pub(crate) fn api_lane(cli: &Cli) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
-    let flags = crate::config::RawConfig {
-        ledger: cli.ledger.clone(),
-        ..crate::config::RawConfig::default()
-    };
+    api_lane_with(cli, crate::config::RawConfig::default())
+}
+
+/// [`api_lane`] with more settings from the command's flags (e.g. a bucket's endpoint).
+pub(crate) fn api_lane_with(
+    cli: &Cli,
+    mut flags: crate::config::RawConfig,
+) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
+    flags.ledger = cli.ledger.clone();
     let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
     let client = crate::api::client::ImagesClient::new(
         &cfg.api_base_url,

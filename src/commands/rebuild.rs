@@ -1,24 +1,37 @@
-//! `cfimg ledger rebuild --source DIR`: a lost ledger rebuilt from the account. Stamps hold
-//! only a hash of (source, key), so the folder is walked again: each file's key is hashed
-//! with [`stamp::source_hash`], one pass over the v2 listing matches the stamps, and each
-//! match is recorded as uploaded, with the file's size and mtime (so the next run's quick
-//! check skips it) and the sha256 the stamp records. A file whose content no longer hashes
-//! to the stamp's sha256 is recorded with an unknown fingerprint instead, so the next run
-//! looks at it again and replaces its image.
+//! `cfimg ledger rebuild --source DIR|s3://BUCKET/PREFIX` or `--manifest FILE`: a lost
+//! ledger rebuilt from the account. Stamps hold only a hash of (source, key), so the source
+//! is listed again, as `migrate` lists it: each item's key is hashed with
+//! [`stamp::source_hash`], one pass over the v2 listing matches the stamps, and each match
+//! is recorded as uploaded, with the image, its URL and the sha256 the stamp records.
+//!
+//! What the next run's quick check then sees depends on the source:
+//! - a file is hashed once: unchanged, it is recorded with its size and mtime (skipped
+//!   without a read); changed since its upload, with an unknown fingerprint (the next run
+//!   replaces its image);
+//! - a manifest row's URL is its version, as in `migrate`: recorded with the row's
+//!   settings digest, it is skipped;
+//! - an object is recorded with an unknown ETag: hashing it would mean downloading the
+//!   bucket here, so the next run reads each matched object once and compares its sha256
+//!   with the stamp's (no upload when it is unchanged; in presign mode, the key decides).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 
 use super::ledger_views::ledger_path;
-use super::{EXIT_OK, api_lane};
+use super::{EXIT_OK, api_lane_with};
 use crate::api::client::ListQuery;
 use crate::cli::{Cli, RebuildArgs};
+use crate::config::{Config, RawBucket, RawConfig, UrlMode};
 use crate::error::{Error, Result};
 use crate::ledger::{Destination, Maintenance, RebuiltRow};
+use crate::source::bucket::Bucket;
+use crate::source::manifest::Manifest;
 use crate::source::walk::Walk;
-use crate::source::{Found, Locator};
+use crate::source::{Fingerprint, Found, Locator, Source};
 use crate::stamp::{self, Stamp};
 
 /// Images per listing page.
@@ -26,11 +39,24 @@ const PAGE: u32 = 10_000;
 /// Rows recorded per transaction.
 const BATCH: usize = 4096;
 
-struct File {
+/// One listed item of the source, by its stamp hash.
+struct Listed {
     key: String,
-    path: std::path::PathBuf,
-    size: u64,
-    mtime_ns: i64,
+    kind: Kind,
+}
+
+/// What a match is recorded with, by kind of source.
+enum Kind {
+    /// A file: hashed against the stamp when matched.
+    File {
+        path: PathBuf,
+        size: u64,
+        mtime_ns: i64,
+    },
+    /// A manifest row: its URL is its version.
+    Url { options: Option<String> },
+    /// A bucket object: left for the next run to compare.
+    Object,
 }
 
 fn sha256_of(path: &std::path::Path) -> Option<String> {
@@ -49,41 +75,93 @@ fn sha256_of(path: &std::path::Path) -> Option<String> {
     Some(hex::encode(h.finalize()))
 }
 
-/// Rebuilds the ledger's rows of one folder.
-pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
-    let path = ledger_path(cli)?;
-    let (cfg, lane) = api_lane(cli)?;
-    let walk = Walk::new(&args.source, &cfg.walk)?;
-    let source = walk.id().clone();
-    // The folder's files by stamp hash: one entry per file, the listing streams past it.
-    let mut files: HashMap<String, File> = HashMap::new();
-    for found in walk.iter() {
-        if let Found::Item(item) = found
-            && let Locator::File(p) = &item.locator
-        {
-            let (size, mtime_ns) = match &item.fingerprint {
-                Some(crate::source::Fingerprint::SizeMtime { size, mtime_ns }) => {
-                    (*size, *mtime_ns)
-                }
-                _ => (0, 0),
-            };
-            files.insert(
-                stamp::source_hash(&source, &item.key),
-                File {
-                    key: item.key.clone(),
-                    path: p.clone(),
+/// The source the flags name, as `migrate` would build it (so that its identity, and so
+/// every stamp hash, is the same).
+fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
+    match (&args.source, &args.manifest) {
+        (Some(dir), None) => match dir.to_str().filter(|d| d.starts_with("s3://")) {
+            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket)?)),
+            None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
+        },
+        // The URL mode does not change a manifest's identity or keys; remote needs no client.
+        (None, Some(file)) => Ok(Source::Manifest(Manifest::new(
+            file,
+            args.manifest_format,
+            UrlMode::Remote,
+            crate::retry::Policy::default(),
+        )?)),
+        _ => Err(Error::Usage(
+            "give the migrated source: --source DIR|s3://BUCKET/PREFIX, or --manifest FILE".into(),
+        )),
+    }
+}
+
+/// Every item of the source by stamp hash: one entry per item; the listing streams past.
+async fn list(source: Source) -> Result<HashMap<String, Listed>> {
+    let source = Arc::new(source);
+    let id = source.id().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Found>(4096);
+    let lister = tokio::spawn(
+        source
+            .clone()
+            .list(tx, tokio_util::sync::CancellationToken::new()),
+    );
+    let mut items = HashMap::new();
+    while let Some(found) = rx.recv().await {
+        let Found::Item(item) = found else { continue };
+        let kind = match (&item.locator, &item.fingerprint) {
+            (Locator::File(path), fingerprint) => {
+                let (size, mtime_ns) = match fingerprint {
+                    Some(Fingerprint::SizeMtime { size, mtime_ns }) => (*size, *mtime_ns),
+                    _ => (0, 0),
+                };
+                Kind::File {
+                    path: path.clone(),
                     size,
                     mtime_ns,
-                },
-            );
-        }
+                }
+            }
+            (Locator::Url(_), _) => Kind::Url {
+                options: item.options.digest(),
+            },
+            (Locator::Object(_), _) => Kind::Object,
+        };
+        items.insert(
+            stamp::source_hash(&id, &item.key),
+            Listed {
+                key: item.key,
+                kind,
+            },
+        );
     }
+    match lister.await {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Panicked("the source listing".into())),
+    }
+    Ok(items)
+}
+
+/// Rebuilds the ledger's rows of one source.
+pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
+    let path = ledger_path(cli)?;
+    let flags = RawConfig {
+        bucket: RawBucket {
+            endpoint_url: args.endpoint_url.clone(),
+            region: args.region.clone(),
+            ..RawBucket::default()
+        },
+        ..RawConfig::default()
+    };
+    let (cfg, lane) = api_lane_with(cli, flags)?;
+    let source = source(args, &cfg)?;
+    let source_id_text = source.id().clone();
+    let items = list(source).await?;
     let mut ledger = Maintenance::open(&path)?;
     ledger.claim_destination(&Destination {
         account_id: cfg.account_id.clone(),
         api_base: cfg.api_base_url.to_string(),
     })?;
-    let source_id = ledger.source(&source)?;
+    let source_id = ledger.source(&source_id_text)?;
 
     let spent = AtomicU32::new(0);
     let mut query = ListQuery {
@@ -92,8 +170,8 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
         sort_order: Some("desc".into()),
         ..ListQuery::default()
     };
-    let (mut listed, mut matched, mut changed, mut added, mut extra) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut listed, mut matched, mut changed, mut to_check, mut added, mut extra) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut batch = Vec::new();
     let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
@@ -101,7 +179,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
         for image in page.images {
             listed += 1;
             let Some(s) = Stamp::of(&image) else { continue };
-            let Some(file) = files.get(&s.source) else {
+            let Some(item) = items.get(&s.source) else {
                 continue;
             };
             if !taken.insert(s.source.clone()) {
@@ -110,14 +188,31 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
                 continue;
             }
             matched += 1;
-            let same = s.sha256.is_some() && sha256_of(&file.path) == s.sha256;
-            if !same {
-                changed += 1;
-            }
+            let (size, mtime_ns, options) = match &item.kind {
+                Kind::File {
+                    path,
+                    size,
+                    mtime_ns,
+                } => {
+                    if s.sha256.is_some() && sha256_of(path) == s.sha256 {
+                        (*size, *mtime_ns, None)
+                    } else {
+                        changed += 1;
+                        (0, 0, None)
+                    }
+                }
+                Kind::Url { options } => (0, 0, options.clone()),
+                Kind::Object => {
+                    to_check += 1;
+                    (0, 0, None)
+                }
+            };
             batch.push(RebuiltRow {
-                key: file.key.clone(),
-                size: if same { file.size } else { 0 },
-                mtime_ns: if same { file.mtime_ns } else { 0 },
+                key: item.key.clone(),
+                size,
+                mtime_ns,
+                etag: None,
+                options,
                 sha256: s.sha256.clone(),
                 stamp: s.source.clone(),
                 image_id: image.id.clone(),
@@ -136,17 +231,21 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     }
     added += ledger.record_found(source_id, &batch)?;
     let requests = spent.load(Ordering::Relaxed);
-    let not_found = files.len() as u64 - matched;
+    let not_found = items.len() as u64 - matched;
+    let source = source_id_text;
     if args.json {
         println!(
             "{}",
             json!({
                 "source": source.to_string(),
-                "files": files.len(),
+                "items": items.len(),
+                // The older name of `items`, from when only folders were rebuilt.
+                "files": items.len(),
                 "listed": listed,
                 "matched": matched,
                 "recorded": added,
                 "changed_since": changed,
+                "to_check": to_check,
                 "not_uploaded": not_found,
                 "extra_images": extra,
                 "requests": requests,
@@ -154,9 +253,9 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
         );
     } else {
         println!(
-            "{}: {} files, {} images listed ({requests} requests); {matched} matched by their stamp, {added} recorded as uploaded",
+            "{}: {} items, {} images listed ({requests} requests); {matched} matched by their stamp, {added} recorded as uploaded",
             source,
-            files.len(),
+            items.len(),
             listed
         );
         if changed > 0 {
@@ -164,8 +263,14 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
                 "{changed} files changed since their upload: the next `cfimg migrate` replaces their images"
             );
         }
+        if to_check > 0 {
+            println!(
+                "{to_check} objects are recorded without their ETag: the next `cfimg migrate` reads each once, \
+                 compares it with its stamp's sha256 and uploads only those that changed"
+            );
+        }
         if not_found > 0 {
-            println!("{not_found} files have no image: the next `cfimg migrate` uploads them");
+            println!("{not_found} items have no image: the next `cfimg migrate` uploads them");
         }
         if extra > 0 {
             println!(
@@ -173,11 +278,8 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
             );
         }
     }
-    if matched == 0 && files.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} holds no files to match",
-            args.source.display()
-        )));
+    if matched == 0 && items.is_empty() {
+        return Err(Error::Usage(format!("{source} holds no items to match")));
     }
     Ok(EXIT_OK)
 }

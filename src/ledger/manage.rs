@@ -27,6 +27,10 @@ pub struct Found {
     pub size: u64,
     /// Its modification time now, ns (0: unknown).
     pub mtime_ns: i64,
+    /// An object's ETag now (`None`: unknown, so the quick check looks again).
+    pub etag: Option<String>,
+    /// Digest of the item's own settings (manifest rows), as `migrate` records it.
+    pub options: Option<String>,
     /// The content hash the stamp records.
     pub sha256: Option<String>,
     /// The stamp (`cfimg_src`).
@@ -125,8 +129,8 @@ impl Maintenance {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO items (source_id, key, size, mtime_ns, sha256, stamp, image_id, url, state,
-                   attempts, created_at, updated_at, uploaded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'uploaded', 0, ?9, ?9, COALESCE(?10, ?9))
+                   attempts, created_at, updated_at, uploaded_at, etag, options)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'uploaded', 0, ?9, ?9, COALESCE(?10, ?9), ?11, ?12)
                  ON CONFLICT (source_id, key) DO NOTHING",
             )?;
             for f in rows {
@@ -140,7 +144,9 @@ impl Maintenance {
                     f.image_id,
                     f.url,
                     ts,
-                    f.uploaded_at
+                    f.uploaded_at,
+                    f.etag,
+                    f.options
                 ])? as u64;
             }
         }

@@ -223,6 +223,8 @@ fn maintenance_records_found_rows_requeues_and_adopts_and_rows_stream_per_source
         key: key.into(),
         size: 3,
         mtime_ns: 9,
+        etag: None,
+        options: None,
         sha256: Some("s".into()),
         stamp: format!("st-{key}"),
         image_id: id.into(),

@@ -202,14 +202,16 @@ impl S3 {
     /// environment and the proxy as the endpoint.
     async fn migrate(&self, env: &TestEnv, prefix: &str, extra: &[&str]) -> (i32, Value, String) {
         let url = format!("s3://{BUCKET}/{prefix}");
-        let mut args = vec![
-            "migrate",
-            url.as_str(),
-            "--json",
-            "--endpoint-url",
-            self.endpoint.as_str(),
-        ];
+        let mut args = vec!["migrate", url.as_str()];
         args.extend_from_slice(extra);
+        self.cfimg(env, &args).await
+    }
+
+    /// Runs `cfimg <args> --json --endpoint-url <proxy>` with AWS credentials in the
+    /// environment.
+    async fn cfimg(&self, env: &TestEnv, args: &[&str]) -> (i32, Value, String) {
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--json", "--endpoint-url", self.endpoint.as_str()]);
         let out = env
             .cmd(&args)
             .env("AWS_ACCESS_KEY_ID", KEY_ID)
@@ -581,4 +583,60 @@ async fn bucket_that_cannot_be_listed_stops_the_run_with_exit_3() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("AWS_ACCESS_KEY_ID"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bucket_ledger_is_rebuilt_and_the_next_run_uploads_only_the_changed_object() {
+    let Some(s3) = S3::start().await else { return };
+    let env = TestEnv::new().await;
+    for i in 0..4 {
+        s3.put(&format!("p/img{i}.png"), &png(i, 2500)).await;
+    }
+    let (code, summary, out) = s3.migrate(&env, "p", &[]).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(4)), "{out}");
+    let before = env.ledger_rows();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.ledger.display()));
+    }
+    // One object changed while the ledger was lost.
+    s3.put("p/img1.png", &png(90, 2600)).await;
+
+    let url = format!("s3://{BUCKET}/p");
+    let (code, report, out) = s3
+        .cfimg(&env, &["ledger", "rebuild", "--source", url.as_str()])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (report["matched"].as_u64(), report["recorded"].as_u64()),
+        (Some(4), Some(4)),
+        "{report}"
+    );
+    assert_eq!(report["to_check"], 4, "{report}");
+    assert!(
+        report["source"].as_str().unwrap().starts_with("bucket:"),
+        "{report}"
+    );
+    let after = env.ledger_rows();
+    for key in before.keys() {
+        assert_eq!(after[key].image_id, before[key].image_id, "{key}");
+    }
+
+    // Each object is read once and compared with its stamp: only the changed one is sent.
+    let posts = env.upload_posts();
+    let gets = s3.gets().len();
+    let (code, summary, out) = s3.migrate(&env, "p", &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (summary["uploaded"].as_u64(), summary["skipped"].as_u64()),
+        (Some(1), Some(3)),
+        "{summary}"
+    );
+    assert_eq!(env.upload_posts(), posts + 1);
+    assert_eq!(s3.gets().len(), gets + 4);
+    // Then the ledger knows every ETag: nothing is read or sent.
+    let gets = s3.gets().len();
+    let (code, summary, out) = s3.migrate(&env, "p", &[]).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(0)), "{out}");
+    assert_eq!(s3.gets().len(), gets);
+    assert_eq!(env.inspect().images.len(), 4);
 }
