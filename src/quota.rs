@@ -7,11 +7,14 @@
 //! zero, unless `--keep-replaced`). It is counted before reading any content, so
 //! duplicates that a hash id would share are still counted: an upper bound.
 //!
-//! Counting costs a second listing, so it is done where listing is cheap: folders (a walk)
-//! and manifest files (one read). A bucket of millions is listed only when the account is
+//! Counting costs a listing of its own before the run's, so it is kept short: first the
+//! items alone are counted, up to one past the room (a job with no more items than room
+//! fits, whatever the ledger says); only when there are more are they looked up in the
+//! ledger, to the end, so that the refusal says by how much. Folders (a walk) and manifest
+//! files (a read) are counted so; a bucket of millions is listed only when the account is
 //! already full, and then only up to its first item that needs an image; a manifest on
-//! stdin cannot be read twice and is not counted. Whatever is not counted here still
-//! stops at the quota mid-run (5453 is fatal, exit 3).
+//! stdin cannot be read twice and is not counted. Whatever is not counted here still stops
+//! at the quota mid-run (5453 is fatal, exit 3).
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ledger::{BatchedReader, Ledger, State};
+use crate::ledger::{BatchedReader, Destination, Ledger, State};
 use crate::limit::Limiter;
 use crate::plan::{self, Quick};
 use crate::retry;
@@ -56,8 +59,13 @@ pub enum Preflight {
 }
 
 /// Refuses, with [`Error::WouldExceedQuota`], a job that cannot fit in the account.
-/// `source` is a second instance of the job's source, listed here and dropped.
-pub async fn preflight(cfg: &Config, source: Source, job: Job) -> Result<Preflight> {
+/// `source` makes another instance of the job's source each time one is listed here.
+pub async fn preflight(
+    cfg: &Config,
+    source: impl Fn() -> Result<Source>,
+    job: Job,
+    destination: &Destination,
+) -> Result<Preflight> {
     let limiter = Limiter::new(cfg.upload.rate, cfg.upload.burst);
     let policy = retry::Policy {
         max_attempts: cfg.upload.max_attempts,
@@ -66,22 +74,38 @@ pub async fn preflight(cfg: &Config, source: Source, job: Job) -> Result<Preflig
     let (_, stats) = crate::pipeline::connect(cfg, &limiter, policy).await?;
     let (current, allowed) = (stats.count.current, stats.count.allowed);
     let room = allowed.saturating_sub(current);
-    let id = source.id();
-    let countable = match id.kind {
+    let first = source()?;
+    let kind = first.id().kind;
+    let countable = match kind {
         SourceKind::Bucket => room == 0,
-        SourceKind::Manifest => id.location != "stdin",
+        SourceKind::Manifest => first.id().location != "stdin",
         _ => true,
     };
-    if !countable {
+    // A ledger of another account is refused by the run itself, with its own message.
+    let foreign = match Ledger::open_read_only(&cfg.ledger)? {
+        Some(l) => l.destination()?.is_some_and(|d| d != *destination),
+        None => false,
+    };
+    if !countable || foreign {
         return Ok(Preflight::NotCounted { room });
     }
+    let past_room = room.saturating_add(1);
+    if kind != SourceKind::Bucket && room > 0 {
+        let (items, _) = count(cfg, first, job, past_room, false).await?;
+        if items <= room {
+            return Ok(Preflight::Fits {
+                to_add: items,
+                room,
+            });
+        }
+    }
     // A walk or a file is counted to the end, so that the refusal says by how much; a
-    // bucket only until it is past the room (one item that needs an image, when full).
-    let enough = match id.kind {
-        SourceKind::Bucket => room.saturating_add(1),
+    // bucket only until it is past the room (its first item that needs an image).
+    let enough = match kind {
+        SourceKind::Bucket => past_room,
         _ => u64::MAX,
     };
-    let (to_add, exact) = count(cfg, source, job, enough).await?;
+    let (to_add, exact) = count(cfg, source()?, job, enough, true).await?;
     if to_add > room {
         return Err(Error::WouldExceedQuota {
             to_add,
@@ -93,14 +117,23 @@ pub async fn preflight(cfg: &Config, source: Source, job: Job) -> Result<Preflig
     Ok(Preflight::Fits { to_add, room })
 }
 
-/// Counts the images the job would add, up to `enough`; returns the count and whether it
-/// is exact (the listing ran to its end).
-async fn count(cfg: &Config, source: Source, job: Job, enough: u64) -> Result<(u64, bool)> {
+/// Counts the images the job would add (with `lookup`; else every item of the job), up to
+/// `enough`; returns the count and whether it is exact (the listing ran to its end).
+async fn count(
+    cfg: &Config,
+    source: Source,
+    job: Job,
+    enough: u64,
+    lookup: bool,
+) -> Result<(u64, bool)> {
     let source = Arc::new(source);
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel::<Found>(4096);
     let lister = tokio::spawn(source.clone().list(tx, stop.clone()));
-    let ledger = Ledger::open_read_only(&cfg.ledger)?;
+    let ledger = match lookup {
+        true => Ledger::open_read_only(&cfg.ledger)?,
+        false => None,
+    };
     let source_id = match &ledger {
         Some(l) => l.source_number(source.id())?,
         None => None,

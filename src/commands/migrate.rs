@@ -89,30 +89,6 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         None
     };
 
-    if !args.dry_run && !args.force {
-        // A job that cannot fit is refused before its first upload (see `quota.rs`).
-        let job = quota::Job {
-            shard: args.shard,
-            retry_failed: args.retry_failed,
-            keep_replaced: cfg.upload.keep_replaced,
-        };
-        let checked = match self::source(args, &cfg) {
-            Ok(counting) => quota::preflight(&cfg, counting, job).await,
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(p) => tracing::info!(?p, "pre-flight quota check passed"),
-            Err(e) => {
-                if let Some((handle, _)) = emulator {
-                    handle.shutdown().await;
-                }
-                return Err(e);
-            }
-        }
-    }
-
-    let shutdown = Shutdown::new();
-    shutdown.listen(cfg.upload.shutdown_grace);
     let destination = Destination {
         account_id: cfg.account_id.clone(),
         // The emulator's address changes every run; what matters is that it is not a
@@ -123,6 +99,27 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             cfg.api_base_url.to_string()
         },
     };
+    if !args.dry_run && !args.force {
+        // A job that cannot fit is refused before its first upload (see `quota.rs`).
+        let job = quota::Job {
+            shard: args.shard,
+            retry_failed: args.retry_failed,
+            keep_replaced: cfg.upload.keep_replaced,
+        };
+        let checked = quota::preflight(&cfg, || self::source(args, &cfg), job, &destination).await;
+        match checked {
+            Ok(p) => tracing::info!(?p, "pre-flight quota check passed"),
+            Err(e) => {
+                if let Some((handle, _)) = emulator {
+                    handle.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Signals are taken over only now: until here, Ctrl-C ends the process at once.
+    let shutdown = Shutdown::new();
+    shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
         dry_run: args.dry_run,
         retry_failed: args.retry_failed,

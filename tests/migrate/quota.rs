@@ -132,3 +132,25 @@ async fn a_rerun_with_nothing_left_to_add_is_not_refused_on_a_full_account() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_cannot_fit_is_refused_before_any_fetch() {
+    let env = with_quota(2).await;
+    let origin = crate::common::origin::Origin::start().await;
+    let mut list = String::new();
+    for i in 0..3 {
+        origin.put(&format!("{i}.png"), png(60 + i, 900));
+        list.push_str(&origin.img(&format!("{i}.png")));
+        list.push('\n');
+    }
+    let file = env.dir.path().join("urls.txt");
+    std::fs::write(&file, list).unwrap();
+    let out = env
+        .run(&["migrate", "--manifest", file.to_str().unwrap(), "--json"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(err.contains("would add 3 images"), "{err}");
+    assert_eq!(env.upload_posts(), 0);
+    assert_eq!(origin.total_hits(), 0, "nothing was fetched");
+}
