@@ -31,6 +31,7 @@ use crate::ledger::{
 use crate::limit::Limiter;
 use crate::plan::{self, Decision, Examined, Job, Policy, Quick};
 use crate::progress::{Display, Stats, Summary};
+use crate::quota::Gate;
 use crate::retry;
 use crate::settle;
 use crate::shard::Shard;
@@ -161,6 +162,17 @@ pub async fn migrate(
     opts: &MigrateOptions,
     shutdown: Arc<Shutdown>,
 ) -> Result<RunResult> {
+    migrate_gated(cfg, source, opts, shutdown, None).await
+}
+
+/// [`migrate`], with a quota check the first upload waits for.
+pub async fn migrate_gated(
+    cfg: &Config,
+    source: Source,
+    opts: &MigrateOptions,
+    shutdown: Arc<Shutdown>,
+    gate: Option<Arc<Gate>>,
+) -> Result<RunResult> {
     let started = Instant::now();
     let source = Arc::new(source);
     let limiter = Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst));
@@ -257,7 +269,7 @@ pub async fn migrate(
         _ => None,
     };
     let workers = match &uploader {
-        Some(u) => start_workers(&run, u, job_rx, cfg.upload.concurrency),
+        Some(u) => start_workers(&run, u, job_rx, cfg.upload.concurrency, gate),
         None => {
             drop(job_rx);
             Vec::new()
@@ -588,6 +600,7 @@ fn start_workers(
     uploader: &Arc<Uploader>,
     jobs: mpsc::Receiver<Job>,
     concurrency: usize,
+    gate: Option<Arc<Gate>>,
 ) -> Vec<JoinHandle<Result<()>>> {
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     (0..concurrency)
@@ -595,6 +608,7 @@ fn start_workers(
             let uploader = uploader.clone();
             let jobs = jobs.clone();
             let run = run.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 loop {
                     let job = tokio::select! {
@@ -605,6 +619,12 @@ fn start_workers(
                     let Some(job) = job else { break };
                     if run.shutdown.intake.is_cancelled() {
                         break;
+                    }
+                    if let Some(gate) = &gate {
+                        tokio::select! {
+                            passed = gate.wait(&uploader.lane) => if let Err(e) = passed { run.stop(e); break },
+                            _ = run.shutdown.intake.cancelled() => break,
+                        }
                     }
                     tokio::select! {
                         ended = uploader.run(job) => if let Ended::Fatal(e) = ended { run.stop(e); break },

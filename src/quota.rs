@@ -1,20 +1,26 @@
 //! `migrate`'s pre-flight quota check: before the first upload, the images the job would
 //! add are compared with the room the account has left (`GET /v1/stats`: allowed minus
-//! current), and a job that cannot fit is refused unless `--force`.
+//! current), and a job that cannot fit is stopped before that upload unless `--force`.
+//!
+//! It runs when the first upload is about to start (the upload workers wait on a [`Gate`]),
+//! not before the run: a rerun with nothing to upload, the common case, never pays for it,
+//! and is never refused however full the account. Nothing has been uploaded when it
+//! refuses; what the run found until then (rejected, unchanged items) is recorded.
 //!
 //! What "would add" means: every listed item the ledger's quick check cannot settle (new,
 //! changed, failed and retried), minus changed items that replace their own image (net
 //! zero, unless `--keep-replaced`). It is counted before reading any content, so
 //! duplicates that a hash id would share are still counted: an upper bound.
 //!
-//! Counting costs a listing of its own before the run's, so it is kept short: first the
-//! items alone are counted, up to one past the room (a job with no more items than room
-//! fits, whatever the ledger says); only when there are more are they looked up in the
-//! ledger, to the end, so that the refusal says by how much. Folders (a walk) and manifest
-//! files (a read) are counted so; a bucket of millions is listed only when the account is
-//! already full, and then only up to its first item that needs an image; a manifest on
-//! stdin cannot be read twice and is not counted. Whatever is not counted here still stops
-//! at the quota mid-run (5453 is fatal, exit 3).
+//! Counting costs a listing of its own, so it is kept short: first the items alone are
+//! counted, up to one past the room (a job with no more items than room fits, whatever the
+//! ledger says); only when there are more are they looked up in the ledger, to the end, so
+//! that the refusal says by how much. Folders (a walk) and manifest files (a read) are
+//! counted so; a bucket of millions is listed only when the account is already full, and
+//! then only up to its first item that needs an image; a manifest on stdin cannot be read
+//! twice and is not counted. A check that cannot be made (the stats request fails) lets the
+//! run go on. Whatever is not counted here still stops at the quota mid-run (5453 is
+//! fatal, exit 3).
 
 use std::sync::Arc;
 
@@ -24,11 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ledger::{BatchedReader, Destination, Ledger, State};
-use crate::limit::Limiter;
 use crate::plan::{self, Quick};
-use crate::retry;
 use crate::shard::Shard;
 use crate::source::{Found, Source, SourceKind};
+use crate::transport::ApiLane;
 
 /// What the job is checked with, besides the source.
 #[derive(Debug, Clone, Copy)]
@@ -58,23 +63,106 @@ pub enum Preflight {
     },
 }
 
-/// Refuses, with [`Error::WouldExceedQuota`], a job that cannot fit in the account.
-/// `source` makes another instance of the job's source each time one is listed here.
-pub async fn preflight(
+/// Why a job cannot fit (the figures of [`Error::WouldExceedQuota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    to_add: u64,
+    exact: bool,
+    current: u64,
+    allowed: u64,
+}
+
+/// The check the upload workers wait on before the first upload: run once, by the first
+/// worker with a job; every worker gets its verdict.
+pub struct Gate {
+    cfg: Config,
+    /// Two more instances of the job's source: one per counting pass.
+    sources: std::sync::Mutex<Option<(Source, Source)>>,
+    job: Job,
+    destination: Destination,
+    verdict: tokio::sync::OnceCell<Option<Refusal>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("job", &self.job)
+            .field("verdict", &self.verdict.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// A gate for a job whose source is listed again through `counting` (two instances).
+    pub fn new(
+        cfg: &Config,
+        counting: (Source, Source),
+        job: Job,
+        destination: Destination,
+    ) -> Gate {
+        Gate {
+            cfg: cfg.clone(),
+            sources: std::sync::Mutex::new(Some(counting)),
+            job,
+            destination,
+            verdict: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Waits for the check, running it on the first call (its stats request goes through
+    /// the run's API lane, so it is paced and counted like the run's own); an
+    /// [`Error::WouldExceedQuota`] when the job cannot fit.
+    pub async fn wait(&self, lane: &ApiLane) -> Result<()> {
+        let verdict = self.verdict.get_or_init(|| self.check(lane)).await;
+        match *verdict {
+            None => Ok(()),
+            Some(r) => Err(Error::WouldExceedQuota {
+                to_add: r.to_add,
+                exact: r.exact,
+                current: r.current,
+                allowed: r.allowed,
+            }),
+        }
+    }
+
+    async fn check(&self, lane: &ApiLane) -> Option<Refusal> {
+        let sources = self.sources.lock().ok().and_then(|mut s| s.take());
+        let (first, second) = sources?;
+        match preflight(
+            &self.cfg,
+            lane,
+            (first, second),
+            self.job,
+            &self.destination,
+        )
+        .await
+        {
+            Ok(Ok(p)) => {
+                tracing::info!(?p, "pre-flight quota check passed");
+                None
+            }
+            Ok(Err(refusal)) => Some(refusal),
+            Err(e) => {
+                // The run's own requests meet the same trouble; the quota still stops it.
+                tracing::warn!(error = %e, "the pre-flight quota check could not be made; going on");
+                None
+            }
+        }
+    }
+}
+
+/// The check itself: how the job compares with the room left.
+async fn preflight(
     cfg: &Config,
-    source: impl Fn() -> Result<Source>,
+    lane: &ApiLane,
+    (first, second): (Source, Source),
     job: Job,
     destination: &Destination,
-) -> Result<Preflight> {
-    let limiter = Limiter::new(cfg.upload.rate, cfg.upload.burst);
-    let policy = retry::Policy {
-        max_attempts: cfg.upload.max_attempts,
-        ..retry::Policy::default()
-    };
-    let (_, stats) = crate::pipeline::connect(cfg, &limiter, policy).await?;
+) -> Result<std::result::Result<Preflight, Refusal>> {
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    let stats = lane.call(&spent, || lane.client.stats()).await?;
     let (current, allowed) = (stats.count.current, stats.count.allowed);
     let room = allowed.saturating_sub(current);
-    let first = source()?;
     let kind = first.id().kind;
     let countable = match kind {
         SourceKind::Bucket => room == 0,
@@ -87,16 +175,16 @@ pub async fn preflight(
         None => false,
     };
     if !countable || foreign {
-        return Ok(Preflight::NotCounted { room });
+        return Ok(Ok(Preflight::NotCounted { room }));
     }
     let past_room = room.saturating_add(1);
     if kind != SourceKind::Bucket && room > 0 {
         let (items, _) = count(cfg, first, job, past_room, false).await?;
         if items <= room {
-            return Ok(Preflight::Fits {
+            return Ok(Ok(Preflight::Fits {
                 to_add: items,
                 room,
-            });
+            }));
         }
     }
     // A walk or a file is counted to the end, so that the refusal says by how much; a
@@ -105,16 +193,16 @@ pub async fn preflight(
         SourceKind::Bucket => past_room,
         _ => u64::MAX,
     };
-    let (to_add, exact) = count(cfg, source()?, job, enough, true).await?;
+    let (to_add, exact) = count(cfg, second, job, enough, true).await?;
     if to_add > room {
-        return Err(Error::WouldExceedQuota {
+        return Ok(Err(Refusal {
             to_add,
             exact,
             current,
             allowed,
-        });
+        }));
     }
-    Ok(Preflight::Fits { to_add, room })
+    Ok(Ok(Preflight::Fits { to_add, room }))
 }
 
 /// Counts the images the job would add (with `lookup`; else every item of the job), up to

@@ -2,6 +2,7 @@
 //! the source, the optional in-process emulator, the run, the summary.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code, hint};
@@ -57,6 +58,11 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     let mut cfg = config::validate(raw, needs_credentials)?;
     // Checked before the emulator starts or any request leaves.
     let source = source(args, &cfg)?;
+    // Two more instances for the quota check's counting passes (see `quota.rs`).
+    let counting = match args.dry_run || args.force {
+        true => None,
+        false => Some((self::source(args, &cfg)?, self::source(args, &cfg)?)),
+    };
 
     let emulator = if args.emulator {
         let data_dir = pipeline::emulator_data_dir(&cfg.ledger);
@@ -99,25 +105,13 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             cfg.api_base_url.to_string()
         },
     };
-    if !args.dry_run && !args.force {
-        // A job that cannot fit is refused before its first upload (see `quota.rs`).
-        let job = quota::Job {
-            shard: args.shard,
-            retry_failed: args.retry_failed,
-            keep_replaced: cfg.upload.keep_replaced,
-        };
-        let checked = quota::preflight(&cfg, || self::source(args, &cfg), job, &destination).await;
-        match checked {
-            Ok(p) => tracing::info!(?p, "pre-flight quota check passed"),
-            Err(e) => {
-                if let Some((handle, _)) = emulator {
-                    handle.shutdown().await;
-                }
-                return Err(e);
-            }
-        }
-    }
-    // Signals are taken over only now: until here, Ctrl-C ends the process at once.
+    // A job that cannot fit is stopped before its first upload (see `quota.rs`).
+    let job = quota::Job {
+        shard: args.shard,
+        retry_failed: args.retry_failed,
+        keep_replaced: cfg.upload.keep_replaced,
+    };
+    let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, job, destination.clone())));
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
@@ -127,7 +121,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         destination,
         shard: args.shard,
     };
-    let result = pipeline::migrate(&cfg, source, &opts, shutdown).await;
+    let result = pipeline::migrate_gated(&cfg, source, &opts, shutdown, gate).await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {
