@@ -216,6 +216,8 @@ async fn count(
 ) -> Result<(u64, bool)> {
     let source = Arc::new(source);
     let stop = CancellationToken::new();
+    // Dropped mid-way (the run is stopping), the count ends its listing and its thread.
+    let _stop_on_drop = stop.clone().drop_guard();
     let (tx, rx) = mpsc::channel::<Found>(4096);
     let lister = tokio::spawn(source.clone().list(tx, stop.clone()));
     let ledger = match lookup {
@@ -260,6 +262,9 @@ fn tally(
 ) -> Result<(u64, bool)> {
     let mut n = 0u64;
     while let Some(f) = found.blocking_recv() {
+        if stop.is_cancelled() {
+            return Ok((n, false));
+        }
         let Found::Item(item) = f else { continue };
         if let Some(shard) = &job.shard
             && !shard.owns(source.id(), &item.key)
