@@ -26,9 +26,27 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines as text, or as JSON objects for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// The commands.
@@ -36,6 +54,8 @@ pub struct Cli {
 pub enum Command {
     /// Upload a folder tree or a manifest of URLs into Cloudflare Images; reruns only do what is left.
     Migrate(MigrateArgs),
+    /// Keep a folder in Cloudflare Images: upload new and changed files within seconds, as a daemon.
+    Watch(WatchArgs),
     /// Show the ledger: items by state, bytes, the last run.
     Status(OutputArgs),
     /// List every failed or rejected item with its reason (--all: also those passed over).
@@ -478,6 +498,129 @@ impl MigrateArgs {
                 region: self.region.clone(),
                 mode: self.s3_mode,
                 ..RawBucket::default()
+            },
+            ..RawConfig::default()
+        }
+    }
+}
+
+/// Flags of `cfimg watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The folder to keep in Cloudflare Images.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Seconds a file's size and mtime must stay unchanged before it is uploaded [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub settle: Option<f64>,
+    /// Upload a file that keeps changing after this many seconds anyway [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub max_settle: Option<f64>,
+    /// Seconds between full rescans, the safety net under events (jittered) [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub rescan_interval: Option<f64>,
+    /// What a deleted file does to its image [default: keep].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub on_delete: Option<crate::config::OnDelete>,
+    /// With --on-delete delete: refuse a pass deleting more than N files or PCT% of the folder [default: 5%].
+    #[arg(long, value_name = "N|PCT%")]
+    pub max_delete: Option<String>,
+    /// First delay before a failed file is retried; it doubles with each failure, up to 6 hours [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub retry_base: Option<f64>,
+    /// Serve Prometheus metrics at /metrics and health at /healthz on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// /healthz turns unhealthy after uploads have failed, without a success, for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "300")]
+    pub unhealthy_after: f64,
+    /// Uploads in flight at once [default: 8].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// API requests per second, retries included [default: 3.5].
+    #[arg(long, value_name = "REQ_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Where uploads go: the API host, or the batch host with batch tokens [default: api].
+    #[arg(long, value_enum, value_name = "HOST")]
+    pub transport: Option<Transport>,
+    /// Batch tokens used in parallel with --transport batch [default: 1].
+    #[arg(long, value_name = "N")]
+    pub batch_tokens: Option<u32>,
+    /// Requests per second per batch token [default: 195].
+    #[arg(long, value_name = "REQ_PER_SEC")]
+    pub batch_rate: Option<f64>,
+    /// How image ids are chosen [default: path].
+    #[arg(long, value_enum)]
+    pub id_mode: Option<IdMode>,
+    /// Prefix of custom ids, e.g. `uploads/`.
+    #[arg(long, value_name = "P")]
+    pub id_prefix: Option<String>,
+    /// Metadata for every image, a JSON object (cfimg adds its own stamp).
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// Upload private images (needs --id-mode auto).
+    #[arg(long)]
+    pub require_signed_urls: bool,
+    /// Leave replaced images in place (hash and auto ids), recorded as superseded.
+    #[arg(long)]
+    pub keep_replaced: bool,
+    /// HTTP attempts per request before a file is left as failed until its next retry [default: 6].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Only files whose relative path matches (glob, repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files whose relative path matches (glob, repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Follow symbolic links.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Include hidden files and folders.
+    #[arg(long)]
+    pub include_hidden: bool,
+    /// Start the built-in emulator and keep the folder in it (no account needed).
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+impl WatchArgs {
+    /// The configuration these flags set; `metadata` is parsed by the caller.
+    pub fn overrides(
+        &self,
+        ledger: Option<PathBuf>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> RawConfig {
+        let flag = |b: bool| b.then_some(true);
+        RawConfig {
+            ledger,
+            upload: RawUpload {
+                concurrency: self.concurrency,
+                rate: self.rate,
+                max_attempts: self.max_attempts,
+                id_mode: self.id_mode,
+                id_prefix: self.id_prefix.clone(),
+                metadata,
+                require_signed_urls: flag(self.require_signed_urls),
+                keep_replaced: flag(self.keep_replaced),
+                transport: self.transport,
+                batch_tokens: self.batch_tokens,
+                batch_rate: self.batch_rate,
+                ..RawUpload::default()
+            },
+            walk: RawWalk {
+                follow_symlinks: flag(self.follow_symlinks),
+                include_hidden: flag(self.include_hidden),
+                include: (!self.include.is_empty()).then(|| self.include.clone()),
+                exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+            },
+            watch: crate::config::RawWatch {
+                settle_secs: self.settle,
+                max_settle_secs: self.max_settle,
+                rescan_interval_secs: self.rescan_interval,
+                on_delete: self.on_delete,
+                max_delete: self.max_delete.clone(),
+                retry_base_secs: self.retry_base,
             },
             ..RawConfig::default()
         }

@@ -117,6 +117,98 @@ pub struct RawConfig {
     /// `[bucket]` section.
     #[serde(default)]
     pub bucket: RawBucket,
+    /// `[watch]` section.
+    #[serde(default)]
+    pub watch: RawWatch,
+}
+
+/// What `watch` does when a file leaves the folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Leave the image (and its ledger row) in place.
+    #[default]
+    Keep,
+    /// Delete the image too (unless another item holds it), within `max_delete` per pass.
+    Delete,
+}
+
+/// A cap on deletes per pass: a number of files, or a share of the source's items.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many.
+    Count(u64),
+    /// At most this percentage of the items recorded for the source.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Deletes allowed in a pass over a source with `items` recorded items.
+    pub fn allowed(self, items: u64) -> u64 {
+        match self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => (items as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::str::FromStr for MaxDelete {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<MaxDelete, String> {
+        let bad = || format!("{s:?} is neither a number of files (100) nor a percentage (5%)");
+        match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxDelete::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// `[watch]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// Seconds a file's size and mtime must stay unchanged before it is uploaded.
+    pub settle_secs: Option<f64>,
+    /// Longest wait for a file that never stops changing.
+    pub max_settle_secs: Option<f64>,
+    /// Seconds between full rescans (the safety net under events), jittered.
+    pub rescan_interval_secs: Option<f64>,
+    /// `keep` or `delete`.
+    pub on_delete: Option<OnDelete>,
+    /// Most deletes per pass: a number (`100`) or a percentage of the folder (`5%`).
+    pub max_delete: Option<String>,
+    /// First delay before a failed item is retried (doubling up to 6 hours).
+    pub retry_base_secs: Option<f64>,
+}
+
+/// Checked `[watch]` settings.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Quiet time that makes a file stable.
+    pub settle: Duration,
+    /// Longest wait for stability.
+    pub max_settle: Duration,
+    /// Time between full rescans.
+    pub rescan_interval: Duration,
+    /// What a deleted file does to its image.
+    pub on_delete: OnDelete,
+    /// Cap on deletes per pass.
+    pub max_delete: MaxDelete,
+    /// First delay before a failed item is retried.
+    pub retry_base: Duration,
 }
 
 /// `[manifest]` as written.
@@ -237,6 +329,8 @@ pub struct Config {
     pub manifest: ManifestConfig,
     /// Bucket-source settings.
     pub bucket: BucketConfig,
+    /// Watch settings.
+    pub watch: WatchConfig,
 }
 
 /// Checked `[manifest]` settings.
@@ -300,6 +394,10 @@ pub fn from_env() -> RawConfig {
     RawConfig {
         account_id: var("CLOUDFLARE_ACCOUNT_ID"),
         api_token: var("CLOUDFLARE_API_TOKEN"),
+        // systemd's LoadCredential=api_token:... puts it here, readable by the service only.
+        api_token_file: var("CREDENTIALS_DIRECTORY")
+            .map(|d| Path::new(&d).join("api_token"))
+            .filter(|p| p.is_file() && var("CLOUDFLARE_API_TOKEN").is_none()),
         api_base_url: var("CFIMG_API_BASE_URL"),
         batch_base_url: var("CFIMG_BATCH_BASE_URL"),
         ledger: var("CFIMG_LEDGER").map(PathBuf::from),
@@ -394,6 +492,17 @@ impl RawConfig {
                     .secret_access_key
                     .or(self.bucket.secret_access_key),
                 session_token: over.bucket.session_token.or(self.bucket.session_token),
+            },
+            watch: RawWatch {
+                settle_secs: over.watch.settle_secs.or(self.watch.settle_secs),
+                max_settle_secs: over.watch.max_settle_secs.or(self.watch.max_settle_secs),
+                rescan_interval_secs: over
+                    .watch
+                    .rescan_interval_secs
+                    .or(self.watch.rescan_interval_secs),
+                on_delete: over.watch.on_delete.or(self.watch.on_delete),
+                max_delete: over.watch.max_delete.or(self.watch.max_delete),
+                retry_base_secs: over.watch.retry_base_secs.or(self.watch.retry_base_secs),
             },
         }
     }
@@ -602,6 +711,45 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         session_token: b.session_token,
     };
 
+    let wr = raw.watch;
+    let watch = WatchConfig {
+        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, &mut problems),
+        max_settle: secs(
+            "watch.max_settle_secs",
+            wr.max_settle_secs,
+            60.0,
+            &mut problems,
+        ),
+        rescan_interval: secs(
+            "watch.rescan_interval_secs",
+            wr.rescan_interval_secs,
+            3600.0,
+            &mut problems,
+        ),
+        on_delete: wr.on_delete.unwrap_or_default(),
+        max_delete: match wr.max_delete.as_deref().map(str::parse::<MaxDelete>) {
+            None => MaxDelete::Percent(5.0),
+            Some(Ok(m)) => m,
+            Some(Err(why)) => {
+                problems.push(format!("`watch.max_delete` (--max-delete) {why}"));
+                MaxDelete::Count(0)
+            }
+        },
+        retry_base: secs(
+            "watch.retry_base_secs",
+            wr.retry_base_secs,
+            60.0,
+            &mut problems,
+        ),
+    };
+    if watch.max_settle < watch.settle {
+        problems.push(format!(
+            "`watch.max_settle_secs` (--max-settle) is {} s, shorter than `watch.settle_secs` (--settle) {} s: make it longer",
+            watch.max_settle.as_secs_f64(),
+            watch.settle.as_secs_f64()
+        ));
+    }
+
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
@@ -635,6 +783,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             url_mode: raw.manifest.url_mode.unwrap_or_default(),
         },
         bucket,
+        watch,
     })
 }
 

@@ -312,6 +312,22 @@ impl Limiter {
             .unwrap_or_default()
     }
 
+    /// Changes the configured rate (a reload): in force at once, a slow-down after 429s
+    /// included, since the account's budget is what changed.
+    pub fn set_rate(&self, rate: f64) {
+        if let Ok(mut p) = self.pacer.lock() {
+            let now = Instant::now();
+            p.refill(now);
+            let rate = if rate.is_finite() {
+                rate.max(1e-6)
+            } else {
+                1e6
+            };
+            p.configured = rate;
+            p.rate = p.rate.min(rate);
+        }
+    }
+
     /// The rate the limiter was configured with, which it climbs back to.
     pub fn configured_rate(&self) -> f64 {
         self.pacer.lock().map(|p| p.configured).unwrap_or_default()

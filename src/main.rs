@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cfimg::cli::Cli;
+use cfimg::cli::{Cli, LogFormat};
 use cfimg::commands;
 
 fn main() -> ExitCode {
@@ -18,11 +18,16 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| cfimg::progress::LogWriter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(|| cfimg::progress::LogWriter);
+    match cli.log_format {
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        // Colours only for a person at a terminal; journald and files get plain text.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,14 +29,16 @@ use crate::ledger::{
     BatchedReader, Destination, Failure, Ledger, LedgerWriter, Record, Row, SharedReader, Version,
 };
 use crate::limit::Limiter;
-use crate::plan::{self, Decision, Examined, Job, Policy, Quick};
+use crate::plan::{self, Decision, Examined, Job, Policy, Quick, Retry};
 use crate::progress::{Display, Stats, Summary};
 use crate::quota::Gate;
+use crate::remove::{self, Removal};
 use crate::retry;
 use crate::settle;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
-use crate::source::{Found, Item, Source, SourceId};
+use crate::source::walk::mtime_ns as mtime_ns_of;
+use crate::source::{Fingerprint, Found, Item, Locator, Source, SourceId};
 use crate::transport::{ApiLane, Lanes, Traffic};
 use crate::upload::{Ended, Uploader};
 
@@ -50,14 +52,33 @@ const FOUND_QUEUE: usize = 4096;
 pub struct MigrateOptions {
     /// Plan only: no API writes, no ledger writes.
     pub dry_run: bool,
-    /// Retry items that failed in earlier runs.
-    pub retry_failed: bool,
+    /// When items that failed earlier are tried again.
+    pub retry: Retry,
     /// Interval of progress log lines when not on a terminal.
     pub progress_every: Duration,
     /// Where the images go, as the ledger records it.
     pub destination: Destination,
     /// Only this shard's items, when the source is split over several runs.
     pub shard: Option<Shard>,
+    /// What a run that never ends by itself (`watch`) adds.
+    pub live: Option<Live>,
+}
+
+/// What a long-lived run shares with its command, and the upkeep it does meanwhile.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The counters, for the metrics endpoint and the service manager.
+    pub stats: Arc<Stats>,
+    /// The account's limiter, so a reload can change the rate.
+    pub limiter: Arc<Limiter>,
+    /// Set once the transports exist: their request and 429 counters.
+    pub traffic: Arc<std::sync::OnceLock<Traffic>>,
+    /// How often to look for duplicates of ambiguous uploads and save the counters.
+    pub upkeep_every: Duration,
+    /// Tombstones older than this are forgotten.
+    pub keep_tombstones: Duration,
+    /// Runs kept in the ledger.
+    pub keep_runs: u32,
 }
 
 /// An item the quick check could not settle.
@@ -119,6 +140,7 @@ impl Run {
             etag: None,
             options: None,
             sha256: None,
+            ticket: Default::default(),
         }
     }
 
@@ -142,7 +164,7 @@ impl Run {
     }
 
     fn rejection(&self, version: Version, reason: String, failure: Failure) -> Record {
-        tracing::warn!(key = %version.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
+        tracing::warn!(source = %self.source, key = %version.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
         self.stats.failed(failure == Failure::Rejected);
         Record::Failed {
             version,
@@ -175,7 +197,10 @@ pub async fn migrate_gated(
 ) -> Result<RunResult> {
     let started = Instant::now();
     let source = Arc::new(source);
-    let limiter = Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst));
+    let limiter = match &opts.live {
+        Some(live) => live.limiter.clone(),
+        None => Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst)),
+    };
     let policy = retry::Policy {
         max_attempts: cfg.upload.max_attempts,
         ..retry::Policy::default()
@@ -183,7 +208,7 @@ pub async fn migrate_gated(
     let (writer, writer_thread) = if opts.dry_run {
         (None, None)
     } else {
-        let (w, t) = LedgerWriter::spawn(&cfg.ledger)?;
+        let (w, t) = LedgerWriter::spawn_with(&cfg.ledger, cfg.watch.retry_base)?;
         (Some(w), Some(t))
     };
     // Refused before any request: the ledger's records describe one account only.
@@ -212,12 +237,23 @@ pub async fn migrate_gated(
             None => -1,
         },
     };
+    if let Some(live) = &opts.live {
+        let _ = live.traffic.set(traffic.clone());
+    }
+    let command = if opts.live.is_some() {
+        "watch"
+    } else {
+        "migrate"
+    };
     let run_id = match &writer {
-        Some(w) => Some(w.run_started("migrate", &source.id().to_string()).await?),
+        Some(w) => Some(w.run_started(command, &source.id().to_string()).await?),
         None => None,
     };
     let run = Run {
-        stats: Arc::new(Stats::default()),
+        stats: opts
+            .live
+            .as_ref()
+            .map_or_else(|| Arc::new(Stats::default()), |l| l.stats.clone()),
         writer: writer.clone(),
         shutdown: shutdown.clone(),
         fatal: Arc::new(Mutex::new(None)),
@@ -230,13 +266,16 @@ pub async fn migrate_gated(
     let (found_tx, found_rx) = mpsc::channel::<Found>(FOUND_QUEUE);
     let lister = tokio::spawn(source.clone().list(found_tx, shutdown.intake.clone()));
     let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
+    let (gone_tx, gone_rx) = mpsc::channel::<Removal>(CANDIDATE_QUEUE);
     let checker = {
         let reader = Ledger::open_read_only(&cfg.ledger)?
             .map(BatchedReader::new)
             .transpose()?;
         let run = run.clone();
-        let retry_failed = opts.retry_failed;
-        tokio::task::spawn_blocking(move || check(&run, found_rx, reader, retry_failed, &cand_tx))
+        let retry = opts.retry;
+        tokio::task::spawn_blocking(move || {
+            check(&run, found_rx, reader, retry, &cand_tx, &gone_tx)
+        })
     };
     let shared_reader =
         Ledger::open_read_only(&cfg.ledger)?.map(|l| Arc::new(SharedReader::new(l)));
@@ -248,6 +287,7 @@ pub async fn migrate_gated(
             id_mode: cfg.upload.id_mode,
             id_prefix: cfg.upload.id_prefix.clone(),
             require_signed_urls: cfg.upload.require_signed_urls,
+            follow_content: opts.live.is_some(),
         },
         shared_reader.clone(),
         cand_rx,
@@ -265,6 +305,7 @@ pub async fn migrate_gated(
             ledger,
             reader,
             stats: run.stats.clone(),
+            log_each: opts.live.is_some(),
         })),
         _ => None,
     };
@@ -275,12 +316,32 @@ pub async fn migrate_gated(
             Vec::new()
         }
     };
+    let remover = tokio::spawn(remove_stage(run.clone(), uploader.clone(), gone_rx));
+    let upkeep = match (&opts.live, &lane, &shared_reader, &writer, run_id) {
+        (Some(live), Some(lane), Some(reader), Some(w), Some(run_id)) => {
+            Some(tokio::spawn(upkeep(
+                run.clone(),
+                live.clone(),
+                lane.clone(),
+                reader.clone(),
+                w.clone(),
+                run_id,
+                cfg.upload.settle,
+                traffic.clone(),
+            )))
+        }
+        _ => None,
+    };
 
     run.join("listing", lister).await;
     run.join("quick check", checker).await;
     run.join("planning", planner).await;
     for w in workers {
         run.join("upload", w).await;
+    }
+    run.join("removal", remover).await;
+    if let Some(task) = upkeep {
+        run.join("upkeep", task).await;
     }
     // The second look after ambiguous answers, unless the run is stopping.
     if let (Some(lane), Some(reader), Some(w)) = (&lane, &shared_reader, &writer)
@@ -383,8 +444,9 @@ fn check(
     run: &Run,
     mut found: mpsc::Receiver<Found>,
     mut reader: Option<BatchedReader>,
-    retry_failed: bool,
+    retry: Retry,
     out: &mpsc::Sender<Candidate>,
+    gone: &mpsc::Sender<Removal>,
 ) -> Result<()> {
     loop {
         let next = match found.try_recv() {
@@ -405,11 +467,28 @@ fn check(
         if let Some(shard) = &run.shard {
             let key = match &found {
                 Found::Item(item) => &item.key,
-                Found::Bad { key, .. } | Found::Ignored { key, .. } => key,
+                Found::Bad { key, .. } | Found::Ignored { key, .. } | Found::Gone { key, .. } => {
+                    key
+                }
             };
             if !shard.owns(&run.source, key) {
                 continue;
             }
+        }
+        if let Found::Gone { key, ticket } = found {
+            let row = match reader.as_mut() {
+                Some(r) => {
+                    r.pause()?;
+                    r.lookup(run.source_id, &key)?
+                }
+                None => None,
+            };
+            if let Some(row) = row
+                && gone.blocking_send(Removal::of(row, ticket)).is_err()
+            {
+                break;
+            }
+            continue;
         }
         Stats::bump(&run.stats.discovered);
         let item = match found {
@@ -418,6 +497,7 @@ fn check(
                 run.reject_blocking(run.version(key), reason, Failure::Local)?;
                 continue;
             }
+            Found::Gone { .. } => continue,
             Found::Ignored { key, reason } => {
                 tracing::info!(%key, %reason, "passed over");
                 Stats::bump(&run.stats.ignored);
@@ -431,10 +511,17 @@ fn check(
             }
         };
         let quick = match reader.as_mut() {
-            Some(r) => r.quick(run.source_id, &item.key)?,
+            Some(r) => {
+                // An item a source may hand over again (a watched file) must see the outcome
+                // of its previous pass: a fresh snapshot, not the batch's.
+                if item.ticket.is_held() {
+                    r.pause()?;
+                }
+                r.quick(run.source_id, &item.key)?
+            }
             None => None,
         };
-        match plan::quick_check(quick.as_ref(), &item, retry_failed) {
+        match plan::quick_check(quick.as_ref(), &item, retry) {
             Quick::Unchanged => Stats::bump(&run.stats.skipped),
             Quick::StillRejected => Stats::bump(&run.stats.rejected_earlier),
             Quick::StillFailed => Stats::bump(&run.stats.failed_earlier),
@@ -508,8 +595,29 @@ async fn examine_and_decide(
         Err(_) => return Err(Error::Panicked(format!("reading {}", c.item.key))),
     };
     let version = plan::version(run.source_id, &c.item, &examined);
+    // Read and hashed: a file that changed meanwhile is not the version that was hashed.
+    if let (Locator::File(path), Some(Fingerprint::SizeMtime { size, mtime_ns })) =
+        (&c.item.locator, &c.item.fingerprint)
+        && std::fs::metadata(path).is_ok_and(|m| (m.len(), mtime_ns_of(&m)) != (*size, *mtime_ns))
+    {
+        let reason = format!(
+            "{} changed while it was read; it is tried again once it is stable",
+            c.item.key
+        );
+        return Ok((version, Decision::Fail(reason)));
+    }
     let source_id = run.source_id;
     let key = c.item.key.clone();
+    let same_content = |sha: &str| {
+        reader.and_then(|r| {
+            r.with(|l| l.uploaded_with_content(source_id, sha, &key))
+                .ok()
+                .flatten()
+        })
+    };
+    if let Some(decision) = plan::follow_content(policy, &examined, c.row.as_ref(), same_content) {
+        return Ok((version, decision));
+    }
     let holder =
         |id: &str| reader.and_then(|r| r.with(|l| l.holder_of(id, source_id, &key)).ok().flatten());
     let decision = plan::decide(
@@ -635,6 +743,102 @@ fn start_workers(
             })
         })
         .collect()
+}
+
+/// Stage 3b: items that left their source (a watched folder's deleted files, when deletes
+/// are propagated): their image is deleted unless another item holds it, and the row
+/// becomes a tombstone. One at a time: deletes are rare and the cap already limits them.
+async fn remove_stage(
+    run: Run,
+    uploader: Option<Arc<Uploader>>,
+    mut gone: mpsc::Receiver<Removal>,
+) -> Result<()> {
+    while let Some(removal) = gone.recv().await {
+        if run.shutdown.intake.is_cancelled() {
+            break;
+        }
+        let Some(u) = uploader.as_deref() else {
+            tracing::info!(key = %removal.version.key, "would remove");
+            continue;
+        };
+        tokio::select! {
+            done = remove::remove(&u.lane, &u.reader, &u.ledger, removal) => match done {
+                Ok(true) => Stats::bump(&run.stats.removed),
+                Ok(false) => {}
+                Err(e) if e.disposition() == Disposition::Fatal => {
+                    run.stop(e);
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "the image of a removed file was not deleted; the next pass tries again"),
+            },
+            _ = run.shutdown.work.cancelled() => break,
+        }
+    }
+    Ok(())
+}
+
+/// A long-lived run's upkeep: the duplicate check after ambiguous answers, the counters
+/// saved for `status`, and pruning, every `upkeep_every` until intake stops.
+#[allow(clippy::too_many_arguments)]
+async fn upkeep(
+    run: Run,
+    live: Live,
+    lane: ApiLane,
+    reader: Arc<SharedReader>,
+    writer: LedgerWriter,
+    run_id: i64,
+    settle: Duration,
+    traffic: Traffic,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(live.upkeep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = run.shutdown.intake.cancelled() => return Ok(()),
+        }
+        if pruned.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            let before = chrono::Utc::now()
+                - chrono::TimeDelta::from_std(live.keep_tombstones).unwrap_or_default();
+            writer
+                .record(Record::Prune {
+                    before: crate::ledger::timestamp(before),
+                    keep_runs: live.keep_runs,
+                })
+                .await?;
+            pruned = Some(Instant::now());
+        }
+        writer
+            .record(Record::RunProgress {
+                run_id,
+                counts: run.stats.counts(&traffic),
+            })
+            .await?;
+        match settle::settle(
+            &lane,
+            &reader,
+            &writer,
+            run.source_id,
+            settle,
+            &run.shutdown.intake,
+        )
+        .await
+        {
+            Ok(done) => {
+                run.stats
+                    .duplicates_deleted
+                    .fetch_add(done.deleted, Ordering::Relaxed);
+            }
+            Err(e) if e.disposition() == Disposition::Fatal => {
+                run.stop(e);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the duplicate check after ambiguous answers failed; it is tried again later")
+            }
+        }
+    }
 }
 
 /// Where `--emulator` keeps the emulator's state for a given ledger.

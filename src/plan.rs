@@ -47,14 +47,21 @@ fn same_fingerprint(row: &QuickRow, item: &Item) -> bool {
 }
 
 /// The quick check: the fingerprint and per-item settings against the ledger row.
-pub fn quick_check(row: Option<&QuickRow>, item: &Item, retry_failed: bool) -> Quick {
+pub fn quick_check(row: Option<&QuickRow>, item: &Item, retry: Retry) -> Quick {
     if let Some(row) = row {
         let same = same_fingerprint(row, item) && row.options == item.options.digest();
         match row.state {
             State::Uploaded if same => return Quick::Unchanged,
             State::Rejected if same => return Quick::StillRejected,
-            State::Failed if same && !retry_failed && !row.retry_local => {
-                return Quick::StillFailed;
+            State::Failed if same => {
+                let again = match retry {
+                    Retry::Always => true,
+                    Retry::Local => row.retry_local,
+                    Retry::WhenDue => row.retry_due,
+                };
+                if !again {
+                    return Quick::StillFailed;
+                }
             }
             _ => {}
         }
@@ -68,6 +75,17 @@ pub fn quick_check(row: Option<&QuickRow>, item: &Item, retry_failed: bool) -> Q
 
 fn too_large(size: u64) -> String {
     format!("it is {size} bytes; Cloudflare Images accepts at most {MAX_FILE_BYTES} bytes (10 MB)")
+}
+
+/// When an unchanged item that failed before is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Only after a local failure (`migrate`'s default).
+    Local,
+    /// Always (`migrate --retry-failed`).
+    Always,
+    /// Once its growing delay has passed (`watch`: never forgotten, never hammered).
+    WhenDue,
 }
 
 /// What reading the item found.
@@ -260,6 +278,33 @@ pub struct Policy {
     pub id_prefix: String,
     /// Private images by default.
     pub require_signed_urls: bool,
+    /// Whether an item whose content an uploaded item of the same source holds shares its
+    /// image (a watched folder's renames and moves), with Cloudflare-assigned ids.
+    pub follow_content: bool,
+}
+
+/// A renamed or moved file (or a copy) of a watched folder with Cloudflare-assigned ids:
+/// its content is already an image of this source, so it shares that image instead of
+/// sending the bytes again. Hash ids share through their id in [`decide`]; path ids name
+/// the path, so a new path is a new image.
+pub fn follow_content(
+    policy: &Policy,
+    examined: &Examined,
+    row: Option<&Row>,
+    same_content: impl FnOnce(&str) -> Option<Row>,
+) -> Option<Decision> {
+    if !policy.follow_content || policy.id_mode != IdMode::Auto {
+        return None;
+    }
+    // An item that holds an image already is replaced the usual way (the old image goes).
+    if row.is_some_and(|r| r.image_id.is_some()) || examined.problem.is_some() {
+        return None;
+    }
+    let other = same_content(examined.sha256.as_deref()?)?;
+    Some(Decision::Share {
+        image_id: other.image_id?,
+        url: other.url,
+    })
 }
 
 /// The version of an item as the ledger records it.
@@ -277,6 +322,7 @@ pub fn version(source_id: i64, item: &Item, examined: &Examined) -> Version {
         etag,
         options: item.options.digest(),
         sha256: examined.sha256.clone(),
+        ticket: item.ticket.clone(),
     }
 }
 
@@ -494,6 +540,7 @@ mod tests {
             id_mode,
             id_prefix: prefix.into(),
             require_signed_urls: false,
+            follow_content: false,
         }
     }
 
@@ -512,26 +559,59 @@ mod tests {
             state,
             retry_local: false,
             check_pending: false,
+            retry_due: false,
         };
         let check = |r: QuickRow, retry| quick_check(Some(&r), &it, retry);
-        assert_eq!(check(q(State::Uploaded, 3, 9), false), Quick::Unchanged);
-        assert_eq!(check(q(State::Uploaded, 3, 8), false), Quick::Examine);
-        assert_eq!(check(q(State::Uploaded, 4, 9), false), Quick::Examine);
-        assert_eq!(check(q(State::Uploading, 3, 9), false), Quick::Examine);
-        assert_eq!(check(q(State::Rejected, 3, 9), true), Quick::StillRejected);
-        assert_eq!(check(q(State::Rejected, 3, 1), false), Quick::Examine);
-        assert_eq!(check(q(State::Failed, 3, 9), false), Quick::StillFailed);
-        assert_eq!(check(q(State::Failed, 3, 9), true), Quick::Examine);
+        assert_eq!(
+            check(q(State::Uploaded, 3, 9), Retry::Local),
+            Quick::Unchanged
+        );
+        assert_eq!(
+            check(q(State::Uploaded, 3, 8), Retry::Local),
+            Quick::Examine
+        );
+        assert_eq!(
+            check(q(State::Uploaded, 4, 9), Retry::Local),
+            Quick::Examine
+        );
+        assert_eq!(
+            check(q(State::Uploading, 3, 9), Retry::Local),
+            Quick::Examine
+        );
+        assert_eq!(
+            check(q(State::Rejected, 3, 9), Retry::Always),
+            Quick::StillRejected
+        );
+        assert_eq!(
+            check(q(State::Rejected, 3, 1), Retry::Local),
+            Quick::Examine
+        );
+        assert_eq!(
+            check(q(State::Failed, 3, 9), Retry::Local),
+            Quick::StillFailed
+        );
+        assert_eq!(check(q(State::Failed, 3, 9), Retry::Always), Quick::Examine);
         let local = QuickRow {
             retry_local: true,
             ..q(State::Failed, 3, 9)
         };
-        assert_eq!(check(local, false), Quick::Examine, "local failures retry");
+        assert_eq!(
+            check(local.clone(), Retry::Local),
+            Quick::Examine,
+            "local failures retry"
+        );
+        // A watched folder waits out each failure's delay, local or not.
+        assert_eq!(check(local, Retry::WhenDue), Quick::StillFailed);
+        let due = QuickRow {
+            retry_due: true,
+            ..q(State::Failed, 3, 9)
+        };
+        assert_eq!(check(due, Retry::WhenDue), Quick::Examine);
         assert!(
-            matches!(quick_check(None, &item("e", 0, 1), false), Quick::Reject(r) if r.contains("empty"))
+            matches!(quick_check(None, &item("e", 0, 1), Retry::Local), Quick::Reject(r) if r.contains("empty"))
         );
         assert!(
-            matches!(quick_check(None, &item("big", MAX_FILE_BYTES + 1, 1), false), Quick::Reject(r) if r.contains("10 MB"))
+            matches!(quick_check(None, &item("big", MAX_FILE_BYTES + 1, 1), Retry::Local), Quick::Reject(r) if r.contains("10 MB"))
         );
     }
 

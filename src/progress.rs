@@ -45,6 +45,18 @@ pub struct Stats {
     pub would_upload: AtomicU64,
     /// Dry run: bytes that would be uploaded.
     pub would_upload_bytes: AtomicU64,
+    /// Images deleted because their file left a watched folder.
+    pub removed: AtomicU64,
+    /// When the last upload succeeded (seconds since the epoch; 0: none yet).
+    pub last_upload_unix: AtomicU64,
+    /// Since when items have been failing without an upload succeeding (0: they are not).
+    pub failing_since_unix: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -58,6 +70,8 @@ fn get(c: &AtomicU64) -> u64 {
 impl Stats {
     /// Counts an upload.
     pub fn uploaded(&self, bytes: u64, replaced: bool) {
+        self.last_upload_unix.store(unix_now(), Ordering::Relaxed);
+        self.failing_since_unix.store(0, Ordering::Relaxed);
         add(&self.uploaded, 1);
         add(&self.bytes, bytes);
         if replaced {
@@ -67,6 +81,14 @@ impl Stats {
 
     /// Counts a failure or a rejection.
     pub fn failed(&self, rejected: bool) {
+        if !rejected {
+            let _ = self.failing_since_unix.compare_exchange(
+                0,
+                unix_now(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         add(
             if rejected {
                 &self.rejected

@@ -275,7 +275,11 @@ fn tally(
             Some((r, source_id)) => r.quick(*source_id, &item.key)?,
             None => None,
         };
-        let adds = match plan::quick_check(row.as_ref(), &item, job.retry_failed) {
+        let retry = match job.retry_failed {
+            true => plan::Retry::Always,
+            false => plan::Retry::Local,
+        };
+        let adds = match plan::quick_check(row.as_ref(), &item, retry) {
             // A changed item replaces its own image (deleted after the upload).
             Quick::Examine => {
                 job.keep_replaced || row.as_ref().is_none_or(|r| r.state != State::Uploaded)

@@ -77,6 +77,7 @@ pub async fn restore(lane: &ApiLane, spent: &AtomicU32, backup: &Backup) -> Resu
         metadata: &metadata,
         require_signed_urls: backup.image.require_signed_urls,
         creator: backup.image.creator.as_deref(),
+        size: None,
     };
     let sent = lane.call(spent, || lane.client.upload(&upload)).await;
     match sent {

@@ -38,6 +38,8 @@ pub struct Uploader {
     /// How long lists may lag behind uploads: after an ambiguous answer, duplicates are
     /// looked for again once this has passed.
     pub settle: Duration,
+    /// One log line per upload (a daemon's log is its record; a migration has its bar).
+    pub log_each: bool,
     /// Where intents and outcomes go.
     pub ledger: LedgerWriter,
     /// For checking whether another item shares an image before deleting it.
@@ -149,6 +151,9 @@ impl Uploader {
         if job.action == Action::Upload {
             self.stats
                 .uploaded(job.version.size, job.previous.is_some());
+            if self.log_each {
+                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, bytes = job.version.size, replaced = job.previous.is_some(), "uploaded");
+            }
         } else {
             Stats::bump(&self.stats.updated);
         }
@@ -191,7 +196,7 @@ impl Uploader {
             reason.push_str("; ");
             reason.push_str(note);
         }
-        tracing::warn!(key = %at.job.item.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
+        tracing::warn!(source = %at.job.source, key = %at.job.item.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
         Record::Failed {
             version: at.job.version.clone(),
             reason,
@@ -216,6 +221,8 @@ impl Uploader {
                 .require_signed_urls
                 .unwrap_or(self.require_signed_urls),
             creator: job.item.options.creator.as_deref(),
+            // The bytes that were read and hashed; a file body's examined size.
+            size: matches!(job.body, crate::source::Body::File { .. }).then_some(job.version.size),
         }
     }
 

@@ -4,3 +4,4 @@ mod common;
 mod emulator;
 mod manage;
 mod migrate;
+mod watch;

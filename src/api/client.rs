@@ -60,6 +60,10 @@ pub struct Upload<'a> {
     pub require_signed_urls: bool,
     /// The `creator` field.
     pub creator: Option<&'a str>,
+    /// Bytes of a file body to send: the length that was hashed. A file that grew since
+    /// (an append) still sends the version that was checked; one that changed otherwise
+    /// fails the hash comparison after sending.
+    pub size: Option<u64>,
 }
 
 /// What an upload stored, and the sha256 of the bytes actually sent (file bodies).
@@ -176,8 +180,10 @@ impl ImagesClient {
                         source,
                     })?
                     .len();
+                let size = up.size.map_or(size, |s| s.min(size));
                 let hasher = Arc::new(Mutex::new(Some(Sha256::new())));
                 let tap = hasher.clone();
+                let file = tokio::io::AsyncReadExt::take(file, size);
                 let stream = ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
                     if let (Ok(bytes), Ok(mut h)) = (&chunk, tap.lock())
                         && let Some(h) = h.as_mut()

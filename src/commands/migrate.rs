@@ -23,7 +23,7 @@ use crate::source::walk::Walk;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
 /// real account's ledger.
-const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
+pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 
 /// Runs a migration and returns the exit code.
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
@@ -65,32 +65,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     };
 
     let emulator = if args.emulator {
-        let data_dir = pipeline::emulator_data_dir(&cfg.ledger);
-        let emu_cfg = EmulatorConfig {
-            data_dir: Some(data_dir.clone()),
-            ..EmulatorConfig::default()
-        };
-        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let handle = emulator::start(listen, emu_cfg).await.map_err(|e| {
-            Error::Config(vec![format!(
-                "the built-in emulator could not start with its state in {}: {e}",
-                data_dir.display()
-            )])
-        })?;
-        cfg.account_id = handle.account_id().to_string();
-        cfg.api_token = Secret::new(handle.token());
-        cfg.api_base_url = handle.api_base().parse().map_err(|_| {
-            Error::Invalid(format!(
-                "the emulator's URL {} does not parse",
-                handle.api_base()
-            ))
-        })?;
-        eprintln!(
-            "cfimg: emulator at {} (state in {})",
-            handle.api_base(),
-            data_dir.display()
-        );
-        Some((handle, data_dir))
+        Some(start_emulator(&mut cfg).await?)
     } else {
         None
     };
@@ -116,7 +91,12 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
         dry_run: args.dry_run,
-        retry_failed: args.retry_failed,
+        retry: if args.retry_failed {
+            crate::plan::Retry::Always
+        } else {
+            crate::plan::Retry::Local
+        },
+        live: None,
         progress_every: Duration::from_secs(10),
         destination,
         shard: args.shard,
@@ -170,6 +150,38 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// Starts the built-in emulator with its state beside the ledger and points `cfg` at it.
+pub(super) async fn start_emulator(
+    cfg: &mut Config,
+) -> Result<(emulator::EmulatorHandle, PathBuf)> {
+    let data_dir = pipeline::emulator_data_dir(&cfg.ledger);
+    let emu_cfg = EmulatorConfig {
+        data_dir: Some(data_dir.clone()),
+        ..EmulatorConfig::default()
+    };
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let handle = emulator::start(listen, emu_cfg).await.map_err(|e| {
+        Error::Config(vec![format!(
+            "the built-in emulator could not start with its state in {}: {e}",
+            data_dir.display()
+        )])
+    })?;
+    cfg.account_id = handle.account_id().to_string();
+    cfg.api_token = Secret::new(handle.token());
+    cfg.api_base_url = handle.api_base().parse().map_err(|_| {
+        Error::Invalid(format!(
+            "the emulator's URL {} does not parse",
+            handle.api_base()
+        ))
+    })?;
+    eprintln!(
+        "cfimg: emulator at {} (state in {})",
+        handle.api_base(),
+        data_dir.display()
+    );
+    Ok((handle, data_dir))
 }
 
 /// The source the arguments name: a folder, a bucket (`s3://...`), or a manifest of URLs.

@@ -17,6 +17,7 @@ mod settings;
 mod sign_url;
 mod validate;
 mod verify;
+mod watch;
 
 /// Usage or configuration error (the older name of [`EXIT_USAGE`]).
 pub const EXIT_CONFIG: i32 = EXIT_USAGE;
@@ -25,6 +26,7 @@ pub const EXIT_CONFIG: i32 = EXIT_USAGE;
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Migrate(args) => migrate::run(&cli, args).await,
+        Command::Watch(args) => watch::run(&cli, args).await,
         Command::Status(out) => ledger_views::status(&cli, out.json),
         Command::Failures(args) => ledger_views::failures(&cli, args.json, args.all),
         Command::Validate => validate::run(&cli).await,

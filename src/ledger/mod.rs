@@ -132,6 +132,8 @@ pub struct Version {
     pub options: Option<String>,
     /// Content hash, when it was computed.
     pub sha256: Option<String>,
+    /// Dropped with the record once it is committed, which tells the source it is done.
+    pub ticket: crate::source::Ticket,
 }
 
 /// Counters of one run: what the summary shows and `runs` stores.
@@ -223,6 +225,8 @@ pub struct QuickRow {
     pub retry_local: bool,
     /// An ambiguous answer is still to be checked.
     pub check_pending: bool,
+    /// A failure whose retry delay has passed (or that has none).
+    pub retry_due: bool,
 }
 
 /// Where a ledger's images live: one account at one API.

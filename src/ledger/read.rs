@@ -44,11 +44,12 @@ impl Ledger {
     /// The fields the quick check needs, without allocating the rest of the row.
     pub fn quick(&self, source_id: i64, key: &str) -> Result<Option<QuickRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT size, mtime_ns, etag, options, state, retry_local, check_after IS NOT NULL
+            "SELECT size, mtime_ns, etag, options, state, retry_local, check_after IS NOT NULL,
+               retry_at IS NULL OR retry_at <= ?3
              FROM items WHERE source_id = ?1 AND key = ?2",
         )?;
         let row = stmt
-            .query_row(params![source_id, key], |r| {
+            .query_row(params![source_id, key, super::now()], |r| {
                 Ok(QuickRow {
                     size: r.get::<_, i64>(0)?.max(0) as u64,
                     mtime_ns: r.get(1)?,
@@ -57,6 +58,7 @@ impl Ledger {
                     state: State::parse(&r.get::<_, String>(4)?),
                     retry_local: r.get(5)?,
                     check_pending: r.get(6)?,
+                    retry_due: r.get(7)?,
                 })
             })
             .optional()?;
@@ -98,6 +100,23 @@ impl Ledger {
         Ok(stmt.query_row([image_id], read_row).optional()?)
     }
 
+    /// An uploaded item of a source other than `key` holding content `sha256` in an image
+    /// of its own (renames and moves in a watched folder).
+    pub fn uploaded_with_content(
+        &self,
+        source_id: i64,
+        sha256: &str,
+        key: &str,
+    ) -> Result<Option<Row>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.source_id = ?1 AND i.sha256 = ?2 AND i.key <> ?3
+               AND i.state = 'uploaded' AND i.image_id IS NOT NULL LIMIT 1"
+        ))?;
+        Ok(stmt
+            .query_row(params![source_id, sha256, key], read_row)
+            .optional()?)
+    }
+
     /// Images an item used to be held by and that `--keep-replaced` left in place.
     pub fn superseded_ids(&self, source_id: i64, key: &str) -> Result<Vec<String>> {
         let mut stmt = self
@@ -129,6 +148,51 @@ impl Ledger {
         Ok(stmt
             .query_row(params![source.kind.as_str(), source.location], |r| r.get(0))
             .optional()?)
+    }
+
+    /// A page of a source's keys after `after`, in key order, with whether each holds an
+    /// image: how a rescan finds files that left, without holding all keys at once.
+    pub fn keys_after(
+        &self,
+        source_id: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, image_id IS NOT NULL FROM items
+             WHERE source_id = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![source_id, after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Failed items of a source whose retry delay has passed, oldest due first.
+    pub fn failed_due(&self, source_id: i64, limit: u32) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key FROM items WHERE source_id = ?1 AND state = 'failed'
+               AND retry_at IS NOT NULL AND retry_at <= ?2 ORDER BY retry_at LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![source_id, super::now(), limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Items recorded for a source, and how many of them are failed (waiting for a retry).
+    pub fn item_counts(&self, source_id: i64) -> Result<(u64, u64)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'failed') FROM items WHERE source_id = ?1",
+        )?;
+        Ok(stmt.query_row([source_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        })?)
     }
 
     /// The destination this ledger belongs to, once a run has recorded it.

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Migrations, in order; entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: one folder per ledger, items keyed by their relative path alone.
 const V1: &str = r#"
@@ -120,6 +120,24 @@ ALTER TABLE runs ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN failed_earlier INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN rejected_earlier INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN duplicates_deleted INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Version 3: a watched folder's failed items wait out a growing delay that survives a
+/// restart, and items that left their source leave a tombstone (pruned after a while).
+const V3: &str = r#"
+ALTER TABLE items ADD COLUMN failures INTEGER NOT NULL DEFAULT 0; -- failed passes in a row
+ALTER TABLE items ADD COLUMN retry_at TEXT;    -- failed: not retried by `watch` before this
+CREATE INDEX items_retry_at ON items(source_id, retry_at) WHERE retry_at IS NOT NULL;
+CREATE INDEX items_content ON items(source_id, sha256);
+CREATE TABLE tombstones (
+    source_id    INTEGER NOT NULL REFERENCES sources(id),
+    key          TEXT NOT NULL,
+    image_id     TEXT,                      -- the image it held (NULL: it held none)
+    sha256       TEXT,
+    outcome      TEXT NOT NULL,             -- what became of that image
+    removed_at   TEXT NOT NULL
+);
+CREATE INDEX tombstones_removed_at ON tombstones(removed_at);
 "#;
 
 pub(super) fn newer_schema(path: &Path, version: i32) -> Error {

@@ -13,6 +13,7 @@ fn version(source_id: i64, key: &str, sha: &str) -> Version {
         etag: None,
         options: None,
         sha256: Some(sha.into()),
+        ticket: Default::default(),
     }
 }
 

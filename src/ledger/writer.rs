@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +16,12 @@ use crate::source::SourceId;
 
 /// Most records the writer commits in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// The first delay before a failed item is retried by `watch`.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(60);
+
+/// The longest delay between retries of a failed item: minutes to hours, never forgotten.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(6 * 3600);
 
 /// How an item that did not make it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +110,30 @@ pub enum Record {
         /// The item.
         key: String,
     },
+    /// The item left its source: its row goes, and a tombstone says what became of its image.
+    Removed {
+        /// The item as it was.
+        version: Version,
+        /// The image it held, if any.
+        image_id: Option<String>,
+        /// What became of that image.
+        outcome: String,
+    },
+    /// Forget tombstones older than `before` and all but the newest `keep_runs` runs, so a
+    /// daemon's ledger does not grow without bound.
+    Prune {
+        /// Timestamp: older tombstones go.
+        before: String,
+        /// Runs kept.
+        keep_runs: u32,
+    },
+    /// Counters of a run that is still going (a daemon's), so `status` shows them.
+    RunProgress {
+        /// Run number.
+        run_id: i64,
+        /// Its counters so far.
+        counts: RunCounts,
+    },
     /// A run ended.
     RunFinished {
         /// Run number.
@@ -153,6 +184,15 @@ impl LedgerWriter {
     /// Opens the ledger and starts its writer thread. The thread ends when every handle
     /// is dropped; join it to know every record is committed.
     pub fn spawn(path: &Path) -> Result<(LedgerWriter, thread::JoinHandle<Result<()>>)> {
+        Self::spawn_with(path, DEFAULT_RETRY_BASE)
+    }
+
+    /// [`LedgerWriter::spawn`], with the first delay before a failed item is retried
+    /// (doubling with each failure in a row, up to [`MAX_RETRY_DELAY`]).
+    pub fn spawn_with(
+        path: &Path,
+        retry_base: Duration,
+    ) -> Result<(LedgerWriter, thread::JoinHandle<Result<()>>)> {
         let lock = lock_exclusively(path)?;
         let ledger = Ledger::open(path)?;
         let (tx, rx) = mpsc::channel(4096);
@@ -161,7 +201,7 @@ impl LedgerWriter {
             .spawn(move || {
                 // The lock lives as long as the writer: one run per ledger at a time.
                 let _lock = lock;
-                write_loop(ledger, rx)
+                write_loop(ledger, rx, retry_base.as_secs_f64())
             })
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
@@ -246,7 +286,7 @@ fn writer_gone() -> Error {
     Error::LedgerWrite("the writer thread stopped".into())
 }
 
-fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>, retry_base: f64) -> Result<()> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -256,7 +296,7 @@ fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
                 Err(_) => break,
             }
         }
-        let result = apply_batch(&mut ledger.conn, &batch);
+        let result = apply_batch(&mut ledger.conn, &batch, retry_base);
         let shared = result.as_ref().map_err(|e| e.to_string());
         for (i, msg) in batch.drain(..).enumerate() {
             match (msg, &shared) {
@@ -285,13 +325,13 @@ fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
 type Answers = Vec<(usize, Result<i64, String>)>;
 
 /// Applies a batch in one transaction; returns the answers to the questions in it.
-fn apply_batch(conn: &mut Connection, batch: &[Msg]) -> Result<Answers> {
+fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<Answers> {
     let tx = conn.transaction()?;
     let ts = now();
     let mut answers = Vec::new();
     for (i, msg) in batch.iter().enumerate() {
         match msg {
-            Msg::Record(record, _) => apply(&tx, record, &ts)?,
+            Msg::Record(record, _) => apply(&tx, record, &ts, retry_base)?,
             Msg::Ask(ask, _) => answers.push((i, answer(&tx, ask, &ts)?)),
         }
     }
@@ -350,7 +390,7 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
     }
 }
 
-fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
+fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Result<()> {
     match record {
         Record::Intent {
             version: v,
@@ -404,6 +444,7 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
                    sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
                    image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
                    state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
+                   failures = 0, retry_at = NULL,
                    check_after = COALESCE(excluded.check_after, items.check_after),
                    updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
                    replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
@@ -435,6 +476,7 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
                 *image_gone,
                 check_after.as_deref(),
                 ts,
+                retry_base,
             )?;
         }
         Record::Ignored { version, reason } => {
@@ -448,6 +490,7 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
                 false,
                 None,
                 ts,
+                retry_base,
             )?;
         }
         Record::Touch { version: v } => {
@@ -470,25 +513,73 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str) -> Result<()> {
             )?
             .execute(params![source_id, key])?;
         }
-        Record::RunFinished {
-            run_id,
-            counts: c,
+        Record::Removed {
+            version: v,
+            image_id,
             outcome,
         } => {
+            tx.prepare_cached("DELETE FROM items WHERE source_id = ?1 AND key = ?2")?
+                .execute(params![v.source_id, v.key])?;
+            tx.prepare_cached(
+                "INSERT INTO tombstones (source_id, key, image_id, sha256, outcome, removed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![v.source_id, v.key, image_id, v.sha256, outcome, ts])?;
+        }
+        Record::Prune { before, keep_runs } => {
+            tx.execute("DELETE FROM tombstones WHERE removed_at < ?1", [before])?;
             tx.execute(
-                "UPDATE runs SET finished_at = ?2, uploaded = ?3, replaced = ?4, deduplicated = ?5, skipped = ?6,
-                   failed = ?7, rejected = ?8, ignored = ?9, bytes = ?10, requests = ?11, throttled = ?12,
-                   outcome = ?13, updated = ?14, failed_earlier = ?15, rejected_earlier = ?16,
-                   duplicates_deleted = ?17 WHERE id = ?1",
-                params![
-                    run_id, ts, c.uploaded as i64, c.replaced as i64, c.deduplicated as i64, c.skipped as i64,
-                    c.failed as i64, c.rejected as i64, c.ignored as i64, c.bytes as i64, c.requests as i64,
-                    c.throttled as i64, outcome, c.updated as i64, c.failed_earlier as i64,
-                    c.rejected_earlier as i64, c.duplicates_deleted as i64
-                ],
+                "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [keep_runs],
             )?;
         }
+        Record::RunProgress { run_id, counts } => {
+            record_counts(tx, *run_id, counts, None, ts)?;
+        }
+        Record::RunFinished {
+            run_id,
+            counts,
+            outcome,
+        } => {
+            record_counts(tx, *run_id, counts, Some(outcome), ts)?;
+        }
     }
+    Ok(())
+}
+
+/// Writes a run's counters; with an outcome, the run is finished.
+fn record_counts(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    c: &RunCounts,
+    outcome: Option<&String>,
+    ts: &str,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE runs SET finished_at = CASE WHEN ?13 IS NULL THEN NULL ELSE ?2 END, uploaded = ?3,
+           replaced = ?4, deduplicated = ?5, skipped = ?6, failed = ?7, rejected = ?8, ignored = ?9,
+           bytes = ?10, requests = ?11, throttled = ?12, outcome = ?13, updated = ?14,
+           failed_earlier = ?15, rejected_earlier = ?16, duplicates_deleted = ?17 WHERE id = ?1",
+        params![
+            run_id,
+            ts,
+            c.uploaded as i64,
+            c.replaced as i64,
+            c.deduplicated as i64,
+            c.skipped as i64,
+            c.failed as i64,
+            c.rejected as i64,
+            c.ignored as i64,
+            c.bytes as i64,
+            c.requests as i64,
+            c.throttled as i64,
+            outcome,
+            c.updated as i64,
+            c.failed_earlier as i64,
+            c.rejected_earlier as i64,
+            c.duplicates_deleted as i64
+        ],
+    )?;
     Ok(())
 }
 
@@ -505,16 +596,35 @@ fn fail(
     image_gone: bool,
     check_after: Option<&str>,
     ts: &str,
+    retry_base: f64,
 ) -> Result<()> {
+    // Failures in a row, and the delay they earn: base, 2 x base, 4 x base, ... capped.
+    let failures: i64 = if state == State::Failed {
+        tx.prepare_cached("SELECT failures FROM items WHERE source_id = ?1 AND key = ?2")?
+            .query_row(params![v.source_id, v.key], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0)
+            + 1
+    } else {
+        0
+    };
+    let retry_at = (state == State::Failed).then(|| {
+        let delay = (retry_base * 2f64.powi((failures - 1).clamp(0, 30) as i32))
+            .min(MAX_RETRY_DELAY.as_secs_f64());
+        super::timestamp(
+            chrono::Utc::now() + chrono::Duration::milliseconds((delay * 1000.0) as i64),
+        )
+    });
     tx.prepare_cached(
         "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, state, attempts, last_error,
-           retry_local, check_after, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+           retry_local, check_after, created_at, updated_at, failures, retry_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?15, ?16)
          ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
            mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
            sha256 = excluded.sha256, planned_id = NULL,
            state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error,
-           retry_local = excluded.retry_local,
+           retry_local = excluded.retry_local, failures = excluded.failures,
+           retry_at = excluded.retry_at,
            check_after = COALESCE(excluded.check_after, items.check_after),
            updated_at = excluded.updated_at,
            image_id = CASE WHEN ?14 THEN NULL ELSE items.image_id END,
@@ -534,7 +644,9 @@ fn fail(
         retry_local,
         check_after,
         ts,
-        image_gone
+        image_gone,
+        failures,
+        retry_at
     ])?;
     Ok(())
 }

@@ -217,6 +217,7 @@ impl Bucket {
                 size: meta.size,
             }),
             options: ItemOptions::default(),
+            ticket: Default::default(),
         }))
     }
 

@@ -536,6 +536,7 @@ impl<R: BufRead> Rows<R> {
             key,
             fingerprint: None,
             options,
+            ticket: Default::default(),
         })
     }
 }
@@ -925,6 +926,7 @@ mod tests {
                 }
                 Found::Bad { key, reason } => format!("BAD {key}: {reason}"),
                 Found::Ignored { key, reason } => format!("IGNORED {key}: {reason}"),
+                Found::Gone { key, .. } => format!("GONE {key}"),
             });
         }
         out

@@ -14,7 +14,11 @@ use crate::error::Result;
 
 pub mod bucket;
 pub mod manifest;
+pub mod ticket;
 pub mod walk;
+pub mod watch;
+
+pub use ticket::Ticket;
 
 /// What kind of store a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,6 +172,8 @@ pub struct Item {
     pub fingerprint: Option<Fingerprint>,
     /// Per-item settings.
     pub options: ItemOptions,
+    /// Tells the source when the pipeline is done with the item (watched folders).
+    pub ticket: Ticket,
 }
 
 impl Item {
@@ -178,6 +184,7 @@ impl Item {
             locator: Locator::File(path),
             fingerprint: Some(Fingerprint::SizeMtime { size, mtime_ns }),
             options: ItemOptions::default(),
+            ticket: Ticket::default(),
         }
     }
 
@@ -204,6 +211,14 @@ pub enum Found {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// An item that left the source and whose image is to go too (a watched folder's
+    /// deleted file, when deletes are propagated and the pass is under the cap).
+    Gone {
+        /// Its key.
+        key: String,
+        /// Tells the source when the removal is recorded.
+        ticket: Ticket,
     },
     /// Something deliberately passed over (a symlink not followed, a FIFO, a socket, a
     /// device): counted and recorded with its reason, never silently.
@@ -246,6 +261,8 @@ pub enum Source {
     Manifest(manifest::Manifest),
     /// An S3-compatible bucket and prefix.
     Bucket(bucket::Bucket),
+    /// A folder kept in sync (`watch`): listed until the run stops.
+    Watch(Arc<watch::Watch>),
 }
 
 impl Source {
@@ -255,6 +272,7 @@ impl Source {
             Source::Walk(w) => w.id(),
             Source::Manifest(m) => m.id(),
             Source::Bucket(b) => b.id(),
+            Source::Watch(w) => w.id(),
         }
     }
 
@@ -267,6 +285,7 @@ impl Source {
     ) -> Result<()> {
         match &*self {
             Source::Bucket(b) => b.list(&out, &stop).await,
+            Source::Watch(w) => w.run(&out, &stop).await,
             // The other listers block (a directory walk, a buffered file read): each runs
             // on a thread of the blocking pool and hands items over with `blocking_send`.
             _ => {
@@ -274,7 +293,7 @@ impl Source {
                 run_blocking(move || match &*me {
                     Source::Walk(w) => w.list(&out, &stop),
                     Source::Manifest(m) => m.list(&out, &stop),
-                    Source::Bucket(_) => Ok(()),
+                    Source::Bucket(_) | Source::Watch(_) => Ok(()),
                 })
                 .await
             }
@@ -290,9 +309,9 @@ impl Source {
             (Source::Bucket(_), other) => Err(crate::error::Error::Invalid(format!(
                 "a bucket source cannot read {other:?}"
             ))),
-            (Source::Walk(_), other) => Err(crate::error::Error::Invalid(format!(
-                "a folder source cannot read {other:?}"
-            ))),
+            (Source::Walk(_) | Source::Watch(_), other) => Err(crate::error::Error::Invalid(
+                format!("a folder source cannot read {other:?}"),
+            )),
         }
     }
 }

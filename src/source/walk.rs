@@ -182,23 +182,114 @@ impl Walk {
                 });
             }
         };
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
-            .unwrap_or(0);
         Some(Found::Item(Item::file(
             key,
             entry.into_path(),
             meta.len(),
-            mtime_ns,
+            mtime_ns(&meta),
         )))
+    }
+
+    /// The folders of the tree (the root first) under the same rules as files: what a
+    /// watcher needs a watch on.
+    pub fn folders(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        let include_hidden = self.cfg.include_hidden;
+        WalkDir::new(&self.root)
+            .follow_links(self.cfg.follow_symlinks)
+            .into_iter()
+            .filter_entry(move |e| e.depth() == 0 || include_hidden || !is_hidden(e))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_dir())
+            .map(DirEntry::into_path)
+    }
+
+    /// One path below the root, judged by the walk's rules (hidden, temporary, globs, file
+    /// type): `None` for folders, passed-over names and paths that are not there.
+    pub fn entry(&self, path: &Path) -> Option<Found> {
+        let rel = relative(path, &self.root)?;
+        if rel.as_os_str().is_empty() {
+            return None;
+        }
+        let hidden = rel
+            .components()
+            .any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.')));
+        if hidden && !self.cfg.include_hidden {
+            return None;
+        }
+        let name = path.file_name()?.to_string_lossy();
+        if is_temporary(&name) {
+            return None;
+        }
+        let key = key_of(rel);
+        if self.filtered_out(&key) {
+            return None;
+        }
+        let meta = if self.cfg.follow_symlinks {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(Found::Bad {
+                    key,
+                    reason: format!("cannot read its metadata: {e}"),
+                });
+            }
+        };
+        let file_type = meta.file_type();
+        if file_type.is_dir() {
+            return None;
+        }
+        if !file_type.is_file() {
+            return Some(Found::Ignored {
+                key,
+                reason: special_reason(&file_type).into(),
+            });
+        }
+        if rel.to_str().is_none() {
+            return Some(Found::Bad {
+                key,
+                reason: "the file name is not valid UTF-8, so it cannot be an image id or a ledger key; rename it".into(),
+            });
+        }
+        Some(Found::Item(Item::file(
+            key,
+            path.to_path_buf(),
+            meta.len(),
+            mtime_ns(&meta),
+        )))
+    }
+
+    /// Whether symlinks are followed.
+    pub fn follows_symlinks(&self) -> bool {
+        self.cfg.follow_symlinks
+    }
+
+    /// Whether hidden files and folders are included.
+    pub fn includes_hidden(&self) -> bool {
+        self.cfg.include_hidden
+    }
+
+    /// The path of a key.
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
     }
 
     fn filtered_out(&self, key: &str) -> bool {
         self.include.as_ref().is_some_and(|set| !set.is_match(key)) || self.exclude.is_match(key)
     }
+}
+
+/// A file's modification time in ns since the epoch (0 when unknown).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
 }
 
 /// Why a directory entry that is neither a file nor a folder is passed over.
@@ -285,7 +376,7 @@ mod tests {
             .filter_map(|f| match f {
                 Found::Item(i) => Some(i.key),
                 Found::Bad { key, reason } => Some(format!("BAD {key}: {reason}")),
-                Found::Ignored { .. } => None,
+                Found::Ignored { .. } | Found::Gone { .. } => None,
             })
             .collect();
         keys.sort();

@@ -1,0 +1,276 @@
+//! `--metrics-addr`: Prometheus metrics and a health endpoint for a daemon. The figures are
+//! read from the run's own counters at scrape time (no second set of counters to keep in
+//! step); the exposition format is `prometheus-client`'s.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::ledger::Ledger;
+use crate::progress::Stats;
+use crate::source::SourceId;
+use crate::source::watch::WatchStatus;
+use crate::transport::Traffic;
+
+/// What the endpoint reads.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The run's counters.
+    pub stats: Arc<Stats>,
+    /// Request and 429 counters per host, once the transports exist.
+    pub traffic: Arc<OnceLock<Traffic>>,
+    /// The watch loop's gauges.
+    pub watch: Arc<WatchStatus>,
+    /// The ledger (for the failed items waiting for a retry) and the source in it.
+    pub ledger: PathBuf,
+    /// The watched source.
+    pub source: SourceId,
+    /// Uploads failing without a success for this long make the daemon unhealthy.
+    pub unhealthy_after: Duration,
+}
+
+impl Sources {
+    /// Why the daemon is unhealthy, if it is: uploads have failed, and none succeeded, for
+    /// longer than `unhealthy_after`.
+    pub fn unhealthy(&self) -> Option<String> {
+        let since = self.stats.failing_since_unix.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let failing = now.saturating_sub(since);
+        (failing >= self.unhealthy_after.as_secs()).then(|| {
+            format!("uploads have been failing for {failing} s without one succeeding; see `cfimg failures`")
+        })
+    }
+
+    fn pending_retries(&self) -> Option<u64> {
+        let ledger = Ledger::open_read_only(&self.ledger).ok()??;
+        let id = ledger.source_number(&self.source).ok()??;
+        ledger.item_counts(id).ok().map(|(_, failed)| failed)
+    }
+}
+
+#[derive(Debug)]
+struct Exposition(Sources);
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counters_by(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[(&'static str, u64)],
+) -> std::fmt::Result {
+    let first = ConstCounter::new(0u64);
+    let mut family = e.encode_descriptor(name, help, None, first.metric_type())?;
+    for (value, n) in values {
+        let labels = [(label, *value)];
+        ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let w = &self.0.watch;
+        counter(
+            &mut e,
+            "cfimg_uploads",
+            "Images uploaded (new files and new versions).",
+            get(&s.uploaded),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_upload_bytes",
+            "Bytes uploaded.",
+            get(&s.bytes),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_deduplicated",
+            "Files pointed at an image with the same content, without an upload.",
+            get(&s.deduplicated),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_removed",
+            "Images deleted because their file left the folder.",
+            get(&s.removed),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_deletes_refused",
+            "Deletes refused by the --max-delete cap.",
+            get(&w.deletes_refused),
+        )?;
+        counters_by(
+            &mut e,
+            "cfimg_failures",
+            "Items that did not make it, by reason: failed (retried later with a growing delay) or rejected (the file itself is refused).",
+            "reason",
+            &[("failed", get(&s.failed)), ("rejected", get(&s.rejected))],
+        )?;
+        let traffic = self.0.traffic.get();
+        let (api_req, api_429) =
+            traffic.map_or((0, 0), |t| (t.api.requests(), t.api.throttled_count()));
+        let (batch_req, batch_429) =
+            traffic.map_or((0, 0), |t| (t.batch_requests(), t.batch_throttled()));
+        counters_by(
+            &mut e,
+            "cfimg_requests",
+            "HTTP requests sent, retries included, by host.",
+            "host",
+            &[("api", api_req), ("batch", batch_req)],
+        )?;
+        counters_by(
+            &mut e,
+            "cfimg_throttled",
+            "429 answers, by host.",
+            "host",
+            &[("api", api_429), ("batch", batch_429)],
+        )?;
+        let depth = ConstGauge::new(0i64);
+        let mut family = e.encode_descriptor(
+            "cfimg_queue_depth",
+            "Files waiting: settling (still changing) or in the pipeline.",
+            None,
+            depth.metric_type(),
+        )?;
+        for (stage, n) in [
+            ("settling", get(&w.settling)),
+            ("in_flight", get(&w.in_flight)),
+        ] {
+            let labels = [("stage", stage)];
+            ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut e,
+            "cfimg_last_upload_timestamp_seconds",
+            "When the last upload succeeded (Unix time; 0: none since the start).",
+            get(&s.last_upload_unix) as i64,
+        )?;
+        if let Some(n) = self.0.pending_retries() {
+            gauge(
+                &mut e,
+                "cfimg_pending_retries",
+                "Failed items waiting for their next retry.",
+                n as i64,
+            )?;
+        }
+        gauge(
+            &mut e,
+            "cfimg_polling",
+            "1 when the folder is scanned periodically instead of watched (network file system, watch limit).",
+            i64::from(w.polling.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_rescans",
+            "Full scans of the folder.",
+            get(&w.scans),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_event_overflows",
+            "Times the kernel dropped folder events (each causes a rescan).",
+            get(&w.overflows),
+        )?;
+        gauge(
+            &mut e,
+            "cfimg_healthy",
+            "0 when uploads have failed without a success for longer than the health window.",
+            i64::from(self.0.unhealthy().is_none()),
+        )?;
+        Ok(())
+    }
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "the metrics could not be encoded\n".to_string(),
+        ),
+    }
+}
+
+async fn health(State(sources): State<Arc<Sources>>) -> impl IntoResponse {
+    match sources.unhealthy() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        ),
+    }
+}
+
+/// Binds `addr` (at start, so a taken port is a start-up error) and serves `/metrics` and
+/// `/healthz` until `stop` is cancelled. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    sources: Sources,
+    stop: CancellationToken,
+) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::Config(vec![format!(
+            "--metrics-addr {addr}: cannot listen there ({e}); choose a free port"
+        )])
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Config(vec![format!("--metrics-addr {addr}: {e}")]))?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition(sources.clone())));
+    let app = Router::new()
+        .route("/metrics", get(metrics).with_state(Arc::new(registry)))
+        .route("/healthz", get(health).with_state(Arc::new(sources)));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "metrics at /metrics, health at /healthz");
+    Ok(bound)
+}
