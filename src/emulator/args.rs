@@ -73,6 +73,17 @@ pub struct EmulatorArgs {
     /// Send Retry-After with the edge's HTML 429s.
     #[arg(long)]
     pub edge_429_retry_after: bool,
+    /// Send a notification per completed or failed direct upload to this URL.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// The secret sent in `cf-webhook-auth` with each notification [env: CFIMG_EMULATOR_WEBHOOK_SECRET].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CFIMG_EMULATOR_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
     /// A token that may read but not change anything (403 code 9109); repeatable.
     #[arg(long = "read-only-token", value_name = "TOKEN")]
     pub read_only_tokens: Vec<String>,
@@ -164,6 +175,13 @@ impl EmulatorArgs {
             read_only_tokens: self.read_only_tokens.clone(),
             batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
             list_lag: Duration::from_secs_f64(self.list_lag),
+            webhook: self
+                .webhook_url
+                .clone()
+                .map(|url| super::WebhookDestination {
+                    url,
+                    secret: self.webhook_secret.clone(),
+                }),
         }
     }
 }
