@@ -311,6 +311,17 @@ impl EmulatorHandle {
         self.app.webhooks.send_test(&self.app.account_id).await
     }
 
+    /// Moves a draft's expiry to `at` (for tests: a URL that expired without waiting for
+    /// it); false when `id` is not a draft.
+    pub fn set_draft_expiry(&self, id: &str, at: chrono::DateTime<chrono::Utc>) -> bool {
+        let done = self.app.store.update(id, |r| {
+            if r.draft_expiry.is_some() {
+                r.draft_expiry = Some(at);
+            }
+        });
+        matches!(done, Ok(Some(r)) if r.draft_expiry == Some(at))
+    }
+
     /// Notifications delivered so far (any answer from the receiver).
     pub fn webhooks_delivered(&self) -> u64 {
         self.app.webhooks.delivered()

@@ -61,6 +61,9 @@ async fn mint_inner(
             ),
         )
     })?;
+    let req = parse_mint(&body)?;
+    let checked = direct::check(&req, chrono::Utc::now())?;
+    // Only a request that would reach Cloudflare is charged to the app's budget.
     svc.keys.take(&app).map_err(|wait| {
         tracing::info!(app, "mint refused: the app key's rate is used up");
         Fail::too_many(
@@ -69,8 +72,6 @@ async fn mint_inner(
             wait,
         )
     })?;
-    let req = parse_mint(&body)?;
-    let checked = direct::check(&req, chrono::Utc::now())?;
     let wait = svc.lane.limiter.delay();
     if wait > svc.max_wait {
         tracing::info!(
