@@ -284,4 +284,21 @@ mod tests {
         assert!(defaults.read_only_tokens.is_empty());
         assert!(Cli::try_parse_from(["emulator", "--list-lag", "-1"]).is_err());
     }
+
+    #[test]
+    fn webhook_flags_reach_the_config_and_its_secret_is_not_printed() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            "s3cret-value",
+        ])
+        .unwrap();
+        let hook = cli.args.config().webhook.expect("a destination");
+        assert_eq!(hook.url, "http://127.0.0.1:9/hook");
+        assert_eq!(hook.secret.as_deref(), Some("s3cret-value"));
+        assert!(!format!("{hook:?}").contains("s3cret-value"));
+    }
 }
