@@ -204,9 +204,11 @@ pub async fn mint(
 /// or gone after it, expired unused. Returns the draft as recorded afterwards.
 pub async fn refresh(lane: &ApiLane, book: &Mutex<DraftBook>, draft: &Draft) -> Result<Draft> {
     let spent = AtomicU32::new(0);
-    let expired = DateTime::parse_from_rfc3339(&draft.expires_at)
-        .map(|t| t.with_timezone(&Utc) <= Utc::now())
-        .unwrap_or(false);
+    let lookup_url = draft.state == DraftState::Completed && draft.url.is_none();
+    let expired = !lookup_url
+        && DateTime::parse_from_rfc3339(&draft.expires_at)
+            .map(|t| t.with_timezone(&Utc) <= Utc::now())
+            .unwrap_or(false);
     let lock = || {
         book.lock()
             .map_err(|_| Error::LedgerWrite("the drafts ledger lock is poisoned".into()))

@@ -62,6 +62,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
         None
     };
     let lane = super::lane_of(&cfg)?;
+    // A wrong token or account shows now, with its exit code, not at the first app's mint.
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    lane.call(&spent, || lane.client.stats()).await?;
     let api_base = if emulator.is_some() {
         "emulator".to_string()
     } else {

@@ -243,9 +243,11 @@ impl DraftBook {
             return Ok(Change::Unknown);
         };
         // A completion is final; anything else may still be overtaken by a completion
-        // (an expired or failed draft whose upload did arrive after all).
-        let movable = current.state != to
-            && (current.state == DraftState::Pending || to == DraftState::Completed);
+        // (an expired or failed draft whose upload did arrive after all). A completion
+        // recorded from a notice alone gets its delivery URL from a later lookup.
+        let movable = (current.state != to
+            && (current.state == DraftState::Pending || to == DraftState::Completed))
+            || (to == DraftState::Completed && current.url.is_none() && url.is_some());
         if !movable {
             return Ok(Change::Unchanged);
         }
@@ -328,6 +330,13 @@ mod tests {
         // An upload seen after the expiry was recorded still wins.
         assert_eq!(b.complete("b", None, None).unwrap(), Change::Changed);
         assert_eq!(b.list(Some(DraftState::Completed)).unwrap().len(), 2);
+        // A completion without its URL takes it from a later lookup, once.
+        assert_eq!(b.complete("b", Some("ub"), None).unwrap(), Change::Changed);
+        assert_eq!(
+            b.complete("b", Some("other"), None).unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(b.get("b").unwrap().unwrap().url.as_deref(), Some("ub"));
     }
 
     #[test]

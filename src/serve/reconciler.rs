@@ -1,7 +1,8 @@
 //! The background reconciler: for deployments without webhooks (or when one is lost), it
 //! looks up pending drafts with `GET /v1/{id}` every `serve.reconcile_secs`, completing
 //! those whose image arrived and expiring those past their expiry. It yields to mints:
-//! a pass stops early when the account's limiter would make a request wait longer than
+//! a pass also looks up completed drafts whose delivery URL is not known yet (a completion
+//! taken from a notice alone). A pass stops early when the account's limiter would make a request wait longer than
 //! `serve.max_wait_secs`.
 
 use std::sync::Arc;
@@ -27,9 +28,20 @@ pub async fn run(svc: Arc<Service>, every: std::time::Duration, stop: Cancellati
 
 /// One pass over the pending drafts, oldest expiry first.
 pub async fn pass(svc: &Service) {
-    let pending = match svc.book.lock().map(|b| b.list(Some(DraftState::Pending))) {
-        Ok(Ok(mut p)) => {
+    let listed = svc
+        .book
+        .lock()
+        .map_err(|_| crate::error::Error::LedgerWrite("the drafts ledger lock is poisoned".into()))
+        .and_then(|b| {
+            Ok((
+                b.list(Some(DraftState::Pending))?,
+                b.list(Some(DraftState::Completed))?,
+            ))
+        });
+    let pending = match listed {
+        Ok((mut p, done)) => {
             p.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+            p.extend(done.into_iter().filter(|d| d.url.is_none()));
             p
         }
         _ => {
@@ -43,7 +55,7 @@ pub async fn pass(svc: &Service) {
             return;
         }
         match crate::direct::refresh(&svc.lane, &svc.book, draft).await {
-            Ok(after) if after.state != draft.state => {
+            Ok(after) if after.state != draft.state || after.url != draft.url => {
                 tracing::info!(id = %draft.id, state = after.state.as_str(), "draft reconciled");
             }
             Ok(_) => {}

@@ -139,3 +139,19 @@ async fn a_webhook_with_a_wrong_secret_is_refused_and_changes_nothing() {
     assert_eq!(status, 400);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn serve_with_a_wrong_token_stops_at_start_with_exit_3() {
+    let env = TestEnv::new().await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        env.cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .env("CLOUDFLARE_API_TOKEN", "not-the-token")
+            .output(),
+    )
+    .await
+    .expect("cfimg serve exits")
+    .expect("cfimg runs");
+    assert_eq!(out.status.code(), Some(3), "{}", crate::common::text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLOUDFLARE_API_TOKEN"));
+}

@@ -107,7 +107,8 @@ async fn near_the_accounts_budget_mints_are_answered_429_with_retry_after() {
             batch_rate_limit: None,
             ..cfimg::emulator::EmulatorConfig::default()
         },
-        "rate = 0.2",
+        // Burst 2: one token for the start-up check, one for the first mint.
+        "rate = 0.2\nburst = 2",
     )
     .await;
     let srv = serve(&env, "max_wait_secs = 1\n", false).await;
