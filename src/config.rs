@@ -990,4 +990,52 @@ mod tests {
         let err = from_file(&path).unwrap_err().to_string();
         assert!(err.contains("concurency"), "{err}");
     }
+
+    #[test]
+    fn serve_settings_are_checked_and_app_keys_come_from_a_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("app_keys");
+        std::fs::write(&keys, "# apps\nios = k-ios-0123456789abcdef\nbroken line\n").unwrap();
+        let raw = RawConfig {
+            serve: RawServe {
+                listen: Some("nowhere".into()),
+                app_keys: Some([("web".to_string(), Secret::new("short"))].into()),
+                app_keys_file: Some(keys.clone()),
+                cors_origins: Some(vec![
+                    "https://ok.example".into(),
+                    "https://x.example/path".into(),
+                ]),
+                ..RawServe::default()
+            },
+            ..RawConfig::default()
+        };
+        let Err(Error::Config(problems)) = validate(raw, false) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "serve.listen",
+            "line 3",
+            "\"web\": the key is shorter",
+            "x.example/path",
+        ] {
+            assert!(all.contains(needle), "{needle} in {all}");
+        }
+        assert!(!all.contains("k-ios-0123456789abcdef"), "{all}");
+        std::fs::write(&keys, "ios = k-ios-0123456789abcdef\n").unwrap();
+        let cfg = validate(
+            RawConfig {
+                serve: RawServe {
+                    app_keys_file: Some(keys),
+                    ..RawServe::default()
+                },
+                ..RawConfig::default()
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(cfg.serve.app_keys[0].0, "ios");
+        assert_eq!(cfg.serve.listen.to_string(), DEFAULT_SERVE_LISTEN);
+        assert!(cfg.serve.webhook_secret.is_none());
+    }
 }

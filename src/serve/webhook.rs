@@ -51,16 +51,8 @@ pub async fn receive(State(svc): State<Arc<Service>>, headers: HeaderMap, body: 
     };
     let mut strings = Vec::new();
     collect_strings(note.get("data").unwrap_or(&Value::Null), &mut strings);
-    let ids = {
-        let Ok(book) = svc.book.lock() else {
-            return Fail::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "request",
-                "the ledger is unavailable",
-            )
-            .into_response();
-        };
-        let mut ids = book.known(&strings).unwrap_or_default();
+    let looked_up = svc.book.lock().map_err(|_| ()).and_then(|book| {
+        let mut ids = book.known(&strings).map_err(|_| ())?;
         if ids.is_empty()
             && let Some(text) = note.get("text").and_then(Value::as_str)
         {
@@ -71,9 +63,20 @@ pub async fn receive(State(svc): State<Arc<Service>>, headers: HeaderMap, body: 
                 .filter(|w| !w.is_empty())
                 .take(MAX_CANDIDATES)
                 .collect();
-            ids = book.known(&words).unwrap_or_default();
+            ids = book.known(&words).map_err(|_| ())?;
         }
-        ids
+        Ok(ids)
+    });
+    let Ok(ids) = looked_up else {
+        tracing::warn!(
+            "a webhook could not be matched: the ledger is unavailable; asking for a redelivery"
+        );
+        return Fail::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request",
+            "the notification could not be recorded now; deliver it again",
+        )
+        .into_response();
     };
     if ids.is_empty() {
         let test = note
