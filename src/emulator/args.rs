@@ -81,9 +81,10 @@ pub struct EmulatorArgs {
         long,
         value_name = "SECRET",
         env = "CFIMG_EMULATOR_WEBHOOK_SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret_arg
     )]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<crate::secret::Secret>,
     /// A token that may read but not change anything (403 code 9109); repeatable.
     #[arg(long = "read-only-token", value_name = "TOKEN")]
     pub read_only_tokens: Vec<String>,
@@ -96,6 +97,11 @@ pub struct LimitArg(pub Option<(u32, Duration)>);
 
 fn parse_rate_limit_arg(text: &str) -> Result<LimitArg, String> {
     parse_rate_limit(text).map(LimitArg)
+}
+
+/// A secret flag, held redacted from the moment it is parsed.
+fn secret_arg(text: &str) -> Result<crate::secret::Secret, String> {
+    Ok(crate::secret::Secret::new(text))
 }
 
 /// A non-negative number of seconds (fractions allowed).
@@ -180,7 +186,7 @@ impl EmulatorArgs {
                 .clone()
                 .map(|url| super::WebhookDestination {
                     url,
-                    secret: self.webhook_secret.clone(),
+                    secret: self.webhook_secret.as_ref().map(|s| s.expose().to_string()),
                 }),
         }
     }
@@ -296,6 +302,7 @@ mod tests {
             "s3cret-value",
         ])
         .unwrap();
+        assert!(!format!("{:?}", cli.args).contains("s3cret-value"));
         let hook = cli.args.config().webhook.expect("a destination");
         assert_eq!(hook.url, "http://127.0.0.1:9/hook");
         assert_eq!(hook.secret.as_deref(), Some("s3cret-value"));
