@@ -84,6 +84,11 @@ pub enum Command {
     Keys(KeysCommand),
     /// Sign a delivery URL of a private image with a signing key (HMAC-SHA256).
     SignUrl(SignUrlArgs),
+    /// Direct creator uploads: mint one-time upload URLs, see which drafts completed.
+    #[command(subcommand)]
+    DirectUpload(DirectUploadCommand),
+    /// Serve apps: mint upload URLs for app keys, draft status, Cloudflare's webhooks, a demo page.
+    Serve(ServeArgs),
 }
 
 /// Formats of `cfimg export`.
@@ -564,6 +569,68 @@ pub struct WatchArgs {
     pub emulator: bool,
 }
 
+/// `cfimg direct-upload ...`.
+#[derive(Debug, Subcommand)]
+pub enum DirectUploadCommand {
+    /// Mint a one-time upload URL (a draft, recorded in the ledger) and print its id and URL.
+    Create(DirectUploadCreateArgs),
+    /// Which drafts completed, expired unused or are pending (pending ones are looked up first).
+    Status(DirectUploadStatusArgs),
+}
+
+/// Flags of `cfimg direct-upload create`.
+#[derive(Debug, Args)]
+pub struct DirectUploadCreateArgs {
+    /// Custom id (Cloudflare's custom-id rules; not with --require-signed-urls).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// When the URL stops working, RFC 3339 (2 minutes to 6 hours from now) [default: in 30 minutes].
+    #[arg(long, value_name = "RFC3339", conflicts_with = "expires_in")]
+    pub expiry: Option<String>,
+    /// How long the URL works instead: 2m to 6h, e.g. 30m, 1h 30m.
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Metadata of the image, a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// A private image (delivered through signed URLs only; Cloudflare assigns the id).
+    #[arg(long)]
+    pub require_signed_urls: bool,
+    /// The creator tag.
+    #[arg(long, value_name = "C")]
+    pub creator: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `cfimg direct-upload status`.
+#[derive(Debug, Args)]
+pub struct DirectUploadStatusArgs {
+    /// Only this draft.
+    pub id: Option<String>,
+    /// Show the ledger as it is, without looking pending drafts up.
+    #[arg(long)]
+    pub no_refresh: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `cfimg serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT (port 0: any free port) [default: 127.0.0.1:8788].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Serve a demo page at / that uploads a file through the whole flow.
+    #[arg(long)]
+    pub demo: bool,
+    /// Start the built-in emulator, with its webhook pointed here (no account needed).
+    #[arg(long)]
+    pub emulator: bool,
+}
+
 impl WatchArgs {
     /// The configuration these flags set; `metadata` is parsed by the caller.
     pub fn overrides(
@@ -644,6 +711,10 @@ mod tests {
             "cfimg keys list --show-values",
             "cfimg keys add k2",
             "cfimg sign-url https://imagedelivery.net/h/i/public --expires-in 1h --key k2",
+            "cfimg direct-upload create --id a/b.png --expires-in 1h --metadata {} --creator c --json",
+            "cfimg direct-upload create --expiry 2030-01-01T00:00:00Z --require-signed-urls",
+            "cfimg direct-upload status ID --json",
+            "cfimg serve --listen 127.0.0.1:0 --demo --emulator",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());

@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+mod drafts;
 mod lock;
 mod manage;
 mod read;
 mod schema;
 mod writer;
 
+pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
 pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
