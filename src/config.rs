@@ -1092,6 +1092,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let raw = from_file(&path).unwrap();
         assert_eq!(raw.bucket.mode, Some(S3Mode::Download));
+        let watch = validate(raw.clone().merge(creds()), true).unwrap().watch;
+        assert_eq!(watch.max_delete, MaxDelete::Percent(5.0));
+        assert_eq!(watch.settle, Duration::from_secs(2));
         let bad = RawConfig {
             bucket: RawBucket {
                 endpoint_url: Some("minio:9000".into()),
