@@ -271,3 +271,25 @@ async fn a_rename_under_delete_keeps_the_image_the_new_path_shares() {
     );
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_migrated_first_is_not_uploaded_again_by_watch() {
+    let env = TestEnv::new().await;
+    let keys: Vec<String> = (0..20).map(|i| format!("m/f{i}.png")).collect();
+    env.write_pngs(&keys, 600);
+    let (code, _, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", crate::common::text(&out));
+    let posts = env.upload_posts();
+    let d = Daemon::start(&env, &[]).await;
+    let new = env.write("m/new.png", &png(99, 600));
+    until("the new file uploaded", WAIT, || {
+        uploaded_as(&env, "m/new.png", &new)
+    })
+    .await;
+    assert_eq!(
+        env.upload_posts(),
+        posts + 1,
+        "the start-up scan uploaded migrated files again"
+    );
+    assert_eq!(d.stop().await, 0);
+}
