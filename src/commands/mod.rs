@@ -61,23 +61,7 @@ pub(crate) fn api_lane(cli: &Cli) -> Result<(crate::config::Config, crate::trans
         ..crate::config::RawConfig::default()
     };
     let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
-    let client = crate::api::client::ImagesClient::new(
-        &cfg.api_base_url,
-        &cfg.account_id,
-        &cfg.api_token,
-        cfg.upload.request_timeout,
-    )?;
-    let lane = crate::transport::ApiLane {
-        client,
-        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
-            cfg.upload.rate,
-            cfg.upload.burst,
-        )),
-        policy: crate::retry::Policy {
-            max_attempts: cfg.upload.max_attempts,
-            ..crate::retry::Policy::default()
-        },
-    };
+    let lane = lane_of(&cfg)?;
     Ok((cfg, lane))
 }
 

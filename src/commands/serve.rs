@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use super::{EXIT_OK, direct_upload::open_book};
 use crate::cli::{Cli, ServeArgs};
 use crate::config::{self, RawConfig, RawServe};
-use crate::emulator::{self, EmulatorConfig, WebhookDestination};
+use crate::emulator::WebhookDestination;
 use crate::error::{Error, Result};
-use crate::secret::Secret;
 
 /// The ledger `serve --emulator` uses unless one is given, as `migrate --emulator` does.
 const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
@@ -31,29 +30,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
     }
     let mut cfg = config::validate(raw, !args.emulator)?;
     let emulator = if args.emulator {
-        let data_dir = crate::pipeline::emulator_data_dir(&cfg.ledger);
-        let handle = emulator::start(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            EmulatorConfig {
-                data_dir: Some(data_dir.clone()),
-                ..EmulatorConfig::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            Error::Config(vec![format!(
-                "the built-in emulator could not start with its state in {}: {e}",
-                data_dir.display()
-            )])
-        })?;
-        cfg.account_id = handle.account_id().to_string();
-        cfg.api_token = Secret::new(handle.token());
-        cfg.api_base_url = handle.api_base().parse().map_err(|_| {
-            Error::Invalid(format!(
-                "the emulator's URL {} does not parse",
-                handle.api_base()
-            ))
-        })?;
+        let (handle, _) = super::migrate::start_emulator(&mut cfg).await?;
         if cfg.serve.webhook_secret.is_none() {
             cfg.serve.webhook_secret = Some(super::serve_secret());
         }
