@@ -84,6 +84,11 @@ pub enum Command {
     Keys(KeysCommand),
     /// Sign a delivery URL of a private image with a signing key (HMAC-SHA256).
     SignUrl(SignUrlArgs),
+    /// Direct creator uploads: mint one-time upload URLs, see which drafts completed.
+    #[command(subcommand)]
+    DirectUpload(DirectUploadCommand),
+    /// Serve apps: mint upload URLs for app keys, draft status, Cloudflare's webhooks, a demo page.
+    Serve(ServeArgs),
 }
 
 /// Formats of `cfimg export`.
@@ -363,28 +368,9 @@ pub struct FailuresArgs {
     pub json: bool,
 }
 
-/// Flags of `cfimg migrate`.
+/// Upload flags of `migrate` and `watch`.
 #[derive(Debug, Args)]
-pub struct MigrateArgs {
-    /// The folder to migrate, or an S3-compatible bucket: s3://BUCKET/PREFIX (or give --manifest).
-    #[arg(
-        value_name = "DIR",
-        required_unless_present = "manifest",
-        conflicts_with = "manifest"
-    )]
-    pub dir: Option<PathBuf>,
-    /// Migrate the URLs listed in this file instead of a folder (`-`: stdin).
-    #[arg(long, value_name = "FILE")]
-    pub manifest: Option<PathBuf>,
-    /// The manifest's format [default: from its extension: .txt, .csv, .jsonl/.ndjson; text for stdin].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub manifest_format: Option<ManifestFormat>,
-    /// Who fetches a manifest's URLs: Cloudflare (remote) or cfimg, which checks them first (local) [default: remote].
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub url_mode: Option<UrlMode>,
-    /// Show what would be uploaded, skipped and rejected, and how long it would take; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+pub struct UploadFlags {
     /// Uploads in flight at once [default: 8].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
@@ -412,24 +398,37 @@ pub struct MigrateArgs {
     /// Upload private images (needs --id-mode auto).
     #[arg(long)]
     pub require_signed_urls: bool,
-    /// Retry items that failed in earlier runs.
-    #[arg(long)]
-    pub retry_failed: bool,
-    /// Take only shard K of N (K from 0): a stable hash of each item picks its shard; each shard has its own ledger [env: CFIMG_SHARD].
-    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
-    pub shard: Option<crate::shard::Shard>,
     /// Leave replaced images in place (hash and auto ids), recorded as superseded.
     #[arg(long)]
     pub keep_replaced: bool,
-    /// Start even when the pre-flight check finds more new images than the account's quota has room for (the run stops at the quota).
-    #[arg(long)]
-    pub force: bool,
-    /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub settle_secs: Option<f64>,
     /// HTTP attempts per request before an item is left as failed [default: 6].
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+}
+
+impl UploadFlags {
+    /// The `[upload]` settings these flags set; `metadata` is parsed by the caller.
+    fn raw(&self, metadata: Option<serde_json::Map<String, serde_json::Value>>) -> RawUpload {
+        RawUpload {
+            concurrency: self.concurrency,
+            rate: self.rate,
+            max_attempts: self.max_attempts,
+            id_mode: self.id_mode,
+            id_prefix: self.id_prefix.clone(),
+            metadata,
+            require_signed_urls: self.require_signed_urls.then_some(true),
+            keep_replaced: self.keep_replaced.then_some(true),
+            transport: self.transport,
+            batch_tokens: self.batch_tokens,
+            batch_rate: self.batch_rate,
+            ..RawUpload::default()
+        }
+    }
+}
+
+/// Folder flags of `migrate` and `watch`.
+#[derive(Debug, Args)]
+pub struct WalkFlags {
     /// Only files whose relative path matches (glob, repeatable).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -442,6 +441,62 @@ pub struct MigrateArgs {
     /// Include hidden files and folders.
     #[arg(long)]
     pub include_hidden: bool,
+}
+
+impl WalkFlags {
+    /// Whether any is given.
+    pub fn any(&self) -> bool {
+        !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || self.follow_symlinks
+            || self.include_hidden
+    }
+
+    /// The `[walk]` settings these flags set.
+    fn raw(&self) -> RawWalk {
+        RawWalk {
+            follow_symlinks: self.follow_symlinks.then_some(true),
+            include_hidden: self.include_hidden.then_some(true),
+            include: (!self.include.is_empty()).then(|| self.include.clone()),
+            exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+        }
+    }
+}
+
+/// Flags of `cfimg migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The folder to migrate, or an S3-compatible bucket: s3://BUCKET/PREFIX (or give --manifest).
+    #[arg(
+        value_name = "DIR",
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Migrate the URLs listed in this file instead of a folder (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The manifest's format [default: from its extension: .txt, .csv, .jsonl/.ndjson; text for stdin].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub manifest_format: Option<ManifestFormat>,
+    /// Who fetches a manifest's URLs: Cloudflare (remote) or cfimg, which checks them first (local) [default: remote].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub url_mode: Option<UrlMode>,
+    /// Show what would be uploaded, skipped and rejected, and how long it would take; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Retry items that failed in earlier runs.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Take only shard K of N (K from 0): a stable hash of each item picks its shard; each shard has its own ledger [env: CFIMG_SHARD].
+    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
+    pub shard: Option<crate::shard::Shard>,
+    /// Start even when the pre-flight check finds more new images than the account's quota has room for (the run stops at the quota).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub settle_secs: Option<f64>,
     /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
@@ -451,6 +506,12 @@ pub struct MigrateArgs {
     /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
     #[arg(long, value_enum, value_name = "MODE")]
     pub s3_mode: Option<S3Mode>,
+    /// How uploads go.
+    #[command(flatten)]
+    pub upload: UploadFlags,
+    /// Which files of a folder.
+    #[command(flatten)]
+    pub walk: WalkFlags,
     /// Start the built-in emulator and migrate into it (no account needed).
     #[arg(long)]
     pub emulator: bool,
@@ -466,30 +527,13 @@ impl MigrateArgs {
         ledger: Option<PathBuf>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> RawConfig {
-        let flag = |b: bool| b.then_some(true);
         RawConfig {
             ledger,
             upload: RawUpload {
-                concurrency: self.concurrency,
-                rate: self.rate,
-                max_attempts: self.max_attempts,
-                id_mode: self.id_mode,
-                id_prefix: self.id_prefix.clone(),
-                metadata,
-                require_signed_urls: flag(self.require_signed_urls),
-                keep_replaced: flag(self.keep_replaced),
                 settle_secs: self.settle_secs,
-                transport: self.transport,
-                batch_tokens: self.batch_tokens,
-                batch_rate: self.batch_rate,
-                ..RawUpload::default()
+                ..self.upload.raw(metadata)
             },
-            walk: RawWalk {
-                follow_symlinks: flag(self.follow_symlinks),
-                include_hidden: flag(self.include_hidden),
-                include: (!self.include.is_empty()).then(|| self.include.clone()),
-                exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
-            },
+            walk: self.walk.raw(),
             manifest: RawManifest {
                 url_mode: self.url_mode,
             },
@@ -534,52 +578,75 @@ pub struct WatchArgs {
     /// /healthz turns unhealthy after uploads have failed, without a success, for this many seconds.
     #[arg(long, value_name = "SECS", default_value = "300")]
     pub unhealthy_after: f64,
-    /// Uploads in flight at once [default: 8].
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// API requests per second, retries included [default: 3.5].
-    #[arg(long, value_name = "REQ_PER_SEC")]
-    pub rate: Option<f64>,
-    /// Where uploads go: the API host, or the batch host with batch tokens [default: api].
-    #[arg(long, value_enum, value_name = "HOST")]
-    pub transport: Option<Transport>,
-    /// Batch tokens used in parallel with --transport batch [default: 1].
-    #[arg(long, value_name = "N")]
-    pub batch_tokens: Option<u32>,
-    /// Requests per second per batch token [default: 195].
-    #[arg(long, value_name = "REQ_PER_SEC")]
-    pub batch_rate: Option<f64>,
-    /// How image ids are chosen [default: path].
-    #[arg(long, value_enum)]
-    pub id_mode: Option<IdMode>,
-    /// Prefix of custom ids, e.g. `uploads/`.
-    #[arg(long, value_name = "P")]
-    pub id_prefix: Option<String>,
-    /// Metadata for every image, a JSON object (cfimg adds its own stamp).
+    /// How uploads go.
+    #[command(flatten)]
+    pub upload: UploadFlags,
+    /// Which files of the folder.
+    #[command(flatten)]
+    pub walk: WalkFlags,
+    /// Start the built-in emulator and keep the folder in it (no account needed).
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+/// `cfimg direct-upload ...`.
+#[derive(Debug, Subcommand)]
+pub enum DirectUploadCommand {
+    /// Mint a one-time upload URL (a draft, recorded in the ledger) and print its id and URL.
+    Create(DirectUploadCreateArgs),
+    /// Which drafts completed, expired unused or are pending (pending ones are looked up first).
+    Status(DirectUploadStatusArgs),
+}
+
+/// Flags of `cfimg direct-upload create`.
+#[derive(Debug, Args)]
+pub struct DirectUploadCreateArgs {
+    /// Custom id (Cloudflare's custom-id rules; not with --require-signed-urls).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// When the URL stops working, RFC 3339 (2 minutes to 6 hours from now) [default: in 30 minutes].
+    #[arg(long, value_name = "RFC3339", conflicts_with = "expires_in")]
+    pub expiry: Option<String>,
+    /// How long the URL works instead: 2m to 6h, e.g. 30m, 1h 30m.
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Metadata of the image, a JSON object.
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
-    /// Upload private images (needs --id-mode auto).
+    /// A private image (delivered through signed URLs only; Cloudflare assigns the id).
     #[arg(long)]
     pub require_signed_urls: bool,
-    /// Leave replaced images in place (hash and auto ids), recorded as superseded.
+    /// The creator tag.
+    #[arg(long, value_name = "C")]
+    pub creator: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
-    pub keep_replaced: bool,
-    /// HTTP attempts per request before a file is left as failed until its next retry [default: 6].
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
-    /// Only files whose relative path matches (glob, repeatable).
-    #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
-    /// Skip files whose relative path matches (glob, repeatable).
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-    /// Follow symbolic links.
+    pub json: bool,
+}
+
+/// Flags of `cfimg direct-upload status`.
+#[derive(Debug, Args)]
+pub struct DirectUploadStatusArgs {
+    /// Only this draft.
+    pub id: Option<String>,
+    /// Show the ledger as it is, without looking pending drafts up.
     #[arg(long)]
-    pub follow_symlinks: bool,
-    /// Include hidden files and folders.
+    pub no_refresh: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
-    pub include_hidden: bool,
-    /// Start the built-in emulator and keep the folder in it (no account needed).
+    pub json: bool,
+}
+
+/// Flags of `cfimg serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT (port 0: any free port) [default: 127.0.0.1:8788].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Serve a demo page at / that uploads a file through the whole flow.
+    #[arg(long)]
+    pub demo: bool,
+    /// Start the built-in emulator, with its webhook pointed here (no account needed).
     #[arg(long)]
     pub emulator: bool,
 }
@@ -591,29 +658,10 @@ impl WatchArgs {
         ledger: Option<PathBuf>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> RawConfig {
-        let flag = |b: bool| b.then_some(true);
         RawConfig {
             ledger,
-            upload: RawUpload {
-                concurrency: self.concurrency,
-                rate: self.rate,
-                max_attempts: self.max_attempts,
-                id_mode: self.id_mode,
-                id_prefix: self.id_prefix.clone(),
-                metadata,
-                require_signed_urls: flag(self.require_signed_urls),
-                keep_replaced: flag(self.keep_replaced),
-                transport: self.transport,
-                batch_tokens: self.batch_tokens,
-                batch_rate: self.batch_rate,
-                ..RawUpload::default()
-            },
-            walk: RawWalk {
-                follow_symlinks: flag(self.follow_symlinks),
-                include_hidden: flag(self.include_hidden),
-                include: (!self.include.is_empty()).then(|| self.include.clone()),
-                exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
-            },
+            upload: self.upload.raw(metadata),
+            walk: self.walk.raw(),
             watch: crate::config::RawWatch {
                 settle_secs: self.settle,
                 max_settle_secs: self.max_settle,
@@ -664,6 +712,10 @@ mod tests {
             "cfimg keys list --show-values",
             "cfimg keys add k2",
             "cfimg sign-url https://imagedelivery.net/h/i/public --expires-in 1h --key k2",
+            "cfimg direct-upload create --id a/b.png --expires-in 1h --metadata {} --creator c --json",
+            "cfimg direct-upload create --expiry 2030-01-01T00:00:00Z --require-signed-urls",
+            "cfimg direct-upload status ID --json",
+            "cfimg serve --listen 127.0.0.1:0 --demo --emulator",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());

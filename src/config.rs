@@ -120,6 +120,9 @@ pub struct RawConfig {
     /// `[watch]` section.
     #[serde(default)]
     pub watch: RawWatch,
+    /// `[serve]` section.
+    #[serde(default)]
+    pub serve: RawServe,
 }
 
 /// What `watch` does when a file leaves the folder.
@@ -331,6 +334,8 @@ pub struct Config {
     pub bucket: BucketConfig,
     /// Watch settings.
     pub watch: WatchConfig,
+    /// `cfimg serve` settings.
+    pub serve: ServeConfig,
 }
 
 /// Checked `[manifest]` settings.
@@ -401,6 +406,10 @@ pub fn from_env() -> RawConfig {
         api_base_url: var("CFIMG_API_BASE_URL"),
         batch_base_url: var("CFIMG_BATCH_BASE_URL"),
         ledger: var("CFIMG_LEDGER").map(PathBuf::from),
+        serve: RawServe {
+            webhook_secret: var("CFIMG_WEBHOOK_SECRET").map(Secret::new),
+            ..RawServe::default()
+        },
         bucket: RawBucket {
             endpoint_url: var("AWS_ENDPOINT_URL"),
             region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
@@ -504,6 +513,7 @@ impl RawConfig {
                 max_delete: over.watch.max_delete.or(self.watch.max_delete),
                 retry_base_secs: over.watch.retry_base_secs.or(self.watch.retry_base_secs),
             },
+            serve: self.serve.merge(over.serve),
         }
     }
 }
@@ -749,6 +759,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             watch.settle.as_secs_f64()
         ));
     }
+    let serve = validate_serve(raw.serve, &mut problems);
 
     if !problems.is_empty() {
         return Err(Error::Config(problems));
@@ -784,7 +795,194 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         },
         bucket,
         watch,
+        serve,
     })
+}
+
+/// `[serve]` as written: the HTTP service for apps (`cfimg serve`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// App keys by app name (better: `app_keys_file`).
+    pub app_keys: Option<std::collections::BTreeMap<String, Secret>>,
+    /// A file of `name = key` lines (systemd credentials).
+    pub app_keys_file: Option<PathBuf>,
+    /// The secret Cloudflare sends in `cf-webhook-auth` (better: `webhook_secret_file` or
+    /// `CFIMG_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<Secret>,
+    /// A file holding only the webhook secret.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Browser origins allowed to call the service (CORS).
+    pub cors_origins: Option<Vec<String>>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Mints per second per app key.
+    pub key_rate: Option<f64>,
+    /// Mints an app key may make at once after an idle spell.
+    pub key_burst: Option<u32>,
+    /// Seconds between passes of the reconciler over pending drafts.
+    pub reconcile_secs: Option<f64>,
+    /// Longest wait for the account's limiter before a mint is answered 429.
+    pub max_wait_secs: Option<f64>,
+}
+
+impl RawServe {
+    fn merge(self, over: RawServe) -> RawServe {
+        RawServe {
+            listen: over.listen.or(self.listen),
+            app_keys: over.app_keys.or(self.app_keys),
+            app_keys_file: over.app_keys_file.or(self.app_keys_file),
+            webhook_secret: over.webhook_secret.or(self.webhook_secret),
+            webhook_secret_file: over.webhook_secret_file.or(self.webhook_secret_file),
+            cors_origins: over.cors_origins.or(self.cors_origins),
+            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
+            key_rate: over.key_rate.or(self.key_rate),
+            key_burst: over.key_burst.or(self.key_burst),
+            reconcile_secs: over.reconcile_secs.or(self.reconcile_secs),
+            max_wait_secs: over.max_wait_secs.or(self.max_wait_secs),
+        }
+    }
+}
+
+/// Checked `[serve]` settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// App keys: (app name, key).
+    pub app_keys: Vec<(String, Secret)>,
+    /// The webhook secret; `None` accepts no webhook.
+    pub webhook_secret: Option<Secret>,
+    /// Browser origins allowed to call the service.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Mints per second per app key.
+    pub key_rate: f64,
+    /// Mints at once per app key.
+    pub key_burst: u32,
+    /// Time between reconciler passes.
+    pub reconcile: Duration,
+    /// Longest wait for the account's limiter before a mint is answered 429.
+    pub max_wait: Duration,
+}
+
+/// The address `cfimg serve` listens on by default.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8788";
+
+fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
+    let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_SERVE_LISTEN);
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        problems.push(format!(
+            "`serve.listen` (--listen) {listen_text:?} is not an address: use HOST:PORT, e.g. {DEFAULT_SERVE_LISTEN}"
+        ));
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8788))
+    });
+    let mut app_keys: Vec<(String, Secret)> = s.app_keys.unwrap_or_default().into_iter().collect();
+    if let Some(path) = &s.app_keys_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    match line.split_once('=') {
+                        Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
+                            app_keys.push((name.trim().to_string(), Secret::new(key.trim())))
+                        }
+                        _ => problems.push(format!(
+                            "`serve.app_keys_file` {} line {}: expected `name = key`",
+                            path.display(),
+                            n + 1
+                        )),
+                    }
+                }
+            }
+            Err(e) => problems.push(format!(
+                "`serve.app_keys_file` {}: cannot read it ({e}); point it at a file of `name = key` lines",
+                path.display()
+            )),
+        }
+    }
+    for (name, key) in &app_keys {
+        // Short keys can be guessed; the comparison is constant-time, the key space is not.
+        if key.expose().len() < 16 {
+            problems.push(format!(
+                "`serve.app_keys` {name:?}: the key is shorter than 16 characters; use a random one (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+    }
+    let mut names: Vec<&str> = app_keys.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        problems.push(format!(
+            "`serve.app_keys`: the app {:?} is defined twice (in the file and in app_keys_file?); keep one",
+            w[0]
+        ));
+    }
+    let webhook_secret = match (s.webhook_secret, s.webhook_secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "both `serve.webhook_secret` (or CFIMG_WEBHOOK_SECRET) and `serve.webhook_secret_file` are set: keep one of them"
+                    .to_string(),
+            );
+            None
+        }
+        (Some(v), None) => Some(v),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(v) => Some(Secret::new(v.trim())),
+            Err(e) => {
+                problems.push(format!(
+                    "`serve.webhook_secret_file` {}: cannot read it ({e}); point it at a file holding only the secret",
+                    path.display()
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+    .filter(|v| !v.expose().is_empty());
+    let cors_origins = s.cors_origins.unwrap_or_default();
+    for o in &cors_origins {
+        let ok = Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.path() == "/" && !o.ends_with('/')
+        });
+        if !ok {
+            problems.push(format!(
+                "`serve.cors_origins` {o:?} is not an origin: use scheme://host[:port] with no path, e.g. https://app.example.com"
+            ));
+        }
+    }
+    let max_body_bytes = s.max_body_bytes.unwrap_or(16 * 1024);
+    if !(1024..=1024 * 1024).contains(&max_body_bytes) {
+        problems.push(format!(
+            "`serve.max_body_bytes` is {max_body_bytes}: use 1024 to 1048576"
+        ));
+    }
+    let key_rate = s.key_rate.unwrap_or(1.0);
+    if !(key_rate.is_finite() && key_rate > 0.0) {
+        problems.push(format!(
+            "`serve.key_rate` is {key_rate}: use mints per second per app key above 0"
+        ));
+    }
+    let key_burst = s.key_burst.unwrap_or(10);
+    if key_burst == 0 {
+        problems.push("`serve.key_burst` is 0: use 1 or more".to_string());
+    }
+    ServeConfig {
+        listen,
+        app_keys,
+        webhook_secret,
+        cors_origins,
+        max_body_bytes,
+        key_rate,
+        key_burst,
+        reconcile: secs("serve.reconcile_secs", s.reconcile_secs, 60.0, problems),
+        max_wait: secs("serve.max_wait_secs", s.max_wait_secs, 2.0, problems),
+    }
 }
 
 fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
@@ -894,6 +1092,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let raw = from_file(&path).unwrap();
         assert_eq!(raw.bucket.mode, Some(S3Mode::Download));
+        let watch = validate(raw.clone().merge(creds()), true).unwrap().watch;
+        assert_eq!(watch.max_delete, MaxDelete::Percent(5.0));
+        assert_eq!(watch.settle, Duration::from_secs(2));
         let bad = RawConfig {
             bucket: RawBucket {
                 endpoint_url: Some("minio:9000".into()),
@@ -939,5 +1140,53 @@ mod tests {
         std::fs::write(&path, "[upload]\nconcurency = 4\n").unwrap();
         let err = from_file(&path).unwrap_err().to_string();
         assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn serve_settings_are_checked_and_app_keys_come_from_a_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("app_keys");
+        std::fs::write(&keys, "# apps\nios = k-ios-0123456789abcdef\nbroken line\n").unwrap();
+        let raw = RawConfig {
+            serve: RawServe {
+                listen: Some("nowhere".into()),
+                app_keys: Some([("web".to_string(), Secret::new("short"))].into()),
+                app_keys_file: Some(keys.clone()),
+                cors_origins: Some(vec![
+                    "https://ok.example".into(),
+                    "https://x.example/path".into(),
+                ]),
+                ..RawServe::default()
+            },
+            ..RawConfig::default()
+        };
+        let Err(Error::Config(problems)) = validate(raw, false) else {
+            panic!("expected problems");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "serve.listen",
+            "line 3",
+            "\"web\": the key is shorter",
+            "x.example/path",
+        ] {
+            assert!(all.contains(needle), "{needle} in {all}");
+        }
+        assert!(!all.contains("k-ios-0123456789abcdef"), "{all}");
+        std::fs::write(&keys, "ios = k-ios-0123456789abcdef\n").unwrap();
+        let cfg = validate(
+            RawConfig {
+                serve: RawServe {
+                    app_keys_file: Some(keys),
+                    ..RawServe::default()
+                },
+                ..RawConfig::default()
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(cfg.serve.app_keys[0].0, "ios");
+        assert_eq!(cfg.serve.listen.to_string(), DEFAULT_SERVE_LISTEN);
+        assert!(cfg.serve.webhook_secret.is_none());
     }
 }

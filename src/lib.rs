@@ -8,11 +8,14 @@
 //! After a migration, `commands` reads the mapping back (`export`), checks it against the
 //! account in one listing pass (`verify`), rebuilds a lost ledger from the stamps
 //! (`rebuild`), and drives the rest of the Images API (`images`, `settings`, `sign_url`).
+//! Direct creator uploads: `direct` (checks, mint, refresh) behind `cfimg direct-upload`
+//! and `serve` (the HTTP service for apps: mint, status, webhook, reconciler, demo page).
 
 pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod direct;
 pub mod emulator;
 pub mod error;
 pub mod image_check;
@@ -29,6 +32,7 @@ pub mod replace;
 pub mod retry;
 pub mod rules;
 pub mod secret;
+pub mod serve;
 pub mod service;
 pub mod settle;
 pub mod shard;

@@ -333,6 +333,28 @@ impl Limiter {
         self.pacer.lock().map(|p| p.configured).unwrap_or_default()
     }
 
+    /// How long a request asked for now would wait: the cool-off after a 429, or the
+    /// queue of requests already waiting for their token. Nothing is reserved, so a server
+    /// can answer 429 itself instead of queueing a caller behind a penalty.
+    pub fn delay(&self) -> Duration {
+        let cool_off = self.cool_off_remaining().unwrap_or_default();
+        let queued = self
+            .pacer
+            .lock()
+            .map(|mut p| {
+                let now = Instant::now();
+                p.recover(now);
+                p.refill(now);
+                if p.tokens >= 1.0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs_f64((1.0 - p.tokens) / p.rate)
+                }
+            })
+            .unwrap_or_default();
+        cool_off.max(queued)
+    }
+
     /// Requests sent through this limiter so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

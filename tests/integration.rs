@@ -1,6 +1,7 @@
 //! One integration-test binary: every module shares the helpers in `common`.
 
 mod common;
+mod direct;
 mod emulator;
 mod manage;
 mod migrate;

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
 use super::types::{
-    BatchGrant, Envelope, Image, ImageListV2, SigningKeys, Stats, Variant, VariantList,
-    VariantResult, codes,
+    BatchGrant, DirectUpload, Envelope, Image, ImageListV2, SigningKeys, Stats, Variant,
+    VariantList, VariantResult, codes,
 };
 use crate::error::{Error, Result};
 use crate::limit;
@@ -86,6 +86,21 @@ pub struct ImageUpdate {
     pub require_signed_urls: Option<bool>,
     /// The creator tag.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+}
+
+/// The fields of `POST /v2/direct_upload`; every one is optional at Cloudflare.
+#[derive(Debug, Clone, Default)]
+pub struct DraftRequest {
+    /// Custom id (not with `require_signed_urls`).
+    pub id: Option<String>,
+    /// Expiry, RFC 3339.
+    pub expiry: Option<String>,
+    /// `metadata` JSON text.
+    pub metadata: Option<String>,
+    /// Private image.
+    pub require_signed_urls: bool,
+    /// The `creator` field.
     pub creator: Option<String>,
 }
 
@@ -222,6 +237,37 @@ impl ImagesClient {
                 .map(|h| hex::encode(h.finalize()))
         });
         Ok(Sent { image, sha256 })
+    }
+
+    /// `POST /v2/direct_upload`: a draft and its one-time upload URL. The answer's body
+    /// never goes into an error, since it holds the URL, a credential until it is used.
+    pub async fn direct_upload(&self, d: &DraftRequest) -> Result<DirectUpload> {
+        let mut form = Form::new();
+        if let Some(id) = &d.id {
+            form = form.text("id", id.clone());
+        }
+        if let Some(e) = &d.expiry {
+            form = form.text("expiry", e.clone());
+        }
+        if let Some(m) = &d.metadata {
+            form = form.text("metadata", m.clone());
+        }
+        if d.require_signed_urls {
+            form = form.text("requireSignedURLs", "true");
+        }
+        if let Some(c) = &d.creator {
+            form = form.text("creator", c.clone());
+        }
+        let req = self
+            .request(Method::POST, self.url(&["v2", "direct_upload"]))
+            .multipart(form);
+        parse(req.send().await).await.map_err(|e| match e {
+            Error::Protocol { status, .. } => Error::Protocol {
+                status,
+                snippet: "(the direct upload answer, not shown)".into(),
+            },
+            other => other,
+        })
     }
 
     /// `PATCH /v1/{id}`.

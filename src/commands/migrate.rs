@@ -28,6 +28,7 @@ pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 /// Runs a migration and returns the exit code.
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     let metadata = args
+        .upload
         .metadata
         .as_deref()
         .map(config::parse_metadata_flag)
@@ -208,10 +209,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                         .to_string(),
                 );
             }
-            let walk_flags = !args.include.is_empty()
-                || !args.exclude.is_empty()
-                || args.follow_symlinks
-                || args.include_hidden;
+            let walk_flags = args.walk.any();
             if walk_flags {
                 problems.push(
                     "--include, --exclude, --follow-symlinks and --include-hidden apply to folders, not to manifests"

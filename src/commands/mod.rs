@@ -8,11 +8,13 @@ pub use crate::error::{
 };
 use crate::error::{Error, Result};
 
+mod direct_upload;
 mod export;
 mod images;
 mod ledger_views;
 mod migrate;
 mod rebuild;
+mod serve;
 mod settings;
 mod sign_url;
 mod validate;
@@ -38,6 +40,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::FlexibleVariants(a) => settings::flexible(&cli, a).await,
         Command::Keys(c) => settings::keys(&cli, c).await,
         Command::SignUrl(a) => sign_url::run(&cli, a).await,
+        Command::DirectUpload(c) => direct_upload::run(&cli, c).await,
+        Command::Serve(a) => serve::run(&cli, a).await,
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {
                 Error::Config(vec![format!(
@@ -62,23 +66,7 @@ pub(crate) fn api_lane_with(
 ) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
     flags.ledger = cli.ledger.clone();
     let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
-    let client = crate::api::client::ImagesClient::new(
-        &cfg.api_base_url,
-        &cfg.account_id,
-        &cfg.api_token,
-        cfg.upload.request_timeout,
-    )?;
-    let lane = crate::transport::ApiLane {
-        client,
-        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
-            cfg.upload.rate,
-            cfg.upload.burst,
-        )),
-        policy: crate::retry::Policy {
-            max_attempts: cfg.upload.max_attempts,
-            ..crate::retry::Policy::default()
-        },
-    };
+    let lane = lane_of(&cfg)?;
     Ok((cfg, lane))
 }
 
@@ -154,4 +142,29 @@ pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
         "the account holds {} images of {} allowed",
         stats.count.current, stats.count.allowed
     ))
+}
+
+/// The API lane of an already loaded configuration (as [`api_lane`] builds it).
+pub(crate) fn lane_of(cfg: &crate::config::Config) -> Result<crate::transport::ApiLane> {
+    Ok(crate::transport::ApiLane {
+        client: crate::api::client::ImagesClient::new(
+            &cfg.api_base_url,
+            &cfg.account_id,
+            &cfg.api_token,
+            cfg.upload.request_timeout,
+        )?,
+        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
+            cfg.upload.rate,
+            cfg.upload.burst,
+        )),
+        policy: crate::retry::Policy {
+            max_attempts: cfg.upload.max_attempts,
+            ..crate::retry::Policy::default()
+        },
+    })
+}
+
+/// A random secret for the webhook between `serve --emulator` and its emulator.
+pub(crate) fn serve_secret() -> crate::secret::Secret {
+    crate::secret::Secret::new(uuid::Uuid::new_v4().simple().to_string())
 }

@@ -33,6 +33,7 @@ const KEEP_RUNS: u32 = 1000;
 /// Runs the daemon until a stop signal; returns the exit code (0 after a clean stop).
 pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     let metadata = args
+        .upload
         .metadata
         .as_deref()
         .map(config::parse_metadata_flag)

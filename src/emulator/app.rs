@@ -51,6 +51,8 @@ pub struct App {
     pub counters: Counters,
     /// Client for url uploads.
     pub http: reqwest::Client,
+    /// Notifications of direct uploads.
+    pub webhooks: super::webhook::Webhooks,
 }
 
 /// The stable account hash: a digest of the account id, in the service's 22-character form.

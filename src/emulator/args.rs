@@ -76,6 +76,18 @@ pub struct EmulatorArgs {
     /// Send Retry-After with the edge's HTML 429s.
     #[arg(long)]
     pub edge_429_retry_after: bool,
+    /// Send a notification per completed or failed direct upload to this URL.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// The secret sent in `cf-webhook-auth` with each notification [env: CFIMG_EMULATOR_WEBHOOK_SECRET].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CFIMG_EMULATOR_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = secret_arg
+    )]
+    pub webhook_secret: Option<crate::secret::Secret>,
     /// A token that may read but not change anything (403 code 9109); repeatable.
     #[arg(long = "read-only-token", value_name = "TOKEN")]
     pub read_only_tokens: Vec<String>,
@@ -88,6 +100,11 @@ pub struct LimitArg(pub Option<(u32, Duration)>);
 
 fn parse_rate_limit_arg(text: &str) -> Result<LimitArg, String> {
     parse_rate_limit(text).map(LimitArg)
+}
+
+/// A secret flag, held redacted from the moment it is parsed.
+fn secret_arg(text: &str) -> Result<crate::secret::Secret, String> {
+    Ok(crate::secret::Secret::new(text))
 }
 
 /// A non-negative number of seconds (fractions allowed).
@@ -168,6 +185,13 @@ impl EmulatorArgs {
             batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
             list_lag: Duration::from_secs_f64(self.list_lag),
             max_images: self.max_images,
+            webhook: self
+                .webhook_url
+                .clone()
+                .map(|url| super::WebhookDestination {
+                    url,
+                    secret: self.webhook_secret.as_ref().map(|s| s.expose().to_string()),
+                }),
         }
     }
 }
@@ -273,5 +297,23 @@ mod tests {
         assert!(defaults.read_only_tokens.is_empty());
         assert_eq!(defaults.max_images, super::super::DEFAULT_MAX_IMAGES);
         assert!(Cli::try_parse_from(["emulator", "--list-lag", "-1"]).is_err());
+    }
+
+    #[test]
+    fn webhook_flags_reach_the_config_and_its_secret_is_not_printed() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            "s3cret-value",
+        ])
+        .unwrap();
+        assert!(!format!("{:?}", cli.args).contains("s3cret-value"));
+        let hook = cli.args.config().webhook.expect("a destination");
+        assert_eq!(hook.url, "http://127.0.0.1:9/hook");
+        assert_eq!(hook.secret.as_deref(), Some("s3cret-value"));
+        assert!(!format!("{hook:?}").contains("s3cret-value"));
     }
 }

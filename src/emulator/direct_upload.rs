@@ -10,6 +10,7 @@ use super::images::already_exists;
 use super::reply::{ApiError, Reply, ok};
 use super::store::{Blob, DraftError, ImageRec};
 use super::util::{encode_path, percent_decode};
+use super::webhook::Outcome;
 use crate::api::types::{DirectUpload, codes};
 
 /// `POST /v2/direct_upload`: creates a draft and returns its one-time URL. A request
@@ -80,13 +81,41 @@ pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
     let (bytes, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
-    let mime = check_image(&bytes).await?;
+    let mime = match check_image(&bytes).await {
+        Ok(mime) => mime,
+        Err(refused) => {
+            // Only a pending draft's upload is one the service would report.
+            let pending = app
+                .store
+                .get(&id)
+                .is_some_and(|r| r.draft_expiry.is_some_and(|e| e > Utc::now()));
+            if pending {
+                app.webhooks.notify(
+                    &app.account_id,
+                    &id,
+                    Outcome::Failed,
+                    filename.as_deref(),
+                    Some(&refused.message),
+                );
+            }
+            return Err(refused);
+        }
+    };
     let done = app
         .store
         .complete_draft(&id, Blob::new(bytes, mime), filename, Utc::now())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     match done {
-        Ok(rec) => ok(app.wire_one(&rec)),
+        Ok(rec) => {
+            app.webhooks.notify(
+                &app.account_id,
+                &rec.id,
+                Outcome::Uploaded,
+                rec.filename.as_deref(),
+                None,
+            );
+            ok(app.wire_one(&rec))
+        }
         Err(DraftError::NotFound) => Err(ApiError::image_not_found()),
         Err(DraftError::AlreadyUploaded) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -89,6 +89,16 @@
 //!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one
 //!   after expiry 400 code 5400, an unknown draft 404 code 5404. Expired drafts stay
 //!   visible as drafts (the service's clean-up time is undocumented).
+//! - **Webhooks** (`--webhook-url`, `--webhook-secret`, [`EmulatorHandle::set_webhook`]):
+//!   one POST per completed or failed direct upload, sent in the background after the
+//!   upload's answer, in the generic notifications envelope with `alert_type:
+//!   "image_notification"` and `data: {image_id, status, filename, error}` (Cloudflare's
+//!   `data` fields are undocumented: these are our choice), the secret in `cf-webhook-auth`;
+//!   one attempt, no retry. `POST /__emulator/webhook/test` sends the dashboard's test POST.
+//!   A direct upload refused for its content (9422, 5455, 5413, 5400) is a failed one.
+//! - **CORS on upload URLs**: the one-time URL answers preflights (`OPTIONS`) for any origin
+//!   and adds `Access-Control-Allow-Origin: *` to its answers, so that a page's `fetch` can
+//!   read them.
 //! - **Delivery** serves the stored bytes unchanged for every variant (no resizing), 404
 //!   for unknown images or variants (flexible `w=..` variants only when enabled). Private
 //!   images need `exp` (future unix time) and `sig` = hex HMAC-SHA256(key, path + "?" +
@@ -121,6 +131,7 @@ mod server;
 mod store;
 mod util;
 mod variants;
+mod webhook;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -134,6 +145,7 @@ pub use args::{EmulatorArgs, parse_rate_limit, run};
 pub use faults::Faults;
 pub use inspect::{InspectedImage, Inspection, RouteCount};
 pub use ratelimit::RateLimit;
+pub use webhook::Destination as WebhookDestination;
 
 use app::App;
 
@@ -163,6 +175,8 @@ pub struct EmulatorConfig {
     /// Images the account may hold, as `stats` reports it; an upload past it answers 400
     /// code 5453 ("reached a service limit").
     pub max_images: u64,
+    /// Where notifications of direct uploads go (`None`: nowhere, as without webhooks).
+    pub webhook: Option<WebhookDestination>,
 }
 
 /// The default image quota (the allowance of the smallest paid plan).
@@ -194,6 +208,7 @@ impl Default for EmulatorConfig {
             list_lag: Duration::ZERO,
             read_only_tokens: Vec::new(),
             max_images: DEFAULT_MAX_IMAGES,
+            webhook: None,
         }
     }
 }
@@ -237,6 +252,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         max_images: config.max_images,
         quota_gate: std::sync::Mutex::new(()),
         counters: app::Counters::default(),
+        webhooks: webhook::Webhooks::new(config.webhook, http.clone()),
         http,
     });
     let (shutdown, rx) = watch::channel(false);
@@ -295,6 +311,32 @@ impl EmulatorHandle {
     /// Invalidates every batch token issued so far, before its `expiresAt` (for tests).
     pub fn revoke_batch_tokens(&self) {
         self.app.batch_tokens.revoke_all();
+    }
+
+    /// Points direct-upload notifications at `destination` (`None`: send none).
+    pub fn set_webhook(&self, destination: Option<WebhookDestination>) {
+        self.app.webhooks.set(destination);
+    }
+
+    /// Sends the dashboard's test notification now; returns the receiver's HTTP status.
+    pub async fn send_test_webhook(&self) -> Result<u16, String> {
+        self.app.webhooks.send_test(&self.app.account_id).await
+    }
+
+    /// Moves a draft's expiry to `at` (for tests: a URL that expired without waiting for
+    /// it); false when `id` is not a draft.
+    pub fn set_draft_expiry(&self, id: &str, at: chrono::DateTime<chrono::Utc>) -> bool {
+        let done = self.app.store.update(id, |r| {
+            if r.draft_expiry.is_some() {
+                r.draft_expiry = Some(at);
+            }
+        });
+        matches!(done, Ok(Some(r)) if r.draft_expiry == Some(at))
+    }
+
+    /// Notifications delivered so far (any answer from the receiver).
+    pub fn webhooks_delivered(&self) -> u64 {
+        self.app.webhooks.delivered()
     }
 
     /// Stored images, request counts and 429s, as `GET /__emulator/state` shows them.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
@@ -87,7 +87,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/client/v4/{*rest}", any(api_entry))
         .route("/images/{*rest}", any(batch_entry))
         .route("/cdn/{*rest}", get(delivery_entry))
-        .route("/upload/{*rest}", post(upload_entry))
+        .route(
+            "/upload/{*rest}",
+            post(upload_entry).options(upload_preflight),
+        )
+        .route("/__emulator/webhook/test", post(webhook_test_entry))
         .route("/__emulator/state", get(state_entry))
         .route(
             "/__emulator/faults",
@@ -326,15 +330,55 @@ async fn upload_entry(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let rest = path.strip_prefix("/upload/").unwrap_or_default();
-    let resp = direct_upload::upload(&app, rest, req)
+    let mut resp = direct_upload::upload(&app, rest, req)
         .await
         .unwrap_or_else(IntoResponse::into_response);
+    // The creator's browser reads this answer from the app's origin.
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     app.counters.record(
         &method,
         "/upload/{account_hash}/{image_id}",
         resp.status().as_u16(),
     );
     resp
+}
+
+/// A browser's preflight before it POSTs a file to a one-time URL from another origin.
+async fn upload_preflight(req: Request) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("content-type"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    resp
+}
+
+async fn webhook_test_entry(State(app): State<Arc<App>>) -> Response {
+    match app.webhooks.send_test(&app.account_id).await {
+        Ok(status) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "receiver_status": status }),
+        ),
+        Err(e) => ApiError::bad_request(e).into_response(),
+    }
 }
 
 async fn state_entry(State(app): State<Arc<App>>) -> Response {

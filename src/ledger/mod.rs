@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+mod drafts;
 mod lock;
 mod manage;
 mod read;
 mod schema;
 mod writer;
 
+pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
 pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
@@ -275,6 +277,9 @@ impl Ledger {
         // FULL: every commit reaches the disk before the request it stands for leaves.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A checkpoint leaves the WAL file at its largest size unless told otherwise; a
+        // daemon's ledger would keep the peak of its busiest hour on disk for good.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
         Ok(Ledger {
             conn,

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Migrations, in order; entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: one folder per ledger, items keyed by their relative path alone.
 const V1: &str = r#"
@@ -138,6 +138,30 @@ CREATE TABLE tombstones (
     removed_at   TEXT NOT NULL
 );
 CREATE INDEX tombstones_removed_at ON tombstones(removed_at);
+"#;
+
+/// Version 4: direct creator uploads minted by `cfimg direct-upload` and `cfimg serve`, one
+/// row per draft of the `drafts` source. Self-contained, so that it can be renumbered.
+/// The one-time upload URL is not stored: it is a credential until it is used.
+const V4: &str = r#"
+CREATE TABLE drafts (
+    image_id     TEXT PRIMARY KEY,          -- the id the image will have
+    source_id    INTEGER NOT NULL REFERENCES sources(id),
+    app          TEXT NOT NULL,             -- who minted it: an app key's name, or 'cli'
+    creator      TEXT,
+    metadata     TEXT,                      -- JSON text sent with the draft
+    private      INTEGER NOT NULL DEFAULT 0, -- requireSignedURLs
+    expires_at   TEXT NOT NULL,             -- the upload URL works until then
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'completed', 'failed', 'expired')),
+    url          TEXT,                      -- a delivery URL, once completed
+    filename     TEXT,
+    last_error   TEXT,                      -- why it failed
+    notices      INTEGER NOT NULL DEFAULT 0, -- webhook deliveries received for it
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    completed_at TEXT
+);
+CREATE INDEX drafts_state ON drafts(state, expires_at);
 "#;
 
 pub(super) fn newer_schema(path: &Path, version: i32) -> Error {

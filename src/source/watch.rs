@@ -113,6 +113,8 @@ struct Flight {
     stamp: Option<(u64, i64)>,
     /// An event came meanwhile: look again when it is done.
     dirty: bool,
+    /// When the file first changed (or was handed over).
+    since: Instant,
 }
 
 /// What a scan thread reports.
@@ -428,7 +430,6 @@ impl Loop {
                     let n = self.watch.status.scans.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::debug!(scans = n, "scan finished");
                     self.watch.status.ready.cancel();
-                    self.decide_deletes();
                 }
             }
         }
@@ -460,7 +461,10 @@ impl Loop {
             f.dirty = true;
             return;
         }
-        self.settling.remove(&key);
+        let since = self
+            .settling
+            .remove(&key)
+            .map_or_else(Instant::now, |s| s.first_seen);
         let path = self.watch.walk.path_of(&key);
         let mut item = Item::file(key.clone(), path, size, mtime_ns);
         item.ticket = Ticket::new(key.clone(), self.done_tx.clone());
@@ -469,6 +473,7 @@ impl Loop {
             Flight {
                 stamp: Some((size, mtime_ns)),
                 dirty: false,
+                since,
             },
         );
         self.ready.push_back(Found::Item(item));
@@ -637,9 +642,22 @@ impl Loop {
             Flight {
                 stamp: None,
                 dirty: false,
+                since: Instant::now(),
             },
         );
         self.ready.push_back(Found::Gone { key, ticket });
+    }
+
+    /// Whether a file that changed before `limit` is still settling or uploading. A rename
+    /// is a delete and a create at once: the delete must wait until the new path's record
+    /// (which may share the old path's image) is committed, or it would delete an image
+    /// the new path is about to hold.
+    fn uploading_since(&self, limit: Instant) -> bool {
+        self.settling.values().any(|s| s.first_seen <= limit)
+            || self
+                .in_flight
+                .values()
+                .any(|f| f.stamp.is_some() && f.since <= limit)
     }
 
     /// One pass of deletes: all of it, or none of it when it is over the cap.
@@ -727,10 +745,10 @@ impl Loop {
             self.add_watch(folder.clone());
             self.start_scan_at(scans, Some(folder), false);
         }
-        if self
-            .deleting_since
-            .is_some_and(|t| now.duration_since(t) >= cfg.settle)
+        if let Some(t) = self.deleting_since
+            && now.duration_since(t) >= cfg.settle
             && !self.scanning
+            && !self.uploading_since(t + cfg.settle)
         {
             self.decide_deletes();
         }

@@ -93,3 +93,115 @@ async fn expiry_must_be_within_2_minutes_and_6_hours() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn uploads_notify_the_webhook_with_its_secret_and_the_url_answers_preflights() {
+    use axum::http::HeaderMap;
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Option<String>, serde_json::Value)>();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let secret = headers
+                    .get("cf-webhook-auth")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let _ = tx.send((secret, serde_json::from_slice(&body).unwrap_or_default()));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let emu = Emu::start_with(|c| {
+        c.webhook = Some(cfimg::emulator::WebhookDestination {
+            url: hook,
+            secret: Some("hook-secret".into()),
+        })
+    })
+    .await;
+    let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a notification arrives")
+            .expect("receiver open")
+    };
+
+    let (_, body) = create(&emu, Form::new().text("id", "hooked.png")).await;
+    let url = body["result"]["uploadURL"].as_str().unwrap().to_owned();
+    let pre = emu
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "http://app.test")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "x-requested-with")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        pre.headers()["access-control-allow-headers"],
+        "x-requested-with"
+    );
+    let up = emu
+        .http
+        .post(&url)
+        .multipart(Form::new().part("file", file_part(png(8), "h.png")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.headers()["access-control-allow-origin"], "*");
+    let (secret, note) = next(&mut rx).await;
+    assert_eq!(secret.as_deref(), Some("hook-secret"));
+    assert_eq!(note["alert_type"], "image_notification");
+    assert_eq!(note["account_id"], emu.handle.account_id());
+    assert_eq!(note["data"]["image_id"], "hooked.png");
+    assert_eq!(note["data"]["status"], "uploaded");
+    for key in ["name", "text", "ts"] {
+        assert!(!note[key].is_null(), "{key} in {note}");
+    }
+
+    let (_, body) = create(&emu, Form::new().text("creator", "c")).await;
+    let url = body["result"]["uploadURL"].as_str().unwrap().to_owned();
+    let bad = emu
+        .http
+        .post(&url)
+        .multipart(Form::new().part("file", file_part(b"not an image".to_vec(), "x.png")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 415);
+    let (_, note) = next(&mut rx).await;
+    assert_eq!(note["data"]["status"], "failed");
+    assert_eq!(note["data"]["image_id"], body["result"]["id"]);
+    assert!(
+        note["data"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+
+    let test = emu
+        .http
+        .post(format!(
+            "{}/__emulator/webhook/test",
+            emu.handle.batch_base()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = status_json(test).await;
+    assert_eq!(
+        (status, answer["receiver_status"].as_u64()),
+        (200, Some(200))
+    );
+    let (_, note) = next(&mut rx).await;
+    assert!(
+        note["text"].as_str().unwrap().contains("test message"),
+        "{note}"
+    );
+    assert_eq!(emu.handle.webhooks_delivered(), 3);
+}

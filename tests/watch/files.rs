@@ -226,3 +226,70 @@ async fn failed_files_are_retried_with_growing_delays_that_survive_a_restart() {
     assert_eq!(failures(&env), 0, "a success resets the failure count");
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_under_delete_keeps_the_image_the_new_path_shares() {
+    let env = TestEnv::new().await;
+    let d = Daemon::start(
+        &env,
+        &[
+            "--id-mode",
+            "auto",
+            "--on-delete",
+            "delete",
+            "--max-delete",
+            "10",
+        ],
+    )
+    .await;
+    let a = env.write("a.png", &png(1, 900));
+    until("a.png uploaded", WAIT, || uploaded_as(&env, "a.png", &a)).await;
+    let posts = env.upload_posts();
+    std::fs::rename(&a, env.src.join("b.png")).unwrap();
+    until("the old path removed", WAIT, || {
+        row(&env, "a.png").is_none()
+    })
+    .await;
+    until("the new path recorded", WAIT, || {
+        uploaded_as(&env, "b.png", &env.src.join("b.png"))
+    })
+    .await;
+    assert_eq!(env.upload_posts(), posts, "the rename sent the bytes again");
+    let held = row(&env, "b.png")
+        .and_then(|r| r.image_id)
+        .expect("image id");
+    assert!(
+        env.inspect().images.iter().any(|i| i.id == held),
+        "the image the new path holds was deleted with the old path"
+    );
+    assert_eq!(
+        sql(
+            &env,
+            "SELECT COUNT(*) FROM tombstones WHERE outcome LIKE '%kept%'"
+        ),
+        1
+    );
+    assert_eq!(d.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_migrated_first_is_not_uploaded_again_by_watch() {
+    let env = TestEnv::new().await;
+    let keys: Vec<String> = (0..20).map(|i| format!("m/f{i}.png")).collect();
+    env.write_pngs(&keys, 600);
+    let (code, _, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", crate::common::text(&out));
+    let posts = env.upload_posts();
+    let d = Daemon::start(&env, &[]).await;
+    let new = env.write("m/new.png", &png(99, 600));
+    until("the new file uploaded", WAIT, || {
+        uploaded_as(&env, "m/new.png", &new)
+    })
+    .await;
+    assert_eq!(
+        env.upload_posts(),
+        posts + 1,
+        "the start-up scan uploaded migrated files again"
+    );
+    assert_eq!(d.stop().await, 0);
+}

@@ -194,3 +194,31 @@ async fn falls_back_to_periodic_scans_past_the_watch_limit_and_on_network_file_s
     .await;
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_comes_from_the_systemd_credentials_directory() {
+    let env = TestEnv::new().await;
+    let creds = env.dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(
+        creds.join("api_token"),
+        format!("{}\n", crate::common::TOKEN),
+    )
+    .unwrap();
+    let out = env
+        .cmd(&["validate"])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::common::text(&out));
+    // Without it, the missing token is named.
+    let out = env
+        .cmd(&["validate"])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", crate::common::text(&out));
+}

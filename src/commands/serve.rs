@@ -1,0 +1,110 @@
+//! `cfimg serve`: loads the configuration, optionally starts the built-in emulator with its
+//! webhook pointed at this service, opens the drafts ledger, and serves until SIGINT or
+//! SIGTERM. The first lines on stdout name the addresses (tests and scripts read them).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{EXIT_OK, direct_upload::open_book};
+use crate::cli::{Cli, ServeArgs};
+use crate::config::{self, RawConfig, RawServe};
+use crate::emulator::WebhookDestination;
+use crate::error::{Error, Result};
+
+/// The ledger `serve --emulator` uses unless one is given, as `migrate --emulator` does.
+const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
+
+/// Runs the service until a stop signal.
+pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
+    let flags = RawConfig {
+        ledger: cli.ledger.clone(),
+        serve: RawServe {
+            listen: args.listen.clone(),
+            ..RawServe::default()
+        },
+        ..RawConfig::default()
+    };
+    let mut raw = config::load_raw(cli.config.as_deref(), flags)?;
+    if args.emulator && raw.ledger.is_none() {
+        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
+    }
+    let mut cfg = config::validate(raw, !args.emulator)?;
+    let emulator = if args.emulator {
+        let (handle, _) = super::migrate::start_emulator(&mut cfg).await?;
+        if cfg.serve.webhook_secret.is_none() {
+            cfg.serve.webhook_secret = Some(super::serve_secret());
+        }
+        Some(handle)
+    } else {
+        None
+    };
+    let lane = super::lane_of(&cfg)?;
+    // A wrong token or account shows now, with its exit code, not at the first app's mint.
+    let spent = std::sync::atomic::AtomicU32::new(0);
+    lane.call(&spent, || lane.client.stats()).await?;
+    let api_base = if emulator.is_some() {
+        "emulator".to_string()
+    } else {
+        cfg.api_base_url.to_string()
+    };
+    let book = open_book(&cfg, api_base)?;
+    let demo_key = args.demo.then(crate::serve::demo_key);
+    let handle = crate::serve::start(&cfg.serve, lane, book, demo_key)
+        .await
+        .map_err(|e| {
+            Error::Config(vec![format!(
+                "cfimg serve could not listen on {}: {e} (is `serve.listen` / --listen free?)",
+                cfg.serve.listen
+            )])
+        })?;
+    let origin = handle.origin();
+    if let Some(emu) = &emulator {
+        emu.set_webhook(Some(WebhookDestination {
+            url: format!("{origin}/v1/webhook"),
+            secret: cfg
+                .serve
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+        }));
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "serving on {origin}");
+        if let Some(emu) = &emulator {
+            let _ = writeln!(out, "emulator at {}", emu.batch_base());
+        }
+        if args.demo {
+            let _ = writeln!(out, "demo page at {origin}/");
+        }
+        let _ = out.flush();
+    }
+    tracing::info!(%origin, ledger = %cfg.ledger.display(), "cfimg serve is up");
+    wait_for_signal().await;
+    handle.shutdown().await;
+    if let Some(emu) = emulator {
+        emu.shutdown().await;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,143 @@
+//! `cfimg serve`: the backend of an app's direct creator uploads. It mints one-time upload
+//! URLs for app keys (the API token stays here; every request through the account's
+//! limiter, 429 with `Retry-After` when the budget is near its end), records each draft in
+//! the ledger, serves a draft's status, receives Cloudflare's image notifications, and
+//! reconciles pending drafts in the background. One concept per file: `routes` (mint,
+//! status, OpenAPI), `keys` (app keys and their budgets), `cors`, `webhook`, `reconciler`,
+//! `demo` (the page of `--demo`), `reply` (error answers).
+
+mod cors;
+mod demo;
+mod keys;
+mod reconciler;
+mod reply;
+mod routes;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::ledger::DraftBook;
+use crate::secret::Secret;
+use crate::transport::ApiLane;
+
+pub use keys::AppKeys;
+pub use reconciler::pass as reconcile_once;
+pub use routes::parse_mint;
+
+/// What every handler shares.
+pub struct Service {
+    /// The account's lane: client, limiter, retries.
+    pub lane: ApiLane,
+    /// The drafts of the ledger.
+    pub book: Mutex<DraftBook>,
+    /// App keys and their mint budgets.
+    pub keys: AppKeys,
+    /// The `cf-webhook-auth` secret; `None` turns the receiver off.
+    pub webhook_secret: Option<Secret>,
+    /// Longest wait for the limiter before a mint is answered 429.
+    pub max_wait: Duration,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// The key the demo page carries (`--demo`).
+    pub demo_key: Option<Secret>,
+}
+
+/// A running service.
+pub struct ServeHandle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServeHandle {
+    /// `http://HOST:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish, stops the reconciler.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A random key for the demo page: 32 hex digits.
+pub fn demo_key() -> Secret {
+    Secret::new(uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Binds `cfg.listen` and serves until [`ServeHandle::shutdown`]. With `demo_key`, `GET /`
+/// is the demo page and that key is an app key named `demo`.
+pub async fn start(
+    cfg: &ServeConfig,
+    lane: ApiLane,
+    book: DraftBook,
+    demo_key: Option<Secret>,
+) -> std::io::Result<ServeHandle> {
+    let mut app_keys = cfg.app_keys.clone();
+    if let Some(k) = &demo_key {
+        app_keys.push(("demo".into(), k.clone()));
+    }
+    let svc = Arc::new(Service {
+        lane,
+        book: Mutex::new(book),
+        keys: AppKeys::new(app_keys, cfg.key_rate, cfg.key_burst),
+        webhook_secret: cfg.webhook_secret.clone(),
+        max_wait: cfg.max_wait,
+        max_body_bytes: cfg.max_body_bytes,
+        demo_key: demo_key.clone(),
+    });
+    if svc.keys.is_empty() {
+        tracing::warn!(
+            "no app keys are configured (serve.app_keys, serve.app_keys_file): every mint will be refused"
+        );
+    }
+    let api = Router::new()
+        .route("/v1/direct-uploads", post(routes::mint))
+        .route("/v1/direct-uploads/{*id}", get(routes::status))
+        .layer(cors::layer(&cfg.cors_origins));
+    let mut router = Router::new()
+        .merge(api)
+        .route("/v1/webhook", post(webhook::receive))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/healthz", get(routes::health));
+    if demo_key.is_some() {
+        router = router.route("/", get(demo::page));
+    }
+    let router = router
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .with_state(svc.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "cfimg serve stopped");
+            }
+        })
+    };
+    let reconciler = tokio::spawn(reconciler::run(svc, cfg.reconcile, stop.clone()));
+    Ok(ServeHandle {
+        addr,
+        stop,
+        tasks: vec![server, reconciler],
+    })
+}

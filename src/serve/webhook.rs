@@ -1,0 +1,187 @@
+//! The receiver of Cloudflare's image notifications (`POST /v1/webhook`). It checks the
+//! `cf-webhook-auth` secret in constant time, answers the dashboard's test POST, and marks
+//! drafts completed or failed. The fields of `data` are undocumented, so it reads them
+//! defensively: the draft is any string in `data` (or `text`) that names a known draft,
+//! the outcome any status-like field; whatever is unclear is confirmed with `GET /v1/{id}`.
+//! Repeated deliveries change nothing (a completed draft stays completed).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::Service;
+use super::reply::Fail;
+use crate::direct;
+use crate::ledger::{DraftChange, DraftState};
+
+/// Strings of a notification looked at as possible draft ids, at most.
+const MAX_CANDIDATES: usize = 64;
+
+/// `POST /v1/webhook`.
+pub async fn receive(State(svc): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &svc.webhook_secret else {
+        return Fail::new(
+            StatusCode::NOT_FOUND,
+            "cf-webhook-auth",
+            "webhooks are off: set serve.webhook_secret (or CFIMG_WEBHOOK_SECRET) and the same secret in Cloudflare's webhook destination",
+        )
+        .into_response();
+    };
+    let given = headers
+        .get("cf-webhook-auth")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(secret.expose().as_bytes().ct_eq(given)) {
+        tracing::warn!("webhook refused: wrong or missing cf-webhook-auth");
+        return Fail::new(
+            StatusCode::UNAUTHORIZED,
+            "cf-webhook-auth",
+            "wrong or missing webhook secret",
+        )
+        .into_response();
+    }
+    let note: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Fail::bad("body", "a notification is a JSON object").into_response(),
+    };
+    let mut strings = Vec::new();
+    collect_strings(note.get("data").unwrap_or(&Value::Null), &mut strings);
+    let looked_up = svc.book.lock().map_err(|_| ()).and_then(|book| {
+        let mut ids = book.known(&strings).map_err(|_| ())?;
+        if ids.is_empty()
+            && let Some(text) = note.get("text").and_then(Value::as_str)
+        {
+            // Some notifications may name the image only in their text.
+            let words: Vec<String> = text
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '"' || c == '\'')
+                .map(|w| w.trim_end_matches(['.', ':', ';']).to_string())
+                .filter(|w| !w.is_empty())
+                .take(MAX_CANDIDATES)
+                .collect();
+            ids = book.known(&words).map_err(|_| ())?;
+        }
+        Ok(ids)
+    });
+    let Ok(ids) = looked_up else {
+        tracing::warn!(
+            "a webhook could not be matched: the ledger is unavailable; asking for a redelivery"
+        );
+        return Fail::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request",
+            "the notification could not be recorded now; deliver it again",
+        )
+        .into_response();
+    };
+    if ids.is_empty() {
+        let test = note
+            .get("text")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.contains("test message"));
+        tracing::info!(test, "webhook received: it names no draft of this server");
+        return (
+            StatusCode::OK,
+            axum::Json(json!({ "ok": true, "test": test, "drafts": [] })),
+        )
+            .into_response();
+    }
+    let (claim, reason) = outcome(&note);
+    let mut changed = Vec::new();
+    for id in &ids {
+        match direct::apply_notice(&svc.lane, &svc.book, id, claim, reason.as_deref()).await {
+            Ok(c) => {
+                tracing::info!(id, change = ?c, claim = ?claim, "webhook applied");
+                changed.push(json!({ "id": id, "changed": c == DraftChange::Changed }));
+            }
+            Err(e) => {
+                // Cloudflare retries a delivery that is not answered 2xx.
+                tracing::warn!(id, error = %e, "webhook could not be applied; asking for a redelivery");
+                return Fail::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request",
+                    "the notification could not be recorded now; deliver it again",
+                )
+                .into_response();
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "ok": true, "test": false, "drafts": changed })),
+    )
+        .into_response()
+}
+
+/// Every string inside `v`, at most [`MAX_CANDIDATES`].
+fn collect_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if out.len() < MAX_CANDIDATES && s.len() <= 1024 => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// What the notification says happened, when it says so clearly: a status-like field of
+/// `data` saying uploaded/completed or failed/error. `None`: unclear, so look it up.
+fn outcome(note: &Value) -> (Option<DraftState>, Option<String>) {
+    let data = note.get("data");
+    let field = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
+    let status = ["status", "state", "event", "result", "outcome"]
+        .iter()
+        .find_map(|k| field(k));
+    let error = ["error", "reason", "message"].iter().find_map(|k| {
+        data.and_then(|d| d.get(*k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    match status.as_deref() {
+        Some(s) if s.contains("fail") || s.contains("error") || s.contains("reject") => {
+            (Some(DraftState::Failed), error)
+        }
+        Some(s)
+            if s.contains("upload")
+                || s.contains("complete")
+                || s.contains("success")
+                || s.contains("ready") =>
+        {
+            (Some(DraftState::Completed), None)
+        }
+        _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_read_from_any_status_like_field() {
+        let o = |data: Value| outcome(&json!({ "data": data })).0;
+        assert_eq!(
+            o(json!({"status": "uploaded"})),
+            Some(DraftState::Completed)
+        );
+        assert_eq!(
+            o(json!({"state": "FAILED", "error": "x"})),
+            Some(DraftState::Failed)
+        );
+        assert_eq!(
+            o(json!({"event": "image.upload.complete"})),
+            Some(DraftState::Completed)
+        );
+        assert_eq!(o(json!({"id": "x"})), None);
+        let mut s = Vec::new();
+        collect_strings(&json!({"a": ["x", {"b": "y"}], "n": 1}), &mut s);
+        assert_eq!(s, ["x", "y"]);
+    }
+}
