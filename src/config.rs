@@ -867,12 +867,16 @@ pub struct ServeConfig {
     pub reconcile: Duration,
     /// Longest wait for the account's limiter before a mint is answered 429.
     pub max_wait: Duration,
+    /// Secret files that could not be read: `cfimg serve` stops on them; other commands,
+    /// which may run where the service's credentials are not visible, do not.
+    pub unreadable: Vec<String>,
 }
 
 /// The address `cfimg serve` listens on by default.
 pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8788";
 
 fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
+    let mut unreadable = Vec::new();
     let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_SERVE_LISTEN);
     let listen = listen_text.parse().unwrap_or_else(|_| {
         problems.push(format!(
@@ -901,7 +905,7 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
                     }
                 }
             }
-            Err(e) => problems.push(format!(
+            Err(e) => unreadable.push(format!(
                 "`serve.app_keys_file` {}: cannot read it ({e}); point it at a file of `name = key` lines",
                 path.display()
             )),
@@ -935,7 +939,7 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         (None, Some(path)) => match std::fs::read_to_string(&path) {
             Ok(v) => Some(Secret::new(v.trim())),
             Err(e) => {
-                problems.push(format!(
+                unreadable.push(format!(
                     "`serve.webhook_secret_file` {}: cannot read it ({e}); point it at a file holding only the secret",
                     path.display()
                 ));
@@ -982,6 +986,7 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         key_burst,
         reconcile: secs("serve.reconcile_secs", s.reconcile_secs, 60.0, problems),
         max_wait: secs("serve.max_wait_secs", s.max_wait_secs, 2.0, problems),
+        unreadable,
     }
 }
 
@@ -1188,5 +1193,18 @@ mod tests {
         assert_eq!(cfg.serve.app_keys[0].0, "ios");
         assert_eq!(cfg.serve.listen.to_string(), DEFAULT_SERVE_LISTEN);
         assert!(cfg.serve.webhook_secret.is_none());
+        // A secret file only the service can see stops `serve`, not every other command.
+        let elsewhere = validate(
+            RawConfig {
+                serve: RawServe {
+                    app_keys_file: Some(dir.path().join("not-here")),
+                    ..RawServe::default()
+                },
+                ..RawConfig::default()
+            },
+            false,
+        )
+        .unwrap();
+        assert!(elsewhere.serve.unreadable[0].contains("serve.app_keys_file"));
     }
 }

@@ -29,6 +29,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
         raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
     }
     let mut cfg = config::validate(raw, !args.emulator)?;
+    if !cfg.serve.unreadable.is_empty() {
+        return Err(Error::Config(cfg.serve.unreadable.clone()));
+    }
     let emulator = if args.emulator {
         let (handle, _) = super::migrate::start_emulator(&mut cfg).await?;
         if cfg.serve.webhook_secret.is_none() {
