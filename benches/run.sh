@@ -2,7 +2,7 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage]
+#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
@@ -13,6 +13,8 @@
 #      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
+#      WATCH_FILES (default 100000: files the idle daemon watches, in folders of 100),
+#      WATCH_BURST (default 10000: files written at once into the watched folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +27,8 @@ THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 BATCH_SECS=${BATCH_SECS:-10}
 MANAGE_ROWS=${MANAGE_ROWS:-100000}
+WATCH_FILES=${WATCH_FILES:-100000}
+WATCH_BURST=${WATCH_BURST:-10000}
 [ -x "$BIN" ] || cargo build --release --quiet
 mkdir -p "$WORK"
 echo "# cfimg benchmarks: $(nproc) cores, $(date -u +%F), scratch $WORK"
@@ -34,7 +38,9 @@ stop_emulator() {
   if [ -n "$EMU_PID" ]; then kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=""; fi
 }
 MOTO_PID=""
+WATCH_PID=""
 stop_all() {
+  if [ -n "$WATCH_PID" ]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=""; fi
   stop_emulator
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; MOTO_PID=""; fi
 }
@@ -331,6 +337,104 @@ print(f"ledger rebuild: {n} files matched in {re_:.2f} s ({r['requests']} reques
 PY
 }
 
+# watch: `cfimg watch` as a daemon against the emulator. Latency from a file's close to its
+# "uploaded" log line (JSON logs, matched by key in benches/watch_latency.py), with files
+# written at a steady pace and in one burst; then its idle cost over WATCH_FILES unchanged
+# files (migrated first, so the start-up scan uploads nothing).
+WL=(python3 "$ROOT/benches/watch_latency.py")
+WATCH_SETTLE=2
+
+# watch_start NAME DIR FLAGS...: `cfimg watch DIR` in the background, its JSON log in
+# $WORK/NAME.log and metrics at $METRICS; returns once it logs that it is ready. Sets
+# WATCH_PID, WATCH_LAUNCH and READY_AT (Unix seconds).
+watch_start() {
+  local name=$1 dir=$2 port; shift 2
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  METRICS="http://127.0.0.1:$port/metrics"
+  # CFIMG with RUST_LOG raised to info (the per-upload lines), set after its own warn.
+  local cmd=("${CFIMG[@]:0:${#CFIMG[@]}-1}" RUST_LOG=cfimg=info "$BIN")
+  WATCH_LAUNCH=$(date +%s.%N)
+  # env execs cfimg, so $! is the daemon itself: SIGTERM and /proc/PID reach it directly.
+  "${cmd[@]}" watch "$dir" --log-format json --settle "$WATCH_SETTLE" \
+    --metrics-addr "127.0.0.1:$port" "$@" 2>"$WORK/$name.log" &
+  WATCH_PID=$!
+  READY_AT=$("${WL[@]}" wait-log "$WORK/$name.log" "ready: the start-up scan is queued" 900 "$WATCH_PID")
+}
+
+# watch_stop NAME: SIGTERM, and the daemon must exit 0.
+watch_stop() {
+  local rc=0
+  kill -TERM "$WATCH_PID"
+  wait "$WATCH_PID" || rc=$?
+  WATCH_PID=""
+  if [ "$rc" -ne 0 ]; then
+    echo "watch: the daemon exited $rc after SIGTERM; the end of $WORK/$1.log:"
+    tail -n 20 "$WORK/$1.log"
+    exit 1
+  fi
+}
+
+# metric NAME: a value from the last scrape ($WORK/metrics.txt).
+metric() { awk -v n="$1" '$1 == n {print $2}' "$WORK/metrics.txt"; }
+
+# watch_latency NAME COUNT PER_SEC FLAGS...: COUNT files of 10 kB written into an empty
+# watched folder at PER_SEC (0: as fast as possible), on a fresh emulator and ledger.
+watch_latency() {
+  local name=$1 n=$2 pace=$3 dir="$WORK/$1"; shift 3
+  rm -rf "$dir" "$WORK/$name.sqlite"*; mkdir -p "$dir"
+  start_emulator --rate-limit off
+  watch_start "$name" "$dir" --ledger "$WORK/$name.sqlite" "$@"
+  "${WL[@]}" write "$dir" "$n" "$pace" 10000 "$WORK/$name.times"
+  "${WL[@]}" wait-uploads "$WORK/$name.log" "$n" 600
+  # Then quiet (nothing settling or in flight), so that a second upload of a file shows.
+  "${WL[@]}" wait-idle "$METRICS" 120 >/dev/null
+  curl -sf "$METRICS" >"$WORK/metrics.txt"
+  local hwm images
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$WATCH_PID/status")
+  images=$(curl -sf "${API%/client/v4}/__emulator/state" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["images"]))')
+  watch_stop "$name"
+  local what="watch, $n files of 10 kB"
+  [ "$pace" = 0 ] && what="$what in a burst" || what="$what at $pace/s"
+  local lost=""
+  "${WL[@]}" report "$what, settle $WATCH_SETTLE s, $*" "$WORK/$name.times" "$WORK/$name.log" || lost=1
+  echo "$what: daemon peak RSS $((hwm / 1024)) MB; images stored $images; failures $(metric 'cfimg_failures_total{reason="failed"}'); event overflows $(metric cfimg_event_overflows_total), full scans $(metric cfimg_rescans_total); exit 0 on SIGTERM"
+  [ -z "$lost" ] || { echo "watch: files were lost; the log: $WORK/$name.log"; exit 1; }
+}
+
+watch_idle() {
+  local n=$WATCH_FILES dir="$WORK/watch-idle-$WATCH_FILES" l="$WORK/watch-idle.sqlite"
+  [ -d "$dir" ] || make_files "$dir" "$n" 64 100
+  start_emulator --rate-limit off
+  rm -f "$l"*
+  "${CFIMG[@]}" migrate "$dir" --ledger "$l" --rate 100000 --concurrency 16 --json >"$WORK/watch-idle-migrate.json"
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["uploaded"] == int(sys.argv[2]), s' "$WORK/watch-idle-migrate.json" "$n"
+  watch_start watch-idle "$dir" --ledger "$l"
+  # Ready means the start-up scan is over; the pipeline may still be checking its files.
+  local quiet_at used span rss hwm threads
+  quiet_at=$("${WL[@]}" wait-idle "$METRICS" 900)
+  read -r used span rss hwm threads < <("${WL[@]}" idle "$WATCH_PID" 30)
+  curl -sf "$METRICS" >"$WORK/metrics.txt"
+  local uploads
+  uploads=$(metric cfimg_uploads_total)
+  watch_stop watch-idle
+  python3 - "$n" "$WATCH_LAUNCH" "$READY_AT" "$quiet_at" "$used" "$span" "$rss" "$hwm" "$threads" "$uploads" <<'PY'
+import sys
+n = int(sys.argv[1])
+launch, ready, quiet, used, span = map(float, sys.argv[2:7])
+rss, hwm, threads, uploads = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), float(sys.argv[10])
+print(f"watch, idle over {n} unchanged files in {n // 100} folders: start-up {ready - launch:.1f} s to ready, "
+      f"{quiet - launch:.1f} s to nothing in flight; idle CPU {100 * used / span:.2f}% of one core "
+      f"({used:.2f} s in {span:.0f} s); RSS {rss / 1024:.1f} MB (peak {hwm / 1024:.1f} MB), {threads} threads; "
+      f"uploads {uploads:.0f}")
+PY
+}
+
+watch_case() {
+  watch_latency watch-steady 200 20 --rate 100
+  watch_latency watch-burst "$WATCH_BURST" 0 --rate 2000 --concurrency 16
+  watch_idle
+}
+
 case $WHAT in
   throughput) throughput ;;
   noop) noop ;;
@@ -341,7 +445,8 @@ case $WHAT in
   bucket) bucket ;;
   batch) batch ;;
   manage) manage ;;
+  watch) watch_case ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
-  all) throughput; noop; large; rate; batch; manifest; bucket; manage; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage]"; exit 2 ;;
+  all) throughput; noop; large; rate; batch; manifest; bucket; manage; watch_case; emulator_only ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch]"; exit 2 ;;
 esac
