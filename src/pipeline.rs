@@ -484,7 +484,7 @@ fn check(
                 None => None,
             };
             if let Some(row) = row
-                && gone.blocking_send(Removal::of(row, ticket)).is_err()
+                && send_unpinned(gone, Removal::of(row, ticket), reader.as_mut()).is_err()
             {
                 break;
             }
@@ -534,13 +534,33 @@ fn check(
                     (Some(_), Some(r)) => r.lookup(run.source_id, &item.key)?,
                     _ => None,
                 };
-                if out.blocking_send(Candidate { item, row }).is_err() {
+                if send_unpinned(out, Candidate { item, row }, reader.as_mut()).is_err() {
                     break;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Sends from the quick check's thread; when the next stage is full (uploads are the
+/// bottleneck of a first run), the read snapshot is released before waiting, or SQLite
+/// could never restart the WAL and it would grow by every commit of the run.
+fn send_unpinned<T>(
+    out: &mpsc::Sender<T>,
+    value: T,
+    reader: Option<&mut BatchedReader>,
+) -> std::result::Result<(), ()> {
+    match out.try_send(value) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        Err(mpsc::error::TrySendError::Full(value)) => {
+            if let Some(r) = reader {
+                r.pause().map_err(|_| ())?;
+            }
+            out.blocking_send(value).map_err(|_| ())
+        }
+    }
 }
 
 /// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
