@@ -169,8 +169,11 @@ impl Watch {
         loop {
             let room = lp.ready.len() < READY_QUEUE;
             tokio::select! {
+                // Biased, so the stop comes first; the tick next, so that a storm of events
+                // can never keep settled files from being handed over.
                 biased;
                 _ = stop.cancelled() => break,
+                _ = tick.tick() => lp.tick(&scan_tx),
                 Some(key) = done.recv() => lp.done(key),
                 permit = out.reserve(), if !lp.ready.is_empty() => {
                     let Ok(permit) = permit else { break };
@@ -185,7 +188,6 @@ impl Watch {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     lp.reschedule();
                 }
-                _ = tick.tick() => lp.tick(&scan_tx),
             }
             lp.publish();
         }
