@@ -241,6 +241,9 @@ pub struct ImagesDeleteArgs {
     /// Say what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Delete images the ledger maps too; their items are uploaded again by the next migrate.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `cfimg variants ...`.
@@ -258,13 +261,38 @@ pub enum VariantsCommand {
     },
     /// Create a variant.
     Create(VariantArgs),
-    /// Change a variant.
-    Update(VariantArgs),
-    /// Delete a variant.
+    /// Change the options given; the others keep their current values.
+    Update(VariantUpdateArgs),
+    /// Delete a variant (delivery URLs ending in /NAME stop working).
     Delete {
         /// Variant name.
         id: String,
     },
+}
+
+/// The options `variants update` changes; what is not given stays as it is.
+#[derive(Debug, Args)]
+pub struct VariantUpdateArgs {
+    /// Variant name.
+    pub id: String,
+    /// scale-down, contain, cover, crop or pad.
+    #[arg(long)]
+    pub fit: Option<String>,
+    /// keep, copyright or none.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Width, px.
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Height, px.
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Serve this variant without a signature even for private images.
+    #[arg(long, value_name = "BOOL")]
+    pub never_require_signed_urls: Option<bool>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A variant's definition.
@@ -321,10 +349,13 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a key, or rotate it to a new value if it exists.
+    /// Create a key; an existing key is rotated only with --rotate.
     Add {
         /// Key name.
         name: String,
+        /// Give an existing key a new value: every URL signed with the old value stops working.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Delete a key (URLs signed with it stop working).
     Delete {

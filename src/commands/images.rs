@@ -10,7 +10,9 @@ use super::{EXIT_INCOMPLETE, EXIT_OK, api_lane};
 use crate::api::client::{ImageUpdate, ListQuery};
 use crate::api::types::Image;
 use crate::cli::{Cli, ImagesCommand, ImagesDeleteArgs, ImagesListArgs, ImagesUpdateArgs};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::ledger::{Ledger, Maintenance};
 use crate::stamp;
 use crate::transport::ApiLane;
 
@@ -19,7 +21,7 @@ const NEAR_QUOTA: f64 = 0.9;
 
 /// Runs an `images` subcommand.
 pub async fn run(cli: &Cli, cmd: &ImagesCommand) -> Result<i32> {
-    let (_cfg, lane) = api_lane(cli)?;
+    let (cfg, lane) = api_lane(cli)?;
     let spent = AtomicU32::new(0);
     match cmd {
         ImagesCommand::List(args) => list(&lane, &spent, args).await,
@@ -29,7 +31,7 @@ pub async fn run(cli: &Cli, cmd: &ImagesCommand) -> Result<i32> {
             Ok(EXIT_OK)
         }
         ImagesCommand::Update(args) => update(&lane, &spent, args).await,
-        ImagesCommand::Delete(args) => delete(&lane, &spent, args).await,
+        ImagesCommand::Delete(args) => delete(&cfg, &lane, &spent, args).await,
         ImagesCommand::Blob { id, output } => {
             let mut file = tokio::fs::File::create(output)
                 .await
@@ -224,12 +226,85 @@ async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> R
     Ok(EXIT_OK)
 }
 
-async fn delete(lane: &ApiLane, spent: &AtomicU32, args: &ImagesDeleteArgs) -> Result<i32> {
+/// What the ledger records for an image: the items whose delivery URL dies with it.
+struct Mapped {
+    id: String,
+    items: Vec<crate::ledger::Row>,
+}
+
+/// The items of the configured ledger that hold each of `ids`. Nothing when there is no
+/// ledger (none is created) or when it belongs to another account.
+fn mapped_items(cfg: &Config, ids: &[String]) -> Result<Vec<Mapped>> {
+    let Some(ledger) = Ledger::open_read_only(&cfg.ledger)? else {
+        return Ok(Vec::new());
+    };
+    if ledger
+        .destination()?
+        .is_some_and(|d| d.account_id != cfg.account_id)
+    {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let items = ledger.items_holding(id)?;
+        if !items.is_empty() {
+            out.push(Mapped {
+                id: id.clone(),
+                items,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// "x.png (dir:/photos)" for the first items, and how many more.
+fn items_named(items: &[crate::ledger::Row]) -> String {
+    let mut names: Vec<String> = items
+        .iter()
+        .take(3)
+        .map(|r| format!("{} ({})", r.key, r.source))
+        .collect();
+    if items.len() > 3 {
+        names.push(format!("and {} more", items.len() - 3));
+    }
+    names.join(", ")
+}
+
+async fn delete(
+    cfg: &Config,
+    lane: &ApiLane,
+    spent: &AtomicU32,
+    args: &ImagesDeleteArgs,
+) -> Result<i32> {
+    let mapped = mapped_items(cfg, &args.ids)?;
+    let ledger = cfg.ledger.display();
     if args.dry_run {
         for id in &args.ids {
             println!("would delete {id}");
         }
+        for m in &mapped {
+            eprintln!(
+                "cfimg: {} is the image of {} in ledger {ledger}: {}",
+                m.id,
+                items_named(&m.items),
+                if args.force {
+                    "its delivery URL would stop working and the next `cfimg migrate` would upload it again"
+                } else {
+                    "refused without --force"
+                }
+            );
+        }
         return Ok(EXIT_OK);
+    }
+    if !mapped.is_empty() && !args.force {
+        let lines: Vec<String> = mapped
+            .iter()
+            .map(|m| format!("{} is the image of {}", m.id, items_named(&m.items)))
+            .collect();
+        return Err(Error::Usage(format!(
+            "not deleting: {} in ledger {ledger}; deleting breaks the delivery URLs the ledger records (`cfimg export`). Give --force to delete anyway: the ledger then marks those items so that the next `cfimg migrate` uploads them again (remove the files from the source first if they should stay gone)",
+            lines.join("; ")
+        )));
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -254,10 +329,33 @@ async fn delete(lane: &ApiLane, spent: &AtomicU32, args: &ImagesDeleteArgs) -> R
             return Ok(EXIT_OK);
         }
     }
+    // Locked before the first delete, so that a ledger that cannot be updated (a run
+    // holds it) stops the command before any image is gone.
+    let maintenance = if mapped.is_empty() {
+        None
+    } else {
+        Some(Maintenance::open(&cfg.ledger)?)
+    };
+    // Said before acting, so that a script's log shows what the delete broke.
+    eprintln!(
+        "cfimg: deleting {} image(s): their delivery URLs stop working; this cannot be undone",
+        args.ids.len()
+    );
+    for m in &mapped {
+        eprintln!(
+            "cfimg: {} is the image of {} in ledger {ledger}: the ledger marks it so that the next `cfimg migrate` uploads it again",
+            m.id,
+            items_named(&m.items)
+        );
+    }
     let mut failed = 0;
     for id in &args.ids {
-        match lane.call(spent, || lane.client.delete(id)).await {
-            Ok(()) => println!("deleted {id}"),
+        let done = match lane.call(spent, || lane.client.delete(id)).await {
+            Ok(()) => format!("deleted {id}"),
+            // Already gone: the ledger still must stop pointing at it.
+            Err(e) if e.is_not_found() && mapped.iter().any(|m| m.id == *id) => {
+                format!("{id} was already gone")
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("cfimg: {id}: {e}");
@@ -267,7 +365,22 @@ async fn delete(lane: &ApiLane, spent: &AtomicU32, args: &ImagesDeleteArgs) -> R
                 if e.disposition() == crate::error::Disposition::Fatal {
                     return Err(e);
                 }
+                continue;
             }
+        };
+        // The ledger first: a reader that closes stdout must not leave it pointing at nothing.
+        let requeued = match &maintenance {
+            Some(m) => m.forget_image(
+                id,
+                &format!(
+                    "its image {id} was deleted with `cfimg images delete`; the next migrate uploads it again"
+                ),
+            )?,
+            None => 0,
+        };
+        println!("{done}");
+        if requeued > 0 {
+            println!("ledger: {requeued} item(s) of {id} marked for upload by the next migrate");
         }
     }
     Ok(if failed == 0 {

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::{EXIT_OK, api_lane};
 use crate::api::types::{SigningKeys, Variant, VariantOptions};
-use crate::cli::{Cli, FlexibleArgs, KeysCommand, OnOff, VariantArgs, VariantsCommand};
+use crate::cli::{
+    Cli, FlexibleArgs, KeysCommand, OnOff, VariantArgs, VariantUpdateArgs, VariantsCommand,
+};
 use crate::error::{Error, Result};
 
 fn variant_of(a: &VariantArgs) -> Variant {
@@ -20,6 +22,27 @@ fn variant_of(a: &VariantArgs) -> Variant {
             height: a.height,
         },
         never_require_signed_urls: a.never_require_signed_urls,
+    }
+}
+
+/// The variant as it is now with the given flags applied. The API replaces the whole
+/// `options` object on a PATCH, so every field is sent: the ones not given keep their
+/// current values instead of falling back to defaults.
+fn merged(now: Variant, a: &VariantUpdateArgs) -> Variant {
+    Variant {
+        id: now.id,
+        options: VariantOptions {
+            fit: a.fit.clone().unwrap_or(now.options.fit),
+            metadata: a.metadata.clone().unwrap_or(now.options.metadata),
+            width: a.width.or(now.options.width),
+            height: a.height.or(now.options.height),
+        },
+        // Absent means false to the API: send the current value so that it stays.
+        never_require_signed_urls: Some(
+            a.never_require_signed_urls
+                .or(now.never_require_signed_urls)
+                .unwrap_or(false),
+        ),
     }
 }
 
@@ -80,14 +103,31 @@ pub async fn variants(cli: &Cli, cmd: &VariantsCommand) -> Result<i32> {
             print_variant(&made.variant, a.json);
         }
         VariantsCommand::Update(a) => {
-            let v = variant_of(a);
+            if a.fit.is_none()
+                && a.metadata.is_none()
+                && a.width.is_none()
+                && a.height.is_none()
+                && a.never_require_signed_urls.is_none()
+            {
+                return Err(Error::Usage(
+                    "nothing to change: give --fit, --metadata, --width, --height or --never-require-signed-urls".into(),
+                ));
+            }
+            let now = lane.call(&spent, || lane.client.variant(&a.id)).await?;
+            let v = merged(now.variant, a);
             let made = lane.call(&spent, || lane.client.update_variant(&v)).await?;
             print_variant(&made.variant, a.json);
         }
         VariantsCommand::Delete { id } => {
-            if id == "public" {
-                eprintln!("cfimg: note: `public` is the variant cfimg records delivery URLs with");
-            }
+            // Said before acting, so that a script's log shows what the delete broke.
+            eprintln!(
+                "cfimg: deleting variant {id}: every delivery URL ending in /{id} stops working{}",
+                if id == "public" {
+                    " (cfimg records delivery URLs with `public`: the URLs in `cfimg export` break)"
+                } else {
+                    ""
+                }
+            );
             lane.call(&spent, || lane.client.delete_variant(id)).await?;
             println!("deleted variant {id}");
         }
@@ -145,9 +185,25 @@ pub async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<i32> {
             let keys = lane.call(&spent, || lane.client.keys()).await?;
             print_keys(&keys, *show_values, *json);
         }
-        KeysCommand::Add { name } => {
+        KeysCommand::Add { name, rotate } => {
+            let now = lane.call(&spent, || lane.client.keys()).await?;
+            let exists = now.keys.iter().any(|k| k.name == *name);
+            if exists && !rotate {
+                return Err(Error::Usage(format!(
+                    "key {name} exists already: adding it again would give it a new value, and every URL signed with the current one would stop working; give --rotate to do that, or choose another name"
+                )));
+            }
+            if exists {
+                eprintln!(
+                    "cfimg: rotating key {name}: every URL signed with its current value stops working now; sign them again (`cfimg sign-url`)"
+                );
+            }
             let keys = lane.call(&spent, || lane.client.put_key(name)).await?;
-            println!("key {name} created (or rotated to a new value)");
+            if exists {
+                println!("key {name} rotated to a new value");
+            } else {
+                println!("key {name} created");
+            }
             print_keys(&keys, false, false);
         }
         KeysCommand::Delete { name } => {
@@ -157,8 +213,11 @@ pub async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<i32> {
                     "{name} is the account's last signing key: add another first (`cfimg keys add NAME`), or private images cannot be delivered"
                 )));
             }
+            if keys.keys.iter().any(|k| k.name == *name) {
+                eprintln!("cfimg: deleting key {name}: every URL signed with it stops working now");
+            }
             let left = lane.call(&spent, || lane.client.delete_key(name)).await?;
-            println!("key {name} deleted; URLs signed with it no longer work");
+            println!("key {name} deleted");
             print_keys(&left, false, false);
         }
     }

@@ -102,20 +102,19 @@ struct PatchBody {
     never_require_signed_urls: Option<bool>,
 }
 
-/// `PATCH /v1/variants/{id}`.
+/// `PATCH /v1/variants/{id}`. Like the API, the body is the variant's whole new definition:
+/// `options` is required and replaces the old options as one object (a field left out is
+/// not kept), and a missing `neverRequireSignedURLs` is its default, false.
 pub async fn patch(app: &App, id: &str, req: Request) -> Reply {
     let body: PatchBody = json_body(req).await?;
-    if let Some(o) = &body.options {
-        check_options(o)?;
-    }
+    let options = body
+        .options
+        .ok_or_else(|| ApiError::bad_request("Bad request: options is required"))?;
+    check_options(&options)?;
     let mut st = app.store.lock();
     let mut v = st.variants.get(id).cloned().ok_or_else(not_found)?;
-    if let Some(o) = body.options {
-        v.options = o;
-    }
-    if let Some(n) = body.never_require_signed_urls {
-        v.never_require_signed_urls = Some(n);
-    }
+    v.options = options;
+    v.never_require_signed_urls = Some(body.never_require_signed_urls.unwrap_or(false));
     app.store.put_variant(&mut st, v.clone()).map_err(io)?;
     ok(VariantResult { variant: v })
 }

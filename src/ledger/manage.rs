@@ -71,6 +71,23 @@ impl Maintenance {
         Ok(n > 0)
     }
 
+    /// Forgets `image_id` after `images delete` removed it: an uploaded item that held it is
+    /// marked failed for a local reason, so that the next `migrate` uploads it again without
+    /// `--retry-failed`; any other item keeps its state and loses the dead image and URL.
+    /// Returns how many rows changed.
+    pub fn forget_image(&self, image_id: &str, reason: &str) -> Result<u64> {
+        let n = self.ledger.conn.execute(
+            "UPDATE items SET
+               retry_local = CASE WHEN state = 'uploaded' THEN 1 ELSE retry_local END,
+               last_error = CASE WHEN state = 'uploaded' THEN ?2 ELSE last_error END,
+               state = CASE WHEN state = 'uploaded' THEN 'failed' ELSE state END,
+               image_id = NULL, url = NULL, check_after = NULL, updated_at = ?3
+             WHERE image_id = ?1",
+            params![image_id, reason, now()],
+        )?;
+        Ok(n as u64)
+    }
+
     /// Records `image_id` as the image of an uploaded item whose recorded image is gone (a
     /// twin of the same version found by `verify`). Returns whether a row changed.
     pub fn adopt(

@@ -92,6 +92,18 @@ impl Ledger {
         Ok(self.holder_of(image_id, source_id, key)?.is_some())
     }
 
+    /// Every item whose recorded image is `image_id`, whatever its state (what deleting
+    /// that image would leave pointing at nothing).
+    pub fn items_holding(&self, image_id: &str) -> Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM} WHERE i.image_id = ?1 ORDER BY i.source_id, i.key"
+        ))?;
+        let rows = stmt
+            .query_map([image_id], read_row)?
+            .collect::<rusqlite::Result<Vec<Row>>>()?;
+        Ok(rows)
+    }
+
     /// An uploaded row held by `image_id`, if any (for content deduplication).
     pub fn uploaded_with_image(&self, image_id: &str) -> Result<Option<Row>> {
         let mut stmt = self.conn.prepare_cached(&format!(

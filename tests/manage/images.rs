@@ -81,7 +81,10 @@ async fn images_list_get_update_blob_stats_and_delete() {
     let out = env.run(&["images", "delete", "x.png", "--dry-run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(env.inspect().images.len(), 2);
-    let out = env.run(&["images", "delete", "x.png", "--yes"]).await;
+    // x.png is mapped by the ledger: deleting it takes --force (tests/manage/safe_commands.rs).
+    let out = env
+        .run(&["images", "delete", "x.png", "--yes", "--force"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(env.inspect().images.len(), 1);
 }
