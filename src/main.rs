@@ -5,11 +5,41 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cfimg::cli::{Cli, LogFormat};
+use cfimg::cli::{Cli, Command, LogFormat};
 use cfimg::commands;
+use cfimg::error::Error;
+
+/// Commands that end once their output is printed. A reader that stops early (`| head`)
+/// ends them the way it ends any Unix filter: the default SIGPIPE action (status 141), not
+/// a panic in `println!` or an I/O error reported as "try again later". The long-running
+/// commands keep SIGPIPE ignored: their work must not stop because a reader went away.
+fn ends_after_printing(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Migrate(_) | Command::Watch(_) | Command::Serve(_) | Command::Emulator(_)
+    )
+}
+
+#[cfg(unix)]
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any other thread exists; the default action needs no handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
+/// A write to a closed stdout: the reader has what it wanted, which is a normal end.
+fn closed_output(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if ends_after_printing(&cli.command) {
+        default_sigpipe();
+    }
     let default_level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "cfimg=info,warn",
@@ -41,6 +71,7 @@ fn main() -> ExitCode {
     };
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
+        Err(e) if closed_output(&e) => commands::EXIT_OK,
         Err(e) => {
             eprintln!("cfimg: {e}");
             if let Some(h) = commands::hint(&e) {

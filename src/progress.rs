@@ -192,8 +192,8 @@ impl Summary {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let counts = stats.counts(traffic);
         let would_upload = get(&stats.would_upload);
-        let problems =
-            counts.failed + counts.rejected + counts.failed_earlier + counts.rejected_earlier;
+        // Rejects of unchanged files were this run's news an earlier time: reminded, not counted.
+        let problems = counts.failed + counts.rejected + counts.failed_earlier;
         Summary {
             outcome: if problems > 0 { "incomplete" } else { "done" }.to_string(),
             dry_run,
@@ -215,10 +215,11 @@ impl Summary {
         }
     }
 
-    /// Whether some item did not make it.
+    /// Whether some item did not make it in this run (exit 1). Items rejected by an earlier
+    /// run and unchanged since are only reminded of: they would fail every rerun for good.
     pub fn has_problems(&self) -> bool {
         let c = &self.counts;
-        c.failed + c.rejected + c.failed_earlier + c.rejected_earlier > 0
+        c.failed + c.rejected + c.failed_earlier > 0
     }
 
     /// The human-readable form.
@@ -279,6 +280,11 @@ impl Summary {
                 "{} items failed in an earlier run and were not retried: rerun with --retry-failed\n",
                 self.counts.failed_earlier
             ));
+        }
+        if self.counts.rejected_earlier > 0 {
+            let n = self.counts.rejected_earlier;
+            let items = if n == 1 { "item" } else { "items" };
+            out.push_str(&format!("{n} {items} rejected earlier (cfimg failures)\n"));
         }
         if self.has_problems() {
             out.push_str(&format!(

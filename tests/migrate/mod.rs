@@ -5,6 +5,7 @@ mod batch;
 mod bucket;
 mod crash;
 mod exactly_once;
+mod exit_codes;
 mod faults;
 mod manifest;
 mod quota;
