@@ -219,6 +219,12 @@ async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> R
             "nothing to change: give --metadata, --require-signed-urls or --creator".into(),
         ));
     }
+    if change.require_signed_urls == Some(true) {
+        eprintln!(
+            "cfimg: making {} private: its unsigned delivery URLs stop working (except variants that never require signed URLs); sign them with `cfimg sign-url`",
+            args.id
+        );
+    }
     let image = lane
         .call(spent, || lane.client.update(&args.id, &change))
         .await?;

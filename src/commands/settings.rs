@@ -140,6 +140,12 @@ pub async fn flexible(cli: &Cli, args: &FlexibleArgs) -> Result<i32> {
     let (_cfg, lane) = api_lane(cli)?;
     let spent = AtomicU32::new(0);
     let on = args.state == OnOff::On;
+    if !on {
+        // Said before acting, so that a script's log shows what it broke.
+        eprintln!(
+            "cfimg: turning flexible variants off: delivery URLs with resizing options in place of a variant name (e.g. /w=300) stop working"
+        );
+    }
     let answer = lane
         .call(&spent, || lane.client.set_flexible_variants(on))
         .await?;

@@ -57,7 +57,14 @@ async fn a_variant_update_keeps_the_options_it_was_not_given() {
         text(&out)
     );
 
-    // A delete says what it breaks before it acts.
+    // Whatever breaks URLs says so before it acts.
+    let out = env.run(&["flexible-variants", "off"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop working"),
+        "{}",
+        text(&out)
+    );
     let out = env.run(&["variants", "delete", "thumb"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
