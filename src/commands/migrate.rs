@@ -114,21 +114,19 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     };
 
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.summary).unwrap_or_default()
-        );
+        let json = serde_json::to_string_pretty(&result.summary).unwrap_or_default();
+        print_out(&format!("{json}\n"));
     } else {
-        print!("{}", result.summary.to_text());
+        print_out(&result.summary.to_text());
     }
     if let Some((handle, data_dir)) = emulator {
         let stored = handle.inspect().images.len();
         handle.shutdown().await;
         if !args.json {
-            println!(
-                "the emulator now holds {stored} images; browse them with: cfimg emulator --data {}",
+            print_out(&format!(
+                "the emulator now holds {stored} images; browse them with: cfimg emulator --data {}\n",
                 data_dir.display()
-            );
+            ));
         }
     }
     if let Some(e) = &result.fatal {
@@ -151,6 +149,18 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// Prints to stdout. A reader that has gone away (`| head`) is not this run's failure: the
+/// work is done and recorded, so the exit code stays the run's (`println!` would panic).
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("cfimg: could not print the summary to stdout: {e}");
+    }
 }
 
 /// Starts the built-in emulator with its state beside the ledger and points `cfg` at it.

@@ -70,3 +70,23 @@ async fn listing_commands_into_a_closed_pipe_end_quietly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_whose_reader_went_away_keeps_its_own_exit_code() {
+    let env = TestEnv::new().await;
+    env.write_pngs(&["a.png", "b.png"], 300);
+    let mut cmd = env.cmd(&["migrate", env.src.to_str().unwrap()]);
+    cmd.env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("cfimg starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.expect("cfimg ends");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.inspect().images.len(), 2);
+}
