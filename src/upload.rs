@@ -18,6 +18,7 @@ use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
 use crate::retry;
+use crate::source::Locator;
 use crate::stamp::Stamp;
 use crate::transport::{ApiLane, Lanes};
 
@@ -148,7 +149,16 @@ impl Uploader {
             self.remove_unshared(job, old, &at.spent).await;
         }
         let replaced = job.previous.is_some() && job.action == Action::Upload;
-        if job.action == Action::Upload {
+        // A 5409 resolved to an image another item stored with the same content (two
+        // identical files under hash ids in one run): nothing was uploaded for this one.
+        let shared = job.action == Action::Upload
+            && Stamp::of(&image).is_some_and(|s| s.source != job.stamp.source);
+        if shared {
+            Stats::bump(&self.stats.deduplicated);
+            if self.log_each {
+                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, "deduplicated: another item holds the same content");
+            }
+        } else if job.action == Action::Upload {
             self.stats
                 .uploaded(job.version.size, job.previous.is_some());
             if self.log_each {
@@ -189,7 +199,10 @@ impl Uploader {
             Failure::Rejected => e.to_string(),
             Failure::Local => format!("{e}; the next run tries again"),
             Failure::Deferred => {
-                format!("gave up after {attempts} requests: {e}; rerun with --retry-failed")
+                format!(
+                    "gave up after {}: {e}; rerun with --retry-failed",
+                    crate::progress::plural(u64::from(attempts), "request", "requests")
+                )
             }
         };
         if let Some(note) = &refused.note {
@@ -316,9 +329,20 @@ impl Uploader {
                     self.delete_if_present(id, &at.spent).await?;
                 }
                 _ => {
+                    // Not "delete that image": something else (another row, another
+                    // source, another tool) put it there and may still use it.
+                    let fix = if matches!(job.item.locator, Locator::Url(_)) {
+                        "give this row its own id in the manifest's `id` column, or choose another --id-prefix"
+                    } else {
+                        "choose another --id-prefix"
+                    };
+                    let whose = if theirs.is_some() {
+                        "that cfimg uploaded for another item (in a manifest: another row that maps to the same id)"
+                    } else {
+                        "that cfimg did not upload"
+                    };
                     return Err(Error::Invalid(format!(
-                        "the image id {id:?} is already taken by an image that cfimg did not upload from this item; \
-                         delete that image or choose another --id-prefix"
+                        "Cloudflare answered that the image id {id:?} is already taken (code 5409), by an image {whose}; {fix}"
                     ))
                     .into());
                 }

@@ -126,9 +126,12 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         handle.shutdown().await;
         if !args.json {
             println!(
-                "the emulator now holds {stored} images; browse them with: cfimg emulator --data {}",
+                "the emulator now holds {}; browse them with: cfimg emulator --data {}",
+                crate::progress::plural(stored as u64, "image", "images"),
                 data_dir.display()
             );
+            // The ledger is not the default one, so every later command needs its name.
+            println!("{}", super::ledger_hint::follow_ups(&cfg.ledger));
         }
     }
     if let Some(e) = &result.fatal {
