@@ -455,9 +455,12 @@ impl Error {
 /// 408 and 429: the origin refused the URL (404, 403, 410...), and asking Cloudflare to
 /// fetch it again within the run would spend requests of the account's budget on the same
 /// answer. Such an item is rejected at once, as the local URL mode rejects an origin's 404.
+/// URLs and paths in the message are not read: `/photos/410/a.png` names no status.
 fn origin_refused(message: &str) -> bool {
     message
-        .split(|c: char| !c.is_ascii_alphanumeric())
+        .split_whitespace()
+        .filter(|word| !word.contains('/'))
+        .flat_map(|word| word.split(|c: char| !c.is_ascii_alphanumeric()))
         .filter(|w| w.len() == 3)
         .filter_map(|w| w.parse::<u16>().ok())
         .any(|n| (400..500).contains(&n) && n != 408 && n != 429)
@@ -566,6 +569,44 @@ mod tests {
         assert_eq!(origin(false).disposition(), Disposition::Reject);
         assert_eq!(origin(true).disposition(), retry);
         assert!(!origin(true).is_ambiguous());
+    }
+
+    #[test]
+    fn an_origin_that_refused_the_url_is_not_fetched_again() {
+        let fetch = |message: &str| Error::Api {
+            status: 400,
+            code: 5454,
+            message: message.into(),
+            retry_after: None,
+        };
+        let retry = Disposition::Retry { after: None };
+        for refused in [
+            "Failed to fetch the image from the url: the origin answered 404 Not Found",
+            "could not fetch: HTTP 403",
+            "origin status code 410",
+        ] {
+            assert_eq!(fetch(refused).disposition(), Disposition::Reject, "{refused}");
+        }
+        for passing in [
+            "Failed to fetch the image from the url: the origin answered 503 Service Unavailable",
+            "the origin answered 429 Too Many Requests",
+            "the origin answered 408 Request Timeout",
+            "error sending request for url (http://o:8080/photos/404/a.png)",
+            "Failed to fetch the image from the url",
+        ] {
+            assert_eq!(fetch(passing).disposition(), retry, "{passing}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_the_account_id_may_cause_names_it() {
+        for (status, code) in [(401, 10000), (403, 10000), (403, 9109), (403, 5403), (404, 7003)] {
+            let text = api(status, code).naming_account("0123abcd").to_string();
+            assert!(text.contains("account id \"0123abcd\""), "{text}");
+        }
+        let text = api(400, 5455).naming_account("0123abcd").to_string();
+        assert!(!text.contains("0123abcd"), "{text}");
+        assert_eq!(api(404, 7003).exit_code(), EXIT_USAGE);
     }
 
     #[test]

@@ -494,7 +494,7 @@ fn decide_unworded(
                 ""
             };
             return Decision::Reject(format!(
-                "the image id {id:?} is already the id of {} in this same source, with other content{why}; {}",
+                "the image id {id:?} is already the id of {} in this same source{why}; {}",
                 other.key,
                 other_id_hint(policy, &item, holds_bytes)
             ));

@@ -329,22 +329,7 @@ impl Uploader {
                     self.delete_if_present(id, &at.spent).await?;
                 }
                 _ => {
-                    // Not "delete that image": something else (another row, another
-                    // source, another tool) put it there and may still use it.
-                    let fix = if matches!(job.item.locator, Locator::Url(_)) {
-                        "give this row its own id in the manifest's `id` column, or choose another --id-prefix"
-                    } else {
-                        "choose another --id-prefix"
-                    };
-                    let whose = if theirs.is_some() {
-                        "that cfimg uploaded for another item (in a manifest: another row that maps to the same id)"
-                    } else {
-                        "that cfimg did not upload"
-                    };
-                    return Err(Error::Invalid(format!(
-                        "Cloudflare answered that the image id {id:?} is already taken (code 5409), by an image {whose}; {fix}"
-                    ))
-                    .into());
+                    return Err(Error::Invalid(self.taken(job, id, theirs.is_some())).into());
                 }
             }
         }
@@ -352,6 +337,41 @@ impl Uploader {
             "the image id {id:?} kept changing on the server while uploading; try again later"
         ));
         Err(self.put_back(at, e, backup).await)
+    }
+
+    /// Why an id another image holds cannot be this item's, and what to change. Not
+    /// "delete that image": something else (another row, another source, another tool) put
+    /// it there and may still use it.
+    fn taken(&self, job: &Job, id: &str, stamped: bool) -> String {
+        let holder = self
+            .reader
+            .with(|l| l.holder_of(id, job.version.source_id, &job.item.key))
+            .ok()
+            .flatten();
+        let url = matches!(job.item.locator, Locator::Url(_));
+        let whose = match &holder {
+            Some(row) if row.source_id == job.version.source_id => {
+                format!("by the image of {} in this same source", row.key)
+            }
+            Some(row) => format!("by the image of {} (source {})", row.key, row.source),
+            None if stamped => "by an image cfimg uploaded for another item".to_string(),
+            None => "by an image cfimg did not upload".to_string(),
+        };
+        let why = if url && job.item.options.id.is_none() {
+            " (a path id keeps a URL's host and path and drops its query)"
+        } else {
+            ""
+        };
+        let fix = if job.item.options.id.is_some() {
+            "give this row another value in the manifest's `id` column"
+        } else if url {
+            "give this row its own id in the manifest's `id` column (csv or jsonl), or choose another --id-prefix"
+        } else {
+            "choose another --id-prefix"
+        };
+        format!(
+            "Cloudflare answered that the image id {id:?} is already taken (code 5409), {whose}{why}; {fix}"
+        )
     }
 
     /// The new version was refused after the live image was deleted: put the old one back.

@@ -7,6 +7,7 @@ mod crash;
 mod exactly_once;
 mod faults;
 mod manifest;
+mod messages;
 mod quota;
 mod rejects;
 mod shards;
