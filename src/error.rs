@@ -585,7 +585,11 @@ mod tests {
             "could not fetch: HTTP 403",
             "origin status code 410",
         ] {
-            assert_eq!(fetch(refused).disposition(), Disposition::Reject, "{refused}");
+            assert_eq!(
+                fetch(refused).disposition(),
+                Disposition::Reject,
+                "{refused}"
+            );
         }
         for passing in [
             "Failed to fetch the image from the url: the origin answered 503 Service Unavailable",
@@ -600,7 +604,13 @@ mod tests {
 
     #[test]
     fn a_refusal_the_account_id_may_cause_names_it() {
-        for (status, code) in [(401, 10000), (403, 10000), (403, 9109), (403, 5403), (404, 7003)] {
+        for (status, code) in [
+            (401, 10000),
+            (403, 10000),
+            (403, 9109),
+            (403, 5403),
+            (404, 7003),
+        ] {
             let text = api(status, code).naming_account("0123abcd").to_string();
             assert!(text.contains("account id \"0123abcd\""), "{text}");
         }

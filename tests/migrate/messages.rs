@@ -139,7 +139,10 @@ async fn hints_point_at_ledgers_that_exist() {
             .kill_on_drop(true);
         c
     };
-    let out = plain(&["migrate", src, "--emulator"]).output().await.unwrap();
+    let out = plain(&["migrate", src, "--emulator"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stdout(&out).contains("cfimg status --ledger cfimg-emulator.sqlite"),
@@ -296,7 +299,11 @@ async fn an_origin_404_in_remote_mode_is_rejected_after_one_request() {
     let f = failures(&env).await;
     assert_eq!(field(&f, &missing, "state"), "rejected", "{f:#?}");
     assert!(field(&f, &missing, "reason").contains("5454"), "{f:#?}");
-    assert_eq!(origin.hits("/img/missing.png"), 1, "fetched once, not six times");
+    assert_eq!(
+        origin.hits("/img/missing.png"),
+        1,
+        "fetched once, not six times"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,10 +323,7 @@ async fn a_network_error_names_its_cause() {
     let host = closed
         .trim_start_matches("http://")
         .trim_end_matches("/client/v4");
-    assert!(
-        err.contains(&format!("cannot connect to {host}")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("cannot connect to {host}")), "{err}");
     assert!(err.contains("connection refused"), "{err}");
 }
 
