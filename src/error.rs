@@ -95,7 +95,7 @@ pub enum Error {
         snippet: String,
     },
     /// The request never got a complete answer: connect, timeout, reset.
-    #[error("network error talking to the API: {0}")]
+    #[error("network error talking to the API: {}", network_cause(.0))]
     Transport(#[source] reqwest::Error),
     /// The origin of a URL item did not hand over its bytes (local URL mode).
     #[error("could not fetch {url}: {reason}")]
@@ -183,6 +183,62 @@ pub enum Error {
     Config(Vec<String>),
 }
 
+/// What went wrong on the network, down to its cause: reqwest's own text only says "error
+/// sending request"; the refused connection, the DNS failure or the TLS problem is further
+/// down its chain of sources. Names the host and port, never the path or the query.
+pub fn network_cause(e: &reqwest::Error) -> String {
+    let host = e.url().and_then(|u| {
+        let host = u.host_str()?;
+        Some(match u.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        })
+    });
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else {
+        "the request failed"
+    };
+    let mut text = match host {
+        Some(h) => format!("{what} to {h}"),
+        None => what.to_string(),
+    };
+    let mut causes: Vec<String> = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        // hyper's wrappers ("client error (Connect)") say less than what they wrap.
+        if !t.starts_with("client error (") && !causes.contains(&t) {
+            causes.push(t);
+        }
+        cause = c.source();
+    }
+    if let Some(root) = causes.last() {
+        text.push_str(": ");
+        text.push_str(root);
+        // The layers between, when they add a kind (DNS, TLS) the root does not name.
+        let between: Vec<&String> = causes[..causes.len() - 1].iter().collect();
+        if !between.is_empty() {
+            text.push_str(" (");
+            text.push_str(
+                &between
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(": "),
+            );
+            text.push(')');
+        }
+    }
+    text
+}
+
 /// Shorthand for results of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -190,6 +246,11 @@ impl Error {
     /// The one classification of errors, following the table in `shared/API.md`.
     pub fn disposition(&self) -> Disposition {
         match self {
+            Error::Api { code, message, .. }
+                if *code == codes::URL_FETCH_FAILED && origin_refused(message) =>
+            {
+                Disposition::Reject
+            }
             Error::Api {
                 status,
                 code,
@@ -265,6 +326,12 @@ impl Error {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
                 _ => EXIT_TEMPFAIL,
             },
+            // No route on the start-up request: the base URL or the account id is wrong.
+            Error::Api {
+                status: 404,
+                code: codes::NO_ROUTE,
+                ..
+            } => EXIT_USAGE,
             Error::Api { .. }
             | Error::Protocol { .. }
             | Error::RateLimited { .. }
@@ -283,6 +350,39 @@ impl Error {
             | Error::Origin { .. }
             | Error::Object { .. } => EXIT_INCOMPLETE,
             Error::Panicked(_) => EXIT_INCOMPLETE,
+        }
+    }
+
+    /// The same error, saying which account id the request named when the refusal may be
+    /// the account id's doing rather than the token's: Cloudflare answers 10000 and 9109 both
+    /// for a token it refuses and for an account the token may not use, 5403 for an account
+    /// without Images, 7003 for an id it cannot route.
+    pub fn naming_account(self, account_id: &str) -> Error {
+        match self {
+            Error::Api {
+                status,
+                code,
+                message,
+                retry_after,
+            } if matches!(status, 401 | 403 | 404)
+                && matches!(
+                    code,
+                    0 | codes::AUTH
+                        | codes::UNAUTHORIZED_RESOURCE
+                        | codes::NOT_AUTHORISED
+                        | codes::NO_ROUTE
+                ) =>
+            {
+                Error::Api {
+                    status,
+                    code,
+                    message: format!(
+                        "{message} (the request was for the account id {account_id:?})"
+                    ),
+                    retry_after,
+                }
+            }
+            other => other,
         }
     }
 
@@ -349,6 +449,21 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether a 5454 ("could not fetch the url") names a 4xx answer of the origin other than
+/// 408 and 429: the origin refused the URL (404, 403, 410...), and asking Cloudflare to
+/// fetch it again within the run would spend requests of the account's budget on the same
+/// answer. Such an item is rejected at once, as the local URL mode rejects an origin's 404.
+/// URLs and paths in the message are not read: `/photos/410/a.png` names no status.
+fn origin_refused(message: &str) -> bool {
+    message
+        .split_whitespace()
+        .filter(|word| !word.contains('/'))
+        .flat_map(|word| word.split(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|w| w.len() == 3)
+        .filter_map(|w| w.parse::<u16>().ok())
+        .any(|n| (400..500).contains(&n) && n != 408 && n != 429)
 }
 
 fn classify_api(status: u16, code: u32, retry_after: Option<Duration>) -> Disposition {
@@ -454,6 +569,54 @@ mod tests {
         assert_eq!(origin(false).disposition(), Disposition::Reject);
         assert_eq!(origin(true).disposition(), retry);
         assert!(!origin(true).is_ambiguous());
+    }
+
+    #[test]
+    fn an_origin_that_refused_the_url_is_not_fetched_again() {
+        let fetch = |message: &str| Error::Api {
+            status: 400,
+            code: 5454,
+            message: message.into(),
+            retry_after: None,
+        };
+        let retry = Disposition::Retry { after: None };
+        for refused in [
+            "Failed to fetch the image from the url: the origin answered 404 Not Found",
+            "could not fetch: HTTP 403",
+            "origin status code 410",
+        ] {
+            assert_eq!(
+                fetch(refused).disposition(),
+                Disposition::Reject,
+                "{refused}"
+            );
+        }
+        for passing in [
+            "Failed to fetch the image from the url: the origin answered 503 Service Unavailable",
+            "the origin answered 429 Too Many Requests",
+            "the origin answered 408 Request Timeout",
+            "error sending request for url (http://o:8080/photos/404/a.png)",
+            "Failed to fetch the image from the url",
+        ] {
+            assert_eq!(fetch(passing).disposition(), retry, "{passing}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_the_account_id_may_cause_names_it() {
+        for (status, code) in [
+            (401, 10000),
+            (403, 10000),
+            (403, 9109),
+            (403, 5403),
+            (404, 7003),
+        ] {
+            let text = api(status, code).naming_account("0123abcd").to_string();
+            assert!(text.contains("account id \"0123abcd\""), "{text}");
+        }
+        let text = api(400, 5455).naming_account("0123abcd").to_string();
+        assert!(!text.contains("0123abcd"), "{text}");
+        assert_eq!(api(404, 7003).exit_code(), EXIT_USAGE);
     }
 
     #[test]

@@ -113,9 +113,16 @@ struct Run {
 impl Run {
     /// Stops the run for an error nothing else can get past.
     fn stop(&self, e: Error) {
-        tracing::error!(error = %e, "stopping the run");
-        if let Ok(mut slot) = self.fatal.lock() {
-            slot.get_or_insert(e);
+        // Every worker in flight may meet the same refusal (a full quota, a revoked token):
+        // the reason is printed once, by the command, when the run has ended.
+        tracing::debug!(error = %e, "stopping the run");
+        if let Ok(mut slot) = self.fatal.lock()
+            && slot.is_none()
+        {
+            tracing::warn!(
+                "stopping the run: no new uploads; the reason is printed once those in flight are recorded"
+            );
+            *slot = Some(e);
         }
         self.shutdown.intake.cancel();
         self.shutdown.work.cancel();
@@ -501,6 +508,9 @@ fn check(
             Found::Ignored { key, reason } => {
                 tracing::info!(%key, %reason, "passed over");
                 Stats::bump(&run.stats.ignored);
+                if crate::source::walk::is_hidden_or_temporary(&reason) {
+                    Stats::bump(&run.stats.hidden_or_temporary);
+                }
                 if let Some(w) = &run.writer {
                     w.record_blocking(Record::Ignored {
                         version: run.version(key),

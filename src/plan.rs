@@ -67,10 +67,16 @@ pub fn quick_check(row: Option<&QuickRow>, item: &Item, retry: Retry) -> Quick {
         }
     }
     match item.size() {
-        Some(0) => Quick::Reject("it is empty (0 bytes)".into()),
-        Some(size) if size > MAX_FILE_BYTES => Quick::Reject(too_large(size)),
+        Some(0) => Quick::Reject(checked_locally("it is empty (0 bytes)")),
+        Some(size) if size > MAX_FILE_BYTES => Quick::Reject(checked_locally(too_large(size))),
         _ => Quick::Examine,
     }
+}
+
+/// A reason found by cfimg itself, worded so that nobody takes it for Cloudflare's answer:
+/// no request was spent on the item.
+pub fn checked_locally(reason: impl std::fmt::Display) -> String {
+    format!("checked locally: {reason}")
 }
 
 fn too_large(size: u64) -> String {
@@ -144,11 +150,11 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
             file.rewind()?;
             match image_check::check(f, std::io::BufReader::new(file)) {
                 Ok(_) => None,
-                Err(ImageProblem::Undecodable(why)) => {
-                    Some(format!("Cloudflare could not decode it (code 9422): {why}"))
-                }
+                Err(ImageProblem::Undecodable(why)) => Some(format!(
+                    "it cannot be decoded, so Cloudflare would refuse it (code 9422): {why}"
+                )),
                 Err(ImageProblem::TooLarge(why)) => Some(format!(
-                    "over Cloudflare's limits of 12,000 px per side and 100 megapixels (code 5400): {why}"
+                    "over Cloudflare's limits of 12,000 px per side and 100 megapixels, so Cloudflare would refuse it (code 5400): {why}"
                 )),
             }
         }
@@ -328,8 +334,61 @@ pub fn version(source_id: i64, item: &Item, examined: &Examined) -> Version {
 
 /// Decides what to do with an examined item. `holder` looks up another item that holds or
 /// is writing a given image id (to share identical content and to refuse a collision).
+/// Every refusal it makes is found without a request, and says so.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
+    policy: &Policy,
+    item: Item,
+    source: &SourceId,
+    source_id: i64,
+    body: Body,
+    examined: Examined,
+    row: Option<&Row>,
+    holder: impl FnOnce(&str) -> Option<Row>,
+) -> Decision {
+    match decide_unworded(policy, item, source, source_id, body, examined, row, holder) {
+        Decision::Reject(reason) => Decision::Reject(checked_locally(reason)),
+        d => d,
+    }
+}
+
+/// How to get another id for an item, offering only what the current settings accept:
+/// hash ids need the bytes (not in the remote URL mode), Cloudflare-assigned ids take no
+/// prefix, and an id given by the manifest is changed there.
+fn other_id_hint(policy: &Policy, item: &Item, holds_bytes: bool) -> String {
+    if item.options.id.is_some() {
+        return "give this row another value in the manifest's `id` column".into();
+    }
+    let mut ways = Vec::new();
+    if matches!(item.locator, Locator::Url(_)) {
+        ways.push(
+            "give this row its own id in the manifest's `id` column (csv or jsonl)".to_string(),
+        );
+    }
+    if holds_bytes && policy.id_mode != IdMode::Hash {
+        ways.push("use --id-mode hash".into());
+    }
+    if policy.id_mode != IdMode::Auto {
+        let private = item
+            .options
+            .require_signed_urls
+            .unwrap_or(policy.require_signed_urls);
+        if !private {
+            ways.push(if policy.id_prefix.is_empty() {
+                "use --id-mode auto".to_string()
+            } else {
+                "use --id-mode auto without --id-prefix".to_string()
+            });
+        }
+    }
+    match ways.len() {
+        0 => "rename the item".into(),
+        _ => ways.join(", or "),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_unworded(
     policy: &Policy,
     item: Item,
     source: &SourceId,
@@ -369,7 +428,8 @@ pub fn decide(
     if let Some(id) = &id {
         if let Err(rule) = rules::validate_custom_id(id) {
             return Decision::Reject(format!(
-                "cannot be the custom id {id:?}: {rule} (try --id-mode hash or auto)"
+                "cannot be the custom id {id:?}: {rule}; {}",
+                other_id_hint(policy, &item, holds_bytes)
             ));
         }
         if item
@@ -425,6 +485,19 @@ pub fn decide(
                     url: other.url,
                 };
             }
+        } else if other.source_id == source_id {
+            // A sibling: two items of one source that map to one id (URLs that differ only
+            // in their query), or one id written twice in a manifest.
+            let why = if matches!(item.locator, Locator::Url(_)) && item.options.id.is_none() {
+                " (a path id keeps a URL's host and path and drops its query)"
+            } else {
+                ""
+            };
+            return Decision::Reject(format!(
+                "the image id {id:?} is already the id of {} in this same source{why}; {}",
+                other.key,
+                other_id_hint(policy, &item, holds_bytes)
+            ));
         } else {
             return Decision::Reject(format!(
                 "the image id {id:?} already belongs to {} (source {}) with other content; \
@@ -667,6 +740,7 @@ mod tests {
         let path = policy(IdMode::Path, "");
         let mut other = row(State::Uploaded, "theirs", Some("a.png"));
         other.source = "dir:/other".into();
+        other.source_id = 2;
         other.key = "a.png".into();
         let d = decide(
             &path,

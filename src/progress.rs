@@ -31,6 +31,9 @@ pub struct Stats {
     pub rejected: AtomicU64,
     /// Entries passed over with a reason (symlinks not followed, FIFOs, ...).
     pub ignored: AtomicU64,
+    /// Of the entries passed over, hidden and temporary files and hidden folders (counted
+    /// in `ignored` too).
+    pub hidden_or_temporary: AtomicU64,
     /// Images whose settings were updated in place.
     pub updated: AtomicU64,
     /// Duplicates deleted after ambiguous answers.
@@ -169,6 +172,8 @@ pub struct Summary {
     pub token_requests: u64,
     /// Requests per second to the batch host over the run.
     pub batch_req_per_sec: f64,
+    /// Hidden and temporary files (and hidden folders) skipped, counted in `ignored`.
+    pub hidden_or_temporary: u64,
     /// Dry run: uploads that would happen.
     pub would_upload: u64,
     /// Dry run: bytes they would send.
@@ -198,6 +203,7 @@ impl Summary {
             outcome: if problems > 0 { "incomplete" } else { "done" }.to_string(),
             dry_run,
             discovered: get(&stats.discovered),
+            hidden_or_temporary: get(&stats.hidden_or_temporary),
             files_per_sec: counts.uploaded as f64 / secs,
             mb_per_sec: counts.bytes as f64 / 1e6 / secs,
             api_requests: traffic.api.requests(),
@@ -236,8 +242,9 @@ impl Summary {
             ));
         } else {
             out.push_str(&format!(
-                "{}: {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected; {} in {} ({:.1} files/s, {:.2} MB/s); {} requests, {} rate-limited\n",
-                self.outcome,
+                "{}: {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected; {} in {} ({:.1} files/s, {:.2} MB/s); {}, {} rate-limited\n",
+                // A fatal outcome carries its error, which the command prints on its own.
+                self.outcome.split(':').next().unwrap_or_default(),
                 self.counts.uploaded,
                 self.counts.replaced,
                 self.counts.skipped,
@@ -248,37 +255,71 @@ impl Summary {
                 human_duration(self.elapsed_secs),
                 self.files_per_sec,
                 self.mb_per_sec,
-                self.counts.requests,
+                plural(self.counts.requests, "request", "requests"),
                 self.counts.throttled,
             ));
         }
         if !self.dry_run && (self.batch_requests > 0 || self.token_requests > 0) {
             out.push_str(&format!(
-                "API host: {} requests ({} for batch tokens), {} rate-limited; batch host: {} requests ({:.1}/s), {} rate-limited\n",
-                self.api_requests,
+                "API host: {} ({} for batch tokens), {} rate-limited; batch host: {} ({:.1}/s), {} rate-limited\n",
+                plural(self.api_requests, "request", "requests"),
                 self.token_requests,
                 self.api_throttled,
-                self.batch_requests,
+                plural(self.batch_requests, "request", "requests"),
                 self.batch_req_per_sec,
                 self.batch_throttled,
             ));
         }
-        if self.counts.ignored > 0 {
+        // A dry run records nothing, so no command can show its entries later.
+        let listed_by = |what: &str| {
+            if self.dry_run {
+                "(their names are in the log above)".to_string()
+            } else {
+                format!(
+                    "(list them with: cfimg failures --all --ledger {}){what}",
+                    self.ledger
+                )
+            }
+        };
+        if self.hidden_or_temporary > 0 {
             out.push_str(&format!(
-                "{} entries were passed over (symlinks not followed, FIFOs, sockets, ...): see cfimg failures --all\n",
-                self.counts.ignored
+                "skipped: {} {}\n",
+                plural(
+                    self.hidden_or_temporary,
+                    "hidden or temporary file",
+                    "hidden or temporary files"
+                ),
+                listed_by("; --include-hidden takes hidden ones")
+            ));
+        }
+        let other_ignored = self.counts.ignored.saturating_sub(self.hidden_or_temporary);
+        if other_ignored > 0 {
+            out.push_str(&format!(
+                "passed over: {} (symlinks not followed, FIFOs, sockets, folder placeholders, ...) {}\n",
+                plural(other_ignored, "entry", "entries"),
+                listed_by("")
             ));
         }
         if self.counts.duplicates_deleted > 0 {
             out.push_str(&format!(
-                "{} duplicates left by ambiguous answers were deleted\n",
-                self.counts.duplicates_deleted
+                "{} left by ambiguous answers {} deleted\n",
+                plural(self.counts.duplicates_deleted, "duplicate", "duplicates"),
+                if self.counts.duplicates_deleted == 1 {
+                    "was"
+                } else {
+                    "were"
+                }
             ));
         }
         if self.counts.failed_earlier > 0 {
             out.push_str(&format!(
-                "{} items failed in an earlier run and were not retried: rerun with --retry-failed\n",
-                self.counts.failed_earlier
+                "{} in an earlier run and {} not retried: rerun with --retry-failed\n",
+                plural(self.counts.failed_earlier, "item failed", "items failed"),
+                if self.counts.failed_earlier == 1 {
+                    "was"
+                } else {
+                    "were"
+                }
             ));
         }
         if self.counts.rejected_earlier > 0 {
@@ -287,13 +328,22 @@ impl Summary {
             out.push_str(&format!("{n} {items} rejected earlier (cfimg failures)\n"));
         }
         if self.has_problems() {
-            out.push_str(&format!(
-                "see why with: cfimg failures --ledger {}\n",
-                self.ledger
-            ));
+            if self.dry_run {
+                out.push_str("the dry run recorded nothing: the reasons are in the log above\n");
+            } else {
+                out.push_str(&format!(
+                    "see why with: cfimg failures --ledger {}\n",
+                    self.ledger
+                ));
+            }
         }
         out
     }
+}
+
+/// A count with its noun: `1 request`, `2 requests`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Bytes in SI units.

@@ -138,7 +138,17 @@ impl Gate {
         .await
         {
             Ok(Ok(p)) => {
-                tracing::info!(?p, "pre-flight quota check passed");
+                match p {
+                    Preflight::Fits { to_add, room } => {
+                        tracing::info!(to_add, room, "pre-flight quota check passed")
+                    }
+                    Preflight::NotCounted { room } => {
+                        tracing::info!(
+                            room,
+                            "pre-flight quota check passed (the source was not counted)"
+                        )
+                    }
+                }
                 None
             }
             Ok(Err(refusal)) => Some(refusal),

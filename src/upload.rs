@@ -18,6 +18,7 @@ use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
 use crate::retry;
+use crate::source::Locator;
 use crate::stamp::Stamp;
 use crate::transport::{ApiLane, Lanes};
 
@@ -148,7 +149,16 @@ impl Uploader {
             self.remove_unshared(job, old, &at.spent).await;
         }
         let replaced = job.previous.is_some() && job.action == Action::Upload;
-        if job.action == Action::Upload {
+        // A 5409 resolved to an image another item stored with the same content (two
+        // identical files under hash ids in one run): nothing was uploaded for this one.
+        let shared = job.action == Action::Upload
+            && Stamp::of(&image).is_some_and(|s| s.source != job.stamp.source);
+        if shared {
+            Stats::bump(&self.stats.deduplicated);
+            if self.log_each {
+                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, "deduplicated: another item holds the same content");
+            }
+        } else if job.action == Action::Upload {
             self.stats
                 .uploaded(job.version.size, job.previous.is_some());
             if self.log_each {
@@ -189,7 +199,10 @@ impl Uploader {
             Failure::Rejected => e.to_string(),
             Failure::Local => format!("{e}; the next run tries again"),
             Failure::Deferred => {
-                format!("gave up after {attempts} requests: {e}; rerun with --retry-failed")
+                format!(
+                    "gave up after {}: {e}; rerun with --retry-failed",
+                    crate::progress::plural(u64::from(attempts), "request", "requests")
+                )
             }
         };
         if let Some(note) = &refused.note {
@@ -316,11 +329,7 @@ impl Uploader {
                     self.delete_if_present(id, &at.spent).await?;
                 }
                 _ => {
-                    return Err(Error::Invalid(format!(
-                        "the image id {id:?} is already taken by an image that cfimg did not upload from this item; \
-                         delete that image or choose another --id-prefix"
-                    ))
-                    .into());
+                    return Err(Error::Invalid(self.taken(job, id, theirs.is_some())).into());
                 }
             }
         }
@@ -328,6 +337,41 @@ impl Uploader {
             "the image id {id:?} kept changing on the server while uploading; try again later"
         ));
         Err(self.put_back(at, e, backup).await)
+    }
+
+    /// Why an id another image holds cannot be this item's, and what to change. Not
+    /// "delete that image": something else (another row, another source, another tool) put
+    /// it there and may still use it.
+    fn taken(&self, job: &Job, id: &str, stamped: bool) -> String {
+        let holder = self
+            .reader
+            .with(|l| l.holder_of(id, job.version.source_id, &job.item.key))
+            .ok()
+            .flatten();
+        let url = matches!(job.item.locator, Locator::Url(_));
+        let whose = match &holder {
+            Some(row) if row.source_id == job.version.source_id => {
+                format!("by the image of {} in this same source", row.key)
+            }
+            Some(row) => format!("by the image of {} (source {})", row.key, row.source),
+            None if stamped => "by an image cfimg uploaded for another item".to_string(),
+            None => "by an image cfimg did not upload".to_string(),
+        };
+        let why = if url && job.item.options.id.is_none() {
+            " (a path id keeps a URL's host and path and drops its query)"
+        } else {
+            ""
+        };
+        let fix = if job.item.options.id.is_some() {
+            "give this row another value in the manifest's `id` column"
+        } else if url {
+            "give this row its own id in the manifest's `id` column (csv or jsonl), or choose another --id-prefix"
+        } else {
+            "choose another --id-prefix"
+        };
+        format!(
+            "Cloudflare answered that the image id {id:?} is already taken (code 5409), {whose}{why}; {fix}"
+        )
     }
 
     /// The new version was refused after the live image was deleted: put the old one back.

@@ -33,6 +33,9 @@ pub struct ImagesClient {
     http: reqwest::Client,
     images: Url,
     auth: HeaderValue,
+    /// The account id the API host's URLs name (none on the batch host), so that a refusal
+    /// of the start-up check can say which id was refused.
+    account: Option<String>,
 }
 
 impl std::fmt::Debug for ImagesClient {
@@ -137,6 +140,7 @@ impl ImagesClient {
             http: http_client(timeout)?,
             images,
             auth,
+            account: Some(account_id.to_string()),
         })
     }
 
@@ -147,6 +151,7 @@ impl ImagesClient {
             http: http_client(timeout)?,
             images: images_url(batch_base, "batch_base_url", &["images"])?,
             auth: bearer(token, "the batch token")?,
+            account: None,
         })
     }
 
@@ -157,6 +162,7 @@ impl ImagesClient {
             http: self.http.clone(),
             images: self.images.clone(),
             auth: bearer(token, "the batch token")?,
+            account: self.account.clone(),
         })
     }
 
@@ -327,7 +333,8 @@ impl ImagesClient {
         .map(|_| ())
     }
 
-    /// `GET /v1/stats`: also the cheapest way to check the token and the account.
+    /// `GET /v1/stats`: also the cheapest way to check the token and the account. A
+    /// refusal that the account id may have caused names that id.
     pub async fn stats(&self) -> Result<Stats> {
         parse(
             self.request(Method::GET, self.url(&["v1", "stats"]))
@@ -335,6 +342,10 @@ impl ImagesClient {
                 .await,
         )
         .await
+        .map_err(|e| match &self.account {
+            Some(account) => e.naming_account(account),
+            None => e,
+        })
     }
 
     /// `GET /v1/batch_token`: a token for the batch host. The answer's body never goes into

@@ -30,6 +30,9 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
                 "no ledger at {}: nothing migrated yet (or pass --ledger)",
                 path.display()
             );
+            if let Some(hint) = super::ledger_hint::elsewhere(&path) {
+                println!("{hint}");
+            }
         }
         return Ok(EXIT_OK);
     };
@@ -51,10 +54,17 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
         counts.rejected,
         counts.uploading
     );
-    if counts.uploading > 0 {
+    // The lock tells a run that is still going from one that was killed.
+    let alive = crate::ledger::writer_alive(&path);
+    if counts.uploading > 0 && !alive {
         println!(
-            "  ({} uploads were in flight when a run stopped; the next run resolves them)",
-            counts.uploading
+            "  ({} {} in flight when a run stopped; the next run resolves them)",
+            counts.uploading,
+            if counts.uploading == 1 {
+                "upload was"
+            } else {
+                "uploads were"
+            }
         );
     }
     if let Some(run) = last {
@@ -64,12 +74,16 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
             run.command,
             run.source,
             run.started_at,
-            run.finished_at.as_deref().unwrap_or("never (killed?)"),
+            run.finished_at.as_deref().unwrap_or(if alive {
+                "not yet (it is still running)"
+            } else {
+                "never (it was killed or crashed)"
+            }),
             run.outcome.as_deref().unwrap_or("-")
         );
         let c = run.counts;
         println!(
-            "  {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected, {}, {} requests, {} rate-limited",
+            "  {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected, {}, {}, {} rate-limited",
             c.uploaded,
             c.replaced,
             c.skipped,
@@ -77,7 +91,7 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
             c.failed,
             c.rejected,
             human_bytes(c.bytes),
-            c.requests,
+            crate::progress::plural(c.requests, "request", "requests"),
             c.throttled
         );
     }
@@ -101,6 +115,9 @@ pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
     }
     if rows.is_empty() {
         println!("no failed or rejected items in {}", path.display());
+        if let Some(hint) = super::ledger_hint::elsewhere(&path) {
+            println!("{hint}");
+        }
     }
     for r in &rows {
         let state = serde_json::to_value(r.state)
@@ -108,10 +125,10 @@ pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         println!(
-            "{state}\t{}\t{}\t{} requests\t{}",
+            "{state}\t{}\t{}\t{}\t{}",
             r.source,
             r.key,
-            r.attempts,
+            crate::progress::plural(u64::from(r.attempts), "request", "requests"),
             r.last_error.as_deref().unwrap_or("")
         );
     }

@@ -124,9 +124,12 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         handle.shutdown().await;
         if !args.json {
             print_out(&format!(
-                "the emulator now holds {stored} images; browse them with: cfimg emulator --data {}\n",
+                "the emulator now holds {}; browse them with: cfimg emulator --data {}\n",
+                crate::progress::plural(stored as u64, "image", "images"),
                 data_dir.display()
             ));
+            // The ledger is not the default one, so every later command needs its name.
+            print_out(&format!("{}\n", super::ledger_hint::follow_ups(&cfg.ledger)));
         }
     }
     if let Some(e) = &result.fatal {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 mod direct_upload;
 mod export;
 mod images;
+mod ledger_hint;
 mod ledger_views;
 mod migrate;
 mod rebuild;
@@ -82,13 +83,20 @@ pub fn hint(e: &Error) -> Option<&'static str> {
             code: codes::AUTH | codes::MALFORMED_AUTH,
             ..
         } => Some(
-            "check CLOUDFLARE_API_TOKEN: it needs the Account > Cloudflare Images > Edit permission for this account",
+            "check CLOUDFLARE_API_TOKEN and the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview): Cloudflare gives this answer both for a token it refuses and for an account id the token may not use; the token needs the Account > Cloudflare Images > Edit permission for that account",
         ),
         Error::Api {
             code: codes::NOT_AUTHORISED,
             ..
         } => Some(
-            "check CLOUDFLARE_ACCOUNT_ID, and that Cloudflare Images is enabled on that account",
+            "check the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview), and that Cloudflare Images is enabled on that account",
+        ),
+        Error::Api {
+            status: 404,
+            code: codes::NO_ROUTE,
+            ..
+        } => Some(
+            "Cloudflare has no route for that URL: check that `api_base_url` (CFIMG_API_BASE_URL) ends in /client/v4 (the default is https://api.cloudflare.com/client/v4) and that the account id is the 32-character id from dashboard > Images > Overview",
         ),
         Error::Api {
             code: codes::QUOTA_REACHED,
@@ -97,7 +105,7 @@ pub fn hint(e: &Error) -> Option<&'static str> {
             "the account has reached its Cloudflare Images quota: delete images it no longer needs, or raise the limit (dashboard: Images > Plans), then run again; the ledger resumes where this run stopped",
         ),
         e if e.is_forbidden() => Some(
-            "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission (a read-only token can only read); `cfimg validate` checks it",
+            "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission for this account id (a read-only token can only read, and a token of another account cannot use this one); `cfimg validate` checks it",
         ),
         Error::Api {
             code: codes::NOT_FOUND,

@@ -253,10 +253,11 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
         );
     } else {
         println!(
-            "{}: {} items, {} images listed ({requests} requests); {matched} matched by their stamp, {added} recorded as uploaded",
+            "{}: {}, {} listed ({}); {matched} matched by their stamp, {added} recorded as uploaded",
             source,
-            items.len(),
-            listed
+            crate::progress::plural(items.len() as u64, "item", "items"),
+            crate::progress::plural(listed, "image", "images"),
+            crate::progress::plural(u64::from(requests), "request", "requests"),
         );
         if changed > 0 {
             println!(
@@ -270,7 +271,13 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
             );
         }
         if not_found > 0 {
-            println!("{not_found} items have no image: the next `cfimg migrate` uploads them");
+            // Not a promise of uploads: some of them may be what `migrate` rejects (empty
+            // files, other types, invalid ids), which is likely why they have no image.
+            println!(
+                "{} no image: the next `cfimg migrate` uploads those that pass its checks and \
+                 records a reason for each it rejects (then see `cfimg failures`)",
+                crate::progress::plural(not_found, "item has", "items have")
+            );
         }
         if extra > 0 {
             println!(

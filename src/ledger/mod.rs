@@ -20,6 +20,7 @@ mod schema;
 mod writer;
 
 pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
+pub use lock::writer_alive;
 pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;

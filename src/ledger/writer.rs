@@ -352,7 +352,10 @@ fn trim_wal(ledger: &Ledger, last: &mut std::time::Instant) {
         let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             r.get::<_, i64>(0)
         });
-        tracing::debug!(?busy, "truncating checkpoint of the ledger's WAL");
+        match busy {
+            Ok(busy) => tracing::debug!(busy, "truncating checkpoint of the ledger's WAL"),
+            Err(e) => tracing::debug!(error = %e, "truncating checkpoint of the ledger's WAL"),
+        }
     }
     let _ = conn.busy_timeout(Duration::from_secs(10));
 }

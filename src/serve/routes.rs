@@ -28,7 +28,7 @@ pub fn app_of(svc: &Service, headers: &HeaderMap) -> Result<String, Fail> {
             Denied::Missing => "send the app key as `Authorization: Bearer <key>`",
             Denied::Unknown => "unknown app key: use a key from the server's `serve.app_keys`",
         };
-        tracing::info!(reason = ?d, "request refused: no valid app key");
+        tracing::info!(reason = message, "request refused: no valid app key");
         Fail::new(StatusCode::UNAUTHORIZED, "authorization", message)
     })
 }

@@ -95,7 +95,12 @@ pub async fn receive(State(svc): State<Arc<Service>>, headers: HeaderMap, body: 
     for id in &ids {
         match direct::apply_notice(&svc.lane, &svc.book, id, claim, reason.as_deref()).await {
             Ok(c) => {
-                tracing::info!(id, change = ?c, claim = ?claim, "webhook applied");
+                tracing::info!(
+                    id,
+                    changed = c == DraftChange::Changed,
+                    claim = claim.map_or("none", DraftState::as_str),
+                    "webhook applied"
+                );
                 changed.push(json!({ "id": id, "changed": c == DraftChange::Changed }));
             }
             Err(e) => {

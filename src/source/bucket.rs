@@ -10,9 +10,10 @@
 //! relative to the prefix, so path ids look like those of a folder.
 //!
 //! The listing is streamed page by page (S3 pages hold at most 1000 keys) into the
-//! pipeline's bounded channel; it is never collected. Zero-byte objects (folder
-//! placeholders such as `photos/`, which `object_store` shows without their trailing `/`,
-//! and empty objects) are passed over with their reason, without a request.
+//! pipeline's bounded channel; it is never collected. Folder placeholders (zero-byte keys
+//! such as `photos/`, which `object_store` shows without their trailing `/`) are passed
+//! over with their reason; an empty object is rejected with its reason, as an empty file
+//! is, without a GET.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,7 +174,8 @@ impl Bucket {
             };
             let Some(meta) = next else { break };
             let meta = meta.map_err(|e| self.listing_error(e.to_string()))?;
-            let Some(found) = self.found(meta) else {
+            let placeholder = meta.size == 0 && self.is_placeholder(&meta.location).await;
+            let Some(found) = self.found(meta, placeholder) else {
                 continue;
             };
             if out.send(found).await.is_err() {
@@ -190,18 +192,33 @@ impl Bucket {
         }
     }
 
-    /// What one listed object becomes; `None` for keys outside the prefix.
-    fn found(&self, meta: ObjectMeta) -> Option<Found> {
+    /// Whether a zero-byte object is a folder placeholder (`photos/`) rather than an empty
+    /// object: `object_store` lists both without the trailing `/`, so the key without it is
+    /// asked for (one HEAD, only for zero-byte objects). Only when the store says that key
+    /// does not exist is it the placeholder; an empty object goes on to be rejected with
+    /// its reason, as an empty file is.
+    async fn is_placeholder(&self, location: &ObjectPath) -> bool {
+        matches!(
+            self.store.head(location).await,
+            Err(object_store::Error::NotFound { .. })
+        )
+    }
+
+    /// What one listed object becomes; `None` for keys outside the prefix. A folder
+    /// placeholder is passed over with its reason; every other object, empty or not, is an
+    /// item.
+    fn found(&self, meta: ObjectMeta, placeholder: bool) -> Option<Found> {
         let full = meta.location.as_ref();
         // S3's prefix rule, byte for byte, whatever the server sent.
         let key = full.strip_prefix(self.prefix.as_str())?;
         if key.is_empty() {
             return None;
         }
-        if meta.size == 0 {
+        if meta.size == 0 && placeholder {
             return Some(Found::Ignored {
-                key: key.to_string(),
-                reason: "a zero-byte object: a folder placeholder (a key ending in '/') or an empty object; nothing to upload".into(),
+                key: format!("{key}/"),
+                reason: "a folder placeholder (a zero-byte key ending in '/'): nothing to upload"
+                    .into(),
             });
         }
         // S3 always sends an ETag; without one, the modification time tells change.
@@ -373,14 +390,18 @@ mod tests {
             e_tag: Some("\"abc\"".into()),
             version: None,
         };
-        assert!(b.found(meta("media/2019-old/a.jpg", 5)).is_none());
-        assert!(b.found(meta("Media/2019/a.jpg", 5)).is_none());
-        assert!(b.found(meta("media/2019", 0)).is_none());
+        assert!(b.found(meta("media/2019-old/a.jpg", 5), false).is_none());
+        assert!(b.found(meta("Media/2019/a.jpg", 5), false).is_none());
+        assert!(b.found(meta("media/2019", 0), true).is_none());
         assert!(matches!(
-            b.found(meta("media/2019/dir", 0)),
-            Some(Found::Ignored { key, .. }) if key == "dir"
+            b.found(meta("media/2019/dir", 0), true),
+            Some(Found::Ignored { key, .. }) if key == "dir/"
         ));
-        let Some(Found::Item(item)) = b.found(meta("media/2019/a b/ü+%20.jpg", 5)) else {
+        assert!(matches!(
+            b.found(meta("media/2019/empty.png", 0), false),
+            Some(Found::Item(item)) if item.key == "empty.png" && item.size() == Some(0)
+        ));
+        let Some(Found::Item(item)) = b.found(meta("media/2019/a b/ü+%20.jpg", 5), false) else {
             panic!("an item");
         };
         assert_eq!(item.key, "a b/ü+%20.jpg");

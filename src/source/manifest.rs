@@ -549,12 +549,16 @@ fn bad(line: u64, reason: String) -> Found {
 }
 
 fn csv_error(e: csv::Error) -> Error {
+    // The error's own text (the line and what is wrong), not its kind's Debug form.
+    if !e.is_io_error() {
+        return Error::Config(vec![format!("the CSV header is not valid: {e}")]);
+    }
     match e.into_kind() {
         csv::ErrorKind::Io(source) => Error::Io {
             path: PathBuf::from("the manifest"),
             source,
         },
-        other => Error::Config(vec![format!("the CSV header is not valid: {other:?}")]),
+        _ => Error::Config(vec!["the CSV header could not be read".into()]),
     }
 }
 

@@ -15,6 +15,21 @@ use super::{Found, Item, SourceId, SourceKind};
 use crate::config::WalkConfig;
 use crate::error::{Error, Result};
 
+/// Why a hidden file is passed over.
+const HIDDEN_FILE: &str =
+    "a hidden file (its name starts with '.'): skipped; --include-hidden takes hidden files";
+/// Why a hidden folder is passed over, with everything in it.
+const HIDDEN_FOLDER: &str = "a hidden folder (its name starts with '.'): skipped with everything in it; --include-hidden takes hidden files";
+/// Why a temporary file is passed over.
+const TEMPORARY_FILE: &str =
+    "a temporary file (still being written, or an editor's or a download's leftover): skipped";
+
+/// Whether an entry was passed over for being hidden or temporary (the summary counts
+/// those apart from symlinks, FIFOs and the like).
+pub fn is_hidden_or_temporary(reason: &str) -> bool {
+    [HIDDEN_FILE, HIDDEN_FOLDER, TEMPORARY_FILE].contains(&reason)
+}
+
 /// Name endings of files that are still being written or are editor leftovers.
 const TEMP_SUFFIXES: &[&str] = &[
     "~",
@@ -96,14 +111,66 @@ impl Walk {
         Ok(())
     }
 
-    /// Iterates over the files, lazily.
+    /// Iterates over the files, lazily. A hidden folder is passed over as one entry (its
+    /// files are not walked): the ledger keeps one row for `.git/`, not one per object.
     pub fn iter(&self) -> impl Iterator<Item = Found> + '_ {
         let include_hidden = self.cfg.include_hidden;
-        WalkDir::new(&self.root)
+        let mut entries = WalkDir::new(&self.root)
             .follow_links(self.cfg.follow_symlinks)
-            .into_iter()
-            .filter_entry(move |e| e.depth() == 0 || include_hidden || !is_hidden(e))
-            .filter_map(move |entry| self.found(entry))
+            .into_iter();
+        std::iter::from_fn(move || {
+            loop {
+                let entry = entries.next()?;
+                if let Ok(e) = &entry
+                    && e.depth() > 0
+                    && !include_hidden
+                    && is_hidden(e)
+                {
+                    let folder = e.file_type().is_dir();
+                    if folder {
+                        entries.skip_current_dir();
+                    }
+                    if let Some(found) = self.hidden(e.path(), folder) {
+                        return Some(found);
+                    }
+                    continue;
+                }
+                if let Some(found) = self.found(entry) {
+                    return Some(found);
+                }
+            }
+        })
+    }
+
+    /// A hidden file or folder, passed over with its reason (unless the globs leave it out
+    /// anyway).
+    fn hidden(&self, path: &Path, folder: bool) -> Option<Found> {
+        let mut key = key_of(relative(path, &self.root)?);
+        if self.filtered_out(&key) {
+            return None;
+        }
+        let reason = if folder {
+            key.push('/');
+            HIDDEN_FOLDER
+        } else {
+            HIDDEN_FILE
+        };
+        Some(Found::Ignored {
+            key,
+            reason: reason.into(),
+        })
+    }
+
+    /// A temporary file, passed over with its reason (unless the globs leave it out anyway).
+    fn temporary(&self, path: &Path) -> Option<Found> {
+        let key = key_of(relative(path, &self.root)?);
+        if self.filtered_out(&key) {
+            return None;
+        }
+        Some(Found::Ignored {
+            key,
+            reason: TEMPORARY_FILE.into(),
+        })
     }
 
     fn found(&self, entry: walkdir::Result<DirEntry>) -> Option<Found> {
@@ -147,7 +214,7 @@ impl Walk {
         if !file_type.is_file() {
             let name = entry.file_name().to_string_lossy();
             if is_temporary(&name) {
-                return None;
+                return self.temporary(entry.path());
             }
             let key = key_of(relative(entry.path(), &self.root)?);
             if self.filtered_out(&key) {
@@ -160,7 +227,7 @@ impl Walk {
         }
         let name = entry.file_name().to_string_lossy();
         if is_temporary(&name) {
-            return None;
+            return self.temporary(entry.path());
         }
         let rel = relative(entry.path(), &self.root)?;
         let key = key_of(rel);
@@ -213,11 +280,15 @@ impl Walk {
         let hidden = rel
             .components()
             .any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.')));
+        // The watcher sees these come and go (a download's `.part` becomes the image): it
+        // records nothing for them, but -v shows each one.
         if hidden && !self.cfg.include_hidden {
+            tracing::debug!(path = %rel.display(), reason = HIDDEN_FILE, "passed over");
             return None;
         }
         let name = path.file_name()?.to_string_lossy();
         if is_temporary(&name) {
+            tracing::debug!(path = %rel.display(), reason = TEMPORARY_FILE, "passed over");
             return None;
         }
         let key = key_of(rel);

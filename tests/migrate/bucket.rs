@@ -366,11 +366,31 @@ async fn bucket_prefix_is_migrated_page_by_page_and_an_unchanged_rerun_reads_not
     let (code, summary, out) = s3
         .migrate(&env, "media/2019", &["--id-prefix", "legacy/"])
         .await;
-    // The text file named .jpg is rejected, so the run is incomplete.
+    // The text file named .jpg and the empty object are rejected, so the run is
+    // incomplete; only the folder placeholder is passed over (issue 17.7).
     assert_eq!(code, 1, "{out}");
     assert_eq!(summary["uploaded"], good.len(), "{summary}");
-    assert_eq!(summary["rejected"], 1, "{summary}");
-    assert_eq!(summary["ignored"], 2, "{summary}");
+    assert_eq!(summary["rejected"], 2, "{summary}");
+    assert_eq!(summary["ignored"], 1, "{summary}");
+    let f = env.run(&["failures", "--all", "--json"]).await;
+    let f: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    let row = |key: &str| {
+        f.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} not in {f:#}"))
+    };
+    assert_eq!(row("empty.png")["state"], "rejected", "{f:#}");
+    assert!(
+        row("empty.png")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("empty (0 bytes)"),
+        "{f:#}"
+    );
+    assert_eq!(row("dir/")["state"], "ignored", "{f:#}");
 
     // Every image holds its object's bytes under a path id relative to the prefix.
     let images = env.inspect().images;
@@ -384,8 +404,8 @@ async fn bucket_prefix_is_migrated_page_by_page_and_an_unchanged_rerun_reads_not
         .collect();
     assert_eq!(stored, want);
 
-    // Only keys under the prefix were read, each once; the empty object and the
-    // placeholder were passed over without a request; the listing came in small pages.
+    // Only keys under the prefix were read, each once; the empty object (rejected) and the
+    // placeholder (passed over) cost no GET; the listing came in small pages.
     let gets = s3.gets();
     let mut read: Vec<String> = gets.clone();
     read.sort();
@@ -435,6 +455,7 @@ async fn bucket_prefix_is_migrated_page_by_page_and_an_unchanged_rerun_reads_not
     s3.put("media/2019/new/one.png", &png(900, 3000)).await;
     s3.put("media/2019/a.png", &png(901, 3100)).await;
     s3.delete("media/2019/notes.jpg").await;
+    s3.delete("media/2019/empty.png").await;
     let (code, summary, out) = s3
         .migrate(&env, "media/2019", &["--id-prefix", "legacy/"])
         .await;

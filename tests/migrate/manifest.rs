@@ -357,12 +357,13 @@ async fn remote_mode_leaves_fetching_to_cloudflare_and_records_what_it_refused()
     assert_eq!(summary["uploaded"], 2, "{summary}");
     let f = failures(&env).await;
     let key = |path: &str| origin.url(path);
-    // 5454: the service could not fetch it; retried, then left for a later run.
+    // 5454 naming the origin's 404: refused for good, without retries (issue 17.9).
     assert!(
         reason_of(&f, &key("/img/missing.png")).contains("5454"),
         "{f:#?}"
     );
-    assert_eq!(state_of(&f, &key("/img/missing.png")), "failed");
+    assert_eq!(state_of(&f, &key("/img/missing.png")), "rejected");
+    assert_eq!(origin.hits("/img/missing.png"), 1);
     assert!(reason_of(&f, &closed).contains("5454"), "{f:#?}");
     assert!(
         reason_of(&f, &key("/status/503/flaky.png")).contains("5454"),

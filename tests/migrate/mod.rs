@@ -8,6 +8,7 @@ mod exactly_once;
 mod exit_codes;
 mod faults;
 mod manifest;
+mod messages;
 mod quota;
 mod rejects;
 mod shards;
