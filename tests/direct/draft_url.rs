@@ -11,7 +11,9 @@ async fn a_completed_draft_is_shown_with_the_public_variant_like_migrate() {
     let env = TestEnv::new().await;
     // `priv` sorts before `public`, so the account lists it first.
     let out = env
-        .run(&["variants", "create", "priv", "--width", "50", "--height", "50"])
+        .run(&[
+            "variants", "create", "priv", "--width", "50", "--height", "50",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = env.run(&["direct-upload", "create", "--json"]).await;

@@ -8,6 +8,7 @@ mod exactly_once;
 mod faults;
 mod manifest;
 mod quota;
+mod rate_warning;
 mod rejects;
 mod shards;
 mod sources;
