@@ -35,7 +35,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         .transpose()?;
     let mut raw = config::load_raw(
         cli.config.as_deref(),
-        args.overrides(cli.ledger.clone(), metadata),
+        args.overrides(cli.ledger(), metadata),
     )?;
     if let Some(shard) = args.shard {
         // One ledger per shard, so that a restarted shard resumes its own items; and an

@@ -38,7 +38,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
         .as_deref()
         .map(config::parse_metadata_flag)
         .transpose()?;
-    let mut flags = args.overrides(cli.ledger.clone(), metadata);
+    let mut flags = args.overrides(cli.ledger(), metadata);
     if args.emulator && flags.ledger.is_none() {
         flags.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
     }

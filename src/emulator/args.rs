@@ -79,7 +79,7 @@ pub struct EmulatorArgs {
     /// Send a notification per completed or failed direct upload to this URL.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
-    /// The secret sent in `cf-webhook-auth` with each notification [env: CFIMG_EMULATOR_WEBHOOK_SECRET].
+    /// The secret sent in `cf-webhook-auth` with each notification.
     #[arg(
         long,
         value_name = "SECRET",

@@ -1,0 +1,3 @@
+//! The command line itself: `--help` of every command.
+
+mod help;
