@@ -236,3 +236,60 @@ async fn ledger_before_the_command_still_works_and_is_refused_where_it_does_noth
     .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Splits a POSIX shell line into words (single quotes only, as the examples use) and stops
+/// at a redirection or `&`.
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(word);
+    }
+    out.into_iter()
+        .take_while(|w| w != ">" && w != "&")
+        .collect()
+}
+
+#[tokio::test]
+async fn every_example_in_the_help_parses() {
+    use clap::Parser;
+    for path in command_paths() {
+        let (long, _) = help(&path).await;
+        let Some(at) = long.find("\nExamples:\n") else {
+            continue;
+        };
+        for line in long[at..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with("  cfimg "))
+        {
+            let line = line.split("  #").next().unwrap_or_default();
+            for command in line.split("&&") {
+                let argv = words(command.trim());
+                let parsed = cfimg::cli::Cli::try_parse_from(&argv);
+                assert!(
+                    parsed.is_ok(),
+                    "{argv:?}: {}",
+                    parsed.err().map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
