@@ -51,11 +51,12 @@ start_emulator() {
   stop_emulator
   "$BIN" emulator --listen 127.0.0.1:0 "$@" >"$WORK/emu.out" 2>"$WORK/emu.err" &
   EMU_PID=$!
-  for _ in $(seq 1 200); do grep -q '^api_token' "$WORK/emu.out" 2>/dev/null && break; sleep 0.05; done
-  API=$(sed -n 's/^api_base_url = //p' "$WORK/emu.out")
-  TOKEN=$(sed -n 's/^api_token = //p' "$WORK/emu.out")
-  ACCOUNT=$(sed -n 's/^account_id = //p' "$WORK/emu.out")
-  BATCH=$(sed -n 's/^batch_base_url = //p' "$WORK/emu.out")
+  # It prints `export NAME='value'` lines: read them the way a user does, with the shell.
+  for _ in $(seq 1 200); do grep -q '^export CLOUDFLARE_API_TOKEN=' "$WORK/emu.out" 2>/dev/null && break; sleep 0.05; done
+  API=$(. "$WORK/emu.out" 2>/dev/null; printf %s "${CFIMG_API_BASE_URL:-}")
+  TOKEN=$(. "$WORK/emu.out"; printf %s "${CLOUDFLARE_API_TOKEN:-}")
+  ACCOUNT=$(. "$WORK/emu.out"; printf %s "${CLOUDFLARE_ACCOUNT_ID:-}")
+  BATCH=$(. "$WORK/emu.out"; printf %s "${CFIMG_BATCH_BASE_URL:-}")
   [ -n "$API" ] || { echo "emulator did not start:"; cat "$WORK/emu.err"; exit 1; }
   # cfimg pointed at this emulator.
   CFIMG=(env "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" "CFIMG_BATCH_BASE_URL=$BATCH" RUST_LOG=warn "$BIN")

@@ -10,21 +10,36 @@ use crate::config::{
 use crate::emulator::EmulatorArgs;
 use crate::source::manifest::ManifestFormat;
 
+#[path = "cli_help.rs"]
+mod help;
+
+/// The heading of the options every command (or every command with a ledger) shares, apart
+/// from the command's own.
+pub const GLOBAL: &str = "Global options";
+
 /// cfimg moves images into Cloudflare Images and keeps them there in sync.
 #[derive(Debug, Parser)]
-#[command(name = "cfimg", version, about, long_about = None)]
+#[command(name = "cfimg", version, about, long_about = None, after_help = help::CFIMG)]
 pub struct Cli {
     /// Configuration file (TOML); see config.example.toml.
-    #[arg(long, global = true, value_name = "FILE", env = "CFIMG_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "CFIMG_CONFIG",
+        hide_env_values = true,
+        help_heading = GLOBAL
+    )]
     pub config: Option<PathBuf>,
-    /// The SQLite ledger [env: CFIMG_LEDGER] [default: cfimg.sqlite].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub ledger: Option<PathBuf>,
+    /// `--ledger` given before the command (`cfimg --ledger L status`), as older scripts do;
+    /// hidden: help shows `--ledger` on the commands that use a ledger. See [`Cli::ledger`].
+    #[arg(long = "ledger", value_name = "PATH", hide = true)]
+    pub ledger_before_command: Option<PathBuf>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only warnings and errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Log lines as text, or as JSON objects for log shippers.
     #[arg(
@@ -32,12 +47,69 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value = "text",
-        value_name = "FORMAT"
+        value_name = "FORMAT",
+        help_heading = GLOBAL
     )]
     pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--ledger`, flattened into every command that reads or writes a ledger (and only those).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LedgerArg {
+    /// The SQLite ledger [env: CFIMG_LEDGER] [default: cfimg.sqlite; with --emulator: cfimg-emulator.sqlite; with --shard K/N: cfimg-shard-K-of-N.sqlite].
+    #[arg(long = "ledger", value_name = "PATH", help_heading = GLOBAL)]
+    pub path: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The `--ledger` given, after the command or before it; `None` leaves it to the
+    /// configuration (`CFIMG_LEDGER`, `ledger = ...`, then `cfimg.sqlite`).
+    pub fn ledger(&self) -> Option<PathBuf> {
+        self.command
+            .ledger_arg()
+            .and_then(|l| l.path.clone())
+            .or_else(|| self.ledger_before_command.clone())
+    }
+
+    /// A usage problem the parser cannot see: `--ledger` before a command that has no ledger.
+    pub fn misplaced_ledger(&self) -> Option<String> {
+        match (&self.ledger_before_command, self.command.ledger_arg()) {
+            (Some(_), None) => Some(
+                "--ledger does nothing for this command (it reads or writes no ledger): leave it out"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl Command {
+    /// The command's `--ledger`, or `None` for a command that has no ledger. Every command is
+    /// named, so that a new one must say whether it has a ledger.
+    pub fn ledger_arg(&self) -> Option<&LedgerArg> {
+        match self {
+            Command::Migrate(a) => Some(&a.ledger),
+            Command::Watch(a) => Some(&a.ledger),
+            Command::Status(a) => Some(&a.ledger),
+            Command::Failures(a) => Some(&a.ledger),
+            Command::Validate(a) => Some(&a.ledger),
+            Command::Export(a) => Some(&a.ledger),
+            Command::Verify(a) => Some(&a.ledger),
+            Command::Ledger(LedgerCommand::Rebuild(a)) => Some(&a.ledger),
+            Command::DirectUpload(DirectUploadCommand::Create(a)) => Some(&a.ledger),
+            Command::DirectUpload(DirectUploadCommand::Status(a)) => Some(&a.ledger),
+            Command::Serve(a) => Some(&a.ledger),
+            Command::Emulator(_)
+            | Command::Images(_)
+            | Command::Variants(_)
+            | Command::FlexibleVariants(_)
+            | Command::Keys(_)
+            | Command::SignUrl(_) => None,
+        }
+    }
 }
 
 /// How log lines are written.
@@ -53,41 +125,52 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a folder tree or a manifest of URLs into Cloudflare Images; reruns only do what is left.
+    #[command(after_help = help::MIGRATE)]
     Migrate(MigrateArgs),
     /// Keep a folder in Cloudflare Images: upload new and changed files within seconds, as a daemon.
+    #[command(after_help = help::WATCH)]
     Watch(WatchArgs),
     /// Show the ledger: items by state, bytes, the last run.
-    Status(OutputArgs),
+    #[command(after_help = help::STATUS)]
+    Status(StatusArgs),
     /// List every failed or rejected item with its reason (--all: also those passed over).
+    #[command(after_help = help::FAILURES)]
     Failures(FailuresArgs),
     /// Check the configuration and the credentials, then exit.
-    Validate,
-    /// Run a local emulator of the Cloudflare Images API.
+    #[command(after_help = help::VALIDATE)]
+    Validate(ValidateArgs),
+    /// Run a local emulator of the Cloudflare Images API; it prints `export` lines that point cfimg at it.
+    #[command(after_help = help::EMULATOR)]
     Emulator(EmulatorArgs),
     /// Write the ledger as CSV or JSON lines: one row per item, with its image and URL.
+    #[command(after_help = help::EXPORT)]
     Export(ExportArgs),
     /// Compare the ledger with the account's images (one listing pass); --repair fixes what it can.
+    #[command(after_help = help::VERIFY)]
     Verify(VerifyArgs),
     /// Maintain the ledger itself.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::LEDGER)]
     Ledger(LedgerCommand),
     /// List, show, change, delete and download images; the account's image count.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::IMAGES)]
     Images(ImagesCommand),
     /// The account's variants.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::VARIANTS)]
     Variants(VariantsCommand),
     /// Turn flexible variants (width=...,height=... in delivery URLs) on or off.
+    #[command(after_help = help::FLEXIBLE_VARIANTS)]
     FlexibleVariants(FlexibleArgs),
     /// The account's URL signing keys.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::KEYS)]
     Keys(KeysCommand),
     /// Sign a delivery URL of a private image with a signing key (HMAC-SHA256).
+    #[command(after_help = help::SIGN_URL)]
     SignUrl(SignUrlArgs),
     /// Direct creator uploads: mint one-time upload URLs, see which drafts completed.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::DIRECT_UPLOAD)]
     DirectUpload(DirectUploadCommand),
     /// Serve apps: mint upload URLs for app keys, draft status, Cloudflare's webhooks, a demo page.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
 }
 
@@ -112,6 +195,9 @@ pub struct ExportArgs {
     /// Only this source (`dir:/path`, the folder, or a location as `status` shows it).
     #[arg(long, value_name = "S")]
     pub source: Option<String>,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Flags of `cfimg verify`.
@@ -127,12 +213,16 @@ pub struct VerifyArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// `cfimg ledger ...`.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Rebuild a lost ledger from the account's images and their stamps, listing the source (folder, manifest or bucket) again.
+    #[command(after_help = help::LEDGER_REBUILD)]
     Rebuild(RebuildArgs),
 }
 
@@ -162,14 +252,19 @@ pub struct RebuildArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// `cfimg images ...`.
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// List images (streamed page by page).
+    #[command(after_help = help::IMAGES_LIST)]
     List(ImagesListArgs),
     /// Show one image.
+    #[command(after_help = help::IMAGES_GET)]
     Get {
         /// Image id.
         id: String,
@@ -178,10 +273,13 @@ pub enum ImagesCommand {
         json: bool,
     },
     /// Change an image's metadata, privacy or creator.
+    #[command(after_help = help::IMAGES_UPDATE)]
     Update(ImagesUpdateArgs),
     /// Delete images.
+    #[command(after_help = help::IMAGES_DELETE)]
     Delete(ImagesDeleteArgs),
     /// Download an image's original bytes.
+    #[command(after_help = help::IMAGES_BLOB)]
     Blob {
         /// Image id.
         id: String,
@@ -190,6 +288,7 @@ pub enum ImagesCommand {
         output: PathBuf,
     },
     /// The account's image count and quota.
+    #[command(after_help = help::IMAGES_STATS)]
     Stats(OutputArgs),
 }
 
@@ -250,8 +349,10 @@ pub struct ImagesDeleteArgs {
 #[derive(Debug, Subcommand)]
 pub enum VariantsCommand {
     /// List variants.
+    #[command(after_help = help::VARIANTS_LIST)]
     List(OutputArgs),
     /// Show one variant.
+    #[command(after_help = help::VARIANTS_GET)]
     Get {
         /// Variant name.
         id: String,
@@ -260,10 +361,13 @@ pub enum VariantsCommand {
         json: bool,
     },
     /// Create a variant.
+    #[command(after_help = help::VARIANTS_CREATE)]
     Create(VariantArgs),
     /// Change the options given; the others keep their current values.
+    #[command(after_help = help::VARIANTS_UPDATE)]
     Update(VariantUpdateArgs),
     /// Delete a variant (delivery URLs ending in /NAME stop working).
+    #[command(after_help = help::VARIANTS_DELETE)]
     Delete {
         /// Variant name.
         id: String,
@@ -341,6 +445,7 @@ pub struct FlexibleArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// List signing keys (names; --show-values for the secrets).
+    #[command(after_help = help::KEYS_LIST)]
     List {
         /// Print the key values too.
         #[arg(long)]
@@ -350,6 +455,7 @@ pub enum KeysCommand {
         json: bool,
     },
     /// Create a key; an existing key is rotated only with --rotate.
+    #[command(after_help = help::KEYS_ADD)]
     Add {
         /// Key name.
         name: String,
@@ -358,6 +464,7 @@ pub enum KeysCommand {
         rotate: bool,
     },
     /// Delete a key (URLs signed with it stop working).
+    #[command(after_help = help::KEYS_DELETE)]
     Delete {
         /// Key name.
         name: String,
@@ -388,6 +495,25 @@ pub struct OutputArgs {
     pub json: bool,
 }
 
+/// Flags of `cfimg status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+/// Flags of `cfimg validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
 /// Flags of `cfimg failures`.
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
@@ -397,6 +523,9 @@ pub struct FailuresArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Upload flags of `migrate` and `watch`.
@@ -519,8 +648,8 @@ pub struct MigrateArgs {
     /// Retry items that failed in earlier runs.
     #[arg(long)]
     pub retry_failed: bool,
-    /// Take only shard K of N (K from 0): a stable hash of each item picks its shard; each shard has its own ledger [env: CFIMG_SHARD].
-    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
+    /// Take only shard K of N (K from 0): a stable hash of each item picks its shard; each shard has its own ledger.
+    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD", hide_env_values = true)]
     pub shard: Option<crate::shard::Shard>,
     /// Start even when the pre-flight check finds more new images than the account's quota has room for (the run stops at the quota).
     #[arg(long)]
@@ -549,6 +678,9 @@ pub struct MigrateArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 impl MigrateArgs {
@@ -618,14 +750,19 @@ pub struct WatchArgs {
     /// Start the built-in emulator and keep the folder in it (no account needed).
     #[arg(long)]
     pub emulator: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// `cfimg direct-upload ...`.
 #[derive(Debug, Subcommand)]
 pub enum DirectUploadCommand {
     /// Mint a one-time upload URL (a draft, recorded in the ledger) and print its id and URL.
+    #[command(after_help = help::DIRECT_UPLOAD_CREATE)]
     Create(DirectUploadCreateArgs),
     /// Which drafts completed, expired unused or are pending (pending ones are looked up first).
+    #[command(after_help = help::DIRECT_UPLOAD_STATUS)]
     Status(DirectUploadStatusArgs),
 }
 
@@ -653,6 +790,9 @@ pub struct DirectUploadCreateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Flags of `cfimg direct-upload status`.
@@ -666,6 +806,9 @@ pub struct DirectUploadStatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Flags of `cfimg serve`.
@@ -680,6 +823,9 @@ pub struct ServeArgs {
     /// Start the built-in emulator, with its webhook pointed here (no account needed).
     #[arg(long)]
     pub emulator: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 impl WatchArgs {
@@ -726,6 +872,8 @@ mod tests {
             "cfimg migrate --manifest - --manifest-format csv",
             "cfimg migrate s3://b/p --endpoint-url http://127.0.0.1:9000 --region auto --s3-mode presign",
             "cfimg --ledger l.sqlite status --json",
+            "cfimg status --ledger l.sqlite --json",
+            "cfimg migrate dir --ledger l.sqlite -v --config c.toml",
             "cfimg failures",
             "cfimg validate",
             "cfimg export --format jsonl -o out.jsonl --source dir:/srv",

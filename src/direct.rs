@@ -215,8 +215,9 @@ pub async fn refresh(lane: &ApiLane, book: &Mutex<DraftBook>, draft: &Draft) -> 
     };
     match lane.once(&spent, lane.client.get(&draft.id)).await {
         Ok(image) if image.draft != Some(true) => {
-            let url = image.variants.first().map(String::as_str);
-            lock()?.complete(&draft.id, url, image.filename.as_deref())?;
+            // The same URL `migrate` records for an image, whichever variant the account lists first.
+            let url = crate::upload::delivery_url(&image);
+            lock()?.complete(&draft.id, url.as_deref(), image.filename.as_deref())?;
         }
         Ok(_) if expired => {
             lock()?.expire(&draft.id)?;

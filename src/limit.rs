@@ -24,6 +24,33 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30 * 60);
 /// clamped to this rather than trusted, and never overflows).
 pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// Cloudflare's documented average on the API host: 1,200 requests per 5 minutes per user.
+pub const ACCOUNT_AVERAGE: f64 = 4.0;
+
+/// What to tell the user when `rate` requests per second on the API host, in each of
+/// `processes` processes sharing the account (shards), add up to more than the account's
+/// average: the run cannot go faster, it only gets blocked. `None` within the limit.
+pub fn over_account_limit(rate: f64, processes: u32) -> Option<String> {
+    let total = rate * f64::from(processes.max(1));
+    if total <= ACCOUNT_AVERAGE {
+        return None;
+    }
+    let given = if processes > 1 {
+        format!(
+            "`upload.rate` (--rate) {rate}/s in each of {processes} shards is {total}/s in all, which"
+        )
+    } else {
+        format!("`upload.rate` (--rate) {rate}/s")
+    };
+    Some(format!(
+        "{given} is above Cloudflare's documented 4/s average on the API host (1,200 requests per \
+         5 minutes, counted over every client of the user): past it Cloudflare blocks every API \
+         call of the user for 5 minutes (429), so the run pauses for minutes at a time and \
+         averages 4/s at best; use --rate {} (the default) or less",
+        crate::config::DEFAULT_RATE / f64::from(processes.max(1))
+    ))
+}
+
 tokio::task_local! {
     /// Set by [`Limiter::send`] around one request: where the client leaves the reset of
     /// a budget the server reported as used up.

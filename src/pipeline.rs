@@ -387,6 +387,8 @@ pub async fn migrate_gated(
         upload_rate(cfg),
         cfg.ledger.display().to_string(),
     );
+    summary.rate_warning =
+        crate::limit::over_account_limit(cfg.upload.rate, opts.shard.map_or(1, |s| s.count));
     if interrupted {
         summary.outcome = "interrupted".into();
     }
@@ -420,7 +422,8 @@ pub async fn migrate_gated(
 /// Uploads per second the configuration allows: the API rate, or every batch token's.
 fn upload_rate(cfg: &Config) -> f64 {
     match cfg.upload.transport {
-        crate::config::Transport::Api => cfg.upload.rate,
+        // A rate above the account's average only earns 5-minute blocks: it cannot go faster.
+        crate::config::Transport::Api => cfg.upload.rate.min(crate::limit::ACCOUNT_AVERAGE),
         crate::config::Transport::Batch => {
             cfg.upload.batch_rate * f64::from(cfg.upload.batch_tokens)
         }

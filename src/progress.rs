@@ -182,6 +182,10 @@ pub struct Summary {
     pub estimated_secs: f64,
     /// The ledger file.
     pub ledger: String,
+    /// Set when the configured rate is above the account's average (the dry run's
+    /// estimate then uses that average, the fastest a run can go).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_warning: Option<String>,
 }
 
 impl Summary {
@@ -218,6 +222,7 @@ impl Summary {
             would_upload_bytes: get(&stats.would_upload_bytes),
             estimated_secs: would_upload as f64 / rate,
             ledger,
+            rate_warning: None,
         }
     }
 
@@ -240,6 +245,11 @@ impl Summary {
                 self.counts.rejected + self.counts.rejected_earlier,
                 human_duration(self.estimated_secs),
             ));
+            if let Some(w) = &self.rate_warning {
+                out.push_str(&format!(
+                    "warning: {w} (the estimate counts at most 4 uploads a second on the API host)\n"
+                ));
+            }
         } else {
             out.push_str(&format!(
                 "{}: {} uploaded ({} replaced), {} unchanged, {} deduplicated, {} failed, {} rejected; {} in {} ({:.1} files/s, {:.2} MB/s); {}, {} rate-limited\n",

@@ -1,5 +1,6 @@
 //! One integration-test binary: every module shares the helpers in `common`.
 
+mod cli;
 mod common;
 mod direct;
 mod emulator;

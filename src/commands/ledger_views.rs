@@ -13,7 +13,7 @@ use crate::progress::human_bytes;
 
 pub(super) fn ledger_path(cli: &Cli) -> Result<PathBuf> {
     let flags = RawConfig {
-        ledger: cli.ledger.clone(),
+        ledger: cli.ledger(),
         ..RawConfig::default()
     };
     Ok(config::load(cli.config.as_deref(), flags, false)?.ledger)

@@ -35,7 +35,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         .transpose()?;
     let mut raw = config::load_raw(
         cli.config.as_deref(),
-        args.overrides(cli.ledger.clone(), metadata),
+        args.overrides(cli.ledger(), metadata),
     )?;
     if let Some(shard) = args.shard {
         // One ledger per shard, so that a restarted shard resumes its own items; and an
@@ -57,6 +57,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     }
     let needs_credentials = !args.emulator && !args.dry_run;
     let mut cfg = config::validate(raw, needs_credentials)?;
+    let shards = args.shard.map_or(1, |s| s.count);
+    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, shards) {
+        tracing::warn!("{w}");
+    }
     // Checked before the emulator starts or any request leaves.
     let source = source(args, &cfg)?;
     // Two more instances for the quota check's counting passes (see `quota.rs`).

@@ -27,12 +27,15 @@ pub const EXIT_CONFIG: i32 = EXIT_USAGE;
 
 /// Runs the command and returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
+    if let Some(problem) = cli.misplaced_ledger() {
+        return Err(Error::Config(vec![problem]));
+    }
     match &cli.command {
         Command::Migrate(args) => migrate::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args).await,
         Command::Status(out) => ledger_views::status(&cli, out.json),
         Command::Failures(args) => ledger_views::failures(&cli, args.json, args.all),
-        Command::Validate => validate::run(&cli).await,
+        Command::Validate(_) => validate::run(&cli).await,
         Command::Export(args) => export::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args).await,
         Command::Ledger(crate::cli::LedgerCommand::Rebuild(args)) => rebuild::run(&cli, args).await,
@@ -65,7 +68,7 @@ pub(crate) fn api_lane_with(
     cli: &Cli,
     mut flags: crate::config::RawConfig,
 ) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
-    flags.ledger = cli.ledger.clone();
+    flags.ledger = cli.ledger();
     let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
     let lane = lane_of(&cfg)?;
     Ok((cfg, lane))

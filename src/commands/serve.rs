@@ -17,7 +17,7 @@ const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 /// Runs the service until a stop signal.
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
     let flags = RawConfig {
-        ledger: cli.ledger.clone(),
+        ledger: cli.ledger(),
         serve: RawServe {
             listen: args.listen.clone(),
             ..RawServe::default()

@@ -16,7 +16,7 @@ use crate::retry;
 /// token's write permission.
 pub async fn run(cli: &Cli) -> Result<i32> {
     let flags = RawConfig {
-        ledger: cli.ledger.clone(),
+        ledger: cli.ledger(),
         ..RawConfig::default()
     };
     let cfg = config::load(cli.config.as_deref(), flags, true)?;

@@ -38,12 +38,15 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
         .as_deref()
         .map(config::parse_metadata_flag)
         .transpose()?;
-    let mut flags = args.overrides(cli.ledger.clone(), metadata);
+    let mut flags = args.overrides(cli.ledger(), metadata);
     if args.emulator && flags.ledger.is_none() {
         flags.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
     }
     let raw = config::load_raw(cli.config.as_deref(), flags.clone())?;
     let mut cfg = config::validate(raw, !args.emulator)?;
+    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, 1) {
+        tracing::warn!("{w}");
+    }
     // Events name absolute paths: the walk's root must be the folder's canonical path.
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let walk = Walk::new(&dir, &cfg.walk)?;
@@ -182,6 +185,9 @@ impl Reload {
             return;
         }
         if new.upload.rate != self.current.upload.rate {
+            if let Some(w) = crate::limit::over_account_limit(new.upload.rate, 1) {
+                tracing::warn!("{w}");
+            }
             self.limiter.set_rate(new.upload.rate);
             self.current.upload.rate = new.upload.rate;
         }

@@ -79,7 +79,7 @@ pub struct EmulatorArgs {
     /// Send a notification per completed or failed direct upload to this URL.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
-    /// The secret sent in `cf-webhook-auth` with each notification [env: CFIMG_EMULATOR_WEBHOOK_SECRET].
+    /// The secret sent in `cf-webhook-auth` with each notification.
     #[arg(
         long,
         value_name = "SECRET",
@@ -207,15 +207,31 @@ pub async fn run(args: EmulatorArgs) -> std::io::Result<()> {
     let handle = start(args.listen, args.config()).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "api_base_url = {}", handle.api_base())?;
-        writeln!(out, "batch_base_url = {}", handle.batch_base())?;
-        writeln!(out, "account_id = {}", handle.account_id())?;
-        writeln!(out, "api_token = {}", handle.token())?;
+        out.write_all(settings(&handle).as_bytes())?;
         out.flush()?;
     }
     wait_for_signal().await?;
     handle.shutdown().await;
     Ok(())
+}
+
+/// What the emulator prints at start: shell `export` lines of the variables every cfimg
+/// command reads, so that `eval` (or `.` on a saved copy) points a shell at it.
+pub fn settings(handle: &super::EmulatorHandle) -> String {
+    [
+        ("CFIMG_API_BASE_URL", handle.api_base()),
+        ("CFIMG_BATCH_BASE_URL", handle.batch_base()),
+        ("CLOUDFLARE_ACCOUNT_ID", handle.account_id().to_string()),
+        ("CLOUDFLARE_API_TOKEN", handle.token().to_string()),
+    ]
+    .iter()
+    .map(|(name, value)| format!("export {name}={}\n", shell_quote(value)))
+    .collect()
+}
+
+/// `text` as one POSIX shell word: single quotes, each `'` written as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -5,6 +5,7 @@
 
 mod browser;
 mod cli;
+mod draft_url;
 mod errors;
 mod flow;
 mod limits;

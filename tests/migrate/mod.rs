@@ -10,6 +10,7 @@ mod faults;
 mod manifest;
 mod messages;
 mod quota;
+mod rate_warning;
 mod rejects;
 mod shards;
 mod sources;

@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -158,7 +159,14 @@ class Emulator:
         threading.Thread(target=pump, daemon=True).start()
         self.info: dict[str, str] = {}
         deadline = time.monotonic() + START_TIMEOUT
-        want = {"api_base_url", "batch_base_url", "account_id", "api_token"}
+        # It prints `export NAME='value'` lines (POSIX shell); these are the names.
+        names = {
+            "CFIMG_API_BASE_URL": "api_base_url",
+            "CFIMG_BATCH_BASE_URL": "batch_base_url",
+            "CLOUDFLARE_ACCOUNT_ID": "account_id",
+            "CLOUDFLARE_API_TOKEN": "api_token",
+        }
+        want = set(names.values())
         while not want <= self.info.keys():
             left = deadline - time.monotonic()
             try:
@@ -176,9 +184,11 @@ class Emulator:
                 err = (err or "").strip().splitlines()
                 err = " | ".join(err[:3])
                 raise RuntimeError(f"emulator did not print its settings (got {self.info}); exit status {self.proc.returncode}; stderr: {err[:600]}")
-            key, sep, value = line.partition(" = ")
-            if sep:
-                self.info[key.strip()] = value.strip()
+            words = shlex.split(line)
+            if len(words) == 2 and words[0] == "export":
+                key, sep, value = words[1].partition("=")
+                if sep and key in names:
+                    self.info[names[key]] = value
         self.api_base = self.info["api_base_url"]
         self.batch_base = self.info["batch_base_url"].rstrip("/")
         self.account = self.info["account_id"]

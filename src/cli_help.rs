@@ -1,0 +1,380 @@
+//! The end of each command's `--help`: two or three examples, then the credentials and
+//! other environment variables the command reads. Kept apart from the flags in `cli.rs`.
+
+/// The credentials every command that talks to the API reads.
+macro_rules! api_credentials {
+    () => {
+        "Credentials: CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID (or api_token, api_token_file \
+         and account_id in --config). CFIMG_API_BASE_URL points them at another API, e.g. a \
+         `cfimg emulator` (eval its output)."
+    };
+}
+
+/// Commands that only read the ledger.
+macro_rules! no_credentials {
+    () => {
+        "Credentials: none (it reads the ledger only, and sends no request)."
+    };
+}
+
+/// `cfimg --help`.
+pub const CFIMG: &str = concat!(
+    "Examples:
+  cfimg migrate examples/images --emulator       # try it: a migration into the built-in emulator
+  cfimg migrate /srv/images --dry-run            # what would be uploaded, and how long it takes
+  cfimg migrate /srv/images && cfimg status      # the run, then the ledger's view
+
+",
+    api_credentials!(),
+    "\nEach command's --help has its own examples."
+);
+
+/// `cfimg migrate --help`.
+pub const MIGRATE: &str = concat!(
+    "Examples:
+  cfimg migrate /srv/images --dry-run                      # plan only: no request, no ledger
+  cfimg migrate /srv/images --ledger /var/lib/cfimg/images.sqlite --id-prefix legacy/
+  cfimg migrate --manifest urls.csv --url-mode local --id-mode hash
+
+",
+    api_credentials!(),
+    " Not needed with --dry-run or --emulator. A bucket (s3://...) reads AWS_ACCESS_KEY_ID, \
+     AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; --transport batch mints its batch tokens with \
+     the API token. CFIMG_SHARD sets --shard."
+);
+
+/// `cfimg watch --help`.
+pub const WATCH: &str = concat!(
+    "Examples:
+  cfimg watch /srv/uploads --emulator                      # try it with no account
+  cfimg watch /srv/uploads --on-delete delete --max-delete 100
+  cfimg watch /srv/uploads --metrics-addr 127.0.0.1:9464 --ledger /var/lib/cfimg/watch.sqlite
+
+",
+    api_credentials!(),
+    " Under systemd the token may come as a credential: $CREDENTIALS_DIRECTORY/api_token \
+     (LoadCredential=api_token:...). SIGHUP reloads --config."
+);
+
+/// `cfimg status --help`.
+pub const STATUS: &str = concat!(
+    "Examples:
+  cfimg status
+  cfimg status --ledger cfimg-emulator.sqlite    # after `migrate --emulator`
+  cfimg status --json
+
+",
+    no_credentials!()
+);
+
+/// `cfimg failures --help`.
+pub const FAILURES: &str = concat!(
+    "Examples:
+  cfimg failures
+  cfimg failures --all --ledger cfimg-emulator.sqlite
+  cfimg failures --json
+
+",
+    no_credentials!()
+);
+
+/// `cfimg validate --help`.
+pub const VALIDATE: &str = concat!(
+    "Examples:
+  cfimg validate
+  cfimg validate --config /etc/cfimg/cfimg.toml
+
+",
+    api_credentials!(),
+    " It sends one request (GET stats) and says whether the token may write."
+);
+
+/// `cfimg emulator --help`.
+pub const EMULATOR: &str = "Examples:
+  cfimg emulator > emulator.env &     # then `. ./emulator.env`: every cfimg command uses it
+  cfimg emulator --data ./emu-state   # state survives restarts
+  cfimg emulator --rate-limit off --fault-503 0.1 --fault-seed 7
+
+It prints four `export NAME='value'` lines (CFIMG_API_BASE_URL, CFIMG_BATCH_BASE_URL,
+CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN) for a POSIX shell to eval, then serves until
+Ctrl-C or SIGTERM.
+Credentials: none; clients must send --token. CFIMG_EMULATOR_WEBHOOK_SECRET sets --webhook-secret.";
+
+/// `cfimg export --help`.
+pub const EXPORT: &str = concat!(
+    "Examples:
+  cfimg export -o mapping.csv
+  cfimg export --format jsonl --source dir:/srv/images > mapping.jsonl
+
+",
+    no_credentials!()
+);
+
+/// `cfimg verify --help`.
+pub const VERIFY: &str = concat!(
+    "Examples:
+  cfimg verify
+  cfimg verify --repair          # re-queue missing images, delete duplicates
+  cfimg verify --json --ledger cfimg-shard-0-of-3.sqlite
+
+",
+    api_credentials!()
+);
+
+/// `cfimg ledger --help`.
+pub const LEDGER: &str = concat!(
+    "Examples:
+  cfimg ledger rebuild --source /srv/images --ledger new.sqlite
+  cfimg ledger rebuild --manifest urls.csv
+
+",
+    api_credentials!()
+);
+
+/// `cfimg ledger rebuild --help`.
+pub const LEDGER_REBUILD: &str = concat!(
+    "Examples:
+  cfimg ledger rebuild --source /srv/images --ledger new.sqlite
+  cfimg ledger rebuild --source s3://bucket/img --endpoint-url https://ACCOUNT.r2.cloudflarestorage.com
+  cfimg ledger rebuild --manifest urls.csv --json
+
+",
+    api_credentials!(),
+    " A bucket reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN."
+);
+
+/// `cfimg images --help`.
+pub const IMAGES: &str = concat!(
+    "Examples:
+  cfimg images list --creator alice --jsonl
+  cfimg images get photos/cat.jpg
+  cfimg images stats
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images list --help`.
+pub const IMAGES_LIST: &str = concat!(
+    "Examples:
+  cfimg images list
+  cfimg images list --creator alice --meta album=2024 --jsonl
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images get --help`.
+pub const IMAGES_GET: &str = concat!(
+    "Examples:
+  cfimg images get photos/cat.jpg
+  cfimg images get 2cdc28f0-017a-49c4-9ed7-87056c83901 --json
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images update --help`.
+pub const IMAGES_UPDATE: &str = concat!(
+    "Examples:
+  cfimg images update photos/cat.jpg --metadata '{\"album\":\"2024\"}'
+  cfimg images update photos/cat.jpg --require-signed-urls true --creator alice
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images delete --help`.
+pub const IMAGES_DELETE: &str = concat!(
+    "Examples:
+  cfimg images delete photos/cat.jpg --dry-run
+  cfimg images delete photos/cat.jpg photos/dog.jpg --yes
+  cfimg images delete photos/cat.jpg --force   # the ledger maps it: the next migrate uploads it again
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images blob --help`.
+pub const IMAGES_BLOB: &str = concat!(
+    "Examples:
+  cfimg images blob photos/cat.jpg -o cat.jpg
+
+",
+    api_credentials!()
+);
+
+/// `cfimg images stats --help`.
+pub const IMAGES_STATS: &str = concat!(
+    "Examples:
+  cfimg images stats
+  cfimg images stats --json
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants --help`.
+pub const VARIANTS: &str = concat!(
+    "Examples:
+  cfimg variants list
+  cfimg variants create thumb --fit cover --width 200 --height 200
+  cfimg variants delete thumb
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants list --help`.
+pub const VARIANTS_LIST: &str = concat!(
+    "Examples:
+  cfimg variants list
+  cfimg variants list --json
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants get --help`.
+pub const VARIANTS_GET: &str = concat!(
+    "Examples:
+  cfimg variants get public
+  cfimg variants get thumb --json
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants create --help`.
+pub const VARIANTS_CREATE: &str = concat!(
+    "Examples:
+  cfimg variants create thumb --fit cover --width 200 --height 200
+  cfimg variants create hero --width 1600 --metadata keep --never-require-signed-urls true
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants update --help`.
+pub const VARIANTS_UPDATE: &str = concat!(
+    "Examples:
+  cfimg variants update thumb --width 300          # fit, height and the rest keep their values
+  cfimg variants update thumb --fit cover --height 300
+
+",
+    api_credentials!()
+);
+
+/// `cfimg variants delete --help`.
+pub const VARIANTS_DELETE: &str = concat!(
+    "Examples:
+  cfimg variants delete thumb
+
+",
+    api_credentials!()
+);
+
+/// `cfimg flexible-variants --help`.
+pub const FLEXIBLE_VARIANTS: &str = concat!(
+    "Examples:
+  cfimg flexible-variants on      # then https://imagedelivery.net/HASH/ID/w=400,h=300 works
+  cfimg flexible-variants off
+
+",
+    api_credentials!()
+);
+
+/// `cfimg keys --help`.
+pub const KEYS: &str = concat!(
+    "Examples:
+  cfimg keys list
+  cfimg keys add web
+  cfimg keys delete old
+
+",
+    api_credentials!()
+);
+
+/// `cfimg keys list --help`.
+pub const KEYS_LIST: &str = concat!(
+    "Examples:
+  cfimg keys list
+  cfimg keys list --show-values --json
+
+",
+    api_credentials!()
+);
+
+/// `cfimg keys add --help`.
+pub const KEYS_ADD: &str = concat!(
+    "Examples:
+  cfimg keys add web
+  cfimg keys add web --rotate   # a new value: URLs signed with the old one stop working
+
+",
+    api_credentials!()
+);
+
+/// `cfimg keys delete --help`.
+pub const KEYS_DELETE: &str = concat!(
+    "Examples:
+  cfimg keys delete old
+
+",
+    api_credentials!()
+);
+
+/// `cfimg sign-url --help`.
+pub const SIGN_URL: &str = concat!(
+    "Examples:
+  cfimg sign-url https://imagedelivery.net/HASH/ID/public --expires-in 1h
+  cfimg sign-url https://imagedelivery.net/HASH/ID/thumb --expires-at 1893456000 --key web
+
+",
+    api_credentials!(),
+    " The key's value is read from the account (GET keys)."
+);
+
+/// `cfimg direct-upload --help`.
+pub const DIRECT_UPLOAD: &str = concat!(
+    "Examples:
+  cfimg direct-upload create --expires-in 1h --creator alice
+  cfimg direct-upload status
+
+",
+    api_credentials!()
+);
+
+/// `cfimg direct-upload create --help`.
+pub const DIRECT_UPLOAD_CREATE: &str = concat!(
+    "Examples:
+  cfimg direct-upload create
+  cfimg direct-upload create --id avatars/alice.png --expires-in 1h --json
+  cfimg direct-upload create --require-signed-urls --metadata '{\"user\":\"alice\"}'
+
+",
+    api_credentials!()
+);
+
+/// `cfimg direct-upload status --help`.
+pub const DIRECT_UPLOAD_STATUS: &str = concat!(
+    "Examples:
+  cfimg direct-upload status
+  cfimg direct-upload status avatars/alice.png --json
+  cfimg direct-upload status --no-refresh      # the ledger as it is, no request
+
+",
+    api_credentials!()
+);
+
+/// `cfimg serve --help`.
+pub const SERVE: &str = concat!(
+    "Examples:
+  cfimg serve --emulator --demo          # the whole flow locally, no account: open the page
+  cfimg serve --listen 0.0.0.0:8788 --config /etc/cfimg/serve.toml
+
+",
+    api_credentials!(),
+    " Not needed with --emulator. CFIMG_WEBHOOK_SECRET is the secret Cloudflare's webhooks \
+     must carry; app keys come from [serve] in --config."
+);

@@ -1,0 +1,4 @@
+//! The command line itself: `--help` of every command.
+
+mod help;
+mod readme;
