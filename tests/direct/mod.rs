@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod errors;
 mod flow;
+mod hardening;
 mod limits;
 
 use std::path::{Path, PathBuf};
