@@ -826,6 +826,16 @@ pub struct RawServe {
     pub reconcile_secs: Option<f64>,
     /// Longest wait for the account's limiter before a mint is answered 429.
     pub max_wait_secs: Option<f64>,
+    /// Seconds a request head may take from its first byte.
+    pub header_timeout_secs: Option<f64>,
+    /// Seconds a connection may stay silent with no request in progress.
+    pub idle_timeout_secs: Option<f64>,
+    /// Seconds the next piece of a request body may take.
+    pub body_timeout_secs: Option<f64>,
+    /// Seconds from a request's head to its answer, body and handling included.
+    pub request_timeout_secs: Option<f64>,
+    /// Connections served at once (0 or absent: sized from the open-file limit).
+    pub max_connections: Option<usize>,
 }
 
 impl RawServe {
@@ -842,6 +852,11 @@ impl RawServe {
             key_burst: over.key_burst.or(self.key_burst),
             reconcile_secs: over.reconcile_secs.or(self.reconcile_secs),
             max_wait_secs: over.max_wait_secs.or(self.max_wait_secs),
+            header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
+            request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+            max_connections: over.max_connections.or(self.max_connections),
         }
     }
 }
@@ -867,6 +882,16 @@ pub struct ServeConfig {
     pub reconcile: Duration,
     /// Longest wait for the account's limiter before a mint is answered 429.
     pub max_wait: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long without a byte.
+    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Longest time from a request's head to its answer.
+    pub request_timeout: Duration,
+    /// Connections served at once; `None`: sized from the open-file limit at start.
+    pub max_connections: Option<usize>,
     /// Secret files that could not be read: `cfimg serve` stops on them; other commands,
     /// which may run where the service's credentials are not visible, do not.
     pub unreadable: Vec<String>,
@@ -912,6 +937,13 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         }
     }
     for (name, key) in &app_keys {
+        // A draft belongs to the app that minted it: `cli` is `cfimg direct-upload create`'s,
+        // `demo` the key of `serve --demo`. A key with either name would read their drafts.
+        if matches!(name.as_str(), "cli" | "demo") {
+            problems.push(format!(
+                "`serve.app_keys`: the app name {name:?} is reserved (`cli` names drafts minted by `cfimg direct-upload create`, `demo` the key of `serve --demo`); rename the app"
+            ));
+        }
         // Short keys can be guessed; the comparison is constant-time, the key space is not.
         if key.expose().len() < 16 {
             problems.push(format!(
@@ -986,6 +1018,31 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         key_burst,
         reconcile: secs("serve.reconcile_secs", s.reconcile_secs, 60.0, problems),
         max_wait: secs("serve.max_wait_secs", s.max_wait_secs, 2.0, problems),
+        header_timeout: secs(
+            "serve.header_timeout_secs",
+            s.header_timeout_secs,
+            10.0,
+            problems,
+        ),
+        idle_timeout: secs(
+            "serve.idle_timeout_secs",
+            s.idle_timeout_secs,
+            75.0,
+            problems,
+        ),
+        body_timeout: secs(
+            "serve.body_timeout_secs",
+            s.body_timeout_secs,
+            10.0,
+            problems,
+        ),
+        request_timeout: secs(
+            "serve.request_timeout_secs",
+            s.request_timeout_secs,
+            30.0,
+            problems,
+        ),
+        max_connections: s.max_connections.filter(|n| *n > 0),
         unreadable,
     }
 }

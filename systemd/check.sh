@@ -8,7 +8,7 @@
 #      /usr/local/bin/cfimg (verify refuses a unit whose ExecStart= binary is missing) and a
 #      copy of the system's unit directory (for network-online.target and friends). verify
 #      exits 0 on unknown keys and unparsable values, so any line it prints fails the check.
-# Usage: bash systemd/check.sh [UNIT_FILE...]   (default: the two units in systemd/)
+# Usage: bash systemd/check.sh [UNIT_FILE...]   (default: the three units in systemd/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,7 @@ if [ -z "$version" ] || [ "$version" -lt 250 ]; then
     exit 1
 fi
 
-if [ $# -gt 0 ]; then units=("$@"); else units=(systemd/cfimg.service systemd/cfimg-migrate.service); fi
+if [ $# -gt 0 ]; then units=("$@"); else units=(systemd/cfimg.service systemd/cfimg-migrate.service systemd/cfimg-serve.service); fi
 
 unitdir=
 for d in /usr/lib/systemd/system /lib/systemd/system; do

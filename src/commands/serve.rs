@@ -32,6 +32,21 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
     if !cfg.serve.unreadable.is_empty() {
         return Err(Error::Config(cfg.serve.unreadable.clone()));
     }
+    // Without a key every mint would be refused: a service that cannot serve anyone is a
+    // configuration error, said at start rather than in every app's 401.
+    if cfg.serve.app_keys.is_empty() && !args.demo {
+        return Err(Error::Config(vec![
+            "cfimg serve has no app keys: set `serve.app_keys_file` to a file of `name = key` lines \
+             (under systemd: LoadCredential=app_keys:/etc/cfimg/app_keys and \
+             app_keys_file = \"/run/credentials/cfimg-serve.service/app_keys\"), or \
+             `serve.app_keys = { web = \"...\" }` in the config; for a local try-out, --demo makes a key"
+                .to_string(),
+        ]));
+    }
+    let nofile = crate::serve::open_file_limit();
+    let cap = crate::serve::connection_cap(cfg.serve.max_connections, nofile)
+        .map_err(|e| Error::Config(vec![e]))?;
+    cfg.serve.max_connections = Some(cap);
     let emulator = if args.emulator {
         let (handle, _) = super::migrate::start_emulator(&mut cfg).await?;
         if cfg.serve.webhook_secret.is_none() {

@@ -204,6 +204,19 @@ impl DraftBook {
             .optional()?)
     }
 
+    /// The draft `id` if `app` minted it: another app's draft reads as absent, so that an
+    /// app key can neither read it nor learn that it exists.
+    pub fn get_owned(&self, id: &str, app: &str) -> Result<Option<Draft>> {
+        Ok(self
+            .ledger
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM drafts WHERE image_id = ?1 AND app = ?2"
+            ))?
+            .query_row([id, app], read_draft)
+            .optional()?)
+    }
+
     /// Every draft, newest first; only those in `state` when given.
     pub fn list(&self, state: Option<DraftState>) -> Result<Vec<Draft>> {
         let mut stmt = self.ledger.conn.prepare_cached(&format!(
@@ -337,6 +350,16 @@ mod tests {
             Change::Unchanged
         );
         assert_eq!(b.get("b").unwrap().unwrap().url.as_deref(), Some("ub"));
+    }
+
+    #[test]
+    fn a_draft_is_read_only_by_the_app_that_minted_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = book(dir.path());
+        b.insert(&new("a")).unwrap();
+        assert_eq!(b.get_owned("a", "web").unwrap().unwrap().id, "a");
+        assert_eq!(b.get_owned("a", "ios").unwrap(), None);
+        assert_eq!(b.get_owned("zz", "web").unwrap(), None);
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! the ledger, serves a draft's status, receives Cloudflare's image notifications, and
 //! reconciles pending drafts in the background. One concept per file: `routes` (mint,
 //! status, OpenAPI), `keys` (app keys and their budgets), `cors`, `webhook`, `reconciler`,
-//! `demo` (the page of `--demo`), `reply` (error answers).
+//! `demo` (the page of `--demo`), `reply` (error answers), `listener` (the accept loop and
+//! its cap on connections), `conn` (one connection's timeouts).
 
+mod conn;
 mod cors;
 mod demo;
 mod keys;
+mod listener;
 mod reconciler;
 mod reply;
 mod routes;
@@ -30,6 +33,7 @@ use crate::secret::Secret;
 use crate::transport::ApiLane;
 
 pub use keys::AppKeys;
+pub use listener::{connection_cap, open_file_limit};
 pub use reconciler::pass as reconcile_once;
 pub use routes::parse_mint;
 
@@ -100,11 +104,6 @@ pub async fn start(
         max_body_bytes: cfg.max_body_bytes,
         demo_key: demo_key.clone(),
     });
-    if svc.keys.is_empty() {
-        tracing::warn!(
-            "no app keys are configured (serve.app_keys, serve.app_keys_file): every mint will be refused"
-        );
-    }
     let api = Router::new()
         .route("/v1/direct-uploads", post(routes::mint))
         .route("/v1/direct-uploads/{*id}", get(routes::status))
@@ -120,20 +119,29 @@ pub async fn start(
     let router = router
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(svc.clone());
+    let cap = match cfg.max_connections {
+        Some(n) => n,
+        None => listener::connection_cap(None, listener::open_file_limit())
+            .map_err(std::io::Error::other)?,
+    };
+    let clocks = conn::Clocks {
+        header: cfg.header_timeout,
+        idle: cfg.idle_timeout,
+        body: cfg.body_timeout,
+        request: cfg.request_timeout,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    tracing::info!(
+        max_connections = cap,
+        header_timeout_secs = clocks.header.as_secs_f64(),
+        idle_timeout_secs = clocks.idle.as_secs_f64(),
+        body_timeout_secs = clocks.body.as_secs_f64(),
+        request_timeout_secs = clocks.request.as_secs_f64(),
+        "connection limits"
+    );
     let stop = CancellationToken::new();
-    let server = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "cfimg serve stopped");
-            }
-        })
-    };
+    let server = tokio::spawn(listener::run(listener, router, clocks, cap, stop.clone()));
     let reconciler = tokio::spawn(reconciler::run(svc, cfg.reconcile, stop.clone()));
     Ok(ServeHandle {
         addr,

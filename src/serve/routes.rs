@@ -223,7 +223,7 @@ fn field_name(k: &str) -> &'static str {
     }
 }
 
-/// `GET /v1/direct-uploads/{id}`: the draft as the ledger has it.
+/// `GET /v1/direct-uploads/{id}`: the draft as the ledger has it, if the caller's app minted it.
 pub async fn status(
     State(svc): State<Arc<Service>>,
     headers: HeaderMap,
@@ -241,7 +241,9 @@ pub async fn status(
                     "the ledger is unavailable",
                 )
             })?
-            .get(&id)
+            // A draft belongs to the app that minted it; another app's draft reads as
+            // absent (404, not 403: the answer must not confirm that it exists).
+            .get_owned(&id, &app)
             .map_err(|e| {
                 tracing::error!(error = %e, "reading a draft failed");
                 Fail::new(
@@ -258,7 +260,7 @@ pub async fn status(
             None => Err(Fail::new(
                 StatusCode::NOT_FOUND,
                 "id",
-                format!("no draft {id:?} was minted by this server"),
+                format!("no draft {id:?} was minted with this app key"),
             )),
         }
     };

@@ -143,6 +143,13 @@ async fn a_webhook_with_a_wrong_secret_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn serve_with_a_wrong_token_stops_at_start_with_exit_3() {
     let env = TestEnv::new().await;
+    // With an app key: without one, serve stops earlier, at the configuration (exit 2).
+    let mut config = std::fs::read_to_string(&env.config).expect("config");
+    config.push_str(&format!(
+        "\n[serve]\napp_keys = {{ web = \"{}\" }}\n",
+        super::APP_KEY
+    ));
+    std::fs::write(&env.config, config).expect("config");
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         env.cmd(&["serve", "--listen", "127.0.0.1:0"])

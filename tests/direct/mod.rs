@@ -8,6 +8,7 @@ mod cli;
 mod draft_url;
 mod errors;
 mod flow;
+mod hardening;
 mod limits;
 
 use std::path::{Path, PathBuf};
