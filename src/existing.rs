@@ -144,7 +144,8 @@ mod tests {
         assert!(rebuild_command(&aws, ledger).ends_with("--source s3://b/p/ --region eu-west-1"));
         let r2 = SourceId::new(SourceKind::Bucket, "s3://b/@https://x.r2.dev");
         assert!(
-            rebuild_command(&r2, ledger).ends_with("--source s3://b/ --endpoint-url https://x.r2.dev")
+            rebuild_command(&r2, ledger)
+                .ends_with("--source s3://b/ --endpoint-url https://x.r2.dev")
         );
         let m = SourceId::new(SourceKind::Manifest, "/m/urls.csv");
         assert!(rebuild_command(&m, ledger).ends_with("--manifest /m/urls.csv"));

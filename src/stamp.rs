@@ -84,7 +84,10 @@ impl Stamp {
         let meta = image.meta.as_ref()?;
         Some(Stamp {
             source: meta.get(SOURCE_KEY)?.as_str()?.to_string(),
-            set: meta.get(SET_KEY).and_then(Value::as_str).map(str::to_string),
+            set: meta
+                .get(SET_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_string),
             sha256: meta
                 .get(SHA256_KEY)
                 .and_then(Value::as_str)

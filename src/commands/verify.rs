@@ -460,13 +460,10 @@ fn print_text(r: &TextReport<'_>) {
         );
     }
     if let Some(u) = r.unrecorded.first() {
-        let source = u
-            .source
-            .split_once(':')
-            .and_then(|(kind, location)| {
-                crate::source::SourceKind::parse(kind)
-                    .map(|k| crate::source::SourceId::new(k, location))
-            });
+        let source = u.source.split_once(':').and_then(|(kind, location)| {
+            crate::source::SourceKind::parse(kind)
+                .map(|k| crate::source::SourceId::new(k, location))
+        });
         let rebuild = source
             .map(|s| crate::existing::rebuild_command(&s, r.ledger))
             .unwrap_or_else(|| "cfimg ledger rebuild --source ...".into());
@@ -526,6 +523,9 @@ mod tests {
         let s = shard_of_name(std::path::Path::new("/x/cfimg-shard-1-of-3.sqlite"));
         assert_eq!(s, Some(Shard { index: 1, count: 3 }));
         assert_eq!(shard_of_name(std::path::Path::new("cfimg.sqlite")), None);
-        assert_eq!(shard_of_name(std::path::Path::new("a-shard-3-of-3.sqlite")), None);
+        assert_eq!(
+            shard_of_name(std::path::Path::new("a-shard-3-of-3.sqlite")),
+            None
+        );
     }
 }

@@ -4,3 +4,4 @@
 mod images;
 mod ledger;
 mod rebuild;
+mod verify_truth;
