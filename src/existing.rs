@@ -102,6 +102,8 @@ pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Re
 pub fn rebuild_command(source: &SourceId, ledger: &std::path::Path) -> String {
     let ledger = quote(&ledger.display().to_string());
     let what = match source.kind {
+        // A manifest read from stdin is given again the same way.
+        SourceKind::Manifest if source.location == "stdin" => "--manifest - < FILE".into(),
         SourceKind::Manifest => format!("--manifest {}", quote(&source.location)),
         SourceKind::Bucket => match source.location.rsplit_once('@') {
             Some((url, at)) => match at.strip_prefix("aws:") {
