@@ -162,6 +162,9 @@ pub struct RebuildArgs {
     /// Region of the bucket, as given to `migrate` [env: AWS_REGION, AWS_DEFAULT_REGION].
     #[arg(long)]
     pub region: Option<String>,
+    /// Only shard K of N's items, for a ledger of `migrate --shard K/N` (other shards' images stay theirs).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

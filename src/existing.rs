@@ -99,7 +99,11 @@ pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Re
 }
 
 /// The `ledger rebuild` command that records this source's images in this ledger.
-pub fn rebuild_command(source: &SourceId, ledger: &std::path::Path) -> String {
+pub fn rebuild_command(
+    source: &SourceId,
+    ledger: &std::path::Path,
+    shard: Option<Shard>,
+) -> String {
     let ledger = quote(&ledger.display().to_string());
     let what = match source.kind {
         // A manifest read from stdin is given again the same way.
@@ -114,7 +118,8 @@ pub fn rebuild_command(source: &SourceId, ledger: &std::path::Path) -> String {
         },
         SourceKind::Dir | SourceKind::Drafts => format!("--source {}", quote(&source.location)),
     };
-    format!("cfimg --ledger {ledger} ledger rebuild {what}")
+    let shard = shard.map(|s| format!(" --shard {s}")).unwrap_or_default();
+    format!("cfimg --ledger {ledger} ledger rebuild {what}{shard}")
 }
 
 /// A word a POSIX shell reads back as itself.
@@ -139,18 +144,23 @@ mod tests {
         let ledger = std::path::Path::new("/var/lib/cfimg/l.sqlite");
         let dir = SourceId::new(SourceKind::Dir, "/srv/my photos");
         assert_eq!(
-            rebuild_command(&dir, ledger),
+            rebuild_command(&dir, ledger, None),
             "cfimg --ledger /var/lib/cfimg/l.sqlite ledger rebuild --source '/srv/my photos'"
         );
         let aws = SourceId::new(SourceKind::Bucket, "s3://b/p/@aws:eu-west-1");
-        assert!(rebuild_command(&aws, ledger).ends_with("--source s3://b/p/ --region eu-west-1"));
+        assert!(
+            rebuild_command(&aws, ledger, None).ends_with("--source s3://b/p/ --region eu-west-1")
+        );
         let r2 = SourceId::new(SourceKind::Bucket, "s3://b/@https://x.r2.dev");
         assert!(
-            rebuild_command(&r2, ledger)
+            rebuild_command(&r2, ledger, None)
                 .ends_with("--source s3://b/ --endpoint-url https://x.r2.dev")
         );
         let m = SourceId::new(SourceKind::Manifest, "/m/urls.csv");
-        assert!(rebuild_command(&m, ledger).ends_with("--manifest /m/urls.csv"));
+        assert!(
+            rebuild_command(&m, ledger, Some(Shard { index: 1, count: 2 }))
+                .ends_with("--manifest /m/urls.csv --shard 1/2")
+        );
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
 }

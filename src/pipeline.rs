@@ -457,7 +457,7 @@ async fn lost_ledger_check(
     if found.images == 0 {
         return Ok(());
     }
-    let rebuild = crate::existing::rebuild_command(source, &cfg.ledger);
+    let rebuild = crate::existing::rebuild_command(source, &cfg.ledger, shard);
     let what = format!(
         "the account already holds {} images uploaded from {source}{} (by their cfimg stamp), \
          but the ledger {} has no row for this source: it was deleted, replaced or emptied",

@@ -465,7 +465,7 @@ fn print_text(r: &TextReport<'_>) {
                 .map(|k| crate::source::SourceId::new(k, location))
         });
         let rebuild = source
-            .map(|s| crate::existing::rebuild_command(&s, r.ledger))
+            .map(|s| crate::existing::rebuild_command(&s, r.ledger, r.shard))
             .unwrap_or_else(|| "cfimg ledger rebuild --source ...".into());
         match r.shard {
             Some(_) => println!(

@@ -160,11 +160,49 @@ async fn a_shard_on_an_empty_ledger_does_not_mistake_other_shards_images_for_its
     assert!(after_first < 30);
 
     // Shard 1's ledger lost: its own images are found.
+    let rows1 = env_rows(&ledger(1));
     std::fs::remove_file(ledger(1)).unwrap();
     let out = shard(&env, &ledger(1), 1).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("shard 1/2"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ledger rebuild --source"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(env.inspect().images.len(), 30);
+
+    // The command it names takes only this shard's items; the rerun uploads nothing.
+    let l1 = ledger(1);
+    let src = env.src.to_str().unwrap();
+    let out = env
+        .run(&[
+            "--ledger",
+            l1.to_str().unwrap(),
+            "ledger",
+            "rebuild",
+            "--source",
+            src,
+            "--shard",
+            "1/2",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env_rows(&l1), rows1, "the other shard's items stay out");
+    let posts = env.upload_posts();
+    let out = shard(&env, &l1, 1).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env.upload_posts(), posts);
+    assert_eq!(env.inspect().images.len(), 30);
+}
+
+fn env_rows(ledger: &std::path::Path) -> usize {
+    cfimg::ledger::Ledger::open_read_only(ledger)
+        .unwrap()
+        .unwrap()
+        .all_rows()
+        .unwrap()
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
