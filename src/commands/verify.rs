@@ -489,7 +489,8 @@ fn print_text(r: &TextReport<'_>) {
     }
     if r.repair {
         println!(
-            "repaired: {} re-queued, {} duplicates deleted; orphans and mismatches are left for you (`cfimg images delete ID`)",
+            "repaired: {} re-queued, {} duplicates deleted; orphans are left for you (`cfimg images delete ID` removes one); \
+             mismatched images are still mapped by their rows: keep them",
             r.requeued, r.deleted
         );
     } else if !(r.missing.is_empty() && r.duplicates.is_empty()) {
