@@ -207,9 +207,12 @@ pub struct VerifyArgs {
     /// duplicates, keeping the recorded image.
     #[arg(long)]
     pub repair: bool,
-    /// Only this source's items (orphans are reported whatever their source).
+    /// Only this source (`dir:/path`, the folder, or a location as `status` shows it): its items and its images are judged; every other image is counted, not judged.
     #[arg(long, value_name = "S")]
     pub source: Option<String>,
+    /// The ledger is shard K of N (`migrate --shard`): images of the other shards are counted, not judged [default: from a ledger named *-shard-K-of-N.sqlite].
+    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
+    pub shard: Option<crate::shard::Shard>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -249,6 +252,9 @@ pub struct RebuildArgs {
     /// Region of the bucket, as given to `migrate` [env: AWS_REGION, AWS_DEFAULT_REGION].
     #[arg(long)]
     pub region: Option<String>,
+    /// Only shard K of N's items, for a ledger of `migrate --shard K/N` (other shards' images stay theirs).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -654,6 +660,9 @@ pub struct MigrateArgs {
     /// Start even when the pre-flight check finds more new images than the account's quota has room for (the run stops at the quota).
     #[arg(long)]
     pub force: bool,
+    /// Upload even when the ledger has no row for this source but the account holds images stamped by it (a lost ledger: `cfimg ledger rebuild` records them instead).
+    #[arg(long)]
+    pub ignore_existing: bool,
     /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_secs: Option<f64>,
@@ -741,6 +750,9 @@ pub struct WatchArgs {
     /// /healthz turns unhealthy after uploads have failed, without a success, for this many seconds.
     #[arg(long, value_name = "SECS", default_value = "300")]
     pub unhealthy_after: f64,
+    /// Start even when the ledger has no row for this folder but the account holds images stamped by it (a lost ledger: `cfimg ledger rebuild` records them instead).
+    #[arg(long)]
+    pub ignore_existing: bool,
     /// How uploads go.
     #[command(flatten)]
     pub upload: UploadFlags,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod direct;
 pub mod emulator;
 pub mod error;
+pub mod existing;
 pub mod image_check;
 pub mod ledger;
 pub mod limit;

@@ -62,6 +62,9 @@ pub struct MigrateOptions {
     pub shard: Option<Shard>,
     /// What a run that never ends by itself (`watch`) adds.
     pub live: Option<Live>,
+    /// Upload even when the lost-ledger check finds this source's images in the account
+    /// (`--ignore-existing`; see `existing.rs`).
+    pub ignore_existing: bool,
 }
 
 /// What a long-lived run shares with its command, and the upkeep it does meanwhile.
@@ -244,6 +247,11 @@ pub async fn migrate_gated(
             None => -1,
         },
     };
+    if let Some(lane) = &lane
+        && !opts.ignore_existing
+    {
+        lost_ledger_check(cfg, lane, source.id(), source_id, opts.shard).await?;
+    }
     if let Some(live) = &opts.live {
         let _ = live.traffic.set(traffic.clone());
     }
@@ -417,6 +425,68 @@ pub async fn migrate_gated(
         fatal,
         interrupted,
     })
+}
+
+/// Before the first upload of a source this ledger has no row for, looks for the source's
+/// images in the account (see `existing.rs`). With Cloudflare-assigned ids they would be
+/// uploaded again: the run stops before its first upload. With custom ids each one is met
+/// as a 5409 and recorded without a duplicate, so the run goes on, with a warning that
+/// `ledger rebuild` does the same in far fewer requests. A ledger with any row for the
+/// source skips the check (no request): an older backup restored in place is not noticed
+/// here (`cfimg verify` reports its missing rows).
+async fn lost_ledger_check(
+    cfg: &Config,
+    lane: &ApiLane,
+    source: &SourceId,
+    source_id: i64,
+    shard: Option<Shard>,
+) -> Result<()> {
+    let rows = match Ledger::open_read_only(&cfg.ledger)? {
+        Some(l) => l.item_counts(source_id)?.0,
+        None => 0,
+    };
+    if rows > 0 || source.kind == crate::source::SourceKind::Drafts {
+        return Ok(());
+    }
+    let auto = cfg.upload.id_mode == crate::config::IdMode::Auto;
+    let found = match crate::existing::look(lane, source, shard).await {
+        Ok(f) => f,
+        // Only a warning is at stake with custom ids: the 5409s protect the library.
+        Err(e) if !auto && e.disposition() != Disposition::Fatal => {
+            tracing::warn!(error = %e, "could not look for this source's images in the account; going on (custom ids cannot duplicate)");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::debug!(
+        images = found.images,
+        requests = found.requests,
+        "looked for this source's images before its first upload"
+    );
+    if found.images == 0 {
+        return Ok(());
+    }
+    let rebuild = crate::existing::rebuild_command(source, &cfg.ledger, shard);
+    let what = format!(
+        "the account already holds {} images uploaded from {source}{} (by their cfimg stamp), \
+         but the ledger {} has no row for this source: it was deleted, replaced or emptied",
+        found.count_text(),
+        shard.map(|s| format!(" shard {s}")).unwrap_or_default(),
+        cfg.ledger.display()
+    );
+    if auto {
+        return Err(Error::Usage(format!(
+            "{what}. With `id_mode = auto` every one of them would be uploaded again, so \
+             nothing was uploaded. Record them in the ledger first: `{rebuild}` (one listing \
+             pass), then run again; or run again with --ignore-existing to upload anyway"
+        )));
+    }
+    tracing::warn!(
+        "{what}. With `id_mode = {}` each is recognised by its id (one refused upload and \
+         one read each): going on. `{rebuild}` records them in one listing pass instead",
+        cfg.upload.id_mode.as_str()
+    );
+    Ok(())
 }
 
 /// Uploads per second the configuration allows: the API rate, or every batch token's.

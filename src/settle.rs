@@ -81,6 +81,7 @@ pub async fn settle(
             }
             let stamp = Stamp {
                 source: row.stamp_source(),
+                set: None,
                 sha256: row.sha256.clone(),
             };
             let keep = reader.with(|l| l.superseded_ids(row.source_id, &row.key))?;

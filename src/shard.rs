@@ -25,9 +25,20 @@ impl Shard {
         if self.count <= 1 {
             return true;
         }
-        let hash = stamp::source_hash(source, key);
+        self.owns_stamp(&stamp::source_hash(source, key))
+    }
+
+    /// Whether an image whose stamp carries this item hash (`cfimg_src`) is this shard's:
+    /// the same rule as [`Shard::owns`], read back from the image.
+    pub fn owns_stamp(&self, hash: &str) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
         // The first 16 hex digits are 64 evenly spread bits.
-        let bits = u64::from_str_radix(&hash[..16], 16).unwrap_or(0);
+        let bits = hash
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
         bits % u64::from(self.count) == u64::from(self.index)
     }
 

@@ -196,7 +196,7 @@ async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> R
             // Keep cfimg's stamp, so that verify and later runs still know the image.
             let old = lane.call(spent, || lane.client.get(&args.id)).await?;
             if let Some(m) = old.meta {
-                for k in [stamp::SOURCE_KEY, stamp::SHA256_KEY] {
+                for k in [stamp::SOURCE_KEY, stamp::SET_KEY, stamp::SHA256_KEY] {
                     if let Some(v) = m.get(k)
                         && !new.contains_key(k)
                     {

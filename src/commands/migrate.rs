@@ -105,6 +105,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         progress_every: Duration::from_secs(10),
         destination,
         shard: args.shard,
+        ignore_existing: args.ignore_existing,
     };
     let result = pipeline::migrate_gated(&cfg, source, &opts, shutdown, gate).await;
     let result = match result {

@@ -28,6 +28,7 @@ use crate::cli::{Cli, RebuildArgs};
 use crate::config::{Config, RawBucket, RawConfig, UrlMode};
 use crate::error::{Error, Result};
 use crate::ledger::{Destination, Maintenance, RebuiltRow};
+use crate::shard::Shard;
 use crate::source::bucket::Bucket;
 use crate::source::manifest::Manifest;
 use crate::source::walk::Walk;
@@ -97,7 +98,7 @@ fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
 }
 
 /// Every item of the source by stamp hash: one entry per item; the listing streams past.
-async fn list(source: Source) -> Result<HashMap<String, Listed>> {
+async fn list(source: Source, shard: Option<Shard>) -> Result<HashMap<String, Listed>> {
     let source = Arc::new(source);
     let id = source.id().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Found>(4096);
@@ -109,6 +110,9 @@ async fn list(source: Source) -> Result<HashMap<String, Listed>> {
     let mut items = HashMap::new();
     while let Some(found) = rx.recv().await {
         let Found::Item(item) = found else { continue };
+        if shard.is_some_and(|s| !s.owns(&id, &item.key)) {
+            continue;
+        }
         let kind = match (&item.locator, &item.fingerprint) {
             (Locator::File(path), fingerprint) => {
                 let (size, mtime_ns) = match fingerprint {
@@ -155,7 +159,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let (cfg, lane) = api_lane_with(cli, flags)?;
     let source = source(args, &cfg)?;
     let source_id_text = source.id().clone();
-    let items = list(source).await?;
+    let items = list(source, args.shard).await?;
     let mut ledger = Maintenance::open(&path)?;
     ledger.claim_destination(&Destination {
         account_id: cfg.account_id.clone(),

@@ -4,11 +4,15 @@
 //! arrives and only findings are kept.
 //!
 //! Findings: *missing* (an uploaded row whose image is not listed), *duplicates* (another
-//! image of the same version of a recorded item), *orphans* (stamped images the ledger
-//! does not hold; with their origin when the stamp is one of its items'), *mismatches*
-//! (the recorded image's stamp has another sha256 than the ledger). `--repair` re-queues
-//! the missing (after a GET confirms each is really gone, since lists lag) and deletes the
-//! duplicates, keeping the recorded image; orphans and mismatches are reported only.
+//! image of the same version of a recorded item), *orphans* (images stamped as one of the
+//! ledger's items that no row maps: another version, an interrupted upload), *unrecorded*
+//! (images stamped by one of the ledger's sources, and its shard, for items it has no row
+//! for: a lost ledger), *mismatches* (the recorded image's stamp has another sha256 than
+//! the ledger). Images of sources this ledger has never seen, of other shards, or stamped
+//! before images named their source are counted, never judged: they belong to another
+//! ledger. `--repair` re-queues the missing (after a GET confirms each is really gone,
+//! since lists lag) and deletes the duplicates, keeping the recorded image; the rest is
+//! reported only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,7 +26,8 @@ use crate::api::client::ListQuery;
 use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance, State};
-use crate::stamp::Stamp;
+use crate::shard::Shard;
+use crate::stamp::{self, Stamp};
 
 /// Images per listing page (the API's maximum): fewest requests.
 const PAGE: u32 = 10_000;
@@ -32,7 +37,10 @@ struct Known {
     source: u32,
     source_id: i64,
     key: String,
+    /// State `uploaded` with an image: only these can be missing or mismatched.
     uploaded: bool,
+    /// The image the row maps, whatever its state (a file that later became invalid
+    /// keeps its live image and its URL in `export`).
     image_id: Option<String>,
     sha256: Option<String>,
     seen: bool,
@@ -80,6 +88,13 @@ struct Orphan {
 }
 
 #[derive(Debug, Serialize)]
+struct Unrecorded {
+    image_id: String,
+    stamp: String,
+    source: String,
+}
+
+#[derive(Debug, Serialize)]
 struct Mismatch {
     source: String,
     key: String,
@@ -112,6 +127,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         (None, Some(l)) => l,
         (None, None) => return Err(Error::Usage("the ledger vanished".into())),
     };
+    let shard = args.shard.or_else(|| shard_of_name(&path));
     let only = match &args.source {
         Some(s) => Some(
             ledger
@@ -129,7 +145,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     ledger.for_each_row(None, |r| {
         rows += 1;
         let uploaded = r.state == State::Uploaded && r.image_id.is_some();
-        if !uploaded && r.stamp.is_none() {
+        if r.image_id.is_none() && r.stamp.is_none() {
             return Ok(());
         }
         let source = *source_at.entry(r.source_id).or_insert_with(|| {
@@ -137,7 +153,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             (sources.len() - 1) as u32
         });
         let at = known.len();
-        if uploaded && let Some(id) = &r.image_id {
+        if let Some(id) = &r.image_id {
             by_id.insert(id.clone(), at);
         }
         by_stamp.insert(r.stamp_source(), at);
@@ -146,7 +162,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             source_id: r.source_id,
             key: r.key.clone(),
             uploaded,
-            image_id: r.image_id.clone().filter(|_| uploaded),
+            image_id: r.image_id.clone(),
             sha256: r.sha256.clone(),
             seen: false,
         });
@@ -158,15 +174,22 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         Ok(())
     })?;
     let in_scope = |k: &Known| only.is_none_or(|s| s == k.source_id);
+    // The ledger's sources by the source field of their images' stamps.
+    let mut by_set: HashMap<String, (i64, String)> = HashMap::new();
+    for (id, kind, location) in ledger.sources()? {
+        let text = format!("{kind}:{location}");
+        by_set.insert(stamp::set_hash(&text), (id, text));
+    }
 
     let spent = AtomicU32::new(0);
     let mut query = ListQuery {
         per_page: Some(PAGE),
         ..ListQuery::default()
     };
-    let (mut listed, mut unmanaged, mut pages) = (0u64, 0u64, 0u64);
+    let (mut listed, mut unmanaged, mut pages, mut others) = (0u64, 0u64, 0u64, 0u64);
     let mut duplicates = Vec::new();
     let mut orphans = Vec::new();
+    let mut unrecorded = Vec::new();
     let mut mismatches = Vec::new();
     loop {
         let page = lane.call(&spent, || lane.client.list_v2(&query)).await?;
@@ -178,7 +201,12 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                 let k = &mut known[at];
                 k.seen = true;
                 let remote = stamp.as_ref().and_then(|s| s.sha256.clone());
-                if remote.is_some() && k.sha256.is_some() && remote != k.sha256 && in_scope(k) {
+                if k.uploaded
+                    && remote.is_some()
+                    && k.sha256.is_some()
+                    && remote != k.sha256
+                    && in_scope(k)
+                {
                     mismatches.push(Mismatch {
                         source: sources[k.source as usize].clone(),
                         key: k.key.clone(),
@@ -197,7 +225,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                 continue;
             };
             match by_stamp.get(&stamp.source).map(|&at| &known[at]) {
-                Some(k) if !in_scope(k) => {}
+                Some(k) if !in_scope(k) => others += 1,
                 Some(k) if k.uploaded && k.sha256 == stamp.sha256 => {
                     let at = by_stamp[&stamp.source];
                     duplicates.push(Duplicate {
@@ -220,14 +248,21 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                     source: Some(sources[k.source as usize].clone()),
                     key: Some(k.key.clone()),
                 }),
-                None if only.is_none() => orphans.push(Orphan {
-                    image_id: image.id.clone(),
-                    stamp: stamp.source.clone(),
-                    sha256: stamp.sha256.clone(),
-                    source: None,
-                    key: None,
-                }),
-                None => {}
+                // No row names this item: whose image it is, only the source field and
+                // the shard rule can tell.
+                None => match stamp.set.as_ref().and_then(|set| by_set.get(set)) {
+                    Some((id, text))
+                        if only.is_none_or(|s| s == *id)
+                            && shard.is_none_or(|sh| sh.owns_stamp(&stamp.source)) =>
+                    {
+                        unrecorded.push(Unrecorded {
+                            image_id: image.id.clone(),
+                            stamp: stamp.source.clone(),
+                            source: text.clone(),
+                        })
+                    }
+                    _ => others += 1,
+                },
             }
         }
         match page.continuation_token {
@@ -294,8 +329,11 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             }
         }
     }
-    let clean =
-        missing.is_empty() && duplicates.is_empty() && orphans.is_empty() && mismatches.is_empty();
+    let clean = missing.is_empty()
+        && duplicates.is_empty()
+        && orphans.is_empty()
+        && unrecorded.is_empty()
+        && mismatches.is_empty();
     let missing: Vec<Missing> = missing.into_iter().map(|(m, _)| m).collect();
     let requests = spent.load(Ordering::Relaxed);
     if args.json {
@@ -308,15 +346,19 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                 "pages": pages,
                 "requests": requests,
                 "unmanaged": unmanaged,
+                "other_sources_or_shards": others,
+                "shard": shard.map(|s| s.to_string()),
                 "counts": {
                     "missing": missing.len(),
                     "duplicates": duplicates.len(),
                     "orphans": orphans.len(),
+                    "unrecorded": unrecorded.len(),
                     "mismatches": mismatches.len(),
                 },
                 "missing": missing,
                 "duplicates": duplicates,
                 "orphans": orphans,
+                "unrecorded": unrecorded,
                 "mismatches": mismatches,
                 "repaired": args.repair.then(|| json!({ "requeued": requeued, "deleted": deleted })),
             })
@@ -327,9 +369,13 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             listed,
             pages,
             unmanaged,
+            others,
+            shard,
+            ledger: &path,
             missing: &missing,
             duplicates: &duplicates,
             orphans: &orphans,
+            unrecorded: &unrecorded,
             mismatches: &mismatches,
             repair: args.repair,
             requeued,
@@ -344,9 +390,13 @@ struct TextReport<'a> {
     listed: u64,
     pages: u64,
     unmanaged: u64,
+    others: u64,
+    shard: Option<Shard>,
+    ledger: &'a std::path::Path,
     missing: &'a [Missing],
     duplicates: &'a [Duplicate],
     orphans: &'a [Orphan],
+    unrecorded: &'a [Unrecorded],
     mismatches: &'a [Mismatch],
     repair: bool,
     requeued: u64,
@@ -359,10 +409,16 @@ fn print_text(r: &TextReport<'_>) {
         r.rows, r.listed, r.pages, r.unmanaged
     );
     println!(
-        "missing {}, duplicates {}, orphans {}, content mismatches {}",
+        "other sources or shards: {} (images of sources this ledger has never seen, of other shards, \
+         or stamped before images named their source; not judged)",
+        r.others
+    );
+    println!(
+        "missing {}, duplicates {}, orphans {}, unrecorded {}, content mismatches {}",
         r.missing.len(),
         r.duplicates.len(),
         r.orphans.len(),
+        r.unrecorded.len(),
         r.mismatches.len()
     );
     for m in r.missing {
@@ -392,8 +448,32 @@ fn print_text(r: &TextReport<'_>) {
                 o.image_id, o.stamp
             ),
             _ => println!(
-                "orphan\t{}\tstamp {}: from a source this ledger does not know",
+                "orphan\t{}\tstamp {}: no row of this ledger maps it",
                 o.image_id, o.stamp
+            ),
+        }
+    }
+    for u in r.unrecorded {
+        println!(
+            "unrecorded\t{}\tstamp {}: an image of {} for an item this ledger has no row for",
+            u.image_id, u.stamp, u.source
+        );
+    }
+    if let Some(u) = r.unrecorded.first() {
+        let source = u.source.split_once(':').and_then(|(kind, location)| {
+            crate::source::SourceKind::parse(kind)
+                .map(|k| crate::source::SourceId::new(k, location))
+        });
+        let rebuild = source
+            .map(|s| crate::existing::rebuild_command(&s, r.ledger, r.shard))
+            .unwrap_or_else(|| "cfimg ledger rebuild --source ...".into());
+        match r.shard {
+            Some(_) => println!(
+                "unrecorded images are this ledger's: it lost their rows; `{rebuild}` records them (do not delete them: they may be in use)"
+            ),
+            None => println!(
+                "unrecorded images belong to another shard (give --shard K/N if this ledger is a shard's), \
+                 or this ledger lost their rows: `{rebuild}` records them (do not delete them: they may be in use)"
             ),
         }
     }
@@ -409,7 +489,8 @@ fn print_text(r: &TextReport<'_>) {
     }
     if r.repair {
         println!(
-            "repaired: {} re-queued, {} duplicates deleted; orphans and mismatches are left for you (`cfimg images delete ID`)",
+            "repaired: {} re-queued, {} duplicates deleted; orphans are left for you (`cfimg images delete ID` removes one); \
+             mismatched images are still mapped by their rows: keep them",
             r.requeued, r.deleted
         );
     } else if !(r.missing.is_empty() && r.duplicates.is_empty()) {
@@ -418,8 +499,34 @@ fn print_text(r: &TextReport<'_>) {
     if r.missing.is_empty()
         && r.duplicates.is_empty()
         && r.orphans.is_empty()
+        && r.unrecorded.is_empty()
         && r.mismatches.is_empty()
     {
         println!("clean: the ledger and the account agree");
+    }
+}
+
+/// The shard a ledger belongs to when its name is the one `migrate --shard K/N` gives it
+/// (`<name>-shard-K-of-N.sqlite`).
+fn shard_of_name(path: &std::path::Path) -> Option<Shard> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".sqlite")?;
+    let (_, tail) = name.rsplit_once("-shard-")?;
+    let (k, n) = tail.split_once("-of-")?;
+    format!("{k}/{n}").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_ledger_is_known_by_its_default_name() {
+        let s = shard_of_name(std::path::Path::new("/x/cfimg-shard-1-of-3.sqlite"));
+        assert_eq!(s, Some(Shard { index: 1, count: 3 }));
+        assert_eq!(shard_of_name(std::path::Path::new("cfimg.sqlite")), None);
+        assert_eq!(
+            shard_of_name(std::path::Path::new("a-shard-3-of-3.sqlite")),
+            None
+        );
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
             },
         },
         shard: None,
+        ignore_existing: args.ignore_existing,
         live: Some(Live {
             stats,
             limiter,

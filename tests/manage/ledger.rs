@@ -162,18 +162,12 @@ async fn verify_finds_missing_duplicate_and_orphan_and_repair_plus_migrate_fixes
         report["duplicates"][0]["kept"],
         c.image_id.as_deref().unwrap()
     );
-    assert_eq!(report["counts"]["orphans"], 2, "{report}");
-    let orphans = report["orphans"].as_array().unwrap();
-    let known = orphans
-        .iter()
-        .find(|o| o["image_id"] == orphan.as_str())
-        .unwrap();
+    assert_eq!(report["counts"]["orphans"], 1, "{report}");
+    let known = &report["orphans"][0];
+    assert_eq!(known["image_id"], orphan.as_str(), "{report}");
     assert_eq!(known["key"], "b/d e.png", "{report}");
-    let unknown = orphans
-        .iter()
-        .find(|o| o["image_id"] == stranger.as_str())
-        .unwrap();
-    assert!(unknown["key"].is_null(), "{report}");
+    // A stamp of a source this ledger never saw: counted, not judged (issue 17).
+    assert_eq!(report["other_sources_or_shards"], 1, "{report}");
     assert_eq!(report["counts"]["mismatches"], 0);
 
     let (code, report) = verify(&env, &["--repair"]).await;
@@ -188,11 +182,11 @@ async fn verify_finds_missing_duplicate_and_orphan_and_repair_plus_migrate_fixes
     assert_eq!(summary["uploaded"], 1, "{summary}");
     assert_eq!(env.upload_posts(), posts + 1);
 
-    // Only the orphans are left; once deleted, verify is clean.
+    // Only the orphan is left; once deleted, verify is clean.
     let (code, report) = verify(&env, &[]).await;
     assert_eq!(
         (code, report["counts"]["orphans"].as_u64()),
-        (1, Some(2)),
+        (1, Some(1)),
         "{report}"
     );
     assert_eq!(report["counts"]["missing"], 0, "{report}");

@@ -5,3 +5,4 @@ mod images;
 mod ledger;
 mod rebuild;
 mod safe_commands;
+mod verify_truth;
