@@ -16,6 +16,23 @@ async fn migrated() -> TestEnv {
 }
 
 /// Uploads an image straight through the API with this metadata (as another client would).
+/// Deletes an image the way the dashboard or another tool would: `cfimg images delete`
+/// refuses an image the ledger maps (or, forced, tells the ledger).
+async fn delete_behind_the_ledger(env: &TestEnv, id: &str) {
+    let url = format!(
+        "{}/accounts/{}/images/v1/{id}",
+        env.emu.api_base(),
+        env.emu.account_id()
+    );
+    let resp = reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{id}");
+}
+
 async fn upload_with_meta(env: &TestEnv, bytes: Vec<u8>, meta: Value) -> String {
     let url = format!(
         "{}/accounts/{}/images/v1",
@@ -125,8 +142,7 @@ async fn verify_finds_missing_duplicate_and_orphan_and_repair_plus_migrate_fixes
     let rows = env.ledger_rows();
     // Missing: an image deleted behind the ledger's back.
     let gone = rows["a.png"].image_id.clone().unwrap();
-    let out = env.run(&["images", "delete", &gone, "--yes"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    delete_behind_the_ledger(&env, &gone).await;
     // Duplicate: another image of the same version of b/c.png.
     let c = &rows["b/c.png"];
     let c_bytes = std::fs::read(env.src.join("b/c.png")).unwrap();
@@ -272,13 +288,7 @@ async fn a_twin_of_a_missing_image_is_adopted_instead_of_deleted() {
     )
     .await;
     let recorded = a.image_id.clone().unwrap();
-    assert_eq!(
-        env.run(&["images", "delete", &recorded, "--yes"])
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
+    delete_behind_the_ledger(&env, &recorded).await;
     let (code, report) = verify(&env, &[]).await;
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["counts"]["missing"], 0, "{report}");
