@@ -76,11 +76,19 @@ impl Cli {
 
     /// A usage problem the parser cannot see: `--ledger` before a command that has no ledger.
     pub fn misplaced_ledger(&self) -> Option<String> {
+        let name = match &self.command {
+            Command::Emulator(_) => "emulator",
+            Command::Images(_) => "images",
+            Command::Variants(_) => "variants",
+            Command::FlexibleVariants(_) => "flexible-variants",
+            Command::Keys(_) => "keys",
+            Command::SignUrl(_) => "sign-url",
+            _ => "this command",
+        };
         match (&self.ledger_before_command, self.command.ledger_arg()) {
-            (Some(_), None) => Some(
-                "--ledger does nothing for this command (it reads or writes no ledger): leave it out"
-                    .into(),
-            ),
+            (Some(_), None) => Some(format!(
+                "--ledger does nothing for `cfimg {name}` (it reads or writes no ledger): leave it out"
+            )),
             _ => None,
         }
     }
