@@ -76,11 +76,19 @@ impl Cli {
 
     /// A usage problem the parser cannot see: `--ledger` before a command that has no ledger.
     pub fn misplaced_ledger(&self) -> Option<String> {
+        let name = match &self.command {
+            Command::Emulator(_) => "emulator",
+            Command::Images(_) => "images",
+            Command::Variants(_) => "variants",
+            Command::FlexibleVariants(_) => "flexible-variants",
+            Command::Keys(_) => "keys",
+            Command::SignUrl(_) => "sign-url",
+            _ => "this command",
+        };
         match (&self.ledger_before_command, self.command.ledger_arg()) {
-            (Some(_), None) => Some(
-                "--ledger does nothing for this command (it reads or writes no ledger): leave it out"
-                    .into(),
-            ),
+            (Some(_), None) => Some(format!(
+                "--ledger does nothing for `cfimg {name}` (it reads or writes no ledger): leave it out"
+            )),
             _ => None,
         }
     }
@@ -211,7 +219,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "S")]
     pub source: Option<String>,
     /// The ledger is shard K of N (`migrate --shard`): images of the other shards are counted, not judged [default: from a ledger named *-shard-K-of-N.sqlite].
-    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD")]
+    #[arg(long, value_name = "K/N", env = "CFIMG_SHARD", hide_env_values = true)]
     pub shard: Option<crate::shard::Shard>,
     /// Print JSON instead of text.
     #[arg(long)]

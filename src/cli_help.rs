@@ -168,7 +168,7 @@ pub const IMAGES_LIST: &str = concat!(
 pub const IMAGES_GET: &str = concat!(
     "Examples:
   cfimg images get photos/cat.jpg
-  cfimg images get 2cdc28f0-017a-49c4-9ed7-87056c83901 --json
+  cfimg images get 2cdc28f0-017a-49c4-9ed7-87056c83901a --json
 
 ",
     api_credentials!()

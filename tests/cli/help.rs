@@ -220,7 +220,7 @@ async fn ledger_before_the_command_still_works_and_is_refused_where_it_does_noth
     .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--ledger does nothing for this command"),
+        String::from_utf8_lossy(&out.stderr).contains("--ledger does nothing for `cfimg emulator`"),
         "{out:?}"
     );
     let out = run(vec![
