@@ -287,6 +287,12 @@ async fn hidden_and_temporary_files_are_counted_and_listed() {
     let (_, summary, _) = env.migrate(&[]).await;
     assert_eq!(summary["hidden_or_temporary"], 3, "{summary}");
     assert_eq!(summary["uploaded"], 0, "{summary}");
+    // Counted again, but not written again: a no-op rerun only reads those rows.
+    let again = failures(&env).await;
+    assert_eq!(
+        field(&again, ".hidden.png", "updated_at"),
+        field(&f, ".hidden.png", "updated_at")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
