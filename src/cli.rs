@@ -360,7 +360,7 @@ pub struct OutputArgs {
 /// Flags of `cfimg failures`.
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
-    /// Also list entries passed over (symlinks not followed, FIFOs, sockets, devices).
+    /// Also list entries passed over (hidden and temporary files, symlinks not followed, FIFOs, sockets, devices, folder placeholders).
     #[arg(long)]
     pub all: bool,
     /// Print JSON instead of text.
