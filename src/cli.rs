@@ -531,7 +531,7 @@ pub struct ValidateArgs {
 /// Flags of `cfimg failures`.
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
-    /// Also list entries passed over (symlinks not followed, FIFOs, sockets, devices).
+    /// Also list entries passed over (hidden and temporary files, symlinks not followed, FIFOs, sockets, devices, folder placeholders).
     #[arg(long)]
     pub all: bool,
     /// Print JSON instead of text.

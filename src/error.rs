@@ -187,27 +187,26 @@ pub enum Error {
 /// sending request"; the refused connection, the DNS failure or the TLS problem is further
 /// down its chain of sources. Names the host and port, never the path or the query.
 pub fn network_cause(e: &reqwest::Error) -> String {
-    let host = e.url().and_then(|u| {
-        let host = u.host_str()?;
-        Some(match u.port_or_known_default() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
+    let host = e
+        .url()
+        .and_then(|u| {
+            let host = u.host_str()?;
+            Some(match u.port_or_known_default() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            })
         })
-    });
-    let what = if e.is_timeout() {
-        "timed out"
+        .unwrap_or_else(|| "the server".to_string());
+    let mut text = if e.is_timeout() {
+        format!("timed out talking to {host}")
     } else if e.is_connect() {
-        "cannot connect"
+        format!("cannot connect to {host}")
     } else if e.is_body() || e.is_decode() {
-        "the answer broke off"
+        format!("the answer from {host} broke off")
     } else if e.is_redirect() {
-        "too many redirects"
+        format!("too many redirects from {host}")
     } else {
-        "the request failed"
-    };
-    let mut text = match host {
-        Some(h) => format!("{what} to {h}"),
-        None => what.to_string(),
+        format!("the request to {host} failed")
     };
     let mut causes: Vec<String> = Vec::new();
     let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
@@ -219,21 +218,12 @@ pub fn network_cause(e: &reqwest::Error) -> String {
         }
         cause = c.source();
     }
-    if let Some(root) = causes.last() {
+    if let Some((root, between)) = causes.split_last() {
         text.push_str(": ");
         text.push_str(root);
-        // The layers between, when they add a kind (DNS, TLS) the root does not name.
-        let between: Vec<&String> = causes[..causes.len() - 1].iter().collect();
+        // The layers above the root name its kind: "(dns error)", "(tcp connect error)".
         if !between.is_empty() {
-            text.push_str(" (");
-            text.push_str(
-                &between
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(": "),
-            );
-            text.push(')');
+            text.push_str(&format!(" ({})", between.join(": ")));
         }
     }
     text

@@ -584,7 +584,15 @@ fn check(
                 if crate::source::walk::is_hidden_or_temporary(&reason) {
                     Stats::bump(&run.stats.hidden_or_temporary);
                 }
-                if let Some(w) = &run.writer {
+                // Recorded once: a rerun over a tree with a `.DS_Store` in every folder
+                // reads these rows, it does not write them again.
+                let known = match reader.as_mut() {
+                    Some(r) => r
+                        .quick(run.source_id, &key)?
+                        .is_some_and(|q| q.state == crate::ledger::State::Ignored),
+                    None => false,
+                };
+                if !known && let Some(w) = &run.writer {
                     w.record_blocking(Record::Ignored {
                         version: run.version(key),
                         reason,

@@ -155,6 +155,10 @@ impl Uploader {
             && Stamp::of(&image).is_some_and(|s| s.source != job.stamp.source);
         if shared {
             Stats::bump(&self.stats.deduplicated);
+            // The item's own older image still went away: it was replaced by the shared one.
+            if job.previous.is_some() {
+                Stats::bump(&self.stats.replaced);
+            }
             if self.log_each {
                 tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, "deduplicated: another item holds the same content");
             }

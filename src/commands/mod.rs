@@ -150,8 +150,9 @@ pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
     let spent = std::sync::atomic::AtomicU32::new(0);
     let stats = limiter.send(&spent, client.stats()).await.ok()?;
     Some(format!(
-        "the account holds {} images of {} allowed",
-        stats.count.current, stats.count.allowed
+        "the account holds {} of {} allowed",
+        crate::progress::plural(stats.count.current, "image", "images"),
+        stats.count.allowed
     ))
 }
 

@@ -265,13 +265,15 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
         );
         if changed > 0 {
             println!(
-                "{changed} files changed since their upload: the next `cfimg migrate` replaces their images"
+                "{} since their upload: the next `cfimg migrate` replaces their images",
+                crate::progress::plural(changed, "file changed", "files changed")
             );
         }
         if to_check > 0 {
             println!(
-                "{to_check} objects are recorded without their ETag: the next `cfimg migrate` reads each once, \
-                 compares it with its stamp's sha256 and uploads only those that changed"
+                "{} recorded without their ETag: the next `cfimg migrate` reads each once, \
+                 compares it with its stamp's sha256 and uploads only those that changed",
+                crate::progress::plural(to_check, "object is", "objects are")
             );
         }
         if not_found > 0 {

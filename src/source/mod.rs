@@ -93,6 +93,17 @@ pub enum Locator {
     Object(String),
 }
 
+impl Locator {
+    /// The locator as a person reads it: the path, the URL, or the object key.
+    pub fn describe(&self) -> String {
+        match self {
+            Locator::File(path) => format!("the file {}", path.display()),
+            Locator::Url(url) => format!("the URL {url}"),
+            Locator::Object(key) => format!("the object {key}"),
+        }
+    }
+}
+
 /// What tells cheaply, without reading the bytes, that an item has not changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fingerprint {
@@ -307,10 +318,11 @@ impl Source {
             (Source::Manifest(m), _) => m.body(item).await,
             (Source::Bucket(b), Locator::Object(key)) => b.body(item, key).await,
             (Source::Bucket(_), other) => Err(crate::error::Error::Invalid(format!(
-                "a bucket source cannot read {other:?}"
+                "a bucket source cannot read {}",
+                other.describe()
             ))),
             (Source::Walk(_) | Source::Watch(_), other) => Err(crate::error::Error::Invalid(
-                format!("a folder source cannot read {other:?}"),
+                format!("a folder source cannot read {}", other.describe()),
             )),
         }
     }

@@ -155,6 +155,9 @@ async fn hash_ids_store_identical_content_once() {
     let (code, summary, out) = env.migrate(&["--id-mode", "hash"]).await;
     assert_eq!(code, 0, "{}", text(&out));
     assert_eq!(summary["replaced"], 1, "{summary}");
+    // Nothing was uploaded for it: it now shares the image another file stored.
+    assert_eq!(summary["uploaded"], 0, "{summary}");
+    assert_eq!(summary["deduplicated"], 1, "{summary}");
     assert_eq!(
         env.inspect().images.len(),
         1,
