@@ -626,7 +626,11 @@ fn svg_name_end(b: u8) -> bool {
 fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
     let mut b = Bytes { r, pos: 0 };
     // A UTF-8 byte-order mark may come first.
-    if b.r.fill_buf().map_err(io_bad)?.starts_with(&[0xEF, 0xBB, 0xBF]) {
+    if b.r
+        .fill_buf()
+        .map_err(io_bad)?
+        .starts_with(&[0xEF, 0xBB, 0xBF])
+    {
         b.r.consume(3);
         b.pos = 3;
     }
@@ -664,11 +668,15 @@ fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProb
                 b'[' => {
                     for want in *b"CDATA[" {
                         if b.need("a CDATA section")? != want {
-                            return Err(bad(format!("SVG: a malformed CDATA section at byte {at}")));
+                            return Err(bad(format!(
+                                "SVG: a malformed CDATA section at byte {at}"
+                            )));
                         }
                     }
                     if open.is_empty() {
-                        return Err(bad(format!("SVG: CDATA outside the root element at byte {at}")));
+                        return Err(bad(format!(
+                            "SVG: CDATA outside the root element at byte {at}"
+                        )));
                     }
                     b.skip_past(b"]]>", "a CDATA section")?;
                 }

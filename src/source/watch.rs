@@ -30,8 +30,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{CreateKind, ModifyKind, RenameMode};
@@ -1221,7 +1221,10 @@ fn incomplete(path: &Path) -> Option<String> {
         return Some(format!("cannot read it: {e}"));
     }
     let format = rules::sniff_format(&head)?;
-    if file.metadata().map_or(true, |m| m.len() > rules::MAX_FILE_BYTES) {
+    if file
+        .metadata()
+        .map_or(true, |m| m.len() > rules::MAX_FILE_BYTES)
+    {
         return None;
     }
     match image_check::check(format, file) {

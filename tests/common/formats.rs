@@ -43,8 +43,7 @@ pub fn avif(n: u8, data: usize) -> Vec<u8> {
 }
 
 /// The start of an SVG document (its root element open).
-pub const SVG_HEAD: &str =
-    "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"40\" height=\"40\">\n";
+pub const SVG_HEAD: &str = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"40\" height=\"40\">\n";
 /// What closes it.
 pub const SVG_TAIL: &str = "</svg>\n";
 

@@ -82,7 +82,10 @@ async fn a_slowly_written_svg_past_max_settle_waits_until_complete() {
         uploaded_as(&env, "slow.svg", &path)
     })
     .await;
-    assert!(stored(&env, &complete), "the stored bytes are the whole file");
+    assert!(
+        stored(&env, &complete),
+        "the stored bytes are the whole file"
+    );
     assert_eq!(env.upload_posts(), 1, "only the complete file was sent");
     assert_eq!(d.stop().await, 0);
 }
@@ -101,7 +104,10 @@ async fn a_slowly_written_avif_past_max_settle_waits_until_complete() {
         body[(i * CHUNK).min(DATA - 1)..((i + 1) * CHUNK).min(DATA - 1)].to_vec()
     })
     .await;
-    assert!(chunks * CHUNK < DATA, "the writer finished the file on its own");
+    assert!(
+        chunks * CHUNK < DATA,
+        "the writer finished the file on its own"
+    );
     assert_eq!(env.upload_posts(), 0, "a partial AVIF was sent");
     let written = std::fs::metadata(&path).unwrap().len() as usize;
     let mut f = std::fs::OpenOptions::new()
@@ -153,9 +159,5 @@ async fn migrate_refuses_truncated_svg_and_avif_locally() {
         avif_why.contains("9422") && avif_why.contains("mdat") && avif_why.contains("truncated"),
         "{avif_why}"
     );
-    assert_eq!(
-        env.upload_posts(),
-        2,
-        "a truncated file cost a request"
-    );
+    assert_eq!(env.upload_posts(), 2, "a truncated file cost a request");
 }

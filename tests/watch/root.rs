@@ -61,7 +61,10 @@ async fn a_deleted_and_recreated_folder_is_watched_again_within_seconds() {
         &["--metrics-addr", "127.0.0.1:0", "--rescan-interval", HOURLY],
     )
     .await;
-    until("a.png uploaded", WAIT, || uploaded_as(&env, "sub/a.png", &a)).await;
+    until("a.png uploaded", WAIT, || {
+        uploaded_as(&env, "sub/a.png", &a)
+    })
+    .await;
     let addr = metrics_addr(&d);
     assert_eq!(get(&addr, "/healthz").await.0, 200);
 
