@@ -20,7 +20,8 @@
 //!
 //! The folder itself is watched too (a watch on its parent for its name, its own delete and
 //! move events, and its (device, inode) compared every [`ROOT_CHECK_EVERY`]): while it is
-//! gone nothing is uploaded or deleted and the status says why; when a folder is at its path
+//! gone (a mount point that is bare again counts as gone: an empty mount point is not the
+//! folder) nothing is uploaded or deleted and the status says why; when a folder is at its path
 //! again (recreated, moved back, remounted, or a symbolic link to a folder, which is followed)
 //! it is watched and scanned again within seconds. A vanished folder never turns into
 //! deletes: pending deletes are dropped when it goes, and the scan after it comes back does
@@ -274,6 +275,9 @@ struct Loop {
     checks_tx: Option<mpsc::UnboundedSender<Checked>>,
     /// The watched folder's (device, inode) when it was last attached.
     root_id: Option<(u64, u64)>,
+    /// Whether the folder was a mount point when attached: its path on its parent's device
+    /// later means it was unmounted (an empty mount point is not the folder).
+    root_mount: bool,
     /// Whether the folder is gone (nothing is uploaded or deleted meanwhile).
     root_gone: bool,
     /// Bumped each time the folder goes or is replaced: older scans' findings are stale.
@@ -312,6 +316,7 @@ impl Loop {
             refused: Vec::new(),
             checks_tx: None,
             root_id: None,
+            root_mount: false,
             root_gone: false,
             generation: 0,
             reattached: false,
@@ -320,6 +325,9 @@ impl Loop {
             parent: None,
         };
         lp.root_id = root_identity(lp.watch.walk.root()).ok();
+        lp.root_mount = lp
+            .root_id
+            .is_some_and(|id| lp.on_parent_device(id) == Some(false));
         lp.reschedule();
         lp
     }
@@ -865,10 +873,24 @@ impl Loop {
         self.next_root_check = Instant::now() + ROOT_CHECK_EVERY;
         match root_identity(self.watch.walk.root()) {
             Ok(id) if !self.root_gone && Some(id) == self.root_id => {}
+            Ok(id) if self.root_mount && self.on_parent_device(id) == Some(true) => {
+                if !self.root_gone {
+                    self.root_lost(
+                        "it was unmounted (its path is the bare mount point now)".into(),
+                    );
+                }
+            }
             Ok(id) => self.root_back(id, scans),
             Err(_) if self.root_gone => {}
             Err(why) => self.root_lost(why),
         }
+    }
+
+    /// Whether a folder with this identity at the root's path is on its parent's device
+    /// (`None` without a parent to compare with).
+    fn on_parent_device(&self, (dev, _): (u64, u64)) -> Option<bool> {
+        let parent = self.watch.walk.root().parent()?;
+        std::fs::metadata(parent).ok().map(|m| m.dev() == dev)
     }
 
     /// The folder is gone: nothing is uploaded or deleted until it is back.
@@ -901,6 +923,9 @@ impl Loop {
         }
         self.root_gone = false;
         self.root_id = Some(id);
+        if !self.root_mount {
+            self.root_mount = self.on_parent_device(id) == Some(false);
+        }
         self.watch.status.set_folder_missing(None);
         if self.watcher.is_some() {
             self.add_watch(root);
@@ -1340,6 +1365,47 @@ mod tests {
             }
         }
         assert_eq!(keys, ["a.png"]);
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_went_never_turns_into_deletes() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("watched");
+        std::fs::create_dir(&root).unwrap();
+        let walk = Walk::new(&root, &WalkConfig::default()).unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(WatchConfig {
+            on_delete: OnDelete::Delete,
+            max_delete: MaxDelete::Count(100),
+            ..settings()
+        });
+        let watch = Arc::new(Watch::new(walk, rx, &parent.path().join("l.sqlite")));
+        let (done, _) = mpsc::unbounded_channel();
+        let mut lp = Loop::new(watch.clone(), done);
+        // Files left (their delete events came), then the folder itself went.
+        lp.queue_delete("a.png".into());
+        std::fs::remove_dir(&root).unwrap();
+        lp.decide_deletes();
+        assert!(lp.ready.is_empty(), "a delete was handed over");
+        let (scans, _scanned) = mpsc::channel(16);
+        lp.check_root(&scans);
+        assert!(watch.status.folder_missing().is_some());
+        lp.queue_delete("b.png".into());
+        lp.scanned(Scanned::Missing("c.png".into(), true, lp.generation));
+        assert!(
+            lp.deleting.is_empty(),
+            "deletes queued while the folder is gone"
+        );
+        // Back: a scan from before it went is not believed.
+        std::fs::create_dir(&root).unwrap();
+        let stale = lp.generation;
+        lp.check_root(&scans);
+        assert!(watch.status.folder_missing().is_none());
+        assert!(lp.reattached || lp.scanning);
+        lp.scanned(Scanned::Missing("d.png".into(), true, stale - 1));
+        assert!(
+            lp.deleting.is_empty(),
+            "a stale scan's finding was believed"
+        );
     }
 
     #[test]
