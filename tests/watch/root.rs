@@ -221,3 +221,30 @@ async fn refused_deletes_are_looked_at_again_after_a_reload() {
     assert!(uploaded_as(&env, &keys[3], &env.src.join(&keys[3])));
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_inotify_the_periodic_check_notices_the_folder_going_and_coming_back() {
+    let env = TestEnv::new().await;
+    let d = Daemon::start_with(
+        &env,
+        &["--metrics-addr", "127.0.0.1:0", "--rescan-interval", HOURLY],
+        &[("CFIMG_ASSUME_NETWORK_FS", "1")],
+    )
+    .await;
+    d.wait_log("network file system", WAIT).await;
+    let addr = metrics_addr(&d);
+    std::fs::remove_dir_all(&env.src).unwrap();
+    let why = health_turns(&addr, 503).await;
+    assert!(why.contains("deleted or moved away"), "{why}");
+    // A folder moved into place, with a file in it: the scan of its return uploads it.
+    let incoming = env.dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(incoming.join("b.png"), png(2, 700)).unwrap();
+    std::fs::rename(&incoming, &env.src).unwrap();
+    health_turns(&addr, 200).await;
+    until("b.png uploaded", WAIT, || {
+        uploaded_as(&env, "b.png", &env.src.join("b.png"))
+    })
+    .await;
+    assert_eq!(d.stop().await, 0);
+}
