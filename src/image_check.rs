@@ -649,9 +649,10 @@ fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProb
             return match open.last() {
                 _ if root_done => Ok(dims),
                 Some(name) => Err(bad(format!(
-                    "SVG: the file ends inside <{}> ({} elements open): it is truncated",
+                    "SVG: the file ends inside <{}>, with {} element{} not closed: it is truncated",
                     String::from_utf8_lossy(name),
-                    open.len()
+                    open.len(),
+                    if open.len() == 1 { "" } else { "s" }
                 ))),
                 None => Err(bad("SVG: no root element")),
             };
