@@ -22,9 +22,17 @@
 //!   ignored, as libwebp does), chunks tile it exactly, the image chunk (`VP8 `, `VP8L`, or
 //!   `VP8X` with them inside) has a sane bitstream header, and animations (`ANMF`) are summed
 //!   frame by frame. The compressed bitstream itself is not decoded.
-//! - **SVG, HEIC, AVIF**: no structural check. HEIC and AVIF dimensions are read when
-//!   `imagesize` can, and checked against the limits; SVG (vector) has none. Unknown
-//!   dimensions are reported as 0.
+//! - **SVG**: a complete document, read as a stream (memory bounded by the nesting depth,
+//!   never the file): tags, comments, CDATA, processing instructions and the doctype are
+//!   closed, end tags match their start tags, and exactly one root element is there and
+//!   closed, with nothing but white space, comments and processing instructions after it.
+//!   Entities, namespaces and the SVG vocabulary are not checked. SVG (vector) has no
+//!   dimensions: they are reported as 0.
+//! - **HEIC, AVIF**: an ISO BMFF walk: top-level boxes whose sizes add up exactly to the file
+//!   (a box running past the end is a truncated file), `ftyp` first, a `meta` box, and the
+//!   image data (an `mdat` box, or an `idat` inside `meta`). The coded image itself is not
+//!   decoded. Dimensions are read when `imagesize` can, and checked against the limits;
+//!   unknown dimensions are reported as 0.
 //!
 //! A format error is [`ImageProblem::Undecodable`] (service code 9422); dimensions over the
 //! limits are [`ImageProblem::TooLarge`] (code 5400).
@@ -108,7 +116,8 @@ pub fn check<R: Read + Seek>(format: ImageFormat, reader: R) -> Result<Dimension
         ImageFormat::Gif => gif_check(r, still),
         ImageFormat::Jpeg => jpeg_check(r, still),
         ImageFormat::Webp => webp_check(r, still),
-        ImageFormat::Svg | ImageFormat::Heic | ImageFormat::Avif => Ok(still),
+        ImageFormat::Svg => svg_check(r, still),
+        ImageFormat::Heic | ImageFormat::Avif => bmff_check(r, still),
     }
 }
 
@@ -534,6 +543,326 @@ fn webp_bitstream<R: Read + Seek>(r: &mut R, c: &Chunk) -> Result<(u32, u32), Im
     Ok((width, height))
 }
 
+/// The deepest element nesting an SVG may have: past it the document is refused rather than
+/// letting a hostile file grow the stack of open names without bound.
+const SVG_MAX_DEPTH: usize = 4096;
+/// The longest element name kept for matching end tags.
+const SVG_MAX_NAME: usize = 1024;
+
+/// A byte reader over a buffered source, for the SVG walk.
+struct Bytes<R> {
+    r: R,
+    pos: u64,
+}
+
+impl<R: BufRead> Bytes<R> {
+    fn peek(&mut self) -> Result<Option<u8>, ImageProblem> {
+        Ok(self.r.fill_buf().map_err(io_bad)?.first().copied())
+    }
+
+    fn next(&mut self) -> Result<Option<u8>, ImageProblem> {
+        let b = self.peek()?;
+        if b.is_some() {
+            self.r.consume(1);
+            self.pos += 1;
+        }
+        Ok(b)
+    }
+
+    /// The next byte, or the truncation error naming what the file ends inside.
+    fn need(&mut self, inside: &str) -> Result<u8, ImageProblem> {
+        self.next()?.ok_or_else(|| {
+            bad(format!(
+                "SVG: the file ends inside {inside} at byte {}: it is truncated",
+                self.pos
+            ))
+        })
+    }
+
+    /// Skips past `end`; the file must not end first.
+    fn skip_past(&mut self, end: &[u8], inside: &str) -> Result<(), ImageProblem> {
+        // The last bytes read, compared with `end` (at most a few bytes long).
+        let mut window = Vec::with_capacity(end.len());
+        loop {
+            if window.len() == end.len() {
+                window.remove(0);
+            }
+            window.push(self.need(inside)?);
+            if window == end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Skips text up to the next `<`; returns whether the text held anything but white space,
+    /// and `false` for the byte when the file ends.
+    fn text(&mut self) -> Result<(bool, bool), ImageProblem> {
+        let mut content = false;
+        loop {
+            let buf = self.r.fill_buf().map_err(io_bad)?;
+            if buf.is_empty() {
+                return Ok((content, false));
+            }
+            let (n, found) = match buf.iter().position(|b| *b == b'<') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            content |= buf[..n].iter().any(|b| !b.is_ascii_whitespace());
+            let consumed = if found { n + 1 } else { n };
+            self.r.consume(consumed);
+            self.pos += consumed as u64;
+            if found {
+                return Ok((content, true));
+            }
+        }
+    }
+}
+
+/// Whether a byte ends an XML name.
+fn svg_name_end(b: u8) -> bool {
+    b.is_ascii_whitespace() || matches!(b, b'/' | b'>')
+}
+
+fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
+    let mut b = Bytes { r, pos: 0 };
+    // A UTF-8 byte-order mark may come first.
+    if b.r
+        .fill_buf()
+        .map_err(io_bad)?
+        .starts_with(&[0xEF, 0xBB, 0xBF])
+    {
+        b.r.consume(3);
+        b.pos = 3;
+    }
+    let mut open: Vec<Vec<u8>> = Vec::new();
+    let mut root_done = false;
+    loop {
+        let (content, tag) = b.text()?;
+        if content && open.is_empty() {
+            return Err(bad(if root_done {
+                "SVG: text after the root element"
+            } else {
+                "SVG: text before the root element"
+            }));
+        }
+        if !tag {
+            return match open.last() {
+                _ if root_done => Ok(dims),
+                Some(name) => Err(bad(format!(
+                    "SVG: the file ends inside <{}>, with {} element{} not closed: it is truncated",
+                    String::from_utf8_lossy(name),
+                    open.len(),
+                    if open.len() == 1 { "" } else { "s" }
+                ))),
+                None => Err(bad("SVG: no root element")),
+            };
+        }
+        let at = b.pos - 1;
+        match b.need("a tag")? {
+            b'!' => match b.need("a declaration")? {
+                b'-' => {
+                    if b.need("a comment")? != b'-' {
+                        return Err(bad(format!("SVG: a malformed comment at byte {at}")));
+                    }
+                    b.skip_past(b"-->", "a comment")?;
+                }
+                b'[' => {
+                    for want in *b"CDATA[" {
+                        if b.need("a CDATA section")? != want {
+                            return Err(bad(format!(
+                                "SVG: a malformed CDATA section at byte {at}"
+                            )));
+                        }
+                    }
+                    if open.is_empty() {
+                        return Err(bad(format!(
+                            "SVG: CDATA outside the root element at byte {at}"
+                        )));
+                    }
+                    b.skip_past(b"]]>", "a CDATA section")?;
+                }
+                _ => {
+                    // A doctype (or another declaration): up to its `>`, past quoted
+                    // strings and an internal subset in brackets.
+                    let (mut brackets, mut quote) = (0u32, None);
+                    loop {
+                        let c = b.need("the doctype")?;
+                        match (quote, c) {
+                            (Some(q), c) if c == q => quote = None,
+                            (Some(_), _) => {}
+                            (None, b'"' | b'\'') => quote = Some(c),
+                            (None, b'[') => brackets += 1,
+                            (None, b']') => brackets = brackets.saturating_sub(1),
+                            (None, b'>') if brackets == 0 => break,
+                            _ => {}
+                        }
+                    }
+                }
+            },
+            b'?' => b.skip_past(b"?>", "a processing instruction")?,
+            b'/' => {
+                let mut name = Vec::new();
+                let mut c = b.need("an end tag")?;
+                while !svg_name_end(c) {
+                    if name.len() < SVG_MAX_NAME {
+                        name.push(c);
+                    }
+                    c = b.need("an end tag")?;
+                }
+                while c.is_ascii_whitespace() {
+                    c = b.need("an end tag")?;
+                }
+                if c != b'>' {
+                    return Err(bad(format!("SVG: a malformed end tag at byte {at}")));
+                }
+                match open.pop() {
+                    Some(started) if started == name => {}
+                    Some(started) => {
+                        return Err(bad(format!(
+                            "SVG: </{}> at byte {at} closes <{}>",
+                            String::from_utf8_lossy(&name),
+                            String::from_utf8_lossy(&started)
+                        )));
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "SVG: </{}> at byte {at} closes nothing",
+                            String::from_utf8_lossy(&name)
+                        )));
+                    }
+                }
+                root_done |= open.is_empty();
+            }
+            first => {
+                if open.is_empty() && root_done {
+                    return Err(bad(format!("SVG: a second root element at byte {at}")));
+                }
+                let mut name = vec![first];
+                let mut c = b.need("a start tag")?;
+                while !svg_name_end(c) {
+                    if name.len() < SVG_MAX_NAME {
+                        name.push(c);
+                    }
+                    c = b.need("a start tag")?;
+                }
+                // Attributes: quoted values may hold `>` and `/`.
+                let self_closing = loop {
+                    match c {
+                        b'"' | b'\'' => b.skip_past(&[c], "an attribute value")?,
+                        b'/' if b.peek()? == Some(b'>') => {
+                            b.next()?;
+                            break true;
+                        }
+                        b'>' => break false,
+                        _ => {}
+                    }
+                    c = b.need("a start tag")?;
+                };
+                if self_closing {
+                    root_done |= open.is_empty();
+                } else {
+                    if open.len() >= SVG_MAX_DEPTH {
+                        return Err(bad(format!(
+                            "SVG: elements nested deeper than {SVG_MAX_DEPTH}"
+                        )));
+                    }
+                    open.push(name);
+                }
+            }
+        }
+    }
+}
+
+/// An ISO BMFF box header: its type, where its payload starts and where the box ends.
+struct BmffBox {
+    kind: [u8; 4],
+    payload: u64,
+    end: u64,
+}
+
+/// The box at `at`, which must end by `limit`.
+fn bmff_box<R: Read + Seek>(r: &mut R, at: u64, limit: u64) -> Result<BmffBox, ImageProblem> {
+    if limit - at < 8 {
+        return Err(bad(format!(
+            "ISO BMFF: a stray {} bytes at byte {at}: the file is truncated",
+            limit - at
+        )));
+    }
+    r.seek(SeekFrom::Start(at)).map_err(io_bad)?;
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).map_err(io_bad)?;
+    let kind = [h[4], h[5], h[6], h[7]];
+    let name = String::from_utf8_lossy(&kind).into_owned();
+    let (size, header) = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) {
+        // To the end of the enclosing container.
+        0 => (limit - at, 8),
+        1 => {
+            if limit - at < 16 {
+                return Err(bad(format!(
+                    "ISO BMFF: box '{name}' at byte {at} is cut inside its header: the file is truncated"
+                )));
+            }
+            let mut l = [0u8; 8];
+            r.read_exact(&mut l).map_err(io_bad)?;
+            (u64::from_be_bytes(l), 16)
+        }
+        n => (u64::from(n), 8),
+    };
+    if size < header {
+        return Err(bad(format!(
+            "ISO BMFF: box '{name}' at byte {at} has size {size}"
+        )));
+    }
+    if size > limit - at {
+        return Err(bad(format!(
+            "ISO BMFF: box '{name}' at byte {at} declares {size} bytes but only {} follow: the file is truncated",
+            limit - at
+        )));
+    }
+    Ok(BmffBox {
+        kind,
+        payload: at + header,
+        end: at + size,
+    })
+}
+
+fn bmff_check<R: Read + Seek>(mut r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
+    let file_len = r.seek(SeekFrom::End(0)).map_err(io_bad)?;
+    let (mut at, mut meta, mut data) = (0u64, None, false);
+    while at < file_len {
+        let b = bmff_box(&mut r, at, file_len)?;
+        if at == 0 && &b.kind != b"ftyp" {
+            return Err(bad("ISO BMFF: the first box is not 'ftyp'"));
+        }
+        match &b.kind {
+            b"meta" => meta = Some((b.payload, b.end)),
+            b"mdat" => data = true,
+            _ => {}
+        }
+        at = b.end;
+    }
+    if at == 0 {
+        return Err(bad("ISO BMFF: an empty file"));
+    }
+    let Some((payload, end)) = meta else {
+        return Err(bad("ISO BMFF: no 'meta' box"));
+    };
+    // `meta` is a full box: a version and flags, then its children, which tile it exactly.
+    let mut at = payload + 4;
+    if at > end {
+        return Err(bad("ISO BMFF: the 'meta' box is too short"));
+    }
+    while at < end {
+        let b = bmff_box(&mut r, at, end)?;
+        data |= &b.kind == b"idat";
+        at = b.end;
+    }
+    if !data {
+        return Err(bad("ISO BMFF: no image data (neither 'mdat' nor 'idat')"));
+    }
+    Ok(dims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,13 +1132,92 @@ mod tests {
         assert!(seen >= 5);
     }
 
+    const SVG: &[u8] = include_bytes!("../examples/images/icons/logo.svg");
+
     #[test]
-    fn svg_is_not_checked() {
-        let d = run(
-            ImageFormat::Svg,
-            b"<svg xmlns='http://www.w3.org/2000/svg'/>",
-        )
-        .unwrap();
-        assert_eq!((d.width, d.height, d.frames), (0, 0, 1));
+    fn svg_complete_documents_pass() {
+        for good in [
+            SVG,
+            &b"<svg xmlns='http://www.w3.org/2000/svg'/>"[..],
+            b"\xef\xbb\xbf<?xml version=\"1.0\"?>\n<!DOCTYPE svg [<!ENTITY a \"<x>\">]>\n<!-- a > b -->\n<svg a=\"1>2\" b='/>'><style><![CDATA[ a > b ]]]></style><g><rect/></g>text</svg>\n<!-- after -->\n",
+        ] {
+            let d = run(ImageFormat::Svg, good).unwrap();
+            assert_eq!((d.width, d.height, d.frames), (0, 0, 1));
+        }
+    }
+
+    #[test]
+    fn svg_truncated_or_malformed_is_undecodable() {
+        // Every proper prefix of a document ending in its root's end tag is incomplete.
+        let doc = b"<?xml version=\"1.0\"?><svg xmlns=\"x\"><!-- c --><g a=\"1\"><rect/></g></svg>";
+        for n in 0..doc.len() {
+            undecodable(ImageFormat::Svg, &doc[..n]);
+        }
+        undecodable(ImageFormat::Svg, &SVG[..SVG.len() / 2]);
+        for bad in [
+            &b"<svg><g></svg>"[..],
+            b"<svg></svg><svg></svg>",
+            b"<svg></svg>trailing",
+            b"<svg></g></svg>",
+            b"<svg><![CDATA[ x </svg>",
+        ] {
+            undecodable(ImageFormat::Svg, bad);
+        }
+    }
+
+    fn bmff(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// A minimal AVIF: `ftyp`, a `meta` with a handler and an `ispe` property, `mdat`.
+    fn avif_image(data: usize) -> Vec<u8> {
+        let mut ftyp = b"avif".to_vec();
+        ftyp.extend_from_slice(&[0, 0, 0, 0]);
+        ftyp.extend_from_slice(b"avifmif1miaf");
+        let mut hdlr = vec![0u8; 8];
+        hdlr.extend_from_slice(b"pict");
+        hdlr.extend_from_slice(&[0u8; 13]);
+        let mut ispe = vec![0u8; 4];
+        ispe.extend_from_slice(&64u32.to_be_bytes());
+        ispe.extend_from_slice(&48u32.to_be_bytes());
+        let iprp = bmff(b"iprp", &bmff(b"ipco", &bmff(b"ispe", &ispe)));
+        let mut meta = vec![0u8; 4];
+        meta.extend(bmff(b"hdlr", &hdlr));
+        meta.extend(iprp);
+        let mut v = bmff(b"ftyp", &ftyp);
+        v.extend(bmff(b"meta", &meta));
+        v.extend(bmff(b"mdat", &vec![7u8; data]));
+        v
+    }
+
+    #[test]
+    fn avif_and_heic_boxes_must_add_up_to_the_file() {
+        let good = avif_image(300);
+        assert_eq!(crate::rules::sniff_format(&good), Some(ImageFormat::Avif));
+        assert!(run(ImageFormat::Avif, &good).is_ok());
+        for n in [good.len() - 1, good.len() - 200, 40, 9] {
+            match run(ImageFormat::Avif, &good[..n]) {
+                Err(ImageProblem::Undecodable(m)) => assert!(m.contains("truncated"), "{n}: {m}"),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        // Trailing bytes after the last box, a missing `mdat`, `ftyp` not first.
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0, 0, 0]);
+        undecodable(ImageFormat::Avif, &longer);
+        let no_mdat = &good[..good.len() - 308];
+        undecodable(ImageFormat::Heic, no_mdat);
+        let mut swapped = bmff(b"free", b"");
+        swapped.extend_from_slice(&good);
+        undecodable(ImageFormat::Avif, &swapped);
+        // A last box of size 0 runs to the end of the file.
+        let mut open_ended = good[..good.len() - 308].to_vec();
+        open_ended.extend_from_slice(&[0, 0, 0, 0]);
+        open_ended.extend_from_slice(b"mdat");
+        open_ended.extend_from_slice(&[1u8; 50]);
+        assert!(run(ImageFormat::Avif, &open_ended).is_ok());
     }
 }

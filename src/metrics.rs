@@ -45,9 +45,14 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Why the daemon is unhealthy, if it is: uploads have failed, and none succeeded, for
-    /// longer than `unhealthy_after`.
+    /// Why the daemon is unhealthy, if it is: the watched folder is gone, or uploads have
+    /// failed, and none succeeded, for longer than `unhealthy_after`.
     pub fn unhealthy(&self) -> Option<String> {
+        if let Some(why) = self.watch.folder_missing() {
+            return Some(format!(
+                "the watched folder is gone ({why}): nothing is uploaded until a folder is at its path again"
+            ));
+        }
         let since = self.stats.failing_since_unix.load(Ordering::Relaxed);
         if since == 0 {
             return None;
@@ -198,6 +203,18 @@ impl Collector for Exposition {
             "Full scans of the folder.",
             get(&w.scans),
         )?;
+        gauge(
+            &mut e,
+            "cfimg_folder_missing",
+            "1 while the watched folder is gone (deleted, moved away, unmounted): nothing is uploaded or deleted until it is back.",
+            i64::from(w.folder_missing().is_some()),
+        )?;
+        counter(
+            &mut e,
+            "cfimg_held_back",
+            "Times a file still changing past --max-settle was held back because it is not a complete image yet.",
+            get(&w.held_back),
+        )?;
         counter(
             &mut e,
             "cfimg_event_overflows",
@@ -207,7 +224,7 @@ impl Collector for Exposition {
         gauge(
             &mut e,
             "cfimg_healthy",
-            "0 when uploads have failed without a success for longer than the health window.",
+            "0 when the watched folder is gone, or uploads have failed without a success for longer than the health window.",
             i64::from(self.0.unhealthy().is_none()),
         )?;
         Ok(())

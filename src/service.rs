@@ -46,7 +46,10 @@ pub fn stopping() {
 pub fn status_line(stats: &Stats, watch: &WatchStatus) -> String {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     format!(
-        "{} uploaded, {} failed, {} rejected, {} removed; {} settling, {} in flight{}",
+        "{}{} uploaded, {} failed, {} rejected, {} removed; {} settling, {} in flight{}",
+        watch
+            .folder_missing()
+            .map_or_else(String::new, |why| format!("FOLDER GONE ({why}); ")),
         get(&stats.uploaded),
         get(&stats.failed),
         get(&stats.rejected),

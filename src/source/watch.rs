@@ -10,13 +10,29 @@
 //! uploads. When it comes back the file is looked at again, and settled anew if it changed
 //! meanwhile (the pipeline's own check after hashing records such a file as failed locally).
 //!
+//! A file still changing when the maximum wait is over goes only if it is a complete image
+//! (the local check of [`crate::image_check`]); an incomplete one is held back, with a log
+//! line, until it changes again.
+//!
 //! Files that left the folder: under `keep` their images stay; under `delete` they are
-//! removed in passes, each refused as a whole past the `max_delete` cap.
+//! removed in passes, each refused as a whole past the `max_delete` cap (a reload looks at a
+//! refused pass again, under the new cap).
+//!
+//! The folder itself is watched too (a watch on its parent for its name, its own delete and
+//! move events, and its (device, inode) compared every [`ROOT_CHECK_EVERY`]): while it is
+//! gone (a mount point that is bare again counts as gone: an empty mount point is not the
+//! folder) nothing is uploaded or deleted and the status says why; when a folder is at its path
+//! again (recreated, moved back, remounted, or a symbolic link to a folder, which is followed)
+//! it is watched and scanned again within seconds. A vanished folder never turns into
+//! deletes: pending deletes are dropped when it goes, and the scan after it comes back does
+//! not look for files that left (the next periodic rescan does, under the cap).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{CreateKind, ModifyKind, RenameMode};
@@ -29,7 +45,9 @@ use super::walk::Walk;
 use super::{Found, Item, Locator, SourceId, Ticket};
 use crate::config::{OnDelete, WatchConfig};
 use crate::error::Result;
+use crate::image_check::{self, ImageProblem};
 use crate::ledger::Ledger;
+use crate::rules;
 
 /// Events waiting for the watch loop; past this the notify thread waits, and the kernel's
 /// own queue overflows into a rescan rather than into memory.
@@ -44,6 +62,9 @@ const DUE_BATCH: u32 = 256;
 const DUE_EVERY: Duration = Duration::from_secs(30);
 /// Rescan interval on file systems without events, or past the watch limit.
 const POLL_EVERY: Duration = Duration::from_secs(15);
+/// How often the folder's own (device, inode) is compared with the one watched: the safety
+/// net under the events that say it went or came back.
+const ROOT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Where Linux says how many inotify watches one user may hold.
 const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 
@@ -62,6 +83,10 @@ pub struct WatchStatus {
     pub overflows: AtomicU64,
     /// Deletes refused by the cap.
     pub deletes_refused: AtomicU64,
+    /// Files past the maximum wait held back because they are not complete images yet.
+    pub held_back: AtomicU64,
+    /// Why the watched folder is not there, while it is not.
+    folder_missing: Mutex<Option<String>>,
     /// Cancelled once the start-up scan is queued: the service is ready.
     pub ready: CancellationToken,
     /// When the watch loop last turned (ms after [`epoch`]): the watchdog's evidence.
@@ -79,6 +104,20 @@ impl WatchStatus {
     fn beat(&self) {
         let ms = Instant::now().duration_since(epoch()).as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Why the watched folder is missing, while it is (nothing is uploaded or deleted then).
+    pub fn folder_missing(&self) -> Option<String> {
+        self.folder_missing
+            .lock()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    fn set_folder_missing(&self, why: Option<String>) {
+        match self.folder_missing.lock() {
+            Ok(mut g) => *g = why,
+            Err(p) => *p.into_inner() = why,
+        }
     }
 
     /// Time since the loop last turned.
@@ -104,7 +143,15 @@ struct Settling {
     last_change: Instant,
     size: u64,
     mtime_ns: i64,
+    /// The (size, mtime) at which it failed the completeness check past the maximum wait:
+    /// it waits for a change.
+    held: Option<(u64, i64)>,
+    /// A completeness check is running.
+    checking: bool,
 }
+
+/// What a completeness check found: the key, the (size, mtime) checked, and the problem.
+type Checked = (String, (u64, i64), Option<String>);
 
 /// An item in the pipeline.
 #[derive(Debug, Clone, Copy)]
@@ -123,8 +170,9 @@ enum Scanned {
     Entry(Found),
     /// A folder to watch.
     Folder(PathBuf),
-    /// A recorded key whose file is not there, and whether it holds an image.
-    Missing(String, bool),
+    /// A recorded key whose file is not there, whether it holds an image, and the folder's
+    /// generation the scan saw (a scan of a folder since gone or replaced is not believed).
+    Missing(String, bool, u64),
     /// The scan is over.
     Finished { full: bool },
 }
@@ -160,7 +208,9 @@ impl Watch {
         let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
         let (done_tx, mut done) = mpsc::unbounded_channel();
         let (scan_tx, mut scans) = mpsc::channel(READY_QUEUE);
+        let (checks_tx, mut checks) = mpsc::unbounded_channel();
         let mut lp = Loop::new(self.clone(), done_tx);
+        lp.checks_tx = Some(checks_tx);
         lp.start_watching(events_tx).await;
         lp.start_scan(&scan_tx, true);
         let mut tick = tokio::time::interval(lp.tick_every());
@@ -175,6 +225,7 @@ impl Watch {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => lp.tick(&scan_tx),
                 Some(key) = done.recv() => lp.done(key),
+                Some(checked) = checks.recv() => lp.checked(checked),
                 permit = out.reserve(), if !lp.ready.is_empty() => {
                     let Ok(permit) = permit else { break };
                     if let Some(found) = lp.ready.pop_front() {
@@ -187,6 +238,7 @@ impl Watch {
                     tick = tokio::time::interval(lp.tick_every());
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     lp.reschedule();
+                    lp.reloaded();
                 }
             }
             lp.publish();
@@ -217,6 +269,27 @@ struct Loop {
     due_skipped: HashSet<String>,
     source_id: Option<i64>,
     reader: Option<Ledger>,
+    /// The last pass of deletes the cap refused: looked at again after a reload.
+    refused: Vec<String>,
+    /// Where completeness checks report (none in unit tests: they check in place).
+    checks_tx: Option<mpsc::UnboundedSender<Checked>>,
+    /// The watched folder's (device, inode) when it was last attached.
+    root_id: Option<(u64, u64)>,
+    /// Whether the folder was a mount point when attached: its path on its parent's device
+    /// later means it was unmounted (an empty mount point is not the folder).
+    root_mount: bool,
+    /// Whether the folder is gone (nothing is uploaded or deleted meanwhile).
+    root_gone: bool,
+    /// Bumped each time the folder goes or is replaced: older scans' findings are stale.
+    generation: u64,
+    /// The next scan comes right after the folder came back: it does not look for files
+    /// that left.
+    reattached: bool,
+    /// An event named the folder itself: look at it at the next tick.
+    root_check_wanted: bool,
+    next_root_check: Instant,
+    /// The folder's parent, watched for the folder's own name.
+    parent: Option<PathBuf>,
 }
 
 impl Loop {
@@ -240,7 +313,21 @@ impl Loop {
             due_skipped: HashSet::new(),
             source_id: None,
             reader: None,
+            refused: Vec::new(),
+            checks_tx: None,
+            root_id: None,
+            root_mount: false,
+            root_gone: false,
+            generation: 0,
+            reattached: false,
+            root_check_wanted: false,
+            next_root_check: now + ROOT_CHECK_EVERY,
+            parent: None,
         };
+        lp.root_id = root_identity(lp.watch.walk.root()).ok();
+        lp.root_mount = lp
+            .root_id
+            .is_some_and(|id| lp.on_parent_device(id) == Some(false));
         lp.reschedule();
         lp
     }
@@ -310,6 +397,7 @@ impl Loop {
             }
         };
         self.watcher = Some(watcher);
+        self.watch_parent();
         for folder in folders {
             self.add_watch(folder);
             if self.watcher.is_none() {
@@ -317,6 +405,26 @@ impl Loop {
             }
         }
         tracing::info!(folders = self.watched.len(), "watching");
+    }
+
+    /// Watches the folder's parent, for events that name the folder itself (deleted,
+    /// created, moved away or back); without it the periodic check still notices.
+    fn watch_parent(&mut self) {
+        let Some(parent) = self.watch.walk.root().parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        if parent.as_os_str().is_empty() || self.parent.is_some() {
+            return;
+        }
+        match w.watch(&parent, RecursiveMode::NonRecursive) {
+            Ok(()) => self.parent = Some(parent),
+            Err(e) => {
+                tracing::debug!(folder = %parent.display(), error = %e, "cannot watch the folder's parent; the periodic check notices the folder going and coming back");
+            }
+        }
     }
 
     fn add_watch(&mut self, folder: PathBuf) {
@@ -356,6 +464,7 @@ impl Loop {
     fn fall_back(&mut self) {
         self.watcher = None;
         self.watched.clear();
+        self.parent = None;
         self.watch.status.polling.store(true, Ordering::Relaxed);
         self.reschedule();
     }
@@ -378,15 +487,13 @@ impl Loop {
         let watch = self.watch.clone();
         let out = out.clone();
         let watching = self.watcher.is_some();
-        let source_id = self.source_id();
+        // The first scan after the folder came back does not look for files that left: a
+        // folder recreated empty, or an empty mount point, is not a reason to delete.
+        let missing = full && !std::mem::take(&mut self.reattached);
+        let source_id = self.source_id().filter(|_| missing);
+        let root = (self.root_id, self.generation);
         tokio::task::spawn_blocking(move || {
-            scan(
-                &watch,
-                &out,
-                at,
-                watching,
-                full.then_some(source_id).flatten(),
-            );
+            scan(&watch, &out, at, watching, source_id, root);
             if full {
                 let _ = out.blocking_send(Scanned::Finished { full });
             }
@@ -425,7 +532,11 @@ impl Loop {
             }
             Scanned::Entry(other) => self.ready.push_back(other),
             Scanned::Folder(folder) => self.add_watch(folder),
-            Scanned::Missing(key, holds_image) => self.missing(key, holds_image),
+            Scanned::Missing(key, holds_image, generation) => {
+                if generation == self.generation && !self.root_gone {
+                    self.missing(key, holds_image);
+                }
+            }
             Scanned::Finished { full } => {
                 if full {
                     self.scanning = false;
@@ -449,6 +560,8 @@ impl Loop {
             last_change: now,
             size,
             mtime_ns,
+            held: None,
+            checking: false,
         });
         if (s.size, s.mtime_ns) != (size, mtime_ns) {
             s.size = size;
@@ -498,6 +611,7 @@ impl Loop {
             Some(_) => {}
             // A removal is done; a file that left while it was uploading goes now.
             None if flight.stamp.is_some()
+                && !self.root_gone
                 && !path.exists()
                 && self.cfg().on_delete == OnDelete::Delete =>
             {
@@ -528,6 +642,32 @@ impl Loop {
                 "the kernel dropped folder events (its queue overflowed): rescanning the folder"
             );
             self.rescan_wanted = true;
+            return;
+        }
+        // The parent's events matter only when they name the folder itself; the folder's own
+        // delete and move events name it too.
+        let root = self.watch.walk.root().to_path_buf();
+        if event.paths.iter().any(|p| p == &root) {
+            self.root_check_wanted = true;
+        }
+        if self.root_gone {
+            return;
+        }
+        if let EventKind::Modify(ModifyKind::Name(RenameMode::Both)) = event.kind
+            && let [from, to] = event.paths.as_slice()
+        {
+            let inside = |p: &Path| p != root && p.starts_with(&root);
+            if inside(from) {
+                self.path_left(from);
+            }
+            if inside(to) {
+                self.path_changed(to);
+            }
+            return;
+        }
+        let mut event = event;
+        event.paths.retain(|p| p != &root && p.starts_with(&root));
+        if event.paths.is_empty() {
             return;
         }
         match event.kind {
@@ -629,6 +769,9 @@ impl Loop {
     }
 
     fn queue_delete(&mut self, key: String) {
+        if self.root_gone {
+            return;
+        }
         self.deleting_since.get_or_insert_with(Instant::now);
         self.deleting.push(key);
     }
@@ -668,6 +811,12 @@ impl Loop {
         let mut keys = std::mem::take(&mut self.deleting);
         keys.sort();
         keys.dedup();
+        // The folder is not the one the files left (gone, or another one at its path): no
+        // file left it, whatever is missing. The next check says what happened to it.
+        if root_identity(self.watch.walk.root()).ok() != self.root_id {
+            self.root_check_wanted = true;
+            return;
+        }
         // Back already (a rename round trip, an editor's save): not a delete.
         keys.retain(|k| !self.watch.walk.path_of(k).exists());
         if keys.is_empty() {
@@ -691,15 +840,179 @@ impl Loop {
                 first = %keys[0],
                 "REFUSED to delete the images of files that left the folder: more than --max-delete in one pass. Nothing was deleted; their images stay. If the files are really gone, raise --max-delete (or watch.max_delete) and reload; if not, put them back"
             );
+            self.refused = keys;
             return;
         }
+        self.refused.clear();
         for key in keys {
             self.gone(key);
         }
     }
 
+    /// The settings were reloaded: a pass of deletes the cap refused is looked at again,
+    /// under the new cap (files that came back meanwhile are left out then).
+    fn reloaded(&mut self) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.refused);
+        tracing::info!(
+            files = keys.len(),
+            max_delete = %self.cfg().max_delete,
+            "looking again at the deletes the cap refused, under the reloaded settings"
+        );
+        for key in keys {
+            self.queue_delete(key);
+        }
+    }
+
+    /// Compares the folder at the root's path with the one watched: notices it going,
+    /// coming back and being replaced.
+    fn check_root(&mut self, scans: &mpsc::Sender<Scanned>) {
+        self.root_check_wanted = false;
+        self.next_root_check = Instant::now() + ROOT_CHECK_EVERY;
+        match root_identity(self.watch.walk.root()) {
+            Ok(id) if !self.root_gone && Some(id) == self.root_id => {}
+            Ok(id) if self.root_mount && self.on_parent_device(id) == Some(true) => {
+                if !self.root_gone {
+                    self.root_lost(
+                        "it was unmounted (its path is the bare mount point now)".into(),
+                    );
+                }
+            }
+            Ok(id) => self.root_back(id, scans),
+            Err(_) if self.root_gone => {}
+            Err(why) => self.root_lost(why),
+        }
+    }
+
+    /// Whether a folder with this identity at the root's path is on its parent's device
+    /// (`None` without a parent to compare with).
+    fn on_parent_device(&self, (dev, _): (u64, u64)) -> Option<bool> {
+        let parent = self.watch.walk.root().parent()?;
+        std::fs::metadata(parent).ok().map(|m| m.dev() == dev)
+    }
+
+    /// The folder is gone: nothing is uploaded or deleted until it is back.
+    fn root_lost(&mut self, why: String) {
+        let root = self.watch.walk.root().to_path_buf();
+        tracing::error!(
+            folder = %root.display(),
+            reason = %why,
+            check_every_secs = ROOT_CHECK_EVERY.as_secs_f64(),
+            "the watched folder is gone: nothing is uploaded or deleted until a folder is at its path again (recreate it, move it back or mount it; it is watched again within seconds)"
+        );
+        self.root_gone = true;
+        self.generation += 1;
+        self.watch
+            .status
+            .set_folder_missing(Some(format!("{}: {why}", root.display())));
+        self.forget_folder();
+    }
+
+    /// A folder is at the root's path again (or another one replaced it): watch it and scan it.
+    fn root_back(&mut self, id: (u64, u64), scans: &mpsc::Sender<Scanned>) {
+        let root = self.watch.walk.root().to_path_buf();
+        let link = std::fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink());
+        if self.root_gone {
+            tracing::info!(folder = %root.display(), symlink = link, "the watched folder is back: watching it again and rescanning");
+        } else {
+            tracing::warn!(folder = %root.display(), symlink = link, "the watched folder was replaced (another folder is at its path now): watching that one and rescanning");
+            self.generation += 1;
+            self.forget_folder();
+        }
+        self.root_gone = false;
+        self.root_id = Some(id);
+        if !self.root_mount {
+            self.root_mount = self.on_parent_device(id) == Some(false);
+        }
+        self.watch.status.set_folder_missing(None);
+        if self.watcher.is_some() {
+            self.add_watch(root);
+        }
+        self.reattached = true;
+        if self.scanning {
+            // The scan under way saw the old folder; the next one is the first of this one.
+            self.rescan_wanted = true;
+        } else {
+            self.start_scan(scans, true);
+        }
+    }
+
+    /// Drops what was known about the folder's content: its watches, settling files and
+    /// pending deletes (none of which may act on a folder that is not there).
+    fn forget_folder(&mut self) {
+        if let Some(w) = self.watcher.as_mut() {
+            for folder in self.watched.drain() {
+                let _ = w.unwatch(&folder);
+            }
+        }
+        self.watched.clear();
+        self.settling.clear();
+        self.pending_subscans.clear();
+        self.deleting.clear();
+        self.deleting_since = None;
+    }
+
+    /// Starts the completeness check of a file past the maximum wait (on a blocking thread;
+    /// in place when there is no loop to report to).
+    fn check_complete(&mut self, key: String, stamp: (u64, i64)) {
+        let path = self.watch.walk.path_of(&key);
+        match &self.checks_tx {
+            Some(tx) => {
+                if let Some(s) = self.settling.get_mut(&key) {
+                    s.checking = true;
+                }
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send((key, stamp, incomplete(&path)));
+                });
+            }
+            None => {
+                let problem = incomplete(&path);
+                self.checked((key, stamp, problem));
+            }
+        }
+    }
+
+    /// A completeness check is back: a complete file goes; an incomplete one waits for its
+    /// next change.
+    fn checked(&mut self, (key, stamp, problem): Checked) {
+        let cfg = self.cfg();
+        let Some(s) = self.settling.get_mut(&key) else {
+            return;
+        };
+        s.checking = false;
+        if (s.size, s.mtime_ns) != stamp {
+            // It changed while being checked: the next tick looks again.
+            return;
+        }
+        match problem {
+            None => {
+                tracing::warn!(%key, waited_secs = cfg.max_settle.as_secs_f64(), "uploading a file that has not stopped changing (--max-settle): it is a complete image");
+                self.hand_over(key, stamp.0, stamp.1);
+            }
+            Some(why) => {
+                let first = s.held.is_none();
+                s.held = Some(stamp);
+                self.watch.status.held_back.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    tracing::warn!(%key, size = stamp.0, waited_secs = cfg.max_settle.as_secs_f64(), problem = %why, "holding back a file that is still changing past --max-settle and is not a complete image yet: it waits for its next change");
+                } else {
+                    tracing::debug!(%key, size = stamp.0, problem = %why, "still incomplete: held back");
+                }
+            }
+        }
+    }
+
     fn tick(&mut self, scans: &mpsc::Sender<Scanned>) {
         let now = Instant::now();
+        if self.root_check_wanted || now >= self.next_root_check {
+            self.check_root(scans);
+        }
+        if self.root_gone {
+            return;
+        }
         let cfg = self.cfg();
         // Stable files go; files whose quiet time is over are stat'ed first, since a
         // writer may not make events (mmap, another machine).
@@ -725,6 +1038,8 @@ impl Loop {
                 None => {
                     self.settling.remove(&key);
                 }
+                // Checked already, or being checked: it waits for a change, or the answer.
+                Some(stamp) if s.checking || s.held == Some(stamp) => {}
                 Some(stamp)
                     if stamp != (s.size, s.mtime_ns)
                         && now.duration_since(s.first_seen) < cfg.max_settle =>
@@ -733,13 +1048,18 @@ impl Loop {
                     s.mtime_ns = stamp.1;
                     s.last_change = now;
                 }
-                Some((size, mtime_ns)) => {
-                    if now.duration_since(s.first_seen) >= cfg.max_settle
-                        && now.duration_since(s.last_change) < cfg.settle
-                    {
-                        tracing::warn!(%key, waited_secs = cfg.max_settle.as_secs_f64(), "uploading a file that has not stopped changing (--max-settle)");
+                Some(stamp) => {
+                    let changing = stamp != (s.size, s.mtime_ns)
+                        || now.duration_since(s.last_change) < cfg.settle;
+                    s.size = stamp.0;
+                    s.mtime_ns = stamp.1;
+                    if changing {
+                        // Past the maximum wait and still changing: it goes only if it is a
+                        // complete image already.
+                        self.check_complete(key, stamp);
+                    } else {
+                        self.hand_over(key, stamp.0, stamp.1);
                     }
-                    self.hand_over(key, size, mtime_ns);
                 }
             }
         }
@@ -827,7 +1147,12 @@ fn scan(
     at: Option<PathBuf>,
     watching: bool,
     missing_of: Option<i64>,
+    (root_id, generation): (Option<(u64, u64)>, u64),
 ) {
+    // A folder that is not the one watched is not scanned: the loop's check re-attaches it.
+    if root_identity(watch.walk.root()).ok() != root_id {
+        return;
+    }
     let root = at.unwrap_or_else(|| watch.walk.root().to_path_buf());
     let walk = &watch.walk;
     let entries = WalkDir::new(&root)
@@ -876,16 +1201,60 @@ fn scan(
         };
         let Some((last, _)) = page.last() else { return };
         after = last.clone();
+        // Every file is missing from a folder that went: that is not files leaving it.
+        if root_identity(watch.walk.root()).ok() != root_id {
+            return;
+        }
         for (key, holds_image) in page {
             let path = walk.path_of(&key);
             if matches!(std::fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
                 && out
-                    .blocking_send(Scanned::Missing(key, holds_image))
+                    .blocking_send(Scanned::Missing(key, holds_image, generation))
                     .is_err()
             {
                 return;
             }
         }
+    }
+}
+
+/// The (device, inode) of the folder at `root` (following a symbolic link), or why there is
+/// no folder there.
+fn root_identity(root: &Path) -> std::result::Result<(u64, u64), String> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok((m.dev(), m.ino())),
+        Ok(_) => Err("its path is no longer a folder".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err("it was deleted or moved away".into())
+        }
+        Err(e) => Err(format!("it cannot be read: {e}")),
+    }
+}
+
+/// Why the file at `path` is not a complete image yet, if it is not. A file that is not an
+/// image the local check knows, or is over the size limit, is left to the pipeline.
+fn incomplete(path: &Path) -> Option<String> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot read it: {e}")),
+    };
+    let mut head = Vec::with_capacity(rules::SNIFF_BYTES);
+    if let Err(e) = (&mut file)
+        .take(rules::SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+    {
+        return Some(format!("cannot read it: {e}"));
+    }
+    let format = rules::sniff_format(&head)?;
+    if file
+        .metadata()
+        .map_or(true, |m| m.len() > rules::MAX_FILE_BYTES)
+    {
+        return None;
+    }
+    match image_check::check(format, file) {
+        Err(ImageProblem::Undecodable(why)) => Some(why),
+        Ok(_) | Err(ImageProblem::TooLarge(_)) => None,
     }
 }
 
@@ -996,6 +1365,47 @@ mod tests {
             }
         }
         assert_eq!(keys, ["a.png"]);
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_went_never_turns_into_deletes() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("watched");
+        std::fs::create_dir(&root).unwrap();
+        let walk = Walk::new(&root, &WalkConfig::default()).unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(WatchConfig {
+            on_delete: OnDelete::Delete,
+            max_delete: MaxDelete::Count(100),
+            ..settings()
+        });
+        let watch = Arc::new(Watch::new(walk, rx, &parent.path().join("l.sqlite")));
+        let (done, _) = mpsc::unbounded_channel();
+        let mut lp = Loop::new(watch.clone(), done);
+        // Files left (their delete events came), then the folder itself went.
+        lp.queue_delete("a.png".into());
+        std::fs::remove_dir(&root).unwrap();
+        lp.decide_deletes();
+        assert!(lp.ready.is_empty(), "a delete was handed over");
+        let (scans, _scanned) = mpsc::channel(16);
+        lp.check_root(&scans);
+        assert!(watch.status.folder_missing().is_some());
+        lp.queue_delete("b.png".into());
+        lp.scanned(Scanned::Missing("c.png".into(), true, lp.generation));
+        assert!(
+            lp.deleting.is_empty(),
+            "deletes queued while the folder is gone"
+        );
+        // Back: a scan from before it went is not believed.
+        std::fs::create_dir(&root).unwrap();
+        let stale = lp.generation;
+        lp.check_root(&scans);
+        assert!(watch.status.folder_missing().is_none());
+        assert!(lp.reattached || lp.scanning);
+        lp.scanned(Scanned::Missing("d.png".into(), true, stale - 1));
+        assert!(
+            lp.deleting.is_empty(),
+            "a stale scan's finding was believed"
+        );
     }
 
     #[test]

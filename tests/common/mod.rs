@@ -11,6 +11,7 @@ use cfimg::emulator::{self, EmulatorConfig, EmulatorHandle, Faults, Inspection};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub mod formats;
 pub mod origin;
 
 /// The emulator's token in tests; asserted never to leak.

@@ -15,6 +15,8 @@ use crate::common::TestEnv;
 
 mod burst;
 mod files;
+mod partial;
+mod root;
 mod service;
 
 /// A running `cfimg watch`, with the datagram socket it reports to as its NOTIFY_SOCKET.
