@@ -134,6 +134,21 @@ pub struct VerifyArgs {
 pub enum LedgerCommand {
     /// Rebuild a lost ledger from the account's images and their stamps, listing the source (folder, manifest or bucket) again.
     Rebuild(RebuildArgs),
+    /// Copy the ledger to FILE with SQLite's online backup: consistent while a run or the daemon writes it.
+    Backup(BackupArgs),
+    /// Run SQLite's full integrity check of the ledger (exit 0: whole, 2: damaged).
+    Check,
+}
+
+/// Flags of `cfimg ledger backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (a new file; written beside it and renamed into place when whole).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Flags of `cfimg ledger rebuild`.

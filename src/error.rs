@@ -10,13 +10,14 @@ use crate::api::types::codes;
 pub const EXIT_OK: i32 = 0;
 /// Exit status: the run finished, but some items failed or were rejected.
 pub const EXIT_INCOMPLETE: i32 = 1;
-/// Exit status: usage or configuration error; a person must fix the command or the file.
+/// Exit status: usage or configuration error; a person must fix the command or the file
+/// (a missing, damaged or unreadable ledger included).
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status: fatal API error (authentication, account, quota, permissions); needs a person.
 pub const EXIT_FATAL_API: i32 = 3;
 /// Exit status: try again later (EX_TEMPFAIL): the API could not be reached at start, the
-/// ledger could not be read, written or locked, or the account stayed rate-limited for
-/// 30 minutes. A service manager may restart on it.
+/// ledger was busy (locked by another run) or hit a passing I/O error, or the account stayed
+/// rate-limited for 30 minutes. A service manager may restart on it.
 pub const EXIT_TEMPFAIL: i32 = 75;
 /// Exit status: stopped by a signal (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -122,6 +123,21 @@ pub enum Error {
     /// The ledger could not be read or written.
     #[error("ledger error: {0}")]
     Ledger(#[from] rusqlite::Error),
+    /// The ledger is damaged (found when it was opened, before anything was written to it,
+    /// or by `cfimg ledger check`).
+    #[error(
+        "the ledger {} is damaged: {damage}. Nothing was written to it. Restore your latest copy \
+         (`cfimg ledger backup` makes them), or move the damaged file aside and recreate the mappings \
+         from the account's images with `cfimg ledger rebuild --source DIR|s3://BUCKET/PREFIX` \
+         (or `--manifest FILE`); `cfimg ledger check` lists every problem",
+        .path.display()
+    )]
+    LedgerDamaged {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong, as SQLite or the header check named it.
+        damage: String,
+    },
     /// The ledger writer failed or stopped; nothing more can be recorded.
     #[error("the ledger could not be written: {0}; check the disk and the file's permissions")]
     LedgerWrite(String),
@@ -183,6 +199,24 @@ pub enum Error {
     Config(Vec<String>),
 }
 
+/// SQLite errors that no amount of waiting clears: a damaged file, one that is not a
+/// database, one that cannot be opened or may not be written. Busy, locked, full or I/O
+/// errors may pass.
+fn ledger_needs_a_person(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::CannotOpen
+                | C::PermissionDenied
+                | C::ReadOnly
+                | C::AuthorizationForStatementDenied
+        )
+    )
+}
+
 /// Shorthand for results of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -239,6 +273,7 @@ impl Error {
                 _ => Disposition::Defer,
             },
             Error::Ledger(_)
+            | Error::LedgerDamaged { .. }
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)
             | Error::Usage(_)
@@ -254,6 +289,9 @@ impl Error {
         match self {
             // Refused before anything was sent: a person decides (--force, the quota, deletes).
             Error::Config(_) | Error::Usage(_) | Error::WouldExceedQuota { .. } => EXIT_USAGE,
+            // Damage does not heal by itself: a restart would fail the same way for ever.
+            Error::LedgerDamaged { .. } => EXIT_USAGE,
+            Error::Ledger(e) if ledger_needs_a_person(e) => EXIT_USAGE,
             Error::Ledger(_)
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)

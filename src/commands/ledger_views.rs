@@ -22,17 +22,7 @@ pub(super) fn ledger_path(cli: &Cli) -> Result<PathBuf> {
 /// Counts by state, bytes, and the last run.
 pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
     let path = ledger_path(cli)?;
-    let Some(ledger) = Ledger::open_read_only(&path)? else {
-        if as_json {
-            println!("{}", json!({ "ledger": path, "exists": false }));
-        } else {
-            println!(
-                "no ledger at {}: nothing migrated yet (or pass --ledger)",
-                path.display()
-            );
-        }
-        return Ok(EXIT_OK);
-    };
+    let ledger = Ledger::open_existing(&path)?;
     let counts = ledger.state_counts()?;
     let last = ledger.last_run()?;
     if as_json {
@@ -87,10 +77,7 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
 /// Every failed or rejected item with its reason and attempts.
 pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
     let path = ledger_path(cli)?;
-    let rows = match Ledger::open_read_only(&path)? {
-        Some(l) => l.failures(all)?,
-        None => Vec::new(),
-    };
+    let rows = Ledger::open_existing(&path)?.failures(all)?;
     if as_json {
         let items: Vec<_> = rows
             .iter()

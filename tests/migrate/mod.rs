@@ -6,6 +6,7 @@ mod bucket;
 mod crash;
 mod exactly_once;
 mod faults;
+mod ledger_safety;
 mod manifest;
 mod quota;
 mod rejects;
