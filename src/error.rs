@@ -581,6 +581,36 @@ mod tests {
             Error::Ledger(rusqlite::Error::InvalidQuery).exit_code(),
             EXIT_TEMPFAIL
         );
+        // Damage does not pass by waiting: under systemd, 75 would restart it for ever.
+        let sqlite = |code| {
+            Error::Ledger(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_CORRUPT).exit_code(),
+            EXIT_USAGE
+        );
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_NOTADB).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_CANTOPEN).exit_code(),
+            EXIT_USAGE
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_BUSY).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_FULL).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        let damaged = Error::LedgerDamaged {
+            path: "l.sqlite".into(),
+            damage: "x".into(),
+        };
+        assert_eq!(damaged.exit_code(), EXIT_USAGE);
+        assert_eq!(damaged.disposition(), Disposition::Fatal);
         assert_eq!(
             Error::ThrottledTooLong(Duration::from_secs(1800)).exit_code(),
             EXIT_TEMPFAIL

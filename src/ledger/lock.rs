@@ -84,18 +84,16 @@ pub(super) fn lock_exclusively(path: &Path) -> Result<LedgerLock> {
                 .map_err(|source| io(path, source))?;
             let meta = file.metadata().map_err(|source| io(path, source))?;
             let inode = (meta.dev(), meta.ino());
-            if files.contains_key(&inode) {
+            match files.entry(inode) {
                 // Replaced between the look-up and the open, by a file this process has
                 // locked before: keep the new descriptor open too rather than close it.
-                std::mem::forget(file);
-            } else {
-                files.insert(
-                    inode,
-                    Held {
+                std::collections::hash_map::Entry::Occupied(_) => std::mem::forget(file),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Held {
                         file: Arc::new(file),
                         locked: false,
-                    },
-                );
+                    });
+                }
             }
             inode
         }
