@@ -300,7 +300,9 @@ impl Error {
             // A missing path or a permission is for a person to fix; other local I/O
             // errors (EIO, ESTALE, a mount not there yet) may pass.
             Error::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::ReadOnlyFilesystem => EXIT_USAGE,
                 _ => EXIT_TEMPFAIL,
             },
             Error::Api { .. }
@@ -632,5 +634,10 @@ mod tests {
         assert_eq!(api(400, 5455).exit_code(), EXIT_INCOMPLETE);
         assert_eq!(io(std::io::ErrorKind::NotFound).exit_code(), EXIT_USAGE);
         assert_eq!(io(std::io::ErrorKind::Other).exit_code(), EXIT_TEMPFAIL);
+        // A ledger on a read-only file system will not become writable by waiting.
+        assert_eq!(
+            io(std::io::ErrorKind::ReadOnlyFilesystem).exit_code(),
+            EXIT_USAGE
+        );
     }
 }

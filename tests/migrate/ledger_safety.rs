@@ -263,6 +263,13 @@ async fn read_only_commands_change_nothing_and_work_on_a_read_only_file_system()
         assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out));
     }
     assert_eq!(snapshot(&ro), before);
+    // A writer cannot use it, and waiting will not change that: exit 2, not 75.
+    let src = env.src.to_str().unwrap().to_string();
+    let ro_ledger = ro.join("ledger.sqlite");
+    let out = env
+        .run(&["--ledger", ro_ledger.to_str().unwrap(), "migrate", &src])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // 3. A ledger in WAL mode without its -shm (a copy made while a run was writing): read
     // as immutable where no -shm can be made.
