@@ -107,6 +107,8 @@ impl Command {
             Command::Export(a) => Some(&a.ledger),
             Command::Verify(a) => Some(&a.ledger),
             Command::Ledger(LedgerCommand::Rebuild(a)) => Some(&a.ledger),
+            Command::Ledger(LedgerCommand::Backup(a)) => Some(&a.ledger),
+            Command::Ledger(LedgerCommand::Check(a)) => Some(&a.ledger),
             Command::DirectUpload(DirectUploadCommand::Create(a)) => Some(&a.ledger),
             Command::DirectUpload(DirectUploadCommand::Status(a)) => Some(&a.ledger),
             Command::Serve(a) => Some(&a.ledger),
@@ -235,6 +237,34 @@ pub enum LedgerCommand {
     /// Rebuild a lost ledger from the account's images and their stamps, listing the source (folder, manifest or bucket) again.
     #[command(after_help = help::LEDGER_REBUILD)]
     Rebuild(RebuildArgs),
+    /// Copy the ledger to FILE with SQLite's online backup: consistent while a run or the daemon writes it.
+    #[command(after_help = help::LEDGER_BACKUP)]
+    Backup(BackupArgs),
+    /// Run SQLite's full integrity check of the ledger (exit 0: whole, 2: damaged).
+    #[command(after_help = help::LEDGER_CHECK)]
+    Check(LedgerCheckArgs),
+}
+
+/// Flags of `cfimg ledger check`.
+#[derive(Debug, Args)]
+pub struct LedgerCheckArgs {
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+/// Flags of `cfimg ledger backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (a new file; written beside it and renamed into place when whole).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Flags of `cfimg ledger rebuild`.

@@ -143,6 +143,26 @@ pub const LEDGER_REBUILD: &str = concat!(
     " A bucket reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN."
 );
 
+/// `cfimg ledger backup --help`.
+pub const LEDGER_BACKUP: &str = concat!(
+    "Examples:
+  cfimg ledger backup /backups/cfimg-$(date +%F).sqlite
+  cfimg ledger backup --ledger /var/lib/cfimg/cfimg.sqlite /backups/cfimg.sqlite --force
+
+",
+    no_credentials!()
+);
+
+/// `cfimg ledger check --help`.
+pub const LEDGER_CHECK: &str = concat!(
+    "Examples:
+  cfimg ledger check
+  cfimg ledger check --ledger /var/lib/cfimg/cfimg.sqlite
+
+",
+    no_credentials!()
+);
+
 /// `cfimg images --help`.
 pub const IMAGES: &str = concat!(
     "Examples:

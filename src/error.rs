@@ -10,13 +10,14 @@ use crate::api::types::codes;
 pub const EXIT_OK: i32 = 0;
 /// Exit status: the run finished, but some items failed or were rejected.
 pub const EXIT_INCOMPLETE: i32 = 1;
-/// Exit status: usage or configuration error; a person must fix the command or the file.
+/// Exit status: usage or configuration error; a person must fix the command or the file
+/// (a missing, damaged or unreadable ledger included).
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status: fatal API error (authentication, account, quota, permissions); needs a person.
 pub const EXIT_FATAL_API: i32 = 3;
 /// Exit status: try again later (EX_TEMPFAIL): the API could not be reached at start, the
-/// ledger could not be read, written or locked, or the account stayed rate-limited for
-/// 30 minutes. A service manager may restart on it.
+/// ledger was busy (locked by another run) or hit a passing I/O error, or the account stayed
+/// rate-limited for 30 minutes. A service manager may restart on it.
 pub const EXIT_TEMPFAIL: i32 = 75;
 /// Exit status: stopped by a signal (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -122,6 +123,21 @@ pub enum Error {
     /// The ledger could not be read or written.
     #[error("ledger error: {0}")]
     Ledger(#[from] rusqlite::Error),
+    /// The ledger is damaged (found when it was opened, before anything was written to it,
+    /// or by `cfimg ledger check`).
+    #[error(
+        "the ledger {} is damaged: {damage}. Nothing was written to it. Restore your latest copy \
+         (`cfimg ledger backup` makes them), or move the damaged file aside and recreate the mappings \
+         from the account's images with `cfimg ledger rebuild --source DIR|s3://BUCKET/PREFIX` \
+         (or `--manifest FILE`); `cfimg ledger check` lists every problem",
+        .path.display()
+    )]
+    LedgerDamaged {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong, as SQLite or the header check named it.
+        damage: String,
+    },
     /// The ledger writer failed or stopped; nothing more can be recorded.
     #[error("the ledger could not be written: {0}; check the disk and the file's permissions")]
     LedgerWrite(String),
@@ -229,6 +245,24 @@ pub fn network_cause(e: &reqwest::Error) -> String {
     text
 }
 
+/// SQLite errors that no amount of waiting clears: a damaged file, one that is not a
+/// database, one that cannot be opened or may not be written. Busy, locked, full or I/O
+/// errors may pass.
+fn ledger_needs_a_person(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::CannotOpen
+                | C::PermissionDenied
+                | C::ReadOnly
+                | C::AuthorizationForStatementDenied
+        )
+    )
+}
+
 /// Shorthand for results of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -290,6 +324,7 @@ impl Error {
                 _ => Disposition::Defer,
             },
             Error::Ledger(_)
+            | Error::LedgerDamaged { .. }
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)
             | Error::Usage(_)
@@ -305,6 +340,9 @@ impl Error {
         match self {
             // Refused before anything was sent: a person decides (--force, the quota, deletes).
             Error::Config(_) | Error::Usage(_) | Error::WouldExceedQuota { .. } => EXIT_USAGE,
+            // Damage does not heal by itself: a restart would fail the same way for ever.
+            Error::LedgerDamaged { .. } => EXIT_USAGE,
+            Error::Ledger(e) if ledger_needs_a_person(e) => EXIT_USAGE,
             Error::Ledger(_)
             | Error::LedgerWrite(_)
             | Error::LedgerBusy(_)
@@ -313,7 +351,9 @@ impl Error {
             // A missing path or a permission is for a person to fix; other local I/O
             // errors (EIO, ESTALE, a mount not there yet) may pass.
             Error::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => EXIT_USAGE,
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::ReadOnlyFilesystem => EXIT_USAGE,
                 _ => EXIT_TEMPFAIL,
             },
             // No route on the start-up request: the base URL or the account id is wrong.
@@ -696,6 +736,36 @@ mod tests {
             Error::Ledger(rusqlite::Error::InvalidQuery).exit_code(),
             EXIT_TEMPFAIL
         );
+        // Damage does not pass by waiting: under systemd, 75 would restart it for ever.
+        let sqlite = |code| {
+            Error::Ledger(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_CORRUPT).exit_code(),
+            EXIT_USAGE
+        );
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_NOTADB).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_CANTOPEN).exit_code(),
+            EXIT_USAGE
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_BUSY).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_FULL).exit_code(),
+            EXIT_TEMPFAIL
+        );
+        let damaged = Error::LedgerDamaged {
+            path: "l.sqlite".into(),
+            damage: "x".into(),
+        };
+        assert_eq!(damaged.exit_code(), EXIT_USAGE);
+        assert_eq!(damaged.disposition(), Disposition::Fatal);
         assert_eq!(
             Error::ThrottledTooLong(Duration::from_secs(1800)).exit_code(),
             EXIT_TEMPFAIL
@@ -717,5 +787,10 @@ mod tests {
         assert_eq!(api(400, 5455).exit_code(), EXIT_INCOMPLETE);
         assert_eq!(io(std::io::ErrorKind::NotFound).exit_code(), EXIT_USAGE);
         assert_eq!(io(std::io::ErrorKind::Other).exit_code(), EXIT_TEMPFAIL);
+        // A ledger on a read-only file system will not become writable by waiting.
+        assert_eq!(
+            io(std::io::ErrorKind::ReadOnlyFilesystem).exit_code(),
+            EXIT_USAGE
+        );
     }
 }

@@ -222,8 +222,15 @@ pub async fn migrate_gated(
         (Some(w), Some(t))
     };
     // Refused before any request: the ledger's records describe one account only.
-    if let Some(w) = &writer {
-        w.claim_destination(&opts.destination).await?;
+    match &writer {
+        Some(w) => w.check_destination(&opts.destination).await?,
+        // The dry run says what the run would say (without credentials it knows no account).
+        None if !opts.destination.account_id.is_empty() => {
+            if let Some(l) = Ledger::open_read_only(&cfg.ledger)? {
+                l.check_destination(&opts.destination)?;
+            }
+        }
+        None => {}
     }
     let lane = if opts.dry_run {
         None
@@ -236,6 +243,10 @@ pub async fn migrate_gated(
             policy,
         })
     };
+    // Recorded only now: a run refused for a mistyped account id leaves the ledger unbound.
+    if let Some(w) = &writer {
+        w.claim_destination(&opts.destination).await?;
+    }
     let lanes = lane.as_ref().map(|l| Arc::new(Lanes::new(l.clone(), cfg)));
     let traffic = lanes
         .as_ref()
@@ -413,6 +424,9 @@ pub async fn migrate_gated(
     }
     drop(run);
     drop(uploader);
+    // Closed before the writer, so that it is the last connection and leaves the file in
+    // rollback-journal mode, readable by read-only commands without creating anything.
+    drop(shared_reader);
     if let Some(t) = writer_thread {
         // Every record is committed once the writer thread has drained and ended.
         match tokio::task::spawn_blocking(move || t.join()).await {

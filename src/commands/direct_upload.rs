@@ -108,6 +108,10 @@ async fn create(cli: &Cli, args: &DirectUploadCreateArgs) -> Result<i32> {
 
 async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
     let (cfg, lane) = api_lane(cli)?;
+    // Status reads what `create` and `serve` recorded; it does not create a ledger.
+    if !cfg.ledger.exists() {
+        return Err(crate::ledger::missing(&cfg.ledger));
+    }
     let book = Mutex::new(open_book(&cfg, cfg.api_base_url.to_string())?);
     let lock = || {
         book.lock()

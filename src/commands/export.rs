@@ -85,12 +85,7 @@ fn write_err(e: impl std::fmt::Display) -> Error {
 /// Writes every row (of one source) to the output.
 pub fn run(cli: &Cli, args: &ExportArgs) -> Result<i32> {
     let path = ledger_path(cli)?;
-    let ledger = Ledger::open_read_only(&path)?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no ledger at {}: nothing to export (or pass --ledger)",
-            path.display()
-        ))
-    })?;
+    let ledger = Ledger::open_existing(&path)?;
     let source_id = match &args.source {
         Some(s) => Some(ledger.find_source(s)?.ok_or_else(|| {
             Error::Usage(format!(

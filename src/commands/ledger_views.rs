@@ -1,13 +1,13 @@
 //! `cfimg status` and `cfimg failures`: read-only views of the ledger.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::EXIT_OK;
 use crate::cli::Cli;
 use crate::config::{self, RawConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::progress::human_bytes;
 
@@ -19,23 +19,22 @@ pub(super) fn ledger_path(cli: &Cli) -> Result<PathBuf> {
     Ok(config::load(cli.config.as_deref(), flags, false)?.ledger)
 }
 
+/// Opens an existing ledger to read; a missing one is named, with the emulator runs' ledger
+/// when that is the one the user meant.
+fn open_existing(path: &Path) -> Result<Ledger> {
+    match super::ledger_hint::elsewhere(path) {
+        Some(hint) => Err(Error::Usage(format!(
+            "no ledger at {}; {hint}",
+            path.display()
+        ))),
+        None => Ledger::open_existing(path),
+    }
+}
+
 /// Counts by state, bytes, and the last run.
 pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
     let path = ledger_path(cli)?;
-    let Some(ledger) = Ledger::open_read_only(&path)? else {
-        if as_json {
-            println!("{}", json!({ "ledger": path, "exists": false }));
-        } else {
-            println!(
-                "no ledger at {}: nothing migrated yet (or pass --ledger)",
-                path.display()
-            );
-            if let Some(hint) = super::ledger_hint::elsewhere(&path) {
-                println!("{hint}");
-            }
-        }
-        return Ok(EXIT_OK);
-    };
+    let ledger = open_existing(&path)?;
     let counts = ledger.state_counts()?;
     let last = ledger.last_run()?;
     if as_json {
@@ -55,7 +54,7 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
         counts.uploading
     );
     // The lock tells a run that is still going from one that was killed.
-    let alive = crate::ledger::writer_alive(&path);
+    let alive = crate::ledger::is_locked(&path);
     if counts.uploading > 0 && !alive {
         println!(
             "  ({} {} in flight when a run stopped; the next run resolves them)",
@@ -101,10 +100,7 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
 /// Every failed or rejected item with its reason and attempts.
 pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
     let path = ledger_path(cli)?;
-    let rows = match Ledger::open_read_only(&path)? {
-        Some(l) => l.failures(all)?,
-        None => Vec::new(),
-    };
+    let rows = open_existing(&path)?.failures(all)?;
     if as_json {
         let items: Vec<_> = rows
             .iter()
@@ -115,9 +111,6 @@ pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
     }
     if rows.is_empty() {
         println!("no failed or rejected items in {}", path.display());
-        if let Some(hint) = super::ledger_hint::elsewhere(&path) {
-            println!("{hint}");
-        }
     }
     for r in &rows {
         let state = serde_json::to_value(r.state)

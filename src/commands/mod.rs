@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 mod direct_upload;
 mod export;
 mod images;
+mod ledger_care;
 mod ledger_hint;
 mod ledger_views;
 mod migrate;
@@ -39,6 +40,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Export(args) => export::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args).await,
         Command::Ledger(crate::cli::LedgerCommand::Rebuild(args)) => rebuild::run(&cli, args).await,
+        Command::Ledger(crate::cli::LedgerCommand::Backup(args)) => ledger_care::backup(&cli, args),
+        Command::Ledger(crate::cli::LedgerCommand::Check(_)) => ledger_care::check(&cli),
         Command::Images(c) => images::run(&cli, c).await,
         Command::Variants(c) => settings::variants(&cli, c).await,
         Command::FlexibleVariants(a) => settings::flexible(&cli, a).await,

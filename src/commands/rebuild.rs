@@ -161,10 +161,12 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let source_id_text = source.id().clone();
     let items = list(source, args.shard).await?;
     let mut ledger = Maintenance::open(&path)?;
-    ledger.claim_destination(&Destination {
+    let destination = Destination {
         account_id: cfg.account_id.clone(),
         api_base: cfg.api_base_url.to_string(),
-    })?;
+    };
+    // Recorded once the account has answered: a mistyped account id binds nothing.
+    ledger.ledger().check_destination(&destination)?;
     let source_id = ledger.source(&source_id_text)?;
 
     let spent = AtomicU32::new(0);
@@ -180,6 +182,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let page = lane.call(&spent, || lane.client.list_v2(&query)).await?;
+        ledger.claim_destination(&destination)?;
         for image in page.images {
             listed += 1;
             let Some(s) = Stamp::of(&image) else { continue };

@@ -106,7 +106,7 @@ struct Mismatch {
 /// Runs the check (and the repairs); exit 0 when the ledger and the account agree.
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     let path = ledger_path(cli)?;
-    if Ledger::open_read_only(&path)?.is_none() {
+    if !path.exists() {
         return Err(Error::Usage(format!(
             "no ledger at {}: nothing to verify (a lost ledger: `cfimg ledger rebuild --source DIR`)",
             path.display()
@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
     };
     let read_only = match &maintenance {
         Some(_) => None,
-        None => Ledger::open_read_only(&path)?,
+        None => Some(Ledger::open_existing(&path)?),
     };
     let ledger = match (&maintenance, &read_only) {
         (Some(m), _) => m.ledger(),

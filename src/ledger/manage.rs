@@ -15,7 +15,7 @@ use crate::source::SourceId;
 #[derive(Debug)]
 pub struct Maintenance {
     ledger: Ledger,
-    _lock: std::fs::File,
+    _lock: super::lock::LedgerLock,
 }
 
 /// A row `ledger rebuild` found on the server.

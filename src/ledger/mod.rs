@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+mod backup;
+mod check;
 mod drafts;
 mod lock;
 mod manage;
@@ -19,8 +21,9 @@ mod read;
 mod schema;
 mod writer;
 
+pub use backup::{BackupDone, integrity_check};
 pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
-pub use lock::writer_alive;
+pub use lock::is_locked;
 pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
@@ -241,6 +244,29 @@ pub struct Destination {
     pub api_base: String,
 }
 
+/// The refusal of a run whose destination is not the ledger's (it starts with the words
+/// the writer's callers recognise it by).
+fn destination_mismatch(recorded: &Destination, wanted: &Destination) -> String {
+    format!(
+        "this ledger belongs to account {} at {}, not account {} at {}: its records say what is in \
+         that account only, so give this run another --ledger (or check the account id)",
+        recorded.account_id, recorded.api_base, wanted.account_id, wanted.api_base
+    )
+}
+
+impl Ledger {
+    /// Refuses a destination other than the recorded one (the dry run's check; nothing is
+    /// recorded).
+    pub fn check_destination(&self, wanted: &Destination) -> Result<()> {
+        match self.destination()? {
+            Some(recorded) if recorded != *wanted => {
+                Err(Error::Config(vec![destination_mismatch(&recorded, wanted)]))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn now() -> String {
     timestamp(chrono::Utc::now())
 }
@@ -255,6 +281,8 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// Opened for writing: on close it puts the file back in rollback-journal mode.
+    writable: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -263,8 +291,28 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if !self.writable {
+            return;
+        }
+        // At rest the file is left in rollback-journal mode, so that a read-only command
+        // reads it without creating `-wal` and `-shm` files (a WAL database cannot be read
+        // without them, and on a read-only file system they cannot be made). Only the last
+        // connection may leave WAL mode; while another is open this fails at once and the
+        // file stays in WAL mode, which every reader still handles.
+        let _ = self.conn.busy_timeout(Duration::ZERO);
+        let _ = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                r.get::<_, String>(0)
+            });
+    }
+}
+
 impl Ledger {
-    /// Opens (creating and migrating if needed) the ledger for writing.
+    /// Opens (creating and migrating if needed) the ledger for writing. An existing ledger
+    /// is checked ([`check`]) before anything is written to it.
     pub fn open(path: &Path) -> Result<Ledger> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -272,35 +320,42 @@ impl Ledger {
                 source,
             })?;
         }
+        let existing = match path.exists() {
+            true => check::header(path)?.is_some(),
+            false => false,
+        };
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        if existing {
+            check::at_open(&conn, path)?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| check::named(path, e))?;
         // FULL: every commit reaches the disk before the request it stands for leaves.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // A checkpoint leaves the WAL file at its largest size unless told otherwise; a
         // daemon's ledger would keep the peak of its busiest hour on disk for good.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn).map_err(|e| match e {
+            Error::Ledger(e) => check::named(path, e),
+            e => e,
+        })?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
+            writable: true,
         })
     }
 
     /// Opens an existing ledger for reading; `None` when there is none yet, or when it is
-    /// of an older schema that a writer has not migrated yet.
+    /// of an older schema that a writer has not migrated yet. Not checked: for the readers
+    /// of a run, whose writer checked it.
     pub fn open_read_only(path: &Path) -> Result<Option<Ledger>> {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let conn = connect_read_only(path)?;
         let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(schema::newer_schema(path, version));
@@ -311,13 +366,100 @@ impl Ledger {
         Ok(Some(Ledger {
             conn,
             path: path.to_path_buf(),
+            writable: false,
         }))
+    }
+
+    /// Opens the ledger of a read-only command (`status`, `export`, `failures`, `verify`):
+    /// read-only, nothing created or written, checked as a writer would check it.
+    /// `no ledger at PATH` (exit 2) when there is none.
+    pub fn open_existing(path: &Path) -> Result<Ledger> {
+        if !path.exists() {
+            return Err(missing(path));
+        }
+        if check::header(path)?.is_none() {
+            return Err(Error::Usage(format!(
+                "no ledger at {}: the file is empty (nothing was ever recorded in it)",
+                path.display()
+            )));
+        }
+        let conn = connect_read_only(path)?;
+        check::at_open(&conn, path)?;
+        let version: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| check::named(path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(schema::newer_schema(path, version));
+        }
+        if version < SCHEMA_VERSION {
+            return Err(Error::Usage(format!(
+                "the ledger {} has schema version {version}, from an older cfimg; a command that writes it \
+                 (`cfimg migrate`, `cfimg watch`, `cfimg ledger rebuild`) brings it to version {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+            writable: false,
+        })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The error of a command that needs a ledger where there is none (exit 2).
+pub fn missing(path: &Path) -> Error {
+    Error::Usage(format!(
+        "no ledger at {}: nothing recorded there yet; give the ledger's path with --ledger (or `ledger` in the config file)",
+        path.display()
+    ))
+}
+
+/// A read-only connection that creates and writes nothing. A ledger in WAL mode cannot be
+/// read without its `-shm` index; where none exists and none can be made (a read-only file
+/// system or folder) no writer can be using the file either, so it is opened as immutable.
+fn connect_read_only(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let in_wal_mode = check::header(path).ok().flatten().is_some_and(|h| h.wal);
+    let immutable = in_wal_mode && !check::shm_path(path).exists() && !folder_writable(path);
+    let conn = if immutable {
+        Connection::open_with_flags(format!("{}?immutable=1", file_uri(path)), flags)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| check::named(path, e))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Whether this process may create files next to the ledger (false on a read-only mount).
+fn folder_writable(path: &Path) -> bool {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// `file:` URI of a path, every byte that is not plainly safe percent-encoded.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!(
+        "file:{}",
+        percent_encoding::percent_encode(absolute.as_os_str().as_bytes(), KEEP)
+    )
 }
 
 #[cfg(test)]

@@ -171,7 +171,8 @@ pub(super) fn newer_schema(path: &Path, version: i32) -> Error {
     )])
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+/// Brings the schema up to [`SCHEMA_VERSION`]: a new ledger in one transaction, straight
+/// to the current version; an older one one transaction per step, each logged.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -180,14 +181,27 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
             version,
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version <= 0 {
+        // The steps are the one definition of the schema; run together they create the
+        // current version at once, and nothing was migrated.
+        let tx = conn.transaction()?;
+        for sql in MIGRATIONS {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        tracing::debug!(version = SCHEMA_VERSION, "new ledger created");
+        return Ok(());
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i32 + 1)?;
         tx.commit()?;
-        if i > 0 {
-            tracing::info!(from = i, to = i + 1, "ledger schema migrated");
-        }
+        tracing::info!(from = i, to = i + 1, "ledger schema migrated");
     }
     Ok(())
 }

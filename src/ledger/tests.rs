@@ -276,3 +276,43 @@ fn maintenance_records_found_rows_requeues_and_adopts_and_rows_stream_per_source
     );
     assert_eq!(bx.stamp.as_deref(), Some("st-x"));
 }
+
+#[tokio::test]
+async fn the_writer_lock_is_on_the_file_whatever_its_name_and_seen_from_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let hard = dir.path().join("hard.sqlite");
+    let soft = dir.path().join("soft.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    std::fs::hard_link(&path, &hard).unwrap();
+    std::os::unix::fs::symlink(&path, &soft).unwrap();
+    for other in [&hard, &soft] {
+        assert!(matches!(
+            LedgerWriter::spawn(other).unwrap_err(),
+            Error::LedgerBusy(_)
+        ));
+        assert!(is_locked(other));
+    }
+    drop(writer);
+    thread.join().unwrap().unwrap();
+    assert!(!is_locked(&path));
+
+    // Another process's lock is read from /proc/locks, without opening the file.
+    let other = dir.path().join("other.sqlite");
+    std::fs::write(&other, b"").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        // -o: flock itself holds the lock, not the command it waits for.
+        .args(["-x", "-o"])
+        .arg(&other)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !is_locked(&other) {
+        assert!(std::time::Instant::now() < deadline, "lock not seen");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(!is_locked(&other));
+}

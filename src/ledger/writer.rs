@@ -155,7 +155,11 @@ enum Ask {
         source: String,
     },
     Source(SourceId),
-    Destination(Destination),
+    /// Refuses another destination than the recorded one; with `record`, records it if none is.
+    Destination {
+        destination: Destination,
+        record: bool,
+    },
 }
 
 // Records are the bulk of the traffic; boxing the rare questions would not shrink them.
@@ -272,11 +276,26 @@ impl LedgerWriter {
         self.ask(Ask::Source(source.clone())).await
     }
 
-    /// Records the destination on first use; refuses another one (before any request).
+    /// Refuses a destination other than the one recorded, recording nothing: asked before
+    /// the start-up request, which may still show the account id to be wrong.
+    pub async fn check_destination(&self, destination: &Destination) -> Result<()> {
+        self.ask(Ask::Destination {
+            destination: destination.clone(),
+            record: false,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records the destination on first use (once the start-up request has proved it);
+    /// refuses another one.
     pub async fn claim_destination(&self, destination: &Destination) -> Result<()> {
-        self.ask(Ask::Destination(destination.clone()))
-            .await
-            .map(|_| ())
+        self.ask(Ask::Destination {
+            destination: destination.clone(),
+            record: true,
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -401,7 +420,10 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
             )?;
             Ok(Ok(id))
         }
-        Ask::Destination(d) => {
+        Ask::Destination {
+            destination: d,
+            record,
+        } => {
             let recorded: Option<(String, String)> = tx
                 .query_row(
                     "SELECT account_id, api_base FROM destination WHERE id = 1",
@@ -410,6 +432,7 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
                 )
                 .optional()?;
             match recorded {
+                None if !*record => Ok(Ok(1)),
                 None => {
                     tx.execute(
                         "INSERT INTO destination (id, account_id, api_base, created_at) VALUES (1, ?1, ?2, ?3)",
@@ -418,10 +441,12 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
                     Ok(Ok(1))
                 }
                 Some((account, base)) if account == d.account_id && base == d.api_base => Ok(Ok(1)),
-                Some((account, base)) => Ok(Err(format!(
-                    "{DESTINATION_MISMATCH} account {account} at {base}, not account {} at {}: \
-                     its records say what is in that account only, so give this run another --ledger",
-                    d.account_id, d.api_base
+                Some((account_id, api_base)) => Ok(Err(super::destination_mismatch(
+                    &Destination {
+                        account_id,
+                        api_base,
+                    },
+                    d,
                 ))),
             }
         }
