@@ -96,7 +96,7 @@ pub struct RawConfig {
     /// Cloudflare account id.
     pub account_id: Option<String>,
     /// API token (better: `CLOUDFLARE_API_TOKEN` or `api_token_file`).
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// A file holding the API token (systemd credentials).
     pub api_token_file: Option<PathBuf>,
     /// Base URL of the API host.
@@ -398,7 +398,7 @@ pub fn from_env() -> RawConfig {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     RawConfig {
         account_id: var("CLOUDFLARE_ACCOUNT_ID"),
-        api_token: var("CLOUDFLARE_API_TOKEN"),
+        api_token: var("CLOUDFLARE_API_TOKEN").map(Secret::new),
         // systemd's LoadCredential=api_token:... puts it here, readable by the service only.
         api_token_file: var("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join("api_token"))
@@ -430,11 +430,12 @@ pub fn from_file(path: &Path) -> Result<RawConfig> {
             path.display()
         )])
     })?;
+    // Never the toml crate's Display: it quotes the line, which may hold a secret.
     toml::from_str(&text).map_err(|e| {
         Error::Config(vec![format!(
             "config file {}: {}",
             path.display(),
-            e.to_string().trim_end()
+            crate::toml_error::describe(&text, &e)
         )])
     })
 }
@@ -559,7 +560,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         }
         (Some(t), None) => Some(t),
         (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(t) => Some(t),
+            Ok(t) => Some(Secret::new(t)),
             Err(e) => {
                 problems.push(format!(
                     "`api_token_file` {}: cannot read it ({e}); point it at a file holding only the token",
@@ -570,7 +571,9 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         },
         (None, None) => None,
     };
-    let token = token.map(|t| t.trim().to_string()).unwrap_or_default();
+    let token = token
+        .map(|t| t.expose().trim().to_string())
+        .unwrap_or_default();
     if needs_credentials && token.is_empty() {
         problems.push(
             "API token is missing: set CLOUDFLARE_API_TOKEN, or `api_token_file` in the config \
@@ -1023,7 +1026,7 @@ mod tests {
     fn creds() -> RawConfig {
         RawConfig {
             account_id: Some("abc123".into()),
-            api_token: Some("tok".into()),
+            api_token: Some(Secret::new("tok")),
             ..RawConfig::default()
         }
     }
@@ -1070,7 +1073,7 @@ mod tests {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "from-file\n").unwrap();
         let file = RawConfig {
-            api_token: Some("in-config".into()),
+            api_token: Some(Secret::new("in-config")),
             upload: RawUpload {
                 rate: Some(2.0),
                 concurrency: Some(3),

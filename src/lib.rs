@@ -39,5 +39,6 @@ pub mod shard;
 pub mod shutdown;
 pub mod source;
 pub mod stamp;
+pub mod toml_error;
 pub mod transport;
 pub mod upload;
