@@ -117,6 +117,9 @@ pub struct RawConfig {
     /// `[bucket]` section.
     #[serde(default)]
     pub bucket: RawBucket,
+    /// `[download]` section.
+    #[serde(default)]
+    pub download: RawDownload,
     /// `[watch]` section.
     #[serde(default)]
     pub watch: RawWatch,
@@ -220,6 +223,19 @@ pub struct WatchConfig {
 pub struct RawManifest {
     /// `remote` or `local`.
     pub url_mode: Option<UrlMode>,
+}
+
+/// `[download]` as written: time limits of cfimg's own downloads (manifest URLs in local
+/// mode, bucket objects in download mode).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    /// Fewest bytes each window must bring, or the download is cut off.
+    pub floor_bytes: Option<u64>,
+    /// The window of the floor, in seconds.
+    pub floor_window_secs: Option<f64>,
+    /// Longest time one download may take, in seconds.
+    pub deadline_secs: Option<f64>,
 }
 
 /// `[bucket]` as written; the credentials come from the environment only.
@@ -332,6 +348,8 @@ pub struct Config {
     pub manifest: ManifestConfig,
     /// Bucket-source settings.
     pub bucket: BucketConfig,
+    /// Time limits of downloads.
+    pub download: crate::download::Bounds,
     /// Watch settings.
     pub watch: WatchConfig,
     /// `cfimg serve` settings.
@@ -502,6 +520,14 @@ impl RawConfig {
                     .secret_access_key
                     .or(self.bucket.secret_access_key),
                 session_token: over.bucket.session_token.or(self.bucket.session_token),
+            },
+            download: RawDownload {
+                floor_bytes: over.download.floor_bytes.or(self.download.floor_bytes),
+                floor_window_secs: over
+                    .download
+                    .floor_window_secs
+                    .or(self.download.floor_window_secs),
+                deadline_secs: over.download.deadline_secs.or(self.download.deadline_secs),
             },
             watch: RawWatch {
                 settle_secs: over.watch.settle_secs.or(self.watch.settle_secs),
@@ -764,6 +790,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
     }
     let serve = validate_serve(raw.serve, &mut problems);
 
+    let download = validate_download(&raw.download, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
@@ -797,9 +824,29 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             url_mode: raw.manifest.url_mode.unwrap_or_default(),
         },
         bucket,
+        download,
         watch,
         serve,
     })
+}
+
+fn validate_download(d: &RawDownload, problems: &mut Vec<String>) -> crate::download::Bounds {
+    use crate::download::{DEFAULT_DEADLINE, DEFAULT_FLOOR_BYTES, DEFAULT_FLOOR_WINDOW};
+    crate::download::Bounds {
+        floor_bytes: d.floor_bytes.unwrap_or(DEFAULT_FLOOR_BYTES),
+        floor_window: secs(
+            "download.floor_window_secs",
+            d.floor_window_secs,
+            DEFAULT_FLOOR_WINDOW.as_secs_f64(),
+            problems,
+        ),
+        deadline: secs(
+            "download.deadline_secs",
+            d.deadline_secs,
+            DEFAULT_DEADLINE.as_secs_f64(),
+            problems,
+        ),
+    }
 }
 
 /// `[serve]` as written: the HTTP service for apps (`cfimg serve`).

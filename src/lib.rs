@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod direct;
+pub mod download;
 pub mod emulator;
 pub mod error;
 pub mod image_check;

@@ -579,10 +579,15 @@ async fn plan_stage(
     let mut decisions = ReceiverStream::new(candidates)
         .map(|c| examine_and_decide(&run, &source, &policy, reader.as_deref(), c))
         .buffer_unordered(readers);
-    while let Some(decided) = decisions.next().await {
-        if run.shutdown.intake.is_cancelled() {
-            break;
-        }
+    loop {
+        // A stop abandons downloads in flight at once (their temporary files go with
+        // them): no new upload starts after it, so finishing them is wasted time.
+        let decided = tokio::select! {
+            biased;
+            _ = run.shutdown.intake.cancelled() => break,
+            decided = decisions.next() => decided,
+        };
+        let Some(decided) = decided else { break };
         let (version, decision) = decided?;
         route(&run, decision, version, &jobs, dry_run).await?;
     }

@@ -22,7 +22,7 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
     let Some(span) = err.span() else {
         // No position: the message alone. It names keys, not values, when there is no
         // span (a missing field, a whole-document type error).
-        return scrub(message);
+        return secret_message(message);
     };
     let start = floor_char_boundary(text, span.start.min(text.len()));
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -125,19 +125,19 @@ fn mentions_secret(line: &str) -> bool {
     SECRET_KEYS.iter().any(|k| line.contains(k))
 }
 
-/// The parser's message when it cannot carry a value: anything quoted is dropped.
+/// The message, unless it is one of serde's that quote the value ("invalid type: integer
+/// `123`", "unknown variant `x`"); the parser's own messages are fixed texts.
 fn secret_message(message: &str) -> String {
-    if message.contains(['"', '\'', '`']) {
+    let quotes_value = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p));
+    if quotes_value {
         "the value is not valid here (not shown, as it may be a secret)".to_string()
-    } else {
-        message.to_string()
-    }
-}
-
-/// A message with no position: quoted values are cut, key names are kept.
-fn scrub(message: &str) -> String {
-    if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        secret_message(message)
     } else {
         message.to_string()
     }
@@ -176,23 +176,44 @@ mod tests {
                 2,
                 "serve.app_keys.web",
             ),
-            (format!("[serve]\napp_keys = \"{secret}\"\n"), 2, "serve.app_keys"),
-            (format!("[serve]\nwebhook_secret = 12345678\n"), 2, "serve.webhook_secret"),
-            (format!("[bucket]\nsecret_access_key = \"{secret}\"\n"), 2, "bucket.secret_access_key"),
+            (
+                format!("[serve]\napp_keys = \"{secret}\"\n"),
+                2,
+                "serve.app_keys",
+            ),
+            (
+                format!("[serve]\nwebhook_secret = 12345678\n"),
+                2,
+                "serve.webhook_secret",
+            ),
+            (
+                format!("[bucket]\nsecret_access_key = \"{secret}\"\n"),
+                2,
+                "bucket.secret_access_key",
+            ),
         ] {
             let e = err(&text);
-            assert!(!e.contains(secret) && !e.contains("12345678"), "{text}: {e}");
+            assert!(
+                !e.contains(secret) && !e.contains("12345678"),
+                "{text}: {e}"
+            );
             assert!(e.contains(&format!("line {line},")), "{text}: {e}");
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
         }
         // A token pasted on a line of its own: its line number only.
         let e = err(&format!("[upload]\nrate = 2\n{secret}==\n"));
-        assert!(!e.contains("S3CR3T") && e.starts_with("line 3, column"), "{e}");
+        assert!(
+            !e.contains("S3CR3T") && e.starts_with("line 3, column"),
+            "{e}"
+        );
     }
 
     #[test]
     fn ordinary_keys_keep_the_parsers_message() {
         let e = err("[upload]\nrate = \"fast\"\n");
-        assert!(e.contains("line 2") && e.contains("upload.rate") && e.contains("fast"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("upload.rate") && e.contains("fast"),
+            "{e}"
+        );
     }
 }

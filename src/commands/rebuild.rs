@@ -80,7 +80,7 @@ fn sha256_of(path: &std::path::Path) -> Option<String> {
 fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
     match (&args.source, &args.manifest) {
         (Some(dir), None) => match dir.to_str().filter(|d| d.starts_with("s3://")) {
-            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket)?)),
+            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
             None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
         },
         // The URL mode does not change a manifest's identity or keys; remote needs no client.
@@ -89,6 +89,7 @@ fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
             args.manifest_format,
             UrlMode::Remote,
             crate::retry::Policy::default(),
+            cfg.download,
         )?)),
         _ => Err(Error::Usage(
             "give the migrated source: --source DIR|s3://BUCKET/PREFIX, or --manifest FILE".into(),

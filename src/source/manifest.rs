@@ -12,17 +12,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::config::UrlMode;
+use crate::download::Bounds;
 use crate::error::{Error, Result};
 use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
@@ -36,8 +35,6 @@ const MAX_REDIRECTS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes from an origin.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest download of one image.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// The CSV columns and JSON fields a row may have.
 const COLUMNS: &[&str] = &["url", "id", "metadata", "require_signed_urls", "creator"];
 
@@ -89,10 +86,11 @@ impl Manifest {
         format: Option<ManifestFormat>,
         mode: UrlMode,
         fetch_policy: retry::Policy,
+        bounds: Bounds,
     ) -> Result<Manifest> {
         let fetcher = match mode {
             UrlMode::Remote => None,
-            UrlMode::Local => Some(Fetcher::new(fetch_policy)?),
+            UrlMode::Local => Some(Fetcher::new(fetch_policy, bounds)?),
         };
         if path == Path::new("-") {
             return Ok(Manifest {
@@ -760,11 +758,12 @@ fn options(
 pub struct Fetcher {
     client: reqwest::Client,
     policy: retry::Policy,
+    bounds: Bounds,
 }
 
 impl Fetcher {
     /// A client with timeouts and a bounded number of redirects, over http(s) only.
-    pub fn new(policy: retry::Policy) -> Result<Fetcher> {
+    pub fn new(policy: retry::Policy, bounds: Bounds) -> Result<Fetcher> {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
@@ -780,10 +779,13 @@ impl Fetcher {
             .redirect(redirects)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .timeout(FETCH_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(vec![format!("cannot build the download client: {e}")]))?;
-        Ok(Fetcher { client, policy })
+        Ok(Fetcher {
+            client,
+            policy,
+            bounds,
+        })
     }
 
     /// Downloads a URL, retrying transient failures a few times with backoff.
@@ -812,12 +814,19 @@ impl Fetcher {
     }
 
     async fn fetch_once(&self, url: &str) -> Result<Body> {
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| transport(url, &e))?;
+        let deadline = tokio::time::Instant::now() + self.bounds.deadline;
+        let resp = match tokio::time::timeout_at(deadline, self.client.get(url).send()).await {
+            Ok(sent) => sent.map_err(|e| transport(url, &e))?,
+            Err(_) => {
+                return Err(Error::DownloadTooSlow {
+                    what: url.to_string(),
+                    reason: format!(
+                        "no answer within {} s (download.deadline_secs)",
+                        self.bounds.deadline.as_secs_f64()
+                    ),
+                });
+            }
+        };
         let status = resp.status();
         if !status.is_success() {
             return Err(Error::Origin {
@@ -831,34 +840,17 @@ impl Fetcher {
         {
             return Err(too_large(url, len));
         }
-        let spool = tempfile::Builder::new()
-            .prefix("cfimg-fetch-")
-            .tempfile()
-            .map_err(|source| Error::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let (file, path) = spool.into_parts();
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = tokio::fs::File::from_std(file);
-        let mut written = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, &e))? {
-            written += chunk.len() as u64;
-            if written > MAX_FILE_BYTES {
-                // Dropping `path` deletes what was written.
-                return Err(too_large(url, written));
-            }
-            file.write_all(&chunk).await.map_err(io)?;
-        }
-        file.flush().await.map_err(io)?;
-        drop(file);
-        Ok(Body::File {
-            path: path.to_path_buf(),
-            spool: Some(Arc::new(path)),
-        })
+        crate::download::spool(
+            "cfimg-fetch-",
+            resp.bytes_stream(),
+            self.bounds,
+            deadline,
+            MAX_FILE_BYTES,
+            url,
+            |e| transport(url, &e),
+            |n| too_large(url, n),
+        )
+        .await
     }
 }
 
@@ -1151,14 +1143,21 @@ not json
         let policy = retry::Policy::default();
         let p = dir.path().join("list.CSV");
         std::fs::write(&p, "url,extra\n").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy)
+        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("\"extra\"") && err.contains("list.CSV"),
             "{err}"
         );
-        let m = Manifest::new(&p, Some(ManifestFormat::Text), UrlMode::Remote, policy).unwrap();
+        let m = Manifest::new(
+            &p,
+            Some(ManifestFormat::Text),
+            UrlMode::Remote,
+            policy,
+            Bounds::default(),
+        )
+        .unwrap();
         assert_eq!(m.format, ManifestFormat::Text);
         assert_eq!(m.id().kind, SourceKind::Manifest);
         assert_eq!(
@@ -1167,11 +1166,18 @@ not json
         );
         let p = dir.path().join("list.dat");
         std::fs::write(&p, "").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy)
+        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--manifest-format"), "{err}");
-        let stdin = Manifest::new(Path::new("-"), None, UrlMode::Local, policy).unwrap();
+        let stdin = Manifest::new(
+            Path::new("-"),
+            None,
+            UrlMode::Local,
+            policy,
+            Bounds::default(),
+        )
+        .unwrap();
         assert_eq!(stdin.id().location, "stdin");
         assert_eq!(stdin.format, ManifestFormat::Text);
         assert!(
@@ -1179,7 +1185,8 @@ not json
                 &dir.path().join("missing.txt"),
                 None,
                 UrlMode::Remote,
-                policy
+                policy,
+                Bounds::default()
             )
             .is_err()
         );

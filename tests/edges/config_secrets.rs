@@ -28,8 +28,16 @@ async fn a_syntax_error_next_to_a_secret_never_prints_the_secret() {
             Some("serve.app_keys"),
         ),
         // A wrong type: serde's message would quote the value.
-        (format!("[serve]\nwebhook_secret = {}\n", 987654321987u64), 2, Some("serve.webhook_secret")),
-        (format!("[serve]\napp_keys = \"{SECRET}\"\n"), 2, Some("serve.app_keys")),
+        (
+            format!("[serve]\nwebhook_secret = {}\n", 987654321987u64),
+            2,
+            Some("serve.webhook_secret"),
+        ),
+        (
+            format!("[serve]\napp_keys = \"{SECRET}\"\n"),
+            2,
+            Some("serve.app_keys"),
+        ),
         (
             format!("[bucket]\nsecret_access_key = \"{SECRET}\"\n"),
             2,
@@ -65,7 +73,10 @@ async fn a_syntax_error_next_to_a_secret_never_prints_the_secret() {
             "no line number for\n{toml}\n{all}"
         );
         if let Some(key) = key {
-            assert!(stderr.contains(&format!("`{key}`")), "no key for\n{toml}\n{all}");
+            assert!(
+                stderr.contains(&format!("`{key}`")),
+                "no key for\n{toml}\n{all}"
+            );
         }
     }
 }

@@ -2,3 +2,4 @@
 //! forge log lines, downloads bounded in time, and manifest lines fixed in place.
 
 mod config_secrets;
+mod downloads;
