@@ -1,8 +1,8 @@
 //! URL manifests: a file (or stdin) listing image URLs, one row each, as plain text, CSV
 //! with a header, or JSON Lines. The file is read as a stream, a line at a time, so a
 //! manifest of millions of rows never sits in memory; only an 8-byte hash of each URL is
-//! kept, to pass over duplicates. A row that cannot be used becomes a [`Found::Bad`] named
-//! after its line number and never stops the run.
+//! kept, to pass over duplicates. A row that cannot be used becomes a [`Found::Bad`] keyed
+//! by a hash of its text (its reason names the line number) and never stops the run.
 //!
 //! Bodies: in `remote` mode Cloudflare fetches the URL itself (the `url` form); in `local`
 //! mode cfimg downloads it into a temporary file first, so that the same checks as for
@@ -459,7 +459,7 @@ impl<R: BufRead> Rows<R> {
     /// The next row, or `None` at the end. An error is a read error of the manifest.
     fn next_found(&mut self) -> Result<Option<Found>> {
         loop {
-            let (line, row) = match &mut self.reader {
+            let (line, row, raw) = match &mut self.reader {
                 Reader::Lines { reader, buf } => {
                     let Some(too_long) = read_line(reader, buf)? else {
                         return Ok(None);
@@ -468,11 +468,16 @@ impl<R: BufRead> Rows<R> {
                     if too_long {
                         return Ok(Some(bad(
                             self.line,
+                            buf,
                             format!("the line is longer than {MAX_LINE_BYTES} bytes"),
                         )));
                     }
                     let Ok(text) = std::str::from_utf8(buf) else {
-                        return Ok(Some(bad(self.line, "the line is not valid UTF-8".into())));
+                        return Ok(Some(bad(
+                            self.line,
+                            buf,
+                            "the line is not valid UTF-8".into(),
+                        )));
                     };
                     let text = text.trim_start_matches('\u{feff}').trim();
                     if text.is_empty() {
@@ -483,7 +488,7 @@ impl<R: BufRead> Rows<R> {
                         ManifestFormat::Text => Ok((text.to_string(), ItemOptions::default())),
                         _ => json_row(text),
                     };
-                    (self.line, row)
+                    (self.line, row, text.as_bytes().to_vec())
                 }
                 Reader::Csv {
                     reader,
@@ -497,7 +502,8 @@ impl<R: BufRead> Rows<R> {
                             csv::ErrorKind::Io(_) => return Err(csv_error(e)),
                             _ => {
                                 self.line += 1;
-                                return Ok(Some(bad(self.line, format!("not valid CSV: {e}"))));
+                                let why = format!("not valid CSV: {e}");
+                                return Ok(Some(bad(self.line, why.as_bytes(), why.clone())));
                             }
                         },
                     }
@@ -507,11 +513,12 @@ impl<R: BufRead> Rows<R> {
                     if record.iter().all(|f| f.trim_ascii().is_empty()) {
                         continue;
                     }
-                    (line, csv_row(record, cols))
+                    let raw = record.iter().collect::<Vec<_>>().join(&b"\x1f"[..]);
+                    (line, csv_row(record, cols), raw)
                 }
             };
             return Ok(Some(match row {
-                Err(reason) => bad(line, reason),
+                Err(reason) => bad(line, &raw, reason),
                 Ok((url, options)) => self.item(line, &url, options),
             }));
         }
@@ -520,7 +527,7 @@ impl<R: BufRead> Rows<R> {
     fn item(&mut self, line: u64, url: &str, options: ItemOptions) -> Found {
         let key = match normalize_url(url) {
             Ok(k) => k,
-            Err(reason) => return bad(line, reason),
+            Err(reason) => return bad(line, url.as_bytes(), reason),
         };
         if let Some(first) = self.seen.first_line(&key, line) {
             // Named by its line: under the URL it would overwrite the first row's record.
@@ -539,11 +546,28 @@ impl<R: BufRead> Rows<R> {
     }
 }
 
-fn bad(line: u64, reason: String) -> Found {
+/// How the keys of bad lines begin; the rest is a hash of the line's text.
+pub const BAD_LINE_PREFIX: &str = "bad line #";
+
+/// A row that cannot be used, keyed by its content, not its line number: a line inserted
+/// above it must not make it a new item, and a fixed line must not leave its record behind
+/// under a number another line now has. The reason names the line where it was found.
+fn bad(line: u64, content: &[u8], reason: String) -> Found {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(content);
     Found::Bad {
-        key: format!("line {line}"),
-        reason,
+        key: format!("{BAD_LINE_PREFIX}{}", hex::encode(&hash[..8])),
+        reason: format!("line {line}: {reason}"),
     }
+}
+
+/// Whether a key is a bad line's (or, from older versions and for duplicates, a line
+/// number's): records a complete run of the manifest did not see again are stale.
+pub fn is_line_key(key: &str) -> bool {
+    key.starts_with(BAD_LINE_PREFIX)
+        || key
+            .strip_prefix("line ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn csv_error(e: csv::Error) -> Error {
@@ -916,7 +940,10 @@ mod tests {
                         format!("{} {:?}", i.key, i.options)
                     }
                 }
-                Found::Bad { key, reason } => format!("BAD {key}: {reason}"),
+                Found::Bad { key, reason } => {
+                    assert!(key.starts_with(BAD_LINE_PREFIX), "{key}");
+                    format!("BAD {reason}")
+                }
                 Found::Ignored { key, reason } => format!("IGNORED {key}: {reason}"),
                 Found::Gone { key, .. } => format!("GONE {key}"),
             });
@@ -993,7 +1020,7 @@ mod tests {
         let bytes = b"https://a.example/\xff.png\nhttps://a.example/ok.png\n";
         let mut r = Rows::new(&bytes[..], ManifestFormat::Text).unwrap();
         assert!(
-            matches!(r.next_found().unwrap(), Some(Found::Bad { key, reason }) if key == "line 1" && reason.contains("UTF-8"))
+            matches!(r.next_found().unwrap(), Some(Found::Bad { key, reason }) if key.starts_with(BAD_LINE_PREFIX) && reason.starts_with("line 1:") && reason.contains("UTF-8"))
         );
         assert!(matches!(r.next_found().unwrap(), Some(Found::Item(_))));
     }

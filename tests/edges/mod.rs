@@ -3,3 +3,4 @@
 
 mod config_secrets;
 mod downloads;
+mod manifest_lines;
