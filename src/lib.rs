@@ -37,6 +37,7 @@ pub mod serve;
 pub mod service;
 pub mod settle;
 pub mod shard;
+pub mod shown;
 pub mod shutdown;
 pub mod source;
 pub mod stamp;

@@ -255,7 +255,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     } else {
         println!(
             "{}: {} items, {} images listed ({requests} requests); {matched} matched by their stamp, {added} recorded as uploaded",
-            source,
+            crate::shown::Shown(&source.to_string()),
             items.len(),
             listed
         );

@@ -3,4 +3,5 @@
 
 mod config_secrets;
 mod downloads;
+mod forged_names;
 mod manifest_lines;
