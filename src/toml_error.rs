@@ -182,7 +182,7 @@ mod tests {
                 "serve.app_keys",
             ),
             (
-                format!("[serve]\nwebhook_secret = 12345678\n"),
+                "[serve]\nwebhook_secret = 12345678\n".to_string(),
                 2,
                 "serve.webhook_secret",
             ),
