@@ -34,7 +34,16 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
     let line = &text[line_start..line_end];
     let table = table_at(&text[..line_start]);
     let where_ = format!("line {line_no}, column {column}");
-    match attribute(&table, line) {
+    // Inside a multi-line string the line is a value, whatever it looks like.
+    let before = &text[..line_start];
+    let in_string =
+        before.matches("\"\"\"").count() % 2 == 1 || before.matches("'''").count() % 2 == 1;
+    let attributed = if in_string {
+        None
+    } else {
+        attribute(&table, line)
+    };
+    match attributed {
         Some(Attributed::Key(key)) if is_secret(&key) || mentions_secret(line) => format!(
             "{where_} (key `{key}`, a secret: its value is not shown): {}",
             secret_message(message)
@@ -200,6 +209,9 @@ mod tests {
             assert!(e.contains(&format!("line {line},")), "{text}: {e}");
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
         }
+        // Inside a multi-line string: nothing of the line, even if it looks like a key.
+        let e = err(&format!("[serve]\nwebhook_secret = \"\"\"\nabc={secret}\n"));
+        assert!(!e.contains("abc") && !e.contains("S3CR3T"), "{e}");
         // A token pasted on a line of its own: its line number only.
         let e = err(&format!("[upload]\nrate = 2\n{secret}==\n"));
         assert!(
