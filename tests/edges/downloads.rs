@@ -104,3 +104,85 @@ async fn sigterm_during_a_trickling_download_exits_within_the_grace() {
     assert!(signalled.elapsed() < Duration::from_secs(5));
     assert_eq!(status.code(), Some(130));
 }
+
+/// A bucket whose one object trickles: just enough of S3 for a listing and a GET.
+async fn trickling_bucket() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::{StatusCode, Uri, header};
+    use axum::response::IntoResponse;
+    async fn answer(uri: Uri) -> axum::response::Response {
+        if uri.path() == "/photos" || uri.path() == "/photos/" {
+            let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                <Name>photos</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>\
+                <IsTruncated>false</IsTruncated><Contents><Key>slow.png</Key>\
+                <LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e1\"</ETag>\
+                <Size>5000</Size><StorageClass>STANDARD</StorageClass></Contents></ListBucketResult>";
+            return ([(header::CONTENT_TYPE, "application/xml")], xml).into_response();
+        }
+        if uri.path() == "/photos/slow.png" {
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
+            });
+            let drip = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((Ok(bytes::Bytes::from_static(b"\0")), ()))
+            });
+            let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, drip));
+            return (
+                [
+                    (header::CONTENT_LENGTH, "5000"),
+                    (header::ETAG, "\"e1\""),
+                    (header::LAST_MODIFIED, "Thu, 01 Jan 2026 00:00:00 GMT"),
+                ],
+                body,
+            )
+                .into_response();
+        }
+        StatusCode::NOT_FOUND.into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().fallback(answer)).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_bucket_object_is_cut_off_by_the_rate_floor() {
+    let env = TestEnv::new().await;
+    let (endpoint, server) = trickling_bucket().await;
+    let started = Instant::now();
+    let out = env
+        .cmd(&[
+            "migrate",
+            "s3://photos",
+            "--endpoint-url",
+            &endpoint,
+            "--region",
+            "eu-west-3",
+            "--download-floor-bytes",
+            "100",
+            "--download-floor-window",
+            "1",
+            "--json",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDTRICKLE")
+        .env("AWS_SECRET_ACCESS_KEY", "trickle-secret")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .await
+        .unwrap();
+    server.abort();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let f = env.run(&["failures", "--json"]).await;
+    let rows: Value = serde_json::from_slice(&f.stdout).unwrap_or(Value::Null);
+    let reason = rows[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("slow.png") && reason.contains("under the floor of 100 bytes"),
+        "{}",
+        text(&f)
+    );
+}
