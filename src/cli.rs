@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    IdMode, RawBucket, RawConfig, RawManifest, RawUpload, RawWalk, S3Mode, Transport, UrlMode,
+    IdMode, RawBucket, RawConfig, RawDownload, RawManifest, RawUpload, RawWalk, S3Mode, Transport,
+    UrlMode,
 };
 use crate::emulator::EmulatorArgs;
 use crate::source::manifest::ManifestFormat;
@@ -713,6 +714,15 @@ pub struct MigrateArgs {
     /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
     #[arg(long, value_enum, value_name = "MODE")]
     pub s3_mode: Option<S3Mode>,
+    /// A download (--url-mode local, a bucket in download mode) that brings fewer bytes than this per --download-floor-window is cut off [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub download_floor_bytes: Option<u64>,
+    /// The window of --download-floor-bytes, in seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub download_floor_window: Option<f64>,
+    /// Longest time one download may take, in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub download_deadline: Option<f64>,
     /// How uploads go.
     #[command(flatten)]
     pub upload: UploadFlags,
@@ -752,6 +762,11 @@ impl MigrateArgs {
                 region: self.region.clone(),
                 mode: self.s3_mode,
                 ..RawBucket::default()
+            },
+            download: RawDownload {
+                floor_bytes: self.download_floor_bytes,
+                floor_window_secs: self.download_floor_window,
+                deadline_secs: self.download_deadline,
             },
             ..RawConfig::default()
         }

@@ -96,7 +96,7 @@ pub struct RawConfig {
     /// Cloudflare account id.
     pub account_id: Option<String>,
     /// API token (better: `CLOUDFLARE_API_TOKEN` or `api_token_file`).
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// A file holding the API token (systemd credentials).
     pub api_token_file: Option<PathBuf>,
     /// Base URL of the API host.
@@ -117,6 +117,9 @@ pub struct RawConfig {
     /// `[bucket]` section.
     #[serde(default)]
     pub bucket: RawBucket,
+    /// `[download]` section.
+    #[serde(default)]
+    pub download: RawDownload,
     /// `[watch]` section.
     #[serde(default)]
     pub watch: RawWatch,
@@ -220,6 +223,19 @@ pub struct WatchConfig {
 pub struct RawManifest {
     /// `remote` or `local`.
     pub url_mode: Option<UrlMode>,
+}
+
+/// `[download]` as written: time limits of cfimg's own downloads (manifest URLs in local
+/// mode, bucket objects in download mode).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    /// Fewest bytes each window must bring, or the download is cut off.
+    pub floor_bytes: Option<u64>,
+    /// The window of the floor, in seconds.
+    pub floor_window_secs: Option<f64>,
+    /// Longest time one download may take, in seconds.
+    pub deadline_secs: Option<f64>,
 }
 
 /// `[bucket]` as written; the credentials come from the environment only.
@@ -332,6 +348,8 @@ pub struct Config {
     pub manifest: ManifestConfig,
     /// Bucket-source settings.
     pub bucket: BucketConfig,
+    /// Time limits of downloads.
+    pub download: crate::download::Bounds,
     /// Watch settings.
     pub watch: WatchConfig,
     /// `cfimg serve` settings.
@@ -398,7 +416,7 @@ pub fn from_env() -> RawConfig {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     RawConfig {
         account_id: var("CLOUDFLARE_ACCOUNT_ID"),
-        api_token: var("CLOUDFLARE_API_TOKEN"),
+        api_token: var("CLOUDFLARE_API_TOKEN").map(Secret::new),
         // systemd's LoadCredential=api_token:... puts it here, readable by the service only.
         api_token_file: var("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join("api_token"))
@@ -430,11 +448,12 @@ pub fn from_file(path: &Path) -> Result<RawConfig> {
             path.display()
         )])
     })?;
+    // Never the toml crate's Display: it quotes the line, which may hold a secret.
     toml::from_str(&text).map_err(|e| {
         Error::Config(vec![format!(
             "config file {}: {}",
             path.display(),
-            e.to_string().trim_end()
+            crate::toml_error::describe(&text, &e)
         )])
     })
 }
@@ -502,6 +521,14 @@ impl RawConfig {
                     .or(self.bucket.secret_access_key),
                 session_token: over.bucket.session_token.or(self.bucket.session_token),
             },
+            download: RawDownload {
+                floor_bytes: over.download.floor_bytes.or(self.download.floor_bytes),
+                floor_window_secs: over
+                    .download
+                    .floor_window_secs
+                    .or(self.download.floor_window_secs),
+                deadline_secs: over.download.deadline_secs.or(self.download.deadline_secs),
+            },
             watch: RawWatch {
                 settle_secs: over.watch.settle_secs.or(self.watch.settle_secs),
                 max_settle_secs: over.watch.max_settle_secs.or(self.watch.max_settle_secs),
@@ -559,7 +586,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         }
         (Some(t), None) => Some(t),
         (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(t) => Some(t),
+            Ok(t) => Some(Secret::new(t)),
             Err(e) => {
                 problems.push(format!(
                     "`api_token_file` {}: cannot read it ({e}); point it at a file holding only the token",
@@ -570,7 +597,9 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         },
         (None, None) => None,
     };
-    let token = token.map(|t| t.trim().to_string()).unwrap_or_default();
+    let token = token
+        .map(|t| t.expose().trim().to_string())
+        .unwrap_or_default();
     if needs_credentials && token.is_empty() {
         problems.push(
             "API token is missing: set CLOUDFLARE_API_TOKEN, or `api_token_file` in the config \
@@ -761,6 +790,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
     }
     let serve = validate_serve(raw.serve, &mut problems);
 
+    let download = validate_download(&raw.download, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
@@ -794,9 +824,29 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             url_mode: raw.manifest.url_mode.unwrap_or_default(),
         },
         bucket,
+        download,
         watch,
         serve,
     })
+}
+
+fn validate_download(d: &RawDownload, problems: &mut Vec<String>) -> crate::download::Bounds {
+    use crate::download::{DEFAULT_DEADLINE, DEFAULT_FLOOR_BYTES, DEFAULT_FLOOR_WINDOW};
+    crate::download::Bounds {
+        floor_bytes: d.floor_bytes.unwrap_or(DEFAULT_FLOOR_BYTES),
+        floor_window: secs(
+            "download.floor_window_secs",
+            d.floor_window_secs,
+            DEFAULT_FLOOR_WINDOW.as_secs_f64(),
+            problems,
+        ),
+        deadline: secs(
+            "download.deadline_secs",
+            d.deadline_secs,
+            DEFAULT_DEADLINE.as_secs_f64(),
+            problems,
+        ),
+    }
 }
 
 /// `[serve]` as written: the HTTP service for apps (`cfimg serve`).
@@ -1080,7 +1130,7 @@ mod tests {
     fn creds() -> RawConfig {
         RawConfig {
             account_id: Some("abc123".into()),
-            api_token: Some("tok".into()),
+            api_token: Some(Secret::new("tok")),
             ..RawConfig::default()
         }
     }
@@ -1127,7 +1177,7 @@ mod tests {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "from-file\n").unwrap();
         let file = RawConfig {
-            api_token: Some("in-config".into()),
+            api_token: Some(Secret::new("in-config")),
             upload: RawUpload {
                 rate: Some(2.0),
                 concurrency: Some(3),

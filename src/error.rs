@@ -108,6 +108,15 @@ pub enum Error {
         /// A 5xx, 408, 429, timeout or connection failure: it may work later.
         retryable: bool,
     },
+    /// A download (a manifest URL in local mode, a bucket object) came in under the rate
+    /// floor or missed its deadline, and was cut off.
+    #[error("{what}: the download was cut off, too slow: {reason}; the next run tries again")]
+    DownloadTooSlow {
+        /// The URL or object.
+        what: String,
+        /// Which limit it missed.
+        reason: String,
+    },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -309,6 +318,9 @@ impl Error {
                     Disposition::Reject
                 }
             }
+            // An origin this slow is slow again at once: not retried within the run (each
+            // attempt would hold a worker for the whole window), the next run tries again.
+            Error::DownloadTooSlow { .. } => Disposition::Defer,
             // Not the item's fault (permission denied, EIO, ESTALE, a file changing while it
             // is sent): a later run tries it again.
             Error::Io { .. } | Error::ChangedWhileUploading(_) => Disposition::Defer,
@@ -378,6 +390,7 @@ impl Error {
             Error::Invalid(_)
             | Error::ChangedWhileUploading(_)
             | Error::Origin { .. }
+            | Error::DownloadTooSlow { .. }
             | Error::Object { .. } => EXIT_INCOMPLETE,
             Error::Panicked(_) => EXIT_INCOMPLETE,
         }

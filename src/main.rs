@@ -54,7 +54,9 @@ fn main() -> ExitCode {
     match cli.log_format {
         LogFormat::Json => logs.json().with_current_span(false).init(),
         // Colours only for a person at a terminal; journald and files get plain text.
+        // Field values escaped: a file name must not be able to write a line of its own.
         LogFormat::Text => logs
+            .fmt_fields(cfimg::shown::ShownFields)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
@@ -73,7 +75,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if closed_output(&e) => commands::EXIT_OK,
         Err(e) => {
-            eprintln!("cfimg: {e}");
+            // One line, whatever key or path the error names; only the list of
+            // configuration problems is several lines on purpose.
+            match &e {
+                cfimg::error::Error::Config(_) => eprintln!("cfimg: {e}"),
+                _ => eprintln!("cfimg: {}", cfimg::shown::Shown(&e.to_string())),
+            }
             if let Some(h) = commands::hint(&e) {
                 eprintln!("cfimg: {h}");
             }

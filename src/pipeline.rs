@@ -38,7 +38,7 @@ use crate::settle;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::source::walk::mtime_ns as mtime_ns_of;
-use crate::source::{Fingerprint, Found, Item, Locator, Source, SourceId};
+use crate::source::{Fingerprint, Found, Item, Locator, Source, SourceId, SourceKind};
 use crate::transport::{ApiLane, Lanes, Traffic};
 use crate::upload::{Ended, Uploader};
 
@@ -542,6 +542,11 @@ fn check(
     out: &mpsc::Sender<Candidate>,
     gone: &mpsc::Sender<Removal>,
 ) -> Result<()> {
+    // A manifest's bad lines are keyed by content: once a whole, unsharded pass has been
+    // read, the line records it did not meet again (fixed or deleted lines) are stale.
+    let mut line_keys =
+        (run.source.kind == SourceKind::Manifest && run.shard.is_none() && run.writer.is_some())
+            .then(std::collections::HashSet::<String>::new);
     loop {
         let next = match found.try_recv() {
             Ok(f) => Some(f),
@@ -554,9 +559,19 @@ fn check(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
-        let Some(found) = next else { break };
+        let Some(found) = next else {
+            if let (Some(seen), Some(r)) = (line_keys.as_ref(), reader.as_mut()) {
+                forget_stale_lines(run, r, seen)?;
+            }
+            break;
+        };
         if run.shutdown.intake.is_cancelled() {
             break;
+        }
+        if let (Some(seen), Found::Bad { key, .. } | Found::Ignored { key, .. }) =
+            (line_keys.as_mut(), &found)
+        {
+            seen.insert(key.clone());
         }
         if let Some(shard) = &run.shard {
             let key = match &found {
@@ -648,6 +663,46 @@ fn check(
     Ok(())
 }
 
+/// Removes the records of manifest lines (bad rows, passed-over duplicates) that a complete
+/// pass over the manifest did not meet again: their line was fixed or deleted, and they
+/// would stay in `failures` for ever.
+fn forget_stale_lines(
+    run: &Run,
+    reader: &mut BatchedReader,
+    seen: &std::collections::HashSet<String>,
+) -> Result<()> {
+    let Some(w) = &run.writer else { return Ok(()) };
+    for prefix in [crate::source::manifest::BAD_LINE_PREFIX, "line "] {
+        let mut after = prefix.to_string();
+        loop {
+            let page = reader.keys_after(run.source_id, &after, 1000)?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            let mut done = false;
+            for (key, holds_image) in page {
+                if !key.starts_with(prefix) {
+                    done = true;
+                    break;
+                }
+                if holds_image || !crate::source::manifest::is_line_key(&key) || seen.contains(&key)
+                {
+                    continue;
+                }
+                tracing::info!(%key, "a manifest line recorded earlier is gone (fixed or deleted): its record is dropped");
+                w.record_blocking(Record::Removed {
+                    version: run.version(key),
+                    image_id: None,
+                    outcome: "the line is no longer in the manifest (fixed or deleted)".into(),
+                })?;
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sends from the quick check's thread; when the next stage is full (uploads are the
 /// bottleneck of a first run), the read snapshot is released before waiting, or SQLite
 /// could never restart the WAL and it would grow by every commit of the run.
@@ -684,10 +739,15 @@ async fn plan_stage(
     let mut decisions = ReceiverStream::new(candidates)
         .map(|c| examine_and_decide(&run, &source, &policy, reader.as_deref(), c))
         .buffer_unordered(readers);
-    while let Some(decided) = decisions.next().await {
-        if run.shutdown.intake.is_cancelled() {
-            break;
-        }
+    loop {
+        // A stop abandons downloads in flight at once (their temporary files go with
+        // them): no new upload starts after it, so finishing them is wasted time.
+        let decided = tokio::select! {
+            biased;
+            _ = run.shutdown.intake.cancelled() => break,
+            decided = decisions.next() => decided,
+        };
+        let Some(decided) = decided else { break };
         let (version, decision) = decided?;
         route(&run, decision, version, &jobs, dry_run).await?;
     }

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod direct;
+mod edges;
 mod emulator;
 mod manage;
 mod migrate;

@@ -147,7 +147,7 @@ async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
             d.state.as_str(),
             d.id,
             d.expires_at,
-            d.url.as_deref().or(d.last_error.as_deref()).unwrap_or("-")
+            crate::shown::Shown(d.url.as_deref().or(d.last_error.as_deref()).unwrap_or("-"))
         );
     }
     let count = |s: DraftState| drafts.iter().filter(|d| d.state == s).count();

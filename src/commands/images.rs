@@ -13,6 +13,7 @@ use crate::cli::{Cli, ImagesCommand, ImagesDeleteArgs, ImagesListArgs, ImagesUpd
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance};
+use crate::shown::Shown;
 use crate::stamp;
 use crate::transport::ApiLane;
 
@@ -97,8 +98,9 @@ fn line(i: &Image) -> String {
         } else {
             "public"
         },
-        i.filename.as_deref().unwrap_or("-"),
-        src
+        // A file name is anything a file system allows: escaped, it stays one line.
+        Shown(i.filename.as_deref().unwrap_or("-")),
+        Shown(src)
     )
 }
 
@@ -108,13 +110,16 @@ fn print_image(i: &Image, as_json: bool) {
         return;
     }
     println!("id          {}", i.id);
-    println!("filename    {}", i.filename.as_deref().unwrap_or("-"));
+    println!(
+        "filename    {}",
+        Shown(i.filename.as_deref().unwrap_or("-"))
+    );
     println!("uploaded    {}", i.uploaded.as_deref().unwrap_or("-"));
     println!(
         "private     {}",
         if i.require_signed_urls { "yes" } else { "no" }
     );
-    println!("creator     {}", i.creator.as_deref().unwrap_or("-"));
+    println!("creator     {}", Shown(i.creator.as_deref().unwrap_or("-")));
     println!(
         "meta        {}",
         i.meta

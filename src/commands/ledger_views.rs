@@ -10,6 +10,7 @@ use crate::config::{self, RawConfig};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::progress::human_bytes;
+use crate::shown::Shown;
 
 pub(super) fn ledger_path(cli: &Cli) -> Result<PathBuf> {
     let flags = RawConfig {
@@ -70,8 +71,8 @@ pub fn status(cli: &Cli, as_json: bool) -> Result<i32> {
         println!(
             "last run #{} ({} {}): started {}, finished {}, outcome {}",
             run.id,
-            run.command,
-            run.source,
+            Shown(&run.command),
+            Shown(&run.source),
             run.started_at,
             run.finished_at.as_deref().unwrap_or(if alive {
                 "not yet (it is still running)"
@@ -117,12 +118,13 @@ pub fn failures(cli: &Cli, as_json: bool, all: bool) -> Result<i32> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        // Escaped: a key (and a reason quoting it) must not start a line of its own.
         println!(
             "{state}\t{}\t{}\t{}\t{}",
-            r.source,
-            r.key,
+            Shown(&r.source),
+            Shown(&r.key),
             crate::progress::plural(u64::from(r.attempts), "request", "requests"),
-            r.last_error.as_deref().unwrap_or("")
+            Shown(r.last_error.as_deref().unwrap_or(""))
         );
     }
     Ok(EXIT_OK)

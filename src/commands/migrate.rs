@@ -214,7 +214,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                 ]));
             }
             match dir.to_str().filter(|d| d.starts_with("s3://")) {
-                Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket)?)),
+                Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
                 None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
             }
         }
@@ -247,6 +247,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                 args.manifest_format,
                 cfg.manifest.url_mode,
                 fetch,
+                cfg.download,
             )?))
         }
         _ => Err(Error::Config(vec![

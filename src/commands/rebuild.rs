@@ -81,7 +81,7 @@ fn sha256_of(path: &std::path::Path) -> Option<String> {
 fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
     match (&args.source, &args.manifest) {
         (Some(dir), None) => match dir.to_str().filter(|d| d.starts_with("s3://")) {
-            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket)?)),
+            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
             None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
         },
         // The URL mode does not change a manifest's identity or keys; remote needs no client.
@@ -90,6 +90,7 @@ fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
             args.manifest_format,
             UrlMode::Remote,
             crate::retry::Policy::default(),
+            cfg.download,
         )?)),
         _ => Err(Error::Usage(
             "give the migrated source: --source DIR|s3://BUCKET/PREFIX, or --manifest FILE".into(),
@@ -261,7 +262,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     } else {
         println!(
             "{}: {}, {} listed ({}); {matched} matched by their stamp, {added} recorded as uploaded",
-            source,
+            crate::shown::Shown(&source.to_string()),
             crate::progress::plural(items.len() as u64, "item", "items"),
             crate::progress::plural(listed, "image", "images"),
             crate::progress::plural(u64::from(requests), "request", "requests"),

@@ -27,6 +27,7 @@ use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance, State};
 use crate::shard::Shard;
+use crate::shown::Shown;
 use crate::stamp::{self, Stamp};
 
 /// Images per listing page (the API's maximum): fewest requests.
@@ -427,7 +428,12 @@ fn print_text(r: &TextReport<'_>) {
             Some(false) => " (a GET found it after all: the listing lagged; nothing to do)",
             None => "",
         };
-        println!("missing\t{}\t{}\t{}{what}", m.source, m.key, m.image_id);
+        println!(
+            "missing\t{}\t{}\t{}{what}",
+            Shown(&m.source),
+            Shown(&m.key),
+            m.image_id
+        );
     }
     for d in r.duplicates {
         let what = match (d.stands_in, d.deleted, d.adopted) {
@@ -438,14 +444,20 @@ fn print_text(r: &TextReport<'_>) {
         };
         println!(
             "duplicate\t{}\t{}\t{} (recorded: {}){what}",
-            d.source, d.key, d.image_id, d.kept
+            Shown(&d.source),
+            Shown(&d.key),
+            d.image_id,
+            d.kept
         );
     }
     for o in r.orphans {
         match (&o.source, &o.key) {
             (Some(s), Some(k)) => println!(
-                "orphan\t{}\tstamp {}: an image of {s} {k} the ledger does not hold (another version, or an interrupted upload)",
-                o.image_id, o.stamp
+                "orphan\t{}\tstamp {}: an image of {} {} the ledger does not hold (another version, or an interrupted upload)",
+                o.image_id,
+                o.stamp,
+                Shown(s),
+                Shown(k)
             ),
             _ => println!(
                 "orphan\t{}\tstamp {}: no row of this ledger maps it",
@@ -480,8 +492,8 @@ fn print_text(r: &TextReport<'_>) {
     for m in r.mismatches {
         println!(
             "mismatch\t{}\t{}\t{}: ledger sha256 {}, image stamp {}",
-            m.source,
-            m.key,
+            Shown(&m.source),
+            Shown(&m.key),
             m.image_id,
             m.ledger_sha256.as_deref().unwrap_or("-"),
             m.remote_sha256.as_deref().unwrap_or("-")

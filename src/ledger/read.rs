@@ -424,6 +424,16 @@ impl BatchedReader {
         self.step()?.quick(source_id, key)
     }
 
+    /// [`Ledger::keys_after`] inside the current read transaction.
+    pub fn keys_after(
+        &mut self,
+        source_id: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool)>> {
+        self.step()?.keys_after(source_id, after, limit)
+    }
+
     /// [`Ledger::lookup`] inside the current read transaction.
     pub fn lookup(&mut self, source_id: i64, key: &str) -> Result<Option<Row>> {
         self.step()?.lookup(source_id, key)

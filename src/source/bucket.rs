@@ -15,7 +15,6 @@
 //! over with their reason; an empty object is rejected with its reason, as an empty file
 //! is, without a GET.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,12 +22,12 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::config::{BucketConfig, S3Mode};
+use crate::download::Bounds;
 use crate::error::{Error, Result};
 
 /// How long a presigned GET stays valid: long enough for Cloudflare's fetch and every
@@ -46,6 +45,7 @@ pub struct Bucket {
     prefix: String,
     store: AmazonS3,
     mode: S3Mode,
+    bounds: Bounds,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -95,7 +95,7 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
 
 impl Bucket {
     /// Checks the URL and the credentials and prepares the client; no request is made.
-    pub fn new(url: &str, cfg: &BucketConfig) -> Result<Bucket> {
+    pub fn new(url: &str, cfg: &BucketConfig, bounds: Bounds) -> Result<Bucket> {
         let (bucket, prefix) = parse_url(url)?;
         let (Some(key_id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) else {
             return Err(Error::Config(vec![format!(
@@ -116,9 +116,11 @@ impl Bucket {
                 ..RetryConfig::default()
             })
             .with_client_options(
+                // A whole request, a GET's body included; the copy loop holds a GET to the
+                // tighter download limits, this only stops a listing page that never ends.
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(120)),
+                    .with_timeout(bounds.deadline.max(Duration::from_secs(120))),
             );
         if let Some(token) = &cfg.session_token {
             builder = builder.with_token(token.expose());
@@ -146,6 +148,7 @@ impl Bucket {
             prefix,
             store,
             mode: cfg.mode,
+            bounds,
         })
     }
 
@@ -274,38 +277,43 @@ impl Bucket {
             }
             _ => None,
         };
-        let got = self
-            .store
-            .get_opts(
-                path,
-                GetOptions {
-                    if_match,
-                    ..GetOptions::default()
-                },
-            )
-            .await
-            .map_err(object_error)?;
-        let io_error = |source| Error::Io {
-            path: std::env::temp_dir(),
-            source,
+        let deadline = tokio::time::Instant::now() + self.bounds.deadline;
+        let asked = self.store.get_opts(
+            path,
+            GetOptions {
+                if_match,
+                ..GetOptions::default()
+            },
+        );
+        let got = match tokio::time::timeout_at(deadline, asked).await {
+            Ok(got) => got.map_err(object_error)?,
+            Err(_) => {
+                return Err(Error::DownloadTooSlow {
+                    what: format!("the object {key:?}"),
+                    reason: format!(
+                        "no answer within {} s (download.deadline_secs)",
+                        self.bounds.deadline.as_secs_f64()
+                    ),
+                });
+            }
         };
-        let spool = tempfile::Builder::new()
-            .prefix("cfimg-s3-")
-            .tempfile()
-            .map_err(io_error)?;
-        let (file, temp_path) = spool.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        let mut chunks = got.into_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(object_error)?;
-            file.write_all(&chunk).await.map_err(io_error)?;
-        }
-        file.flush().await.map_err(io_error)?;
-        drop(file);
-        Ok(Body::File {
-            path: temp_path.to_path_buf(),
-            spool: Some(Arc::new(temp_path)),
-        })
+        crate::download::spool(
+            "cfimg-s3-",
+            got.into_stream(),
+            self.bounds,
+            deadline,
+            // The listing gave the size already; this guards against an object that grew.
+            crate::rules::MAX_FILE_BYTES,
+            &format!("the object {key:?}"),
+            object_error,
+            |n| {
+                Error::Invalid(format!(
+                    "the object {key:?} is larger than {} bytes ({n} read); Cloudflare Images accepts at most 10 MB",
+                    crate::rules::MAX_FILE_BYTES
+                ))
+            },
+        )
+        .await
     }
 }
 
@@ -346,12 +354,12 @@ mod tests {
 
     #[test]
     fn bucket_identity_names_the_endpoint_and_never_prints_secrets() {
-        let b = Bucket::new("s3://photos/media/2019", &cfg()).unwrap();
+        let b = Bucket::new("s3://photos/media/2019", &cfg(), Bounds::default()).unwrap();
         assert_eq!(
             b.id().location,
             "s3://photos/media/2019/@http://127.0.0.1:9"
         );
-        let same = Bucket::new("s3://photos/media/2019/", &cfg()).unwrap();
+        let same = Bucket::new("s3://photos/media/2019/", &cfg(), Bounds::default()).unwrap();
         assert_eq!(same.id(), b.id());
         let aws = Bucket::new(
             "s3://photos",
@@ -359,6 +367,7 @@ mod tests {
                 endpoint_url: None,
                 ..cfg()
             },
+            Bounds::default(),
         )
         .unwrap();
         assert_eq!(aws.id().location, "s3://photos/@aws:eu-west-3");
@@ -374,6 +383,7 @@ mod tests {
                 access_key_id: None,
                 ..cfg()
             },
+            Bounds::default(),
         )
         .unwrap_err();
         assert!(matches!(err, Error::Config(_)));
@@ -382,7 +392,7 @@ mod tests {
 
     #[test]
     fn bucket_listing_keeps_only_the_prefix_and_passes_over_placeholders() {
-        let b = Bucket::new("s3://photos/media/2019", &cfg()).unwrap();
+        let b = Bucket::new("s3://photos/media/2019", &cfg(), Bounds::default()).unwrap();
         let meta = |key: &str, size: u64| ObjectMeta {
             location: ObjectPath::parse(key).unwrap(),
             last_modified: chrono::Utc::now(),

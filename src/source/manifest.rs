@@ -1,8 +1,8 @@
 //! URL manifests: a file (or stdin) listing image URLs, one row each, as plain text, CSV
 //! with a header, or JSON Lines. The file is read as a stream, a line at a time, so a
 //! manifest of millions of rows never sits in memory; only an 8-byte hash of each URL is
-//! kept, to pass over duplicates. A row that cannot be used becomes a [`Found::Bad`] named
-//! after its line number and never stops the run.
+//! kept, to pass over duplicates. A row that cannot be used becomes a [`Found::Bad`] keyed
+//! by a hash of its text (its reason names the line number) and never stops the run.
 //!
 //! Bodies: in `remote` mode Cloudflare fetches the URL itself (the `url` form); in `local`
 //! mode cfimg downloads it into a temporary file first, so that the same checks as for
@@ -12,17 +12,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::config::UrlMode;
+use crate::download::Bounds;
 use crate::error::{Error, Result};
 use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
@@ -36,8 +35,6 @@ const MAX_REDIRECTS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes from an origin.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest download of one image.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// The CSV columns and JSON fields a row may have.
 const COLUMNS: &[&str] = &["url", "id", "metadata", "require_signed_urls", "creator"];
 
@@ -89,10 +86,11 @@ impl Manifest {
         format: Option<ManifestFormat>,
         mode: UrlMode,
         fetch_policy: retry::Policy,
+        bounds: Bounds,
     ) -> Result<Manifest> {
         let fetcher = match mode {
             UrlMode::Remote => None,
-            UrlMode::Local => Some(Fetcher::new(fetch_policy)?),
+            UrlMode::Local => Some(Fetcher::new(fetch_policy, bounds)?),
         };
         if path == Path::new("-") {
             return Ok(Manifest {
@@ -461,7 +459,7 @@ impl<R: BufRead> Rows<R> {
     /// The next row, or `None` at the end. An error is a read error of the manifest.
     fn next_found(&mut self) -> Result<Option<Found>> {
         loop {
-            let (line, row) = match &mut self.reader {
+            let (line, row, raw) = match &mut self.reader {
                 Reader::Lines { reader, buf } => {
                     let Some(too_long) = read_line(reader, buf)? else {
                         return Ok(None);
@@ -470,11 +468,16 @@ impl<R: BufRead> Rows<R> {
                     if too_long {
                         return Ok(Some(bad(
                             self.line,
+                            buf,
                             format!("the line is longer than {MAX_LINE_BYTES} bytes"),
                         )));
                     }
                     let Ok(text) = std::str::from_utf8(buf) else {
-                        return Ok(Some(bad(self.line, "the line is not valid UTF-8".into())));
+                        return Ok(Some(bad(
+                            self.line,
+                            buf,
+                            "the line is not valid UTF-8".into(),
+                        )));
                     };
                     let text = text.trim_start_matches('\u{feff}').trim();
                     if text.is_empty() {
@@ -485,7 +488,7 @@ impl<R: BufRead> Rows<R> {
                         ManifestFormat::Text => Ok((text.to_string(), ItemOptions::default())),
                         _ => json_row(text),
                     };
-                    (self.line, row)
+                    (self.line, row, text.as_bytes().to_vec())
                 }
                 Reader::Csv {
                     reader,
@@ -499,7 +502,8 @@ impl<R: BufRead> Rows<R> {
                             csv::ErrorKind::Io(_) => return Err(csv_error(e)),
                             _ => {
                                 self.line += 1;
-                                return Ok(Some(bad(self.line, format!("not valid CSV: {e}"))));
+                                let why = format!("not valid CSV: {e}");
+                                return Ok(Some(bad(self.line, why.as_bytes(), why.clone())));
                             }
                         },
                     }
@@ -509,11 +513,12 @@ impl<R: BufRead> Rows<R> {
                     if record.iter().all(|f| f.trim_ascii().is_empty()) {
                         continue;
                     }
-                    (line, csv_row(record, cols))
+                    let raw = record.iter().collect::<Vec<_>>().join(&b"\x1f"[..]);
+                    (line, csv_row(record, cols), raw)
                 }
             };
             return Ok(Some(match row {
-                Err(reason) => bad(line, reason),
+                Err(reason) => bad(line, &raw, reason),
                 Ok((url, options)) => self.item(line, &url, options),
             }));
         }
@@ -522,7 +527,7 @@ impl<R: BufRead> Rows<R> {
     fn item(&mut self, line: u64, url: &str, options: ItemOptions) -> Found {
         let key = match normalize_url(url) {
             Ok(k) => k,
-            Err(reason) => return bad(line, reason),
+            Err(reason) => return bad(line, url.as_bytes(), reason),
         };
         if let Some(first) = self.seen.first_line(&key, line) {
             // Named by its line: under the URL it would overwrite the first row's record.
@@ -541,11 +546,28 @@ impl<R: BufRead> Rows<R> {
     }
 }
 
-fn bad(line: u64, reason: String) -> Found {
+/// How the keys of bad lines begin; the rest is a hash of the line's text.
+pub const BAD_LINE_PREFIX: &str = "bad line #";
+
+/// A row that cannot be used, keyed by its content, not its line number: a line inserted
+/// above it must not make it a new item, and a fixed line must not leave its record behind
+/// under a number another line now has. The reason names the line where it was found.
+fn bad(line: u64, content: &[u8], reason: String) -> Found {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(content);
     Found::Bad {
-        key: format!("line {line}"),
-        reason,
+        key: format!("{BAD_LINE_PREFIX}{}", hex::encode(&hash[..8])),
+        reason: format!("line {line}: {reason}"),
     }
+}
+
+/// Whether a key is a bad line's (or, from older versions and for duplicates, a line
+/// number's): records a complete run of the manifest did not see again are stale.
+pub fn is_line_key(key: &str) -> bool {
+    key.starts_with(BAD_LINE_PREFIX)
+        || key
+            .strip_prefix("line ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn csv_error(e: csv::Error) -> Error {
@@ -764,11 +786,12 @@ fn options(
 pub struct Fetcher {
     client: reqwest::Client,
     policy: retry::Policy,
+    bounds: Bounds,
 }
 
 impl Fetcher {
     /// A client with timeouts and a bounded number of redirects, over http(s) only.
-    pub fn new(policy: retry::Policy) -> Result<Fetcher> {
+    pub fn new(policy: retry::Policy, bounds: Bounds) -> Result<Fetcher> {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
@@ -784,10 +807,13 @@ impl Fetcher {
             .redirect(redirects)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .timeout(FETCH_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(vec![format!("cannot build the download client: {e}")]))?;
-        Ok(Fetcher { client, policy })
+        Ok(Fetcher {
+            client,
+            policy,
+            bounds,
+        })
     }
 
     /// Downloads a URL, retrying transient failures a few times with backoff.
@@ -816,12 +842,19 @@ impl Fetcher {
     }
 
     async fn fetch_once(&self, url: &str) -> Result<Body> {
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| transport(url, &e))?;
+        let deadline = tokio::time::Instant::now() + self.bounds.deadline;
+        let resp = match tokio::time::timeout_at(deadline, self.client.get(url).send()).await {
+            Ok(sent) => sent.map_err(|e| transport(url, &e))?,
+            Err(_) => {
+                return Err(Error::DownloadTooSlow {
+                    what: url.to_string(),
+                    reason: format!(
+                        "no answer within {} s (download.deadline_secs)",
+                        self.bounds.deadline.as_secs_f64()
+                    ),
+                });
+            }
+        };
         let status = resp.status();
         if !status.is_success() {
             return Err(Error::Origin {
@@ -835,34 +868,17 @@ impl Fetcher {
         {
             return Err(too_large(url, len));
         }
-        let spool = tempfile::Builder::new()
-            .prefix("cfimg-fetch-")
-            .tempfile()
-            .map_err(|source| Error::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let (file, path) = spool.into_parts();
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = tokio::fs::File::from_std(file);
-        let mut written = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, &e))? {
-            written += chunk.len() as u64;
-            if written > MAX_FILE_BYTES {
-                // Dropping `path` deletes what was written.
-                return Err(too_large(url, written));
-            }
-            file.write_all(&chunk).await.map_err(io)?;
-        }
-        file.flush().await.map_err(io)?;
-        drop(file);
-        Ok(Body::File {
-            path: path.to_path_buf(),
-            spool: Some(Arc::new(path)),
-        })
+        crate::download::spool(
+            "cfimg-fetch-",
+            resp.bytes_stream(),
+            self.bounds,
+            deadline,
+            MAX_FILE_BYTES,
+            url,
+            |e| transport(url, &e),
+            |n| too_large(url, n),
+        )
+        .await
     }
 }
 
@@ -928,7 +944,10 @@ mod tests {
                         format!("{} {:?}", i.key, i.options)
                     }
                 }
-                Found::Bad { key, reason } => format!("BAD {key}: {reason}"),
+                Found::Bad { key, reason } => {
+                    assert!(key.starts_with(BAD_LINE_PREFIX), "{key}");
+                    format!("BAD {reason}")
+                }
                 Found::Ignored { key, reason } => format!("IGNORED {key}: {reason}"),
                 Found::Gone { key, .. } => format!("GONE {key}"),
             });
@@ -1005,7 +1024,7 @@ mod tests {
         let bytes = b"https://a.example/\xff.png\nhttps://a.example/ok.png\n";
         let mut r = Rows::new(&bytes[..], ManifestFormat::Text).unwrap();
         assert!(
-            matches!(r.next_found().unwrap(), Some(Found::Bad { key, reason }) if key == "line 1" && reason.contains("UTF-8"))
+            matches!(r.next_found().unwrap(), Some(Found::Bad { key, reason }) if key.starts_with(BAD_LINE_PREFIX) && reason.starts_with("line 1:") && reason.contains("UTF-8"))
         );
         assert!(matches!(r.next_found().unwrap(), Some(Found::Item(_))));
     }
@@ -1155,14 +1174,21 @@ not json
         let policy = retry::Policy::default();
         let p = dir.path().join("list.CSV");
         std::fs::write(&p, "url,extra\n").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy)
+        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("\"extra\"") && err.contains("list.CSV"),
             "{err}"
         );
-        let m = Manifest::new(&p, Some(ManifestFormat::Text), UrlMode::Remote, policy).unwrap();
+        let m = Manifest::new(
+            &p,
+            Some(ManifestFormat::Text),
+            UrlMode::Remote,
+            policy,
+            Bounds::default(),
+        )
+        .unwrap();
         assert_eq!(m.format, ManifestFormat::Text);
         assert_eq!(m.id().kind, SourceKind::Manifest);
         assert_eq!(
@@ -1171,11 +1197,18 @@ not json
         );
         let p = dir.path().join("list.dat");
         std::fs::write(&p, "").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy)
+        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--manifest-format"), "{err}");
-        let stdin = Manifest::new(Path::new("-"), None, UrlMode::Local, policy).unwrap();
+        let stdin = Manifest::new(
+            Path::new("-"),
+            None,
+            UrlMode::Local,
+            policy,
+            Bounds::default(),
+        )
+        .unwrap();
         assert_eq!(stdin.id().location, "stdin");
         assert_eq!(stdin.format, ManifestFormat::Text);
         assert!(
@@ -1183,7 +1216,8 @@ not json
                 &dir.path().join("missing.txt"),
                 None,
                 UrlMode::Remote,
-                policy
+                policy,
+                Bounds::default()
             )
             .is_err()
         );

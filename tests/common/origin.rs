@@ -3,7 +3,8 @@
 //!
 //! Routes: `/img/<name>` a stored file (404 when absent); `/status/<code>/<name>` that
 //! status; `/redirect/<n>/<name>` a chain of `n` redirects ending at `/img/<name>`;
-//! `/big/<name>` 11 MB streamed without a length.
+//! `/big/<name>` 11 MB streamed without a length; `/trickle/<ms>/<name>` a PNG signature,
+//! then one byte every `ms` milliseconds, for ever.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -141,6 +142,17 @@ async fn serve(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
                 Ok::<_, std::io::Error>(bytes::Bytes::from(c))
             });
             Body::from_stream(futures_util::stream::iter(chunks)).into_response()
+        }
+        ["trickle", ms, _] => {
+            let every = std::time::Duration::from_millis(ms.parse().unwrap_or(1000));
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
+            });
+            let drip = futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(every).await;
+                Some((Ok(bytes::Bytes::from_static(b"\0")), ()))
+            });
+            Body::from_stream(futures_util::StreamExt::chain(head, drip)).into_response()
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }

@@ -36,10 +36,20 @@ async fn failures(env: &TestEnv) -> Vec<Value> {
         .clone()
 }
 
+/// A bad line's record: keyed by its content, its reason names the line.
+fn is_bad_line(f: &Value, line: &str) -> bool {
+    f["key"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("bad line #"))
+        && f["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&format!("{line}:")))
+}
+
 fn reason_of<'a>(failures: &'a [Value], key: &str) -> &'a str {
     failures
         .iter()
-        .find(|f| f["key"] == key)
+        .find(|f| f["key"] == key || is_bad_line(f, key))
         .and_then(|f| f["reason"].as_str())
         .unwrap_or_else(|| panic!("{key} not in {failures:#?}"))
 }
@@ -47,7 +57,7 @@ fn reason_of<'a>(failures: &'a [Value], key: &str) -> &'a str {
 fn state_of<'a>(failures: &'a [Value], key: &str) -> &'a str {
     failures
         .iter()
-        .find(|f| f["key"] == key)
+        .find(|f| f["key"] == key || is_bad_line(f, key))
         .and_then(|f| f["state"].as_str())
         .unwrap_or_else(|| panic!("{key} not in {failures:#?}"))
 }

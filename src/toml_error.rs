@@ -1,0 +1,231 @@
+//! Describing a TOML error in a config file without ever printing the file's text.
+//!
+//! The toml crate's own `Display` quotes the offending line, and a config file's lines hold
+//! the API token, app keys and the webhook secret; `cfimg validate` runs from systemd's
+//! `ExecReload`, so that text would land in the journal. Here an error is only ever given as
+//! its line and column, the key of that line when it can be told, and the parser's message;
+//! the message too is dropped for a line that holds (or may hold) a secret, because serde's
+//! messages quote values ("invalid type: integer `123`").
+
+/// Key names whose values are secrets, wherever they appear in a key path.
+const SECRET_KEYS: &[&str] = &[
+    "api_token",
+    "app_keys",
+    "webhook_secret",
+    "secret_access_key",
+    "session_token",
+];
+
+/// `line L, column C (key `K`): message`, naming nothing of the file's text but the key.
+pub fn describe(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    let Some(span) = err.span() else {
+        // No position: the message alone. It names keys, not values, when there is no
+        // span (a missing field, a whole-document type error).
+        return secret_message(message);
+    };
+    let start = floor_char_boundary(text, span.start.min(text.len()));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..line_start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+    let table = table_at(&text[..line_start]);
+    let where_ = format!("line {line_no}, column {column}");
+    // Inside a multi-line string the line is a value, whatever it looks like.
+    let before = &text[..line_start];
+    let in_string =
+        before.matches("\"\"\"").count() % 2 == 1 || before.matches("'''").count() % 2 == 1;
+    let attributed = if in_string {
+        None
+    } else {
+        attribute(&table, line)
+    };
+    match attributed {
+        Some(Attributed::Key(key)) if is_secret(&key) || mentions_secret(line) => format!(
+            "{where_} (key `{key}`, a secret: its value is not shown): {}",
+            secret_message(message)
+        ),
+        Some(Attributed::Key(key)) => format!("{where_} (key `{key}`): {message}"),
+        Some(Attributed::Table(name)) => format!("{where_} (table `[{name}]`): {message}"),
+        // A line that is not `key = value` (a pasted token, the inside of a multi-line
+        // value): nothing of it is printed, and the message only if it quotes nothing.
+        None => format!("{where_}: {}", secret_message(message)),
+    }
+}
+
+/// What a line of the file is about.
+enum Attributed {
+    /// A `key = value` line, with its full dotted path.
+    Key(String),
+    /// A `[table]` or `[[array]]` header.
+    Table(String),
+}
+
+/// The key or table a line belongs to, when it looks like configuration at all. Key names
+/// are config names (lowercase letters, digits after the first letter, `_`, `-`); anything
+/// else may be a secret pasted on its own line (`dGVzdA==` parses as a key) and is not named.
+fn attribute(table: &str, line: &str) -> Option<Attributed> {
+    let t = line.trim();
+    if let Some(rest) = t.strip_prefix('[') {
+        let name = rest.trim_start_matches('[');
+        let name = name.split(']').next()?.trim();
+        return plausible_path(name).then(|| Attributed::Table(normalize(name)));
+    }
+    let (key, _) = t.split_once('=')?;
+    let key = key.trim();
+    if !plausible_path(key) {
+        return None;
+    }
+    let key = normalize(key);
+    Some(Attributed::Key(if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    }))
+}
+
+/// The table in force after `before`: the last `[name]` or `[[name]]` header.
+fn table_at(before: &str) -> String {
+    before
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let t = l.trim();
+            let rest = t.strip_prefix('[')?;
+            let name = rest.trim_start_matches('[').split(']').next()?.trim();
+            Some(if plausible_path(name) {
+                normalize(name)
+            } else {
+                // An unreadable header: treat what follows as possibly secret.
+                "app_keys".to_string()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// A dotted key made of config-like names (quotes around a part are allowed).
+fn plausible_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 80
+        && path.split('.').all(|part| {
+            let p = part.trim().trim_matches('"').trim_matches('\'');
+            let mut chars = p.chars();
+            chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
+        })
+}
+
+fn normalize(path: &str) -> String {
+    path.split('.')
+        .map(|p| p.trim().trim_matches('"').trim_matches('\''))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn is_secret(path: &str) -> bool {
+    path.split('.').any(|part| SECRET_KEYS.contains(&part))
+}
+
+/// An inline table may hold a secret next to the key the error is about.
+fn mentions_secret(line: &str) -> bool {
+    SECRET_KEYS.iter().any(|k| line.contains(k))
+}
+
+/// The message, unless it is one of serde's that quote the value ("invalid type: integer
+/// `123`", "unknown variant `x`"); the parser's own messages are fixed texts.
+fn secret_message(message: &str) -> String {
+    let quotes_value = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p));
+    if quotes_value {
+        "the value is not valid here (not shown, as it may be a secret)".to_string()
+    } else {
+        message.to_string()
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match toml::from_str::<crate::config::RawConfig>(text) {
+            Ok(_) => panic!("{text} parsed"),
+            Err(e) => describe(text, &e),
+        }
+    }
+
+    #[test]
+    fn names_line_and_key_but_never_a_secret() {
+        let secret = "S3CR3T-value-0123456789";
+        for (text, line, key) in [
+            (format!("api_token = \"{secret}\n"), 1, "api_token"),
+            (
+                format!("ledger = \"l\"\n[serve]\nwebhook_secret = {secret}\n"),
+                3,
+                "serve.webhook_secret",
+            ),
+            (
+                format!("[serve.app_keys]\nweb = \"{secret}\" x\n"),
+                2,
+                "serve.app_keys.web",
+            ),
+            (
+                format!("[serve]\napp_keys = \"{secret}\"\n"),
+                2,
+                "serve.app_keys",
+            ),
+            (
+                "[serve]\nwebhook_secret = 12345678\n".to_string(),
+                2,
+                "serve.webhook_secret",
+            ),
+            (
+                format!("[bucket]\nsecret_access_key = \"{secret}\"\n"),
+                2,
+                "bucket.secret_access_key",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(
+                !e.contains(secret) && !e.contains("12345678"),
+                "{text}: {e}"
+            );
+            assert!(e.contains(&format!("line {line},")), "{text}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        // Inside a multi-line string: nothing of the line, even if it looks like a key.
+        let e = err(&format!("[serve]\nwebhook_secret = \"\"\"\nabc={secret}\n"));
+        assert!(!e.contains("abc") && !e.contains("S3CR3T"), "{e}");
+        // A token pasted on a line of its own: its line number only.
+        let e = err(&format!("[upload]\nrate = 2\n{secret}==\n"));
+        assert!(
+            !e.contains("S3CR3T") && e.starts_with("line 3, column"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ordinary_keys_keep_the_parsers_message() {
+        let e = err("[upload]\nrate = \"fast\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("upload.rate") && e.contains("fast"),
+            "{e}"
+        );
+    }
+}
