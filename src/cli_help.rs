@@ -146,7 +146,7 @@ pub const LEDGER_REBUILD: &str = concat!(
 /// `cfimg ledger backup --help`.
 pub const LEDGER_BACKUP: &str = concat!(
     "Examples:
-  cfimg ledger backup /backups/cfimg-$(date +%F).sqlite
+  cfimg ledger backup /backups/cfimg.sqlite
   cfimg ledger backup --ledger /var/lib/cfimg/cfimg.sqlite /backups/cfimg.sqlite --force
 
 ",

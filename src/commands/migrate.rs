@@ -134,7 +134,10 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
                 data_dir.display()
             ));
             // The ledger is not the default one, so every later command needs its name.
-            print_out(&format!("{}\n", super::ledger_hint::follow_ups(&cfg.ledger)));
+            print_out(&format!(
+                "{}\n",
+                super::ledger_hint::follow_ups(&cfg.ledger)
+            ));
         }
     }
     if let Some(e) = &result.fatal {
