@@ -116,6 +116,49 @@ impl ConnState {
     }
 }
 
+/// What the accept loop knows of a connection: whether it is idle, and how to close it
+/// to make room for a new one at the cap.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    state: ConnState,
+    evict: Arc<Notify>,
+    /// Asked to close and not yet refused: not to be picked twice.
+    evicting: Arc<AtomicBool>,
+}
+
+impl Default for Handle {
+    fn default() -> Handle {
+        Handle::new()
+    }
+}
+
+impl Handle {
+    /// A handle for a connection about to be served.
+    pub fn new() -> Handle {
+        Handle {
+            state: ConnState::new(),
+            evict: Arc::new(Notify::new()),
+            evicting: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Since when the connection has had no request in progress; `None` while one is, or
+    /// once it has been asked to close.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.evicting.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.state
+            .with(|a| (a.in_flight == 0).then_some(a.idle_since))
+    }
+
+    /// Asks the connection to close if it is still idle.
+    pub fn evict(&self) {
+        self.evicting.store(true, Ordering::Relaxed);
+        self.evict.notify_one();
+    }
+}
+
 /// A request in progress; dropped when its answer is ready (or the connection is gone).
 struct InFlight(ConnState);
 
@@ -263,11 +306,17 @@ fn body_too_slow() -> Response {
     ))
 }
 
-/// Serves one accepted connection until the client or a clock ends it, or `stop` (then
-/// the request in progress is answered first).
-pub async fn serve(stream: TcpStream, router: Router, clocks: Clocks, stop: CancellationToken) {
+/// Serves one accepted connection until the client or a clock ends it, an eviction while it
+/// is idle, or `stop` (then the request in progress is answered first).
+pub async fn serve(
+    stream: TcpStream,
+    router: Router,
+    clocks: Clocks,
+    stop: CancellationToken,
+    handle: Handle,
+) {
     let _ = stream.set_nodelay(true);
-    let state = ConnState::new();
+    let state = handle.state.clone();
     let io = TokioIo::new(WatchedIo {
         io: stream,
         state: state.clone(),
@@ -340,6 +389,15 @@ pub async fn serve(stream: TcpStream, router: Router, clocks: Clocks, stop: Canc
                 }
             }
             _ = state.0.1.notified() => {}
+            _ = handle.evict.notified() => {
+                if state.expiry(&clocks).is_some() {
+                    tracing::debug!("idle connection closed to make room for a new one");
+                    return;
+                }
+                // A request began meanwhile: it is served, and the connection may be
+                // picked again once idle.
+                handle.evicting.store(false, Ordering::Relaxed);
+            }
             _ = stop.cancelled(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
