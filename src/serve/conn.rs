@@ -36,6 +36,9 @@ use tower::ServiceExt;
 
 use super::reply::Fail;
 
+/// How long a connection with no request in progress may take to close at a stop.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// The timeouts of a connection (config `[serve]`, `*_timeout_secs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Clocks {
@@ -373,19 +376,28 @@ pub async fn serve(
         .header_read_timeout(clocks.idle + clocks.header);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut stopping = false;
+    // At a stop, hyper finishes the request in progress and closes an idle connection; one
+    // with half a head would wait for its head clock, so it is dropped after this grace.
+    let mut stopping: Option<Instant> = None;
     loop {
-        let wake = state
+        let mut wake = state
             .expiry(&clocks)
             .map_or_else(|| Instant::now() + clocks.idle, |(at, _)| at);
+        if let Some(at) = stopping {
+            wake = wake.min(at);
+        }
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = tokio::time::sleep_until(wake) => {
-                if let Some((at, why)) = state.expiry(&clocks)
-                    && at <= Instant::now()
-                {
-                    tracing::debug!(why, "connection closed");
-                    return;
+                let now = Instant::now();
+                if let Some((at, why)) = state.expiry(&clocks) {
+                    if at <= now {
+                        tracing::debug!(why, "connection closed");
+                        return;
+                    }
+                    if stopping.is_some_and(|t| t <= now) {
+                        return;
+                    }
                 }
             }
             _ = state.0.1.notified() => {}
@@ -398,8 +410,8 @@ pub async fn serve(
                 // picked again once idle.
                 handle.evicting.store(false, Ordering::Relaxed);
             }
-            _ = stop.cancelled(), if !stopping => {
-                stopping = true;
+            _ = stop.cancelled(), if stopping.is_none() => {
+                stopping = Some(Instant::now() + STOP_GRACE);
                 conn.as_mut().graceful_shutdown();
             }
         }

@@ -360,3 +360,39 @@ async fn serve_without_app_keys_or_with_a_cap_past_the_file_limit_stops_with_exi
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_does_not_wait_for_silent_or_half_sent_connections() {
+    let env = TestEnv::new().await;
+    let mut srv = serve(
+        &env,
+        "idle_timeout_secs = 60\nheader_timeout_secs = 60\n",
+        false,
+    )
+    .await;
+    let _silent = connect(&srv.origin).await;
+    let mut half = connect(&srv.origin).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: cfimg\r\n")
+        .await
+        .unwrap();
+    let mut kept = connect(&srv.origin).await;
+    kept.write_all(HEALTH).await.unwrap();
+    read_answer(&mut kept, "ok\n").await;
+    let pid = srv.child.id().expect("running");
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(LIMIT, srv.child.wait())
+        .await
+        .expect("cfimg serve exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", srv.log_text());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
