@@ -36,6 +36,9 @@ use tower::ServiceExt;
 
 use super::reply::Fail;
 
+/// How long a connection with no request in progress may take to close at a stop.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// The timeouts of a connection (config `[serve]`, `*_timeout_secs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Clocks {
@@ -113,6 +116,49 @@ impl ConnState {
                 None => (a.idle_since + clocks.idle, "idle"),
             })
         })
+    }
+}
+
+/// What the accept loop knows of a connection: whether it is idle, and how to close it
+/// to make room for a new one at the cap.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    state: ConnState,
+    evict: Arc<Notify>,
+    /// Asked to close and not yet refused: not to be picked twice.
+    evicting: Arc<AtomicBool>,
+}
+
+impl Default for Handle {
+    fn default() -> Handle {
+        Handle::new()
+    }
+}
+
+impl Handle {
+    /// A handle for a connection about to be served.
+    pub fn new() -> Handle {
+        Handle {
+            state: ConnState::new(),
+            evict: Arc::new(Notify::new()),
+            evicting: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Since when the connection has had no request in progress; `None` while one is, or
+    /// once it has been asked to close.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.evicting.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.state
+            .with(|a| (a.in_flight == 0).then_some(a.idle_since))
+    }
+
+    /// Asks the connection to close if it is still idle.
+    pub fn evict(&self) {
+        self.evicting.store(true, Ordering::Relaxed);
+        self.evict.notify_one();
     }
 }
 
@@ -263,11 +309,17 @@ fn body_too_slow() -> Response {
     ))
 }
 
-/// Serves one accepted connection until the client or a clock ends it, or `stop` (then
-/// the request in progress is answered first).
-pub async fn serve(stream: TcpStream, router: Router, clocks: Clocks, stop: CancellationToken) {
+/// Serves one accepted connection until the client or a clock ends it, an eviction while it
+/// is idle, or `stop` (then the request in progress is answered first).
+pub async fn serve(
+    stream: TcpStream,
+    router: Router,
+    clocks: Clocks,
+    stop: CancellationToken,
+    handle: Handle,
+) {
     let _ = stream.set_nodelay(true);
-    let state = ConnState::new();
+    let state = handle.state.clone();
     let io = TokioIo::new(WatchedIo {
         io: stream,
         state: state.clone(),
@@ -324,24 +376,42 @@ pub async fn serve(stream: TcpStream, router: Router, clocks: Clocks, stop: Canc
         .header_read_timeout(clocks.idle + clocks.header);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut stopping = false;
+    // At a stop, hyper finishes the request in progress and closes an idle connection; one
+    // with half a head would wait for its head clock, so it is dropped after this grace.
+    let mut stopping: Option<Instant> = None;
     loop {
-        let wake = state
+        let mut wake = state
             .expiry(&clocks)
             .map_or_else(|| Instant::now() + clocks.idle, |(at, _)| at);
+        if let Some(at) = stopping {
+            wake = wake.min(at);
+        }
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = tokio::time::sleep_until(wake) => {
-                if let Some((at, why)) = state.expiry(&clocks)
-                    && at <= Instant::now()
-                {
-                    tracing::debug!(why, "connection closed");
-                    return;
+                let now = Instant::now();
+                if let Some((at, why)) = state.expiry(&clocks) {
+                    if at <= now {
+                        tracing::debug!(why, "connection closed");
+                        return;
+                    }
+                    if stopping.is_some_and(|t| t <= now) {
+                        return;
+                    }
                 }
             }
             _ = state.0.1.notified() => {}
-            _ = stop.cancelled(), if !stopping => {
-                stopping = true;
+            _ = handle.evict.notified() => {
+                if state.expiry(&clocks).is_some() {
+                    tracing::debug!("idle connection closed to make room for a new one");
+                    return;
+                }
+                // A request began meanwhile: it is served, and the connection may be
+                // picked again once idle.
+                handle.evicting.store(false, Ordering::Relaxed);
+            }
+            _ = stop.cancelled(), if stopping.is_none() => {
+                stopping = Some(Instant::now() + STOP_GRACE);
                 conn.as_mut().graceful_shutdown();
             }
         }

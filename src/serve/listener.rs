@@ -1,12 +1,16 @@
 //! The accept loop of `cfimg serve` and its cap on connections. Each connection holds a
 //! file descriptor; past the open-file limit `accept` fails and nothing, not even
 //! `/healthz`, is answered. So at most `max_connections` are served at once (sized from
-//! `RLIMIT_NOFILE` at start unless configured), and a few more slots are kept for
-//! connections that arrive at the cap: each gets its head read under a short clock, a
-//! `GET /healthz` is answered 200, anything else 503 with `Retry-After`, then it is closed.
-//! When those spare slots are busy too, a new connection is closed at once.
+//! `RLIMIT_NOFILE` at start unless configured), and a few spare slots are kept for
+//! connections that arrive at the cap. Such a connection closes the connection idle for
+//! longest (no request in progress: a silent one, a keep-alive, a slow head) and takes its
+//! slot. When none is idle, it gets its head read under a short clock: `GET /healthz` is
+//! answered 200, anything else 503 with `Retry-After`, then it is closed. When the spare
+//! slots are busy too, a new connection is closed at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,6 +66,74 @@ pub fn connection_cap(configured: Option<usize>, nofile: u64) -> Result<usize, S
     }
 }
 
+/// The connections being served, for eviction at the cap.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    conns: HashMap<u64, conn::Handle>,
+}
+
+/// What every connection task shares.
+struct Shared {
+    router: Router,
+    clocks: Clocks,
+    stop: CancellationToken,
+    slots: Arc<Semaphore>,
+    registry: Mutex<Registry>,
+    tasks: TaskTracker,
+    /// Newcomers waiting for the slot of a connection they evicted: while any waits, the
+    /// accept loop takes no free slot, so that it cannot take theirs.
+    waiting: AtomicUsize,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serves `stream` in a slot of its own.
+    fn launch(self: &Arc<Self>, slot: OwnedSemaphorePermit, stream: TcpStream) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let handle = conn::Handle::new();
+            let id = {
+                let mut r = shared.registry();
+                r.next += 1;
+                let id = r.next;
+                r.conns.insert(id, handle.clone());
+                id
+            };
+            conn::serve(
+                stream,
+                shared.router.clone(),
+                shared.clocks,
+                shared.stop.clone(),
+                handle,
+            )
+            .await;
+            shared.registry().conns.remove(&id);
+            drop(slot);
+        });
+    }
+
+    /// Closes the connection idle for longest, if any is idle; whether one was asked to.
+    fn evict_oldest_idle(&self) -> bool {
+        let r = self.registry();
+        let oldest = r
+            .conns
+            .values()
+            .filter_map(|h| h.idle_since().map(|t| (t, h)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, h)) => {
+                h.evict();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts connections until `stop`, then waits for the ones in progress to finish (each is
 /// bounded by its clocks).
 pub async fn run(
@@ -71,11 +143,18 @@ pub async fn run(
     cap: usize,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(cap));
+    let shared = Arc::new(Shared {
+        router,
+        clocks,
+        stop: stop.clone(),
+        slots: Arc::new(Semaphore::new(cap)),
+        registry: Mutex::new(Registry::default()),
+        tasks: TaskTracker::new(),
+        waiting: AtomicUsize::new(0),
+    });
     let spare = Arc::new(Semaphore::new(SPARE_SLOTS));
-    let tasks = TaskTracker::new();
     let mut last_warning: Option<Instant> = None;
-    let mut warn = |what: &str, detail: String| {
+    let mut warn = |what: &str, detail: &str| {
         // At most one line per 10 s: a flood must not flood the log too.
         if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             last_warning = Some(Instant::now());
@@ -89,37 +168,57 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    warn("accepting a connection failed", e.to_string());
+                    warn("accepting a connection failed", &e.to_string());
                     // Out of descriptors and the like: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        if let Ok(slot) = slots.clone().try_acquire_owned() {
-            let (router, stop) = (router.clone(), stop.clone());
-            tasks.spawn(async move {
-                conn::serve(stream, router, clocks, stop).await;
-                drop(slot);
-            });
+        if shared.waiting.load(Ordering::SeqCst) == 0
+            && let Ok(slot) = shared.slots.clone().try_acquire_owned()
+        {
+            shared.launch(slot, stream);
             continue;
         }
         warn(
             "the connection limit is reached",
-            "new connections get 503 (serve.max_connections), /healthz is still answered".into(),
+            "idle connections are closed to make room; with none idle, new connections get 503 \
+             (serve.max_connections) and /healthz is still answered",
         );
-        match spare.clone().try_acquire_owned() {
-            Ok(slot) => {
-                tasks.spawn(async move {
+        let Ok(spare_slot) = spare.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        // The connection idle for longest makes room (as a keep-alive would end anyway);
+        // connections with a request in progress are never cut for a newcomer.
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let evicted = shared.evict_oldest_idle();
+        let waiting = shared.clone();
+        shared.tasks.spawn(async move {
+            let slot = if evicted {
+                tokio::time::timeout(SPARE_CLOCK, waiting.slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            } else {
+                None
+            };
+            waiting.waiting.fetch_sub(1, Ordering::SeqCst);
+            match slot {
+                Some(slot) => {
+                    drop(spare_slot);
+                    waiting.launch(slot, stream);
+                }
+                None => {
                     at_cap(stream).await;
-                    drop(slot);
-                });
+                    drop(spare_slot);
+                }
             }
-            Err(_) => drop(stream),
-        }
+        });
     }
-    tasks.close();
-    tasks.wait().await;
+    shared.tasks.close();
+    shared.tasks.wait().await;
 }
 
 /// Answers one request on a connection over the cap, then closes it.

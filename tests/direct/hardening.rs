@@ -235,11 +235,12 @@ async fn a_body_trickled_or_stalled_is_answered_408_and_closed() {
 }
 
 #[tokio::test]
-async fn healthz_is_answered_while_every_connection_slot_is_taken() {
+async fn at_the_connection_cap_idle_connections_make_room_and_healthz_is_still_answered() {
     let env = TestEnv::new().await;
     let srv = serve(
         &env,
-        "max_connections = 3\nidle_timeout_secs = 60\nheader_timeout_secs = 60\n",
+        "max_connections = 3\nidle_timeout_secs = 60\nheader_timeout_secs = 60\n\
+         body_timeout_secs = 60\nrequest_timeout_secs = 60\n",
         false,
     )
     .await;
@@ -255,7 +256,30 @@ async fn healthz_is_answered_while_every_connection_slot_is_taken() {
         );
         held.push(c);
     }
-    // At the cap: /healthz is answered, then closed; anything else is 503 and closed.
+    // At the cap, a newcomer closes the connection idle for longest and is served.
+    let mut newcomer = connect(&srv.origin).await;
+    newcomer.write_all(HEALTH).await.unwrap();
+    assert!(
+        read_answer(&mut newcomer, "ok\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut oldest = held.remove(0);
+    let (rest, _) = read_to_close(&mut oldest, Instant::now()).await;
+    assert_eq!(rest, "");
+    held.push(newcomer);
+
+    // Now every slot has a request in progress (a body that has not arrived yet; the
+    // 100 Continue shows the handler is reading it): nothing can be closed to make room.
+    let post = format!(
+        "POST /v1/direct-uploads HTTP/1.1\r\nHost: cfimg\r\nAuthorization: Bearer {APP_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    );
+    for c in &mut held {
+        c.write_all(post.as_bytes()).await.unwrap();
+        assert!(read_answer(c, "\r\n\r\n").await.starts_with("HTTP/1.1 100"));
+    }
+    // /healthz is answered, then closed; anything else is 503 and closed.
     let start = Instant::now();
     let mut probe = connect(&srv.origin).await;
     probe.write_all(HEALTH).await.unwrap();
@@ -278,20 +302,11 @@ async fn healthz_is_answered_while_every_connection_slot_is_taken() {
         "{}",
         srv.log_text()
     );
-    // A slot freed is a slot served again.
-    held.pop();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let mut c = connect(&srv.origin).await;
-        c.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: cfimg\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let (sent, _) = read_to_close(&mut c, Instant::now()).await;
-        if sent.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no slot came free: {sent}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The requests in progress were not cut: they finish.
+    for c in &mut held {
+        c.write_all(b"{}").await.unwrap();
+        let answer = read_answer(c, "}").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     srv.stop().await;
 }
@@ -343,5 +358,41 @@ async fn serve_without_app_keys_or_with_a_cap_past_the_file_limit_stops_with_exi
     assert!(
         err.contains("serve.max_connections") && err.contains("LimitNOFILE"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_does_not_wait_for_silent_or_half_sent_connections() {
+    let env = TestEnv::new().await;
+    let mut srv = serve(
+        &env,
+        "idle_timeout_secs = 60\nheader_timeout_secs = 60\n",
+        false,
+    )
+    .await;
+    let _silent = connect(&srv.origin).await;
+    let mut half = connect(&srv.origin).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: cfimg\r\n")
+        .await
+        .unwrap();
+    let mut kept = connect(&srv.origin).await;
+    kept.write_all(HEALTH).await.unwrap();
+    read_answer(&mut kept, "ok\n").await;
+    let pid = srv.child.id().expect("running");
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(LIMIT, srv.child.wait())
+        .await
+        .expect("cfimg serve exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", srv.log_text());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
     );
 }
