@@ -455,11 +455,11 @@ async fn lost_ledger_check(
     source_id: i64,
     shard: Option<Shard>,
 ) -> Result<()> {
-    let rows = match Ledger::open_read_only(&cfg.ledger)? {
-        Some(l) => l.item_counts(source_id)?.0,
-        None => 0,
+    let known = match Ledger::open_read_only(&cfg.ledger)? {
+        Some(l) => l.has_items(source_id)?,
+        None => false,
     };
-    if rows > 0 || source.kind == crate::source::SourceKind::Drafts {
+    if known || source.kind == crate::source::SourceKind::Drafts {
         return Ok(());
     }
     let auto = cfg.upload.id_mode == crate::config::IdMode::Auto;

@@ -198,6 +198,15 @@ impl Ledger {
         Ok(rows)
     }
 
+    /// Whether the ledger holds any item of a source: one index probe, where a count reads
+    /// every row of the source.
+    pub fn has_items(&self, source_id: i64) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM items WHERE source_id = ?1)")?;
+        Ok(stmt.query_row([source_id], |r| r.get::<_, bool>(0))?)
+    }
+
     /// Items recorded for a source, and how many of them are failed (waiting for a retry).
     pub fn item_counts(&self, source_id: i64) -> Result<(u64, u64)> {
         let mut stmt = self.conn.prepare_cached(
