@@ -126,10 +126,13 @@ fn print_image(i: &Image, as_json: bool) {
     println!("creator     {}", Shown(i.creator.as_deref().unwrap_or("-")));
     println!(
         "meta        {}",
-        i.meta
-            .as_ref()
-            .map(|m| Value::Object(m.clone()).to_string())
-            .unwrap_or_else(|| "{}".into())
+        // JSON escapes control characters but not a bidi override a creator may have sent.
+        Shown(
+            &i.meta
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string())
+                .unwrap_or_else(|| "{}".into())
+        )
     );
     for v in &i.variants {
         println!("variant     {}", Shown(v));

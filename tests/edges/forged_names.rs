@@ -68,7 +68,15 @@ async fn an_id_with_a_bidi_override_is_escaped_in_images_output() {
     let env = TestEnv::new().await;
     let name = "report\u{202e}fdp.png";
     env.write(name, &png(4, 2000));
-    let (code, summary, out) = env.migrate(&["--id-mode", "path"]).await;
+    // Metadata shown by `images get` is JSON, which escapes a newline but not an override.
+    let (code, summary, out) = env
+        .migrate(&[
+            "--id-mode",
+            "path",
+            "--metadata",
+            "{\"note\":\"x\u{202e}y\"}",
+        ])
+        .await;
     assert_eq!(code, 0, "{}", text(&out));
     assert_eq!(summary["uploaded"], 1, "{summary}");
     let escaped = "report\\u{202e}fdp.png";
