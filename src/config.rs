@@ -1112,7 +1112,9 @@ fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> 
 fn secs(key: &str, value: Option<f64>, default: f64, problems: &mut Vec<String>) -> Duration {
     let v = value.unwrap_or(default);
     if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
-        problems.push(format!("`{key}` is {v}: use a number of seconds above 0"));
+        problems.push(format!(
+            "`{key}` is {v}: use a number of seconds above 0 and below 86400 (a day)"
+        ));
         return Duration::from_secs_f64(default);
     }
     Duration::from_secs_f64(v)
@@ -1169,6 +1171,20 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_duration_too_long_says_so() {
+        let mut raw = creds();
+        raw.download.deadline_secs = Some(1e12);
+        let Err(Error::Config(problems)) = validate(raw, true) else {
+            panic!("expected a config error");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("download.deadline_secs") && all.contains("below 86400"),
+            "{all}"
+        );
     }
 
     #[test]

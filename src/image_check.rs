@@ -30,7 +30,8 @@
 //!   dimensions: they are reported as 0.
 //! - **HEIC, AVIF**: an ISO BMFF walk: top-level boxes whose sizes add up exactly to the file
 //!   (a box running past the end is a truncated file), `ftyp` first, a `meta` box, and the
-//!   image data (an `mdat` box, or an `idat` inside `meta`). The coded image itself is not
+//!   image data (an `mdat` box, or an `idat` inside `meta`), whose extents as `iloc` gives
+//!   them lie inside the file (a last `mdat` of size 0 adds up at any length). The coded image itself is not
 //!   decoded. Dimensions are read when `imagesize` can, and checked against the limits;
 //!   unknown dimensions are reported as 0.
 //!
@@ -852,15 +853,81 @@ fn bmff_check<R: Read + Seek>(mut r: R, dims: Dimensions) -> Result<Dimensions, 
     if at > end {
         return Err(bad("ISO BMFF: the 'meta' box is too short"));
     }
+    let mut iloc = None;
     while at < end {
         let b = bmff_box(&mut r, at, end)?;
         data |= &b.kind == b"idat";
+        if &b.kind == b"iloc" {
+            iloc = Some((b.payload, b.end));
+        }
         at = b.end;
     }
     if !data {
         return Err(bad("ISO BMFF: no image data (neither 'mdat' nor 'idat')"));
     }
+    // A last box of size 0 runs to the end of the file whatever its length, so a file still
+    // being written behind such an `mdat` adds up at every moment: the items' extents, which
+    // `iloc` gives as file offsets, must lie inside the file too.
+    if let Some((from, to)) = iloc
+        && to - from <= ILOC_MAX_BYTES
+    {
+        r.seek(SeekFrom::Start(from)).map_err(io_bad)?;
+        let mut payload = vec![0u8; (to - from) as usize];
+        r.read_exact(&mut payload).map_err(io_bad)?;
+        if let Some(needed) = iloc_file_end(&payload)
+            && needed > file_len
+        {
+            return Err(bad(format!(
+                "ISO BMFF: the image data runs to byte {needed} but the file has {file_len} bytes: the file is truncated"
+            )));
+        }
+    }
     Ok(dims)
+}
+
+/// The largest `iloc` box read for its extents; a real one is a few hundred bytes.
+const ILOC_MAX_BYTES: u64 = 1 << 20;
+
+/// The end of the furthest extent `iloc` places in this file (construction method 0, data
+/// reference 0), or `None` when the box cannot be read (it is then not judged here).
+fn iloc_file_end(p: &[u8]) -> Option<u64> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<u64> {
+        let bytes = p.get(at..at + n)?;
+        at += n;
+        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    };
+    let version = take(4)? >> 24; // version and flags
+    let sizes = take(2)?;
+    let (offset_size, length_size) = ((sizes >> 12) as usize, ((sizes >> 8) & 0xf) as usize);
+    let (base_size, index_size) = (((sizes >> 4) & 0xf) as usize, (sizes & 0xf) as usize);
+    let index_size = if version == 0 { 0 } else { index_size };
+    if [offset_size, length_size, base_size, index_size]
+        .iter()
+        .any(|&n| ![0, 4, 8].contains(&n))
+        || version > 2
+    {
+        return None;
+    }
+    let wide = if version == 2 { 4 } else { 2 };
+    let items = take(wide)?;
+    let mut furthest = 0u64;
+    for _ in 0..items {
+        take(wide)?; // item id
+        let method = if version == 0 { 0 } else { take(2)? & 0xf };
+        let reference = take(2)?;
+        let base = take(base_size)?;
+        let extents = take(2)?;
+        for _ in 0..extents {
+            take(index_size)?;
+            let offset = take(offset_size)?;
+            let length = take(length_size)?;
+            if method == 0 && reference == 0 {
+                furthest = furthest.max(base.saturating_add(offset).saturating_add(length));
+            }
+        }
+    }
+    Some(furthest)
 }
 
 #[cfg(test)]
@@ -1219,5 +1286,42 @@ mod tests {
         open_ended.extend_from_slice(b"mdat");
         open_ended.extend_from_slice(&[1u8; 50]);
         assert!(run(ImageFormat::Avif, &open_ended).is_ok());
+    }
+
+    /// An AVIF whose `iloc` places `len` bytes at the start of an open-ended `mdat` (size 0,
+    /// as a writer that patches the size at the end leaves it), with `have` of them written.
+    fn open_ended_avif(len: u32, have: usize) -> Vec<u8> {
+        let good = avif_image(0);
+        let ftyp_len = u32::from_be_bytes(good[..4].try_into().unwrap()) as usize;
+        let meta = &good[ftyp_len..good.len() - 8];
+        // iloc v0: offset and length 4 bytes, no base; one item with one extent, whose offset
+        // is patched once the layout is known.
+        let mut iloc = vec![0u8, 0, 0, 0, 0x44, 0x00, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+        iloc.extend_from_slice(&len.to_be_bytes());
+        let mut meta_payload = meta[8..].to_vec();
+        meta_payload.extend(bmff(b"iloc", &iloc));
+        let mut v = good[..ftyp_len].to_vec();
+        v.extend(bmff(b"meta", &meta_payload));
+        let data_at = (v.len() + 8) as u32;
+        let offset_at = v.len() - 8;
+        v[offset_at..offset_at + 4].copy_from_slice(&data_at.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 0]);
+        v.extend_from_slice(b"mdat");
+        v.extend(std::iter::repeat_n(5u8, have));
+        v
+    }
+
+    #[test]
+    fn an_open_ended_mdat_still_being_written_is_truncated() {
+        assert!(run(ImageFormat::Avif, &open_ended_avif(400, 400)).is_ok());
+        assert!(run(ImageFormat::Avif, &open_ended_avif(400, 500)).is_ok());
+        for have in [0, 1, 399] {
+            match run(ImageFormat::Avif, &open_ended_avif(400, have)) {
+                Err(ImageProblem::Undecodable(m)) => {
+                    assert!(m.contains("truncated"), "{have}: {m}")
+                }
+                other => panic!("{have}: {other:?}"),
+            }
+        }
     }
 }

@@ -34,14 +34,19 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
     let line = &text[line_start..line_end];
     let table = table_at(&text[..line_start]);
     let where_ = format!("line {line_no}, column {column}");
-    // Inside a multi-line string the line is a value, whatever it looks like.
-    let before = &text[..line_start];
-    let in_string =
-        before.matches("\"\"\"").count() % 2 == 1 || before.matches("'''").count() % 2 == 1;
-    let attributed = if in_string {
-        None
-    } else {
-        attribute(&table, line)
+    // Inside a multi-line string the line is a value, whatever it looks like; inside a
+    // multi-line array or inline table (`app_keys = {` ... `}`) it belongs to the key that
+    // opened it, whose secrecy decides what is shown.
+    let attributed = match open_value(&text[..line_start]) {
+        Open::String => None,
+        Open::Brackets(opener) => {
+            let opener_line = text[opener..].lines().next().unwrap_or_default();
+            match attribute(&table_at(&text[..opener]), opener_line) {
+                Some(Attributed::Key(key)) => Some(Attributed::Key(key)),
+                _ => None,
+            }
+        }
+        Open::Nothing => attribute(&table, line),
     };
     match attributed {
         Some(Attributed::Key(key)) if is_secret(&key) || mentions_secret(line) => format!(
@@ -53,6 +58,68 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
         // A line that is not `key = value` (a pasted token, the inside of a multi-line
         // value): nothing of it is printed, and the message only if it quotes nothing.
         None => format!("{where_}: {}", secret_message(message)),
+    }
+}
+
+/// What is still open at the start of a line.
+enum Open {
+    /// A multi-line string: the line is part of a value.
+    String,
+    /// A multi-line array or inline table, opened on the line starting at this offset.
+    Brackets(usize),
+    /// Nothing: the line stands on its own.
+    Nothing,
+}
+
+/// Scans `before` (whole lines) as TOML's lexer would, minding strings and comments, for a
+/// string or bracket left open at its end.
+fn open_value(before: &str) -> Open {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        Code,
+        Comment,
+        Basic,
+        Literal,
+        MultiBasic,
+        MultiLiteral,
+    }
+    let b = before.as_bytes();
+    let (mut state, mut depth, mut opener, mut line_start) = (S::Code, 0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let triple = |q: u8| b.get(i..i + 3) == Some(&[q, q, q][..]);
+        match (state, c) {
+            (S::Code, b'#') => state = S::Comment,
+            (S::Code, b'"') if triple(b'"') => (state, i) = (S::MultiBasic, i + 2),
+            (S::Code, b'"') => state = S::Basic,
+            (S::Code, b'\'') if triple(b'\'') => (state, i) = (S::MultiLiteral, i + 2),
+            (S::Code, b'\'') => state = S::Literal,
+            (S::Code, b'[' | b'{') => {
+                if depth == 0 {
+                    opener = line_start;
+                }
+                depth += 1;
+            }
+            (S::Code, b']' | b'}') => depth = depth.saturating_sub(1),
+            // A comment or a single-line string ends with its line (the parser stopped at
+            // an unterminated one already).
+            (S::Comment | S::Basic | S::Literal, b'\n') => state = S::Code,
+            (S::Basic | S::MultiBasic, b'\\') => i += 1,
+            (S::Basic, b'"') | (S::Literal, b'\'') => state = S::Code,
+            (S::MultiBasic, b'"') if triple(b'"') => (state, i) = (S::Code, i + 2),
+            (S::MultiLiteral, b'\'') if triple(b'\'') => (state, i) = (S::Code, i + 2),
+            _ => {}
+        }
+        if b.get(i) == Some(&b'\n') {
+            line_start = i + 1;
+        }
+        i += 1;
+    }
+    match state {
+        S::MultiBasic | S::MultiLiteral => Open::String,
+        _ if depth > 0 => Open::Brackets(opener),
+        _ => Open::Nothing,
     }
 }
 
@@ -208,6 +275,16 @@ mod tests {
             );
             assert!(e.contains(&format!("line {line},")), "{text}: {e}");
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        // Inside a multi-line inline table or array: the key that opened it.
+        for text in [
+            "[serve]\napp_keys = {\n  web = 12345678,\n}\n",
+            "[serve]\napp_keys = { # a '\"[ comment\n  web = 12345678,\n}\n",
+            "[serve]\napp_keys = [\n  12345678,\n]\n",
+        ] {
+            let e = err(text);
+            assert!(!e.contains("12345678"), "{text}: {e}");
+            assert!(e.contains("`serve.app_keys`"), "{text}: {e}");
         }
         // Inside a multi-line string: nothing of the line, even if it looks like a key.
         let e = err(&format!("[serve]\nwebhook_secret = \"\"\"\nabc={secret}\n"));

@@ -91,8 +91,9 @@ fn line(i: &Image) -> String {
         .unwrap_or("-");
     format!(
         "{}\t{}\t{}\t{}\t{}",
-        i.id,
-        i.uploaded.as_deref().unwrap_or("-"),
+        // A custom id may hold a bidi override (control characters are refused).
+        Shown(&i.id),
+        Shown(i.uploaded.as_deref().unwrap_or("-")),
         if i.require_signed_urls {
             "private"
         } else {
@@ -109,12 +110,15 @@ fn print_image(i: &Image, as_json: bool) {
         println!("{}", serde_json::to_string_pretty(i).unwrap_or_default());
         return;
     }
-    println!("id          {}", i.id);
+    println!("id          {}", Shown(&i.id));
     println!(
         "filename    {}",
         Shown(i.filename.as_deref().unwrap_or("-"))
     );
-    println!("uploaded    {}", i.uploaded.as_deref().unwrap_or("-"));
+    println!(
+        "uploaded    {}",
+        Shown(i.uploaded.as_deref().unwrap_or("-"))
+    );
     println!(
         "private     {}",
         if i.require_signed_urls { "yes" } else { "no" }
@@ -122,13 +126,16 @@ fn print_image(i: &Image, as_json: bool) {
     println!("creator     {}", Shown(i.creator.as_deref().unwrap_or("-")));
     println!(
         "meta        {}",
-        i.meta
-            .as_ref()
-            .map(|m| Value::Object(m.clone()).to_string())
-            .unwrap_or_else(|| "{}".into())
+        // JSON escapes control characters but not a bidi override a creator may have sent.
+        Shown(
+            &i.meta
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string())
+                .unwrap_or_else(|| "{}".into())
+        )
     );
     for v in &i.variants {
-        println!("variant     {v}");
+        println!("variant     {}", Shown(v));
     }
 }
 
@@ -273,7 +280,7 @@ fn items_named(items: &[crate::ledger::Row]) -> String {
     let mut names: Vec<String> = items
         .iter()
         .take(3)
-        .map(|r| format!("{} ({})", r.key, r.source))
+        .map(|r| format!("{} ({})", Shown(&r.key), Shown(&r.source)))
         .collect();
     if items.len() > 3 {
         names.push(format!("and {} more", items.len() - 3));
@@ -291,12 +298,12 @@ async fn delete(
     let ledger = cfg.ledger.display();
     if args.dry_run {
         for id in &args.ids {
-            println!("would delete {id}");
+            println!("would delete {}", Shown(id));
         }
         for m in &mapped {
             eprintln!(
                 "cfimg: {} is the image of {} in ledger {ledger}: {}",
-                m.id,
+                Shown(&m.id),
                 items_named(&m.items),
                 if args.force {
                     "its delivery URL would stop working and the next `cfimg migrate` would upload it again"
@@ -310,7 +317,7 @@ async fn delete(
     if !mapped.is_empty() && !args.force {
         let lines: Vec<String> = mapped
             .iter()
-            .map(|m| format!("{} is the image of {}", m.id, items_named(&m.items)))
+            .map(|m| format!("{} is the image of {}", Shown(&m.id), items_named(&m.items)))
             .collect();
         return Err(Error::Usage(format!(
             "not deleting: {} in ledger {ledger}; deleting breaks the delivery URLs the ledger records (`cfimg export`). Give --force to delete anyway: the ledger then marks those items so that the next `cfimg migrate` uploads them again (remove the files from the source first if they should stay gone)",
@@ -355,21 +362,21 @@ async fn delete(
     for m in &mapped {
         eprintln!(
             "cfimg: {} is the image of {} in ledger {ledger}: the ledger marks it so that the next `cfimg migrate` uploads it again",
-            m.id,
+            Shown(&m.id),
             items_named(&m.items)
         );
     }
     let mut failed = 0;
     for id in &args.ids {
         let done = match lane.call(spent, || lane.client.delete(id)).await {
-            Ok(()) => format!("deleted {id}"),
+            Ok(()) => format!("deleted {}", Shown(id)),
             // Already gone: the ledger still must stop pointing at it.
             Err(e) if e.is_not_found() && mapped.iter().any(|m| m.id == *id) => {
-                format!("{id} was already gone")
+                format!("{} was already gone", Shown(id))
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("cfimg: {id}: {e}");
+                eprintln!("cfimg: {}: {}", Shown(id), Shown(&e.to_string()));
                 if let Some(h) = super::hint(&e) {
                     eprintln!("cfimg: {h}");
                 }
@@ -391,7 +398,10 @@ async fn delete(
         };
         println!("{done}");
         if requeued > 0 {
-            println!("ledger: {requeued} item(s) of {id} marked for upload by the next migrate");
+            println!(
+                "ledger: {requeued} item(s) of {} marked for upload by the next migrate",
+                Shown(id)
+            );
         }
     }
     Ok(if failed == 0 {

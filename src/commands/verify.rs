@@ -432,7 +432,7 @@ fn print_text(r: &TextReport<'_>) {
             "missing\t{}\t{}\t{}{what}",
             Shown(&m.source),
             Shown(&m.key),
-            m.image_id
+            Shown(&m.image_id)
         );
     }
     for d in r.duplicates {
@@ -446,29 +446,32 @@ fn print_text(r: &TextReport<'_>) {
             "duplicate\t{}\t{}\t{} (recorded: {}){what}",
             Shown(&d.source),
             Shown(&d.key),
-            d.image_id,
-            d.kept
+            Shown(&d.image_id),
+            Shown(&d.kept)
         );
     }
     for o in r.orphans {
         match (&o.source, &o.key) {
             (Some(s), Some(k)) => println!(
                 "orphan\t{}\tstamp {}: an image of {} {} the ledger does not hold (another version, or an interrupted upload)",
-                o.image_id,
-                o.stamp,
+                Shown(&o.image_id),
+                Shown(&o.stamp),
                 Shown(s),
                 Shown(k)
             ),
             _ => println!(
                 "orphan\t{}\tstamp {}: no row of this ledger maps it",
-                o.image_id, o.stamp
+                Shown(&o.image_id),
+                Shown(&o.stamp)
             ),
         }
     }
     for u in r.unrecorded {
         println!(
             "unrecorded\t{}\tstamp {}: an image of {} for an item this ledger has no row for",
-            u.image_id, u.stamp, u.source
+            Shown(&u.image_id),
+            Shown(&u.stamp),
+            Shown(&u.source)
         );
     }
     if let Some(u) = r.unrecorded.first() {
@@ -479,6 +482,8 @@ fn print_text(r: &TextReport<'_>) {
         let rebuild = source
             .map(|s| crate::existing::rebuild_command(&s, r.ledger, r.shard))
             .unwrap_or_else(|| "cfimg ledger rebuild --source ...".into());
+        // The source comes from an image's metadata: anything a client wrote there.
+        let rebuild = Shown(&rebuild).to_string();
         match r.shard {
             Some(_) => println!(
                 "unrecorded images are this ledger's: it lost their rows; `{rebuild}` records them (do not delete them: they may be in use)"
@@ -494,7 +499,7 @@ fn print_text(r: &TextReport<'_>) {
             "mismatch\t{}\t{}\t{}: ledger sha256 {}, image stamp {}",
             Shown(&m.source),
             Shown(&m.key),
-            m.image_id,
+            Shown(&m.image_id),
             m.ledger_sha256.as_deref().unwrap_or("-"),
             m.remote_sha256.as_deref().unwrap_or("-")
         );

@@ -48,6 +48,15 @@ async fn a_syntax_error_next_to_a_secret_never_prints_the_secret() {
             2,
             Some("bucket.session_token"),
         ),
+        // A multi-line inline table (TOML 1.1): its lines belong to the key that opened it,
+        // not to a made-up `serve.ios` whose wrong type would be quoted.
+        (
+            format!(
+                "[serve] # it's here\napp_keys = {{\n  web = \"{SECRET}\",\n  ios = 987654321987,\n}}\n"
+            ),
+            4,
+            Some("serve.app_keys"),
+        ),
         // A secret pasted on a line of its own: nothing of the line is printed.
         (format!("[upload]\nrate = 2\n{SECRET}==\n"), 3, None),
         (format!("[upload]\nrate = 2\n\"{SECRET}\"\n"), 3, None),

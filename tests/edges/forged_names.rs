@@ -60,3 +60,51 @@ async fn forged_records_in_file_names_are_escaped_in_logs_and_failures() {
         "{keys:?}"
     );
 }
+
+/// A custom id is a file's path (`--id-mode path`): control characters are refused as ids,
+/// but a bidi override is not, so the id itself must be escaped wherever text shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_with_a_bidi_override_is_escaped_in_images_output() {
+    let env = TestEnv::new().await;
+    let name = "report\u{202e}fdp.png";
+    env.write(name, &png(4, 2000));
+    // Metadata shown by `images get` is JSON, which escapes a newline but not an override.
+    let (code, summary, out) = env
+        .migrate(&[
+            "--id-mode",
+            "path",
+            "--metadata",
+            "{\"note\":\"x\u{202e}y\"}",
+        ])
+        .await;
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(summary["uploaded"], 1, "{summary}");
+    let escaped = "report\\u{202e}fdp.png";
+    let shown = |out: &std::process::Output, what: &str| {
+        let all = text(out);
+        assert!(
+            !all.contains('\u{202e}'),
+            "{what}: a raw override in\n{all}"
+        );
+        assert!(
+            all.contains(escaped),
+            "{what}: the id is not shown escaped\n{all}"
+        );
+    };
+    shown(&env.run(&["images", "list"]).await, "images list");
+    shown(&env.run(&["images", "get", name]).await, "images get");
+    // The ledger maps it: the refusal, the dry run and the delete all name it.
+    shown(
+        &env.run(&["images", "delete", "--yes", name]).await,
+        "refused delete",
+    );
+    shown(
+        &env.run(&["images", "delete", "--dry-run", name]).await,
+        "dry run",
+    );
+    let deleted = env
+        .run(&["images", "delete", "--yes", "--force", name])
+        .await;
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted));
+    shown(&deleted, "delete");
+}
