@@ -21,6 +21,7 @@ pub mod emulator;
 pub mod error;
 pub mod existing;
 pub mod image_check;
+pub mod item;
 pub mod ledger;
 pub mod limit;
 pub mod lookup;
