@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod codes;
 pub mod commands;
 pub mod config;
 pub mod direct;
