@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::limit::DEFAULT_RATE;
 use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
@@ -20,9 +21,6 @@ pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const DEFAULT_BATCH_BASE_URL: &str = "https://batch.imagedelivery.net";
 /// The ledger file used when none is configured.
 pub const DEFAULT_LEDGER: &str = "cfimg.sqlite";
-/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
-/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
-pub const DEFAULT_RATE: f64 = 3.5;
 /// Default settle delay: lists have been seen lagging uploads by seconds, so look for
 /// duplicates of an ambiguous upload half a minute later.
 pub const DEFAULT_SETTLE_SECS: f64 = 30.0;
