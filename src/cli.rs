@@ -917,6 +917,20 @@ impl WatchArgs {
     }
 }
 
+/// The command line's one duration grammar (`--expires-in` of `sign-url` and
+/// `direct-upload create`): humantime's (`90s`, `30m`, `1h 30m`, `7d`, ...), and a bare
+/// number of seconds (`90`), which `sign-url` has always taken.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,5 +993,21 @@ mod tests {
             args.batch_rate_limit.0,
             Some((200, std::time::Duration::from_secs(1)))
         );
+    }
+
+    #[test]
+    fn durations_have_one_grammar() {
+        let secs = |s: &str| parse_duration(s).ok().map(|d| d.as_secs());
+        // sign-url's documented spellings, moved from its own parser.
+        assert_eq!(secs("90"), Some(90));
+        assert_eq!(secs("30m"), Some(1800));
+        assert_eq!(secs("2d"), Some(172_800));
+        assert_eq!(secs("h"), None);
+        // humantime's, which direct-upload documents; weeks are humantime's too now.
+        assert_eq!(secs("1h 30m"), Some(5400));
+        assert_eq!(secs("1w"), Some(604_800));
+        assert_eq!(secs("1x"), None);
+        assert_eq!(secs(""), None);
+        assert_eq!(secs("soon"), None);
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::limit::DEFAULT_RATE;
 use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
@@ -20,9 +21,6 @@ pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const DEFAULT_BATCH_BASE_URL: &str = "https://batch.imagedelivery.net";
 /// The ledger file used when none is configured.
 pub const DEFAULT_LEDGER: &str = "cfimg.sqlite";
-/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
-/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
-pub const DEFAULT_RATE: f64 = 3.5;
 /// Default settle delay: lists have been seen lagging uploads by seconds, so look for
 /// duplicates of an ambiguous upload half a minute later.
 pub const DEFAULT_SETTLE_SECS: f64 = 30.0;
@@ -1329,5 +1327,88 @@ mod tests {
         )
         .unwrap();
         assert!(elsewhere.serve.unreadable[0].contains("serve.app_keys_file"));
+    }
+}
+
+// These check `toml_error` against the real config schema; they live here so that
+// `toml_error` (used by `config`) does not import `config` back (issue 19).
+#[cfg(test)]
+mod toml_error_tests {
+    use crate::toml_error::describe;
+
+    fn err(text: &str) -> String {
+        match toml::from_str::<crate::config::RawConfig>(text) {
+            Ok(_) => panic!("{text} parsed"),
+            Err(e) => describe(text, &e),
+        }
+    }
+
+    #[test]
+    fn names_line_and_key_but_never_a_secret() {
+        let secret = "S3CR3T-value-0123456789";
+        for (text, line, key) in [
+            (format!("api_token = \"{secret}\n"), 1, "api_token"),
+            (
+                format!("ledger = \"l\"\n[serve]\nwebhook_secret = {secret}\n"),
+                3,
+                "serve.webhook_secret",
+            ),
+            (
+                format!("[serve.app_keys]\nweb = \"{secret}\" x\n"),
+                2,
+                "serve.app_keys.web",
+            ),
+            (
+                format!("[serve]\napp_keys = \"{secret}\"\n"),
+                2,
+                "serve.app_keys",
+            ),
+            (
+                "[serve]\nwebhook_secret = 12345678\n".to_string(),
+                2,
+                "serve.webhook_secret",
+            ),
+            (
+                format!("[bucket]\nsecret_access_key = \"{secret}\"\n"),
+                2,
+                "bucket.secret_access_key",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(
+                !e.contains(secret) && !e.contains("12345678"),
+                "{text}: {e}"
+            );
+            assert!(e.contains(&format!("line {line},")), "{text}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        // Inside a multi-line inline table or array: the key that opened it.
+        for text in [
+            "[serve]\napp_keys = {\n  web = 12345678,\n}\n",
+            "[serve]\napp_keys = { # a '\"[ comment\n  web = 12345678,\n}\n",
+            "[serve]\napp_keys = [\n  12345678,\n]\n",
+        ] {
+            let e = err(text);
+            assert!(!e.contains("12345678"), "{text}: {e}");
+            assert!(e.contains("`serve.app_keys`"), "{text}: {e}");
+        }
+        // Inside a multi-line string: nothing of the line, even if it looks like a key.
+        let e = err(&format!("[serve]\nwebhook_secret = \"\"\"\nabc={secret}\n"));
+        assert!(!e.contains("abc") && !e.contains("S3CR3T"), "{e}");
+        // A token pasted on a line of its own: its line number only.
+        let e = err(&format!("[upload]\nrate = 2\n{secret}==\n"));
+        assert!(
+            !e.contains("S3CR3T") && e.starts_with("line 3, column"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ordinary_keys_keep_the_parsers_message() {
+        let e = err("[upload]\nrate = \"fast\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("upload.rate") && e.contains("fast"),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::source::Body;
+use crate::item::Body;
 
 /// Time limits of one download.
 #[derive(Debug, Clone, Copy, PartialEq)]

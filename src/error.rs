@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::types::codes;
+use crate::codes;
 
 /// Exit status: everything went as asked.
 pub const EXIT_OK: i32 = 0;

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod codes;
 pub mod commands;
 pub mod config;
 pub mod direct;
@@ -21,6 +22,7 @@ pub mod emulator;
 pub mod error;
 pub mod existing;
 pub mod image_check;
+pub mod item;
 pub mod ledger;
 pub mod limit;
 pub mod lookup;

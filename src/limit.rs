@@ -11,6 +11,10 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
+/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
+/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
+pub const DEFAULT_RATE: f64 = 3.5;
+
 /// First pause after a 429 that said nothing about how long to wait (no `Retry-After`, no
 /// rate-limit reset header): short, because the 429 may have been a brief overshoot.
 pub const FIRST_COOL_OFF: Duration = Duration::from_secs(5);
@@ -47,7 +51,7 @@ pub fn over_account_limit(rate: f64, processes: u32) -> Option<String> {
          5 minutes, counted over every client of the user): past it Cloudflare blocks every API \
          call of the user for 5 minutes (429), so the run pauses for minutes at a time and \
          averages 4/s at best; use --rate {} (the default) or less",
-        crate::config::DEFAULT_RATE / f64::from(processes.max(1))
+        DEFAULT_RATE / f64::from(processes.max(1))
     ))
 }
 

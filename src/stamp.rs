@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api::types::Image;
+use crate::item::SourceId;
 use crate::rules::MAX_METADATA_BYTES;
-use crate::source::SourceId;
 
 /// Metadata key holding a hash of the source and the item's key.
 pub const SOURCE_KEY: &str = "cfimg_src";
@@ -162,7 +162,7 @@ mod tests {
         let room = MAX_METADATA_BYTES - STAMP_BYTES - r#"{"team":""}"#.len();
         user.insert("team".into(), Value::String("x".repeat(room)));
         assert!(check_user_metadata(&user).is_ok());
-        let src = SourceId::new(crate::source::SourceKind::Dir, "/srv/a");
+        let src = SourceId::new(crate::item::SourceKind::Dir, "/srv/a");
         let stamp = Stamp::new(&src, "photos/cat.jpg", Some(&"ab".repeat(32)));
         let json = stamp.metadata_json(&user);
         assert!(json.len() <= MAX_METADATA_BYTES, "{}", json.len());
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn images_stamped_before_the_source_field_still_resolve() {
-        let src = SourceId::new(crate::source::SourceKind::Dir, "/srv/a");
+        let src = SourceId::new(crate::item::SourceKind::Dir, "/srv/a");
         let stamp = Stamp::new(&src, "a.jpg", Some(&"cd".repeat(32)));
         let mut meta = Map::new();
         meta.insert(SOURCE_KEY.into(), Value::String(stamp.source.clone()));
@@ -225,8 +225,8 @@ mod tests {
 
     #[test]
     fn source_hashes_differ_per_source_and_key() {
-        let a = SourceId::new(crate::source::SourceKind::Dir, "/srv/a");
-        let b = SourceId::new(crate::source::SourceKind::Dir, "/srv/b");
+        let a = SourceId::new(crate::item::SourceKind::Dir, "/srv/a");
+        let b = SourceId::new(crate::item::SourceKind::Dir, "/srv/b");
         assert_eq!(source_hash(&a, "x").len(), 32);
         assert_ne!(source_hash(&a, "x"), source_hash(&a, "y"));
         assert_ne!(source_hash(&a, "x"), source_hash(&b, "x"));

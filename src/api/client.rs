@@ -19,9 +19,9 @@ use super::types::{
     VariantList, VariantResult, codes,
 };
 use crate::error::{Error, Result};
+use crate::item::Body;
 use crate::limit;
 use crate::secret::Secret;
-use crate::source::Body;
 
 /// Read size for streamed upload bodies: large enough to keep syscalls few, small enough
 /// that 16 concurrent 10 MB uploads stay a few MB of buffers.

@@ -63,7 +63,7 @@ async fn create(cli: &Cli, args: &DirectUploadCreateArgs) -> Result<i32> {
         .expires_in
         .as_deref()
         .map(|d| {
-            humantime::parse_duration(d).map_err(|e| {
+            crate::cli::parse_duration(d).map_err(|e| {
                 Error::Usage(format!(
                     "--expires-in {d:?} is not a duration ({e}), e.g. 30m or 2h"
                 ))

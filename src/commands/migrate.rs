@@ -49,7 +49,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
         }
         if raw.upload.rate.is_none() {
-            raw.upload.rate = Some(config::DEFAULT_RATE / f64::from(shard.count));
+            raw.upload.rate = Some(crate::limit::DEFAULT_RATE / f64::from(shard.count));
         }
     }
     if args.emulator && raw.ledger.is_none() {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Destination, Ledger, now, timestamp};
 use crate::error::{Error, Result};
-use crate::source::{SourceId, SourceKind};
+use crate::item::{SourceId, SourceKind};
 
 /// Where a draft stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,7 +9,7 @@ use rusqlite::params;
 use super::lock::lock_exclusively;
 use super::{Destination, Ledger, now};
 use crate::error::Result;
-use crate::source::SourceId;
+use crate::item::SourceId;
 
 /// A read-write connection that holds the ledger's lock.
 #[derive(Debug)]

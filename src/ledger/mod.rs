@@ -139,7 +139,7 @@ pub struct Version {
     /// Content hash, when it was computed.
     pub sha256: Option<String>,
     /// Dropped with the record once it is committed, which tells the source it is done.
-    pub ticket: crate::source::Ticket,
+    pub ticket: crate::item::Ticket,
 }
 
 /// Counters of one run: what the summary shows and `runs` stores.

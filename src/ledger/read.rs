@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Destination, Ledger, QuickRow, Row, RunCounts, RunRow, State, StateCounts};
 use crate::error::{Error, Result};
-use crate::source::SourceId;
+use crate::item::SourceId;
 
 const ROW_COLUMNS: &str = "i.source_id, s.kind || ':' || s.location, i.key, i.size, i.mtime_ns, \
      i.etag, i.options, i.sha256, i.stamp, i.image_id, i.url, i.planned_id, i.state, i.attempts, \

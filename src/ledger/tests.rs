@@ -2,7 +2,7 @@ use rusqlite::Connection;
 
 use super::writer::Failure;
 use super::*;
-use crate::source::{SourceId, SourceKind};
+use crate::item::{SourceId, SourceKind};
 
 fn version(source_id: i64, key: &str, sha: &str) -> Version {
     Version {

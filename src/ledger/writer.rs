@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::lock::lock_exclusively;
 use super::{Destination, Ledger, RunCounts, State, Version, now};
 use crate::error::{Error, Result};
-use crate::source::SourceId;
+use crate::item::SourceId;
 
 /// Most records the writer commits in one transaction.
 const MAX_BATCH: usize = 1024;

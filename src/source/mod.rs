@@ -3,10 +3,8 @@
 //! never sits in memory), and turns one item into an upload [`Body`] when the planner asks.
 //! Planning and uploading see only [`Item`] and [`Body`], never which source it came from.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -14,202 +12,14 @@ use crate::error::Result;
 
 pub mod bucket;
 pub mod manifest;
-pub mod ticket;
 pub mod walk;
 pub mod watch;
 
-pub use ticket::Ticket;
-
-/// What kind of store a source is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceKind {
-    /// A folder tree (migrated or watched: the same source).
-    Dir,
-    /// A manifest of URLs.
-    Manifest,
-    /// An S3-compatible bucket and prefix.
-    Bucket,
-    /// Direct creator uploads minted by `cfimg serve`.
-    Drafts,
-}
-
-impl SourceKind {
-    /// The name stored in the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Dir => "dir",
-            SourceKind::Manifest => "manifest",
-            SourceKind::Bucket => "bucket",
-            SourceKind::Drafts => "drafts",
-        }
-    }
-
-    /// The kind of a stored name.
-    pub fn parse(s: &str) -> Option<SourceKind> {
-        Some(match s {
-            "dir" => SourceKind::Dir,
-            "manifest" => SourceKind::Manifest,
-            "bucket" => SourceKind::Bucket,
-            "drafts" => SourceKind::Drafts,
-            _ => return None,
-        })
-    }
-}
-
-/// The identity of a source: its kind and canonical location (a folder's canonical absolute
-/// path, a manifest's canonical path, `s3://bucket/prefix` at an endpoint).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceId {
-    /// Its kind.
-    pub kind: SourceKind,
-    /// Its canonical location.
-    pub location: String,
-}
-
-impl SourceId {
-    /// A source of this kind at this location.
-    pub fn new(kind: SourceKind, location: impl Into<String>) -> SourceId {
-        SourceId {
-            kind,
-            location: location.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for SourceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.kind.as_str(), self.location)
-    }
-}
-
-/// Where an item's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Locator {
-    /// A local file.
-    File(PathBuf),
-    /// A URL (http or https).
-    Url(String),
-    /// An object key in the source's bucket.
-    Object(String),
-}
-
-impl Locator {
-    /// The locator as a person reads it: the path, the URL, or the object key.
-    pub fn describe(&self) -> String {
-        match self {
-            Locator::File(path) => format!("the file {}", path.display()),
-            Locator::Url(url) => format!("the URL {url}"),
-            Locator::Object(key) => format!("the object {key}"),
-        }
-    }
-}
-
-/// What tells cheaply, without reading the bytes, that an item has not changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fingerprint {
-    /// A file's size and modification time (ns since the epoch).
-    SizeMtime {
-        /// Bytes.
-        size: u64,
-        /// Modification time, ns.
-        mtime_ns: i64,
-    },
-    /// An object's ETag and size (an ETag of a multipart object is not a content hash: it
-    /// only tells change).
-    ETagSize {
-        /// The ETag as listed, quotes included.
-        etag: String,
-        /// Bytes.
-        size: u64,
-    },
-}
-
-impl Fingerprint {
-    /// The size it records.
-    pub fn size(&self) -> u64 {
-        match self {
-            Fingerprint::SizeMtime { size, .. } | Fingerprint::ETagSize { size, .. } => *size,
-        }
-    }
-}
-
-/// Per-item settings a source may carry (a manifest row's columns); unset ones come from
-/// the configuration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ItemOptions {
-    /// The image id to use.
-    pub id: Option<String>,
-    /// Metadata for this image, merged over the configured metadata.
-    pub metadata: Option<Map<String, Value>>,
-    /// Upload as private.
-    pub require_signed_urls: Option<bool>,
-    /// The `creator` field.
-    pub creator: Option<String>,
-}
-
-impl ItemOptions {
-    /// Whether nothing is set.
-    pub fn is_empty(&self) -> bool {
-        *self == ItemOptions::default()
-    }
-
-    /// A short digest of the settings, recorded so that a change is noticed; `None` when
-    /// nothing is set.
-    pub fn digest(&self) -> Option<String> {
-        if self.is_empty() {
-            return None;
-        }
-        let all = serde_json::json!({
-            "id": self.id,
-            "metadata": self.metadata,
-            "require_signed_urls": self.require_signed_urls,
-            "creator": self.creator,
-        });
-        Some(hex::encode(
-            &<sha2::Sha256 as sha2::Digest>::digest(all.to_string().as_bytes())[..16],
-        ))
-    }
-}
-
-/// One item to consider.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Item {
-    /// Stable key of the item within its source: a `/`-separated relative path, a
-    /// normalized URL, an object key.
-    pub key: String,
-    /// Where its bytes are.
-    pub locator: Locator,
-    /// The cheap change check, when the source has one (remote URLs do not).
-    pub fingerprint: Option<Fingerprint>,
-    /// Per-item settings.
-    pub options: ItemOptions,
-    /// Tells the source when the pipeline is done with the item (watched folders).
-    pub ticket: Ticket,
-}
-
-impl Item {
-    /// A local file with its size and modification time.
-    pub fn file(key: String, path: PathBuf, size: u64, mtime_ns: i64) -> Item {
-        Item {
-            key,
-            locator: Locator::File(path),
-            fingerprint: Some(Fingerprint::SizeMtime { size, mtime_ns }),
-            options: ItemOptions::default(),
-            ticket: Ticket::default(),
-        }
-    }
-
-    /// The size known before reading, if any.
-    pub fn size(&self) -> Option<u64> {
-        self.fingerprint.as_ref().map(Fingerprint::size)
-    }
-
-    /// The name the upload part carries (the image's `filename`): the key's last segment.
-    pub fn filename(&self) -> &str {
-        let key = self.key.split(['?', '#']).next().unwrap_or(&self.key);
-        key.rsplit('/').find(|s| !s.is_empty()).unwrap_or(&self.key)
-    }
-}
+// The vocabulary moved to `crate::item` (issue 19); named here too for the stages that
+// reach it through `source::`.
+pub use crate::item::{
+    Body, Fingerprint, Item, ItemOptions, Locator, SourceId, SourceKind, Ticket,
+};
 
 /// What a source produces.
 #[derive(Debug)]
@@ -239,28 +49,6 @@ pub enum Found {
         /// Why.
         reason: String,
     },
-}
-
-/// What the uploader sends for an item.
-#[derive(Debug, Clone)]
-pub enum Body {
-    /// Bytes in a local file, streamed: the source's own file or a downloaded copy (which
-    /// is deleted when the last clone of the body is dropped).
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Keeps a downloaded copy alive.
-        spool: Option<Arc<tempfile::TempPath>>,
-    },
-    /// Cloudflare fetches this URL itself (the `url` form).
-    Url(String),
-}
-
-impl Body {
-    /// The source's own file.
-    pub fn file(path: PathBuf) -> Body {
-        Body::File { path, spool: None }
-    }
 }
 
 /// Every kind of source, behind one interface.
