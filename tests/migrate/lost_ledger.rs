@@ -334,3 +334,45 @@ async fn a_lost_ledger_stops_an_auto_id_manifest_run_and_names_the_manifest() {
     );
     assert_eq!(env.inspect().images.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_emptied_to_zero_bytes_is_a_lost_ledger() {
+    let env = migrated_in_auto_mode(3).await;
+    forget_ledger(&env);
+    std::fs::write(&env.ledger, b"").unwrap();
+    let posts = env.upload_posts();
+    let (code, _, out) = env.migrate(&["--id-mode", "auto"]).await;
+    let said = text(&out);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("3 images"), "{said}");
+    assert!(said.contains("ledger rebuild --source"), "{said}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {said}");
+    assert_eq!(env.inspect().images.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_ignore_existing_starts_on_a_lost_ledger_and_uploads() {
+    let env = migrated_in_auto_mode(2).await;
+    forget_ledger(&env);
+    let posts = env.upload_posts();
+    let src = env.src.to_str().unwrap().to_string();
+    let mut child = env
+        .cmd(&[
+            "watch",
+            &src,
+            "--id-mode",
+            "auto",
+            "--settle",
+            "0.3",
+            "--ignore-existing",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for(Duration::from_secs(60), |e| e.upload_posts() == posts + 2)
+        .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert_eq!(env.inspect().images.len(), 4, "asked for: every file again");
+}
