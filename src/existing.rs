@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU32;
 
 use crate::api::client::ListQuery;
 use crate::api::types::codes;
+use crate::config::IdMode;
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 use crate::source::{SourceId, SourceKind};
@@ -32,11 +33,29 @@ pub struct Found {
     pub images: u64,
     /// More pages were left unread: `images` is a lower bound.
     pub more: bool,
+    /// Of those, images whose id Cloudflare assigned (a UUID: uploaded with `id_mode = auto`).
+    pub assigned: u64,
+    /// Of those, images whose id holds their stamp's content hash (uploaded with
+    /// `id_mode = hash`).
+    pub hashed: u64,
     /// Requests it cost.
     pub requests: u32,
 }
 
 impl Found {
+    /// Images seen whose id the given mode would not give their item again: a run in
+    /// that mode would upload each of them once more under a new id. A manifest's own
+    /// `id` column is kept in every mode, so a manifest's other custom ids count only
+    /// against `path`.
+    pub fn not_recognised(&self, mode: IdMode, kind: SourceKind) -> u64 {
+        match mode {
+            IdMode::Auto => self.images,
+            IdMode::Path => self.assigned + self.hashed,
+            IdMode::Hash if kind == SourceKind::Manifest => self.assigned,
+            IdMode::Hash => self.images - self.hashed,
+        }
+    }
+
     /// "12" or "at least 3000".
     pub fn count_text(&self) -> String {
         if self.more {
@@ -73,13 +92,23 @@ pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Re
             Err(e) => return Err(e),
         };
         // Filtered again here: a server may ignore the filter, and shards share the source.
-        found.images += page
-            .images
-            .iter()
-            .filter_map(Stamp::of)
-            .filter(|s| s.set.as_deref() == Some(set.as_str()))
-            .filter(|s| shard.is_none_or(|sh| sh.owns_stamp(&s.source)))
-            .count() as u64;
+        for (image, stamp) in page.images.iter().filter_map(|i| Some((i, Stamp::of(i)?))) {
+            if stamp.set.as_deref() != Some(set.as_str())
+                || !shard.is_none_or(|sh| sh.owns_stamp(&stamp.source))
+            {
+                continue;
+            }
+            found.images += 1;
+            if is_assigned(&image.id) {
+                found.assigned += 1;
+            } else if stamp
+                .sha256
+                .as_deref()
+                .is_some_and(|sha| image.id.contains(sha))
+            {
+                found.hashed += 1;
+            }
+        }
         match page.continuation_token {
             Some(t) if !t.is_empty() => {
                 found.more = true;
@@ -96,6 +125,11 @@ pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Re
     }
     found.requests = spent.load(std::sync::atomic::Ordering::Relaxed);
     Ok(found)
+}
+
+/// An id in the form Cloudflare assigns (a hyphenated UUID), which no path or hash id has.
+fn is_assigned(id: &str) -> bool {
+    id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
 }
 
 /// The `ledger rebuild` command that records this source's images in this ledger.

@@ -663,3 +663,38 @@ async fn a_lost_bucket_ledger_is_rebuilt_and_the_next_run_uploads_only_the_chang
     assert_eq!(s3.gets().len(), gets);
     assert_eq!(env.inspect().images.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_ledger_stops_an_auto_id_bucket_run_with_the_rebuild_command_for_that_bucket() {
+    let Some(s3) = S3::start().await else { return };
+    let env = TestEnv::new().await;
+    for i in 0..3 {
+        s3.put(&format!("p/img{i}.png"), &png(i, 2500)).await;
+    }
+    let auto = ["--id-mode", "auto"];
+    let (code, summary, out) = s3.migrate(&env, "p", &auto).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(3)), "{out}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.ledger.display()));
+    }
+    let posts = env.upload_posts();
+    let (code, _, out) = s3.migrate(&env, "p", &auto).await;
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {out}");
+    assert!(out.contains("3 images"), "{out}");
+    let named = format!(
+        "ledger rebuild --source s3://{BUCKET}/p/ --endpoint-url {}",
+        s3.endpoint
+    );
+    assert!(out.contains(&named), "{out}");
+
+    let url = format!("s3://{BUCKET}/p");
+    let (code, _, out) = s3
+        .cfimg(&env, &["ledger", "rebuild", "--source", url.as_str()])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, summary, out) = s3.migrate(&env, "p", &auto).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(0)), "{out}");
+    assert_eq!(env.upload_posts(), posts);
+    assert_eq!(env.inspect().images.len(), 3);
+}

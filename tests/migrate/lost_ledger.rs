@@ -227,3 +227,152 @@ async fn watch_on_an_empty_ledger_over_an_uploaded_folder_refuses_at_start() {
     assert_eq!(env.upload_posts(), posts, "nothing uploaded: {said}");
     assert_eq!(env.inspect().images.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_id_library_rerun_without_id_mode_auto_on_a_lost_ledger_stops_before_uploading() {
+    let env = migrated_in_auto_mode(4).await;
+    forget_ledger(&env);
+    let posts = env.upload_posts();
+    // The path ids (the default) and hash ids would both be new ids: 4 duplicates each.
+    for mode in ["path", "hash"] {
+        let (code, _, out) = env.migrate(&["--id-mode", mode]).await;
+        let said = text(&out);
+        assert_eq!(code, 2, "{mode}: {said}");
+        assert_eq!(
+            env.upload_posts(),
+            posts,
+            "{mode}: nothing uploaded: {said}"
+        );
+        assert!(
+            said.contains("4 have ids Cloudflare assigned"),
+            "{mode}: {said}"
+        );
+        assert!(said.contains("ledger rebuild --source"), "{mode}: {said}");
+        assert!(said.contains("--ignore-existing"), "{mode}: {said}");
+        forget_ledger(&env);
+    }
+    assert_eq!(env.inspect().images.len(), 4);
+
+    // After the rebuild the ledger maps every file to its image, whatever the id mode.
+    let out = env
+        .run(&["ledger", "rebuild", "--source", env.src.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_eq!(
+        (code, summary["uploaded"].as_u64()),
+        (0, Some(0)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.upload_posts(), posts);
+    assert_eq!(env.inspect().images.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_id_library_on_a_lost_ledger_goes_on_without_duplicates() {
+    let env = TestEnv::new().await;
+    for i in 0..3 {
+        env.write(&format!("{i}.png"), &png(i, 700));
+    }
+    let (code, _, out) = env.migrate(&["--id-mode", "hash"]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    forget_ledger(&env);
+    let (code, _, out) = env.migrate(&["--id-mode", "hash"]).await;
+    let said = text(&out);
+    assert_eq!(code, 0, "each met as a 5409: {said}");
+    assert!(said.contains("ledger rebuild"), "{said}");
+    assert_eq!(env.inspect().images.len(), 3, "no duplicate");
+    // Rerun in path mode: the hash ids are not the ids it gives.
+    forget_ledger(&env);
+    let posts = env.upload_posts();
+    let (code, _, out) = env.migrate(&[]).await;
+    let said = text(&out);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("3 have content-hash ids"), "{said}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_ledger_stops_an_auto_id_manifest_run_and_names_the_manifest() {
+    let env = TestEnv::new().await;
+    let origin = crate::common::origin::Origin::start().await;
+    let mut list = String::new();
+    for i in 0..3 {
+        let name = format!("{i}.png");
+        origin.put(&name, png(i, 500));
+        list.push_str(&origin.img(&name));
+        list.push('\n');
+    }
+    let file = env.dir.path().join("urls.txt");
+    std::fs::write(&file, list).unwrap();
+    let file = file.to_str().unwrap();
+    let args = ["migrate", "--manifest", file, "--id-mode", "auto"];
+    let out = env.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    forget_ledger(&env);
+    let posts = env.upload_posts();
+    let lists = listings(&env);
+    let out = env.run(&args).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {said}");
+    assert_eq!(listings(&env), lists + 1, "the look is one request");
+    assert!(said.contains("3 images"), "{said}");
+    assert!(
+        said.contains(&format!("ledger rebuild --manifest {file}")),
+        "{said}"
+    );
+    let out = env.run(&["ledger", "rebuild", "--manifest", file]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = env.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        env.upload_posts(),
+        posts,
+        "the rebuilt ledger knows every URL"
+    );
+    assert_eq!(env.inspect().images.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_emptied_to_zero_bytes_is_a_lost_ledger() {
+    let env = migrated_in_auto_mode(3).await;
+    forget_ledger(&env);
+    std::fs::write(&env.ledger, b"").unwrap();
+    let posts = env.upload_posts();
+    let (code, _, out) = env.migrate(&["--id-mode", "auto"]).await;
+    let said = text(&out);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("3 images"), "{said}");
+    assert!(said.contains("ledger rebuild --source"), "{said}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {said}");
+    assert_eq!(env.inspect().images.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_ignore_existing_starts_on_a_lost_ledger_and_uploads() {
+    let env = migrated_in_auto_mode(2).await;
+    forget_ledger(&env);
+    let posts = env.upload_posts();
+    let src = env.src.to_str().unwrap().to_string();
+    let mut child = env
+        .cmd(&[
+            "watch",
+            &src,
+            "--id-mode",
+            "auto",
+            "--settle",
+            "0.3",
+            "--ignore-existing",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for(Duration::from_secs(60), |e| e.upload_posts() == posts + 2)
+        .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert_eq!(env.inspect().images.len(), 4, "asked for: every file again");
+}
