@@ -113,6 +113,7 @@ impl Command {
             Command::DirectUpload(DirectUploadCommand::Create(a)) => Some(&a.ledger),
             Command::DirectUpload(DirectUploadCommand::Status(a)) => Some(&a.ledger),
             Command::Serve(a) => Some(&a.ledger),
+            Command::Images(ImagesCommand::Delete(a)) => Some(&a.ledger),
             Command::Emulator(_)
             | Command::Images(_)
             | Command::Variants(_)
@@ -388,6 +389,9 @@ pub struct ImagesDeleteArgs {
     /// Delete images the ledger maps too; their items are uploaded again by the next migrate.
     #[arg(long)]
     pub force: bool,
+    /// The ledger whose mappings a delete must not break unasked.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// `cfimg variants ...`.

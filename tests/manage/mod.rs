@@ -4,5 +4,6 @@
 mod images;
 mod ledger;
 mod rebuild;
+mod delete_named_ledger;
 mod safe_commands;
 mod verify_truth;
