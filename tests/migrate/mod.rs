@@ -7,6 +7,7 @@ mod crash;
 mod exactly_once;
 mod exit_codes;
 mod faults;
+mod ledger_not_a_file;
 mod ledger_safety;
 mod lost_ledger;
 mod manifest;
