@@ -10,6 +10,7 @@ mod errors;
 mod flow;
 mod hardening;
 mod limits;
+mod unbound_ledger;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
