@@ -6,4 +6,5 @@ mod ledger;
 mod rebuild;
 mod delete_named_ledger;
 mod safe_commands;
+mod verify_shared_image;
 mod verify_truth;
