@@ -14,7 +14,12 @@ async fn a_mint_refused_for_a_mistyped_account_does_not_bind_the_ledger() {
     )
     .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cfimg"))
-        .args(["--config", wrong.to_str().unwrap(), "direct-upload", "create"])
+        .args([
+            "--config",
+            wrong.to_str().unwrap(),
+            "direct-upload",
+            "create",
+        ])
         .env("CLOUDFLARE_API_TOKEN", crate::common::TOKEN)
         .env_remove("CLOUDFLARE_ACCOUNT_ID")
         .env_remove("CFIMG_API_BASE_URL")

@@ -1,10 +1,10 @@
 //! The management commands end to end: export, verify, ledger rebuild, images, variants,
 //! keys and signed URLs, with the real binary against the in-process emulator.
 
+mod delete_named_ledger;
 mod images;
 mod ledger;
 mod rebuild;
-mod delete_named_ledger;
 mod safe_commands;
 mod verify_shared_image;
 mod verify_truth;

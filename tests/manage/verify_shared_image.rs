@@ -14,7 +14,11 @@ async fn rows_sharing_one_image_by_hash_ids_are_not_missing() {
     }
     let (code, _, out) = env.migrate(&["--id-mode", "hash"]).await;
     assert_eq!(code, 0, "{}", text(&out));
-    assert_eq!(env.inspect().images.len(), 1, "one image for three identical files");
+    assert_eq!(
+        env.inspect().images.len(),
+        1,
+        "one image for three identical files"
+    );
 
     for extra in [&[][..], &["--repair"][..]] {
         let mut args = vec!["verify", "--json"];
