@@ -151,6 +151,18 @@ impl DraftBook {
         })
     }
 
+    /// Opens an existing ledger read-only for the drafts of `destination`: nothing is
+    /// created or written, so the drafts can be read where the ledger cannot be written.
+    pub fn open_existing(path: &Path, destination: &Destination) -> Result<DraftBook> {
+        let ledger = Ledger::open_existing(path)?;
+        Self::refuse_other(&ledger, destination)?;
+        Ok(DraftBook {
+            ledger,
+            destination: destination.clone(),
+            source_id: OnceLock::new(),
+        })
+    }
+
     fn refuse_other(ledger: &Ledger, destination: &Destination) -> Result<()> {
         match ledger.destination()? {
             Some(d) if d != *destination => Err(Error::Config(vec![format!(
