@@ -329,6 +329,14 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                 d.adopted = Some(done);
                 continue;
             }
+            // Said before acting: a script's log shows what the repair broke.
+            eprintln!(
+                "cfimg: deleting duplicate {} of {} {} (the ledger maps {}): its delivery URLs stop working",
+                d.image_id,
+                Shown(&d.source),
+                Shown(&d.key),
+                d.kept
+            );
             match lane.call(&spent, || lane.client.delete(&d.image_id)).await {
                 Ok(()) => {
                     deleted += 1;

@@ -6,5 +6,6 @@ mod images;
 mod ledger;
 mod rebuild;
 mod safe_commands;
+mod verify_repair_says;
 mod verify_shared_image;
 mod verify_truth;
