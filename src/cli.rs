@@ -79,7 +79,12 @@ impl Cli {
     pub fn misplaced_ledger(&self) -> Option<String> {
         let name = match &self.command {
             Command::Emulator(_) => "emulator",
-            Command::Images(_) => "images",
+            // `images delete` has a ledger: the others are named on their own.
+            Command::Images(ImagesCommand::List(_)) => "images list",
+            Command::Images(ImagesCommand::Get { .. }) => "images get",
+            Command::Images(ImagesCommand::Update(_)) => "images update",
+            Command::Images(ImagesCommand::Blob { .. }) => "images blob",
+            Command::Images(ImagesCommand::Stats(_)) => "images stats",
             Command::Variants(_) => "variants",
             Command::FlexibleVariants(_) => "flexible-variants",
             Command::Keys(_) => "keys",

@@ -35,5 +35,11 @@ async fn images_delete_consults_the_ledger_given_with_the_ledger_flag() {
         .run(&["--ledger", other_s, "images", "get", "a.png"])
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--ledger does nothing for `cfimg images get`"),
+        "{}",
+        text(&out)
+    );
     assert!(has("a.png"));
 }
