@@ -1,5 +1,6 @@
 //! `cfimg migrate` end to end: the real binary against the in-process emulator.
 
+mod backup_onto_itself;
 mod basics;
 mod batch;
 mod bucket;
