@@ -30,6 +30,30 @@ async fn images_delete_consults_the_ledger_given_with_the_ledger_flag() {
         assert!(has("a.png"), "{args:?}: nothing deleted without --force");
     }
 
+    // A ledger that is not there protects nothing: said, not silent.
+    let out = env
+        .run(&[
+            "images",
+            "delete",
+            "a.png",
+            "--yes",
+            "--dry-run",
+            "--ledger",
+            "typo.sqlite",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no ledger at typo.sqlite: no mapping checked"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !env.dir.path().join("typo.sqlite").exists(),
+        "none is created"
+    );
+
     // The commands that read no ledger still refuse it.
     let out = env
         .run(&["--ledger", other_s, "images", "get", "a.png"])
