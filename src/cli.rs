@@ -79,7 +79,12 @@ impl Cli {
     pub fn misplaced_ledger(&self) -> Option<String> {
         let name = match &self.command {
             Command::Emulator(_) => "emulator",
-            Command::Images(_) => "images",
+            // `images delete` has a ledger: the others are named on their own.
+            Command::Images(ImagesCommand::List(_)) => "images list",
+            Command::Images(ImagesCommand::Get { .. }) => "images get",
+            Command::Images(ImagesCommand::Update(_)) => "images update",
+            Command::Images(ImagesCommand::Blob { .. }) => "images blob",
+            Command::Images(ImagesCommand::Stats(_)) => "images stats",
             Command::Variants(_) => "variants",
             Command::FlexibleVariants(_) => "flexible-variants",
             Command::Keys(_) => "keys",
@@ -113,6 +118,7 @@ impl Command {
             Command::DirectUpload(DirectUploadCommand::Create(a)) => Some(&a.ledger),
             Command::DirectUpload(DirectUploadCommand::Status(a)) => Some(&a.ledger),
             Command::Serve(a) => Some(&a.ledger),
+            Command::Images(ImagesCommand::Delete(a)) => Some(&a.ledger),
             Command::Emulator(_)
             | Command::Images(_)
             | Command::Variants(_)
@@ -388,6 +394,9 @@ pub struct ImagesDeleteArgs {
     /// Delete images the ledger maps too; their items are uploaded again by the next migrate.
     #[arg(long)]
     pub force: bool,
+    /// The ledger whose mappings a delete must not break unasked.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// `cfimg variants ...`.

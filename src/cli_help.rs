@@ -207,7 +207,7 @@ pub const IMAGES_UPDATE: &str = concat!(
 /// `cfimg images delete --help`.
 pub const IMAGES_DELETE: &str = concat!(
     "Examples:
-  cfimg images delete photos/cat.jpg --dry-run
+  cfimg images delete photos/cat.jpg --ledger /var/lib/cfimg/cfimg.sqlite --dry-run
   cfimg images delete photos/cat.jpg photos/dog.jpg --yes
   cfimg images delete photos/cat.jpg --force   # the ledger maps it: the next migrate uploads it again
 

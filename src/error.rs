@@ -360,12 +360,15 @@ impl Error {
             | Error::LedgerBusy(_)
             | Error::ThrottledTooLong(_)
             | Error::Transport(_) => EXIT_TEMPFAIL,
-            // A missing path or a permission is for a person to fix; other local I/O
-            // errors (EIO, ESTALE, a mount not there yet) may pass.
+            // A missing path, a permission or a directory where a file belongs (a ledger
+            // path naming a folder) is for a person to fix; other local I/O errors (EIO,
+            // ESTALE, a mount not there yet) may pass.
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound
                 | std::io::ErrorKind::PermissionDenied
-                | std::io::ErrorKind::ReadOnlyFilesystem => EXIT_USAGE,
+                | std::io::ErrorKind::ReadOnlyFilesystem
+                | std::io::ErrorKind::IsADirectory
+                | std::io::ErrorKind::NotADirectory => EXIT_USAGE,
                 _ => EXIT_TEMPFAIL,
             },
             // No route on the start-up request: the base URL or the account id is wrong.

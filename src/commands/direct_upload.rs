@@ -112,7 +112,27 @@ async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
     if !cfg.ledger.exists() {
         return Err(crate::ledger::missing(&cfg.ledger));
     }
-    let book = Mutex::new(open_book(&cfg, cfg.api_base_url.to_string())?);
+    // A ledger that cannot be written (a read-only file system, a backup copy) still shows
+    // its drafts, as recorded: looking pending ones up would have to record the answers.
+    let (book, writable) = match open_book(&cfg, cfg.api_base_url.to_string()) {
+        Ok(book) => (book, true),
+        Err(e) if cannot_write(&e) => {
+            let book = DraftBook::open_existing(
+                &cfg.ledger,
+                &Destination {
+                    account_id: cfg.account_id.clone(),
+                    api_base: cfg.api_base_url.to_string(),
+                },
+            )?;
+            eprintln!(
+                "cfimg: the ledger {} cannot be written ({e}): drafts are shown as recorded; pending ones are not looked up",
+                cfg.ledger.display()
+            );
+            (book, false)
+        }
+        Err(e) => return Err(e),
+    };
+    let book = Mutex::new(book);
     let lock = || {
         book.lock()
             .map_err(|_| Error::LedgerWrite("the drafts ledger lock is poisoned".into()))
@@ -126,7 +146,7 @@ async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
         })?],
         None => lock()?.list(None)?,
     };
-    if !args.no_refresh {
+    if !args.no_refresh && writable {
         refresh_pending(&lane, &book, &mut drafts).await?;
     }
     if args.json {
@@ -159,6 +179,21 @@ async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
         count(DraftState::Failed)
     );
     Ok(EXIT_OK)
+}
+
+/// Whether opening the ledger for writing failed because it may not be written.
+fn cannot_write(e: &Error) -> bool {
+    match e {
+        Error::Ledger(e) => matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied)
+        ),
+        Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+        ),
+        _ => false,
+    }
 }
 
 /// Looks every pending draft up, one request each through the limiter.

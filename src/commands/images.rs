@@ -253,13 +253,23 @@ struct Mapped {
 /// The items of the configured ledger that hold each of `ids`. Nothing when there is no
 /// ledger (none is created) or when it belongs to another account.
 fn mapped_items(cfg: &Config, ids: &[String]) -> Result<Vec<Mapped>> {
+    // Said, since a ledger elsewhere is not protected: the user may have meant another.
     let Some(ledger) = Ledger::open_read_only(&cfg.ledger)? else {
+        eprintln!(
+            "cfimg: no ledger at {}: no mapping checked (give --ledger if a ledger maps these images)",
+            cfg.ledger.display()
+        );
         return Ok(Vec::new());
     };
-    if ledger
+    if let Some(d) = ledger
         .destination()?
-        .is_some_and(|d| d.account_id != cfg.account_id)
+        .filter(|d| d.account_id != cfg.account_id)
     {
+        eprintln!(
+            "cfimg: the ledger {} belongs to account {}, not this one: no mapping checked",
+            cfg.ledger.display(),
+            d.account_id
+        );
         return Ok(Vec::new());
     }
     let mut out = Vec::new();

@@ -45,6 +45,8 @@ struct Known {
     image_id: Option<String>,
     sha256: Option<String>,
     seen: bool,
+    /// The previous row mapping the same image (hash ids: identical files share one).
+    same_image: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,9 +156,10 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             (sources.len() - 1) as u32
         });
         let at = known.len();
-        if let Some(id) = &r.image_id {
-            by_id.insert(id.clone(), at);
-        }
+        let same_image = r
+            .image_id
+            .as_ref()
+            .and_then(|id| by_id.insert(id.clone(), at));
         by_stamp.insert(r.stamp_source(), at);
         known.push(Known {
             source,
@@ -166,6 +169,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             image_id: r.image_id.clone(),
             sha256: r.sha256.clone(),
             seen: false,
+            same_image,
         });
         Ok(())
     })?;
@@ -198,23 +202,28 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         for image in page.images {
             listed += 1;
             let stamp = Stamp::of(&image);
-            if let Some(&at) = by_id.get(&image.id) {
-                let k = &mut known[at];
-                k.seen = true;
-                let remote = stamp.as_ref().and_then(|s| s.sha256.clone());
-                if k.uploaded
-                    && remote.is_some()
-                    && k.sha256.is_some()
-                    && remote != k.sha256
-                    && in_scope(k)
-                {
-                    mismatches.push(Mismatch {
-                        source: sources[k.source as usize].clone(),
-                        key: k.key.clone(),
-                        image_id: image.id.clone(),
-                        ledger_sha256: k.sha256.clone(),
-                        remote_sha256: remote,
-                    });
+            if let Some(&first) = by_id.get(&image.id) {
+                // Every row mapping this image has it, not only the last one read.
+                let mut next = Some(first);
+                while let Some(at) = next {
+                    let k = &mut known[at];
+                    next = k.same_image;
+                    k.seen = true;
+                    let remote = stamp.as_ref().and_then(|s| s.sha256.clone());
+                    if k.uploaded
+                        && remote.is_some()
+                        && k.sha256.is_some()
+                        && remote != k.sha256
+                        && in_scope(k)
+                    {
+                        mismatches.push(Mismatch {
+                            source: sources[k.source as usize].clone(),
+                            key: k.key.clone(),
+                            image_id: image.id.clone(),
+                            ledger_sha256: k.sha256.clone(),
+                            remote_sha256: remote,
+                        });
+                    }
                 }
                 continue;
             }
@@ -320,6 +329,14 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
                 d.adopted = Some(done);
                 continue;
             }
+            // Said before acting: a script's log shows what the repair broke.
+            eprintln!(
+                "cfimg: deleting duplicate {} of {} {} (the ledger maps {}): its delivery URLs stop working",
+                d.image_id,
+                Shown(&d.source),
+                Shown(&d.key),
+                d.kept
+            );
             match lane.call(&spent, || lane.client.delete(&d.image_id)).await {
                 Ok(()) => {
                     deleted += 1;

@@ -32,6 +32,25 @@ impl Ledger {
     /// once whole and checked, so that a failed backup never leaves a half copy under its
     /// name; an existing `to` is replaced only with `overwrite`.
     pub fn backup_to(&self, to: &Path, overwrite: bool) -> Result<BackupDone> {
+        // Renamed over the ledger (or its -wal or -shm), the copy would take the ledger's
+        // name while a running writer goes on writing the old, unlinked file: whatever it
+        // records after the copy is lost, and the next run takes no lock the writer holds.
+        if let Some(which) = self.own_file(to) {
+            return Err(Error::Usage(format!(
+                "{} is {which}: a backup must be another file (e.g. {}.bak, or one on another disk)",
+                to.display(),
+                self.path.display()
+            )));
+        }
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(Error::Usage(format!(
+                "cannot write the backup {}: there is no folder {}",
+                to.display(),
+                dir.display()
+            )));
+        }
         if to.exists() && !overwrite {
             return Err(Error::Usage(format!(
                 "{} exists already: give another file, or --force to replace it",
@@ -60,6 +79,25 @@ impl Ledger {
             let _ = d.sync_all();
         }
         Ok(done)
+    }
+
+    /// Which of the ledger's own files `to` is (by device and inode, so that no spelling
+    /// of the path, symlink or hard link passes), if any.
+    fn own_file(&self, to: &Path) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::metadata(to).ok()?;
+        let same = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        };
+        if same(&self.path) {
+            return Some("the ledger itself");
+        }
+        ["-wal", "-shm", "-journal"].into_iter().find_map(|suffix| {
+            let mut side = self.path.as_os_str().to_os_string();
+            side.push(suffix);
+            same(Path::new(&side))
+                .then_some("a file of the ledger's own (its -wal, -shm or -journal)")
+        })
     }
 
     fn backup_into(&self, partial: &Path) -> Result<BackupDone> {

@@ -4,6 +4,7 @@
 //! and a migration make at once (WAL, busy timeout).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -110,7 +111,9 @@ pub enum Change {
 #[derive(Debug)]
 pub struct DraftBook {
     ledger: Ledger,
-    source_id: i64,
+    destination: Destination,
+    /// The drafts source's row, registered with the first draft.
+    source_id: OnceLock<i64>,
 }
 
 const COLUMNS: &str = "image_id, state, app, creator, metadata, private, expires_at, url, filename, last_error, notices, created_at, completed_at";
@@ -135,41 +138,72 @@ fn read_draft(r: &rusqlite::Row<'_>) -> rusqlite::Result<Draft> {
 
 impl DraftBook {
     /// Opens (creating and migrating if needed) the ledger at `path` for the drafts of
-    /// `destination`, refusing a ledger that belongs to another one.
+    /// `destination`, refusing a ledger that belongs to another one. The destination is
+    /// recorded with the first draft, not here: a mistyped account id, refused by
+    /// Cloudflare, must not bind the ledger to itself for good.
     pub fn open(path: &Path, destination: &Destination) -> Result<DraftBook> {
         let ledger = Ledger::open(path)?;
+        Self::refuse_other(&ledger, destination)?;
+        Ok(DraftBook {
+            ledger,
+            destination: destination.clone(),
+            source_id: OnceLock::new(),
+        })
+    }
+
+    /// Opens an existing ledger read-only for the drafts of `destination`: nothing is
+    /// created or written, so the drafts can be read where the ledger cannot be written.
+    pub fn open_existing(path: &Path, destination: &Destination) -> Result<DraftBook> {
+        let ledger = Ledger::open_existing(path)?;
+        Self::refuse_other(&ledger, destination)?;
+        Ok(DraftBook {
+            ledger,
+            destination: destination.clone(),
+            source_id: OnceLock::new(),
+        })
+    }
+
+    fn refuse_other(ledger: &Ledger, destination: &Destination) -> Result<()> {
         match ledger.destination()? {
-            None => {
-                ledger.conn.execute(
-                    "INSERT INTO destination (id, account_id, api_base, created_at) VALUES (1, ?1, ?2, ?3)
-                     ON CONFLICT (id) DO NOTHING",
-                    params![destination.account_id, destination.api_base, now()],
-                )?;
-            }
-            Some(d) if d == *destination => {}
-            Some(d) => {
-                return Err(Error::Config(vec![format!(
-                    "this ledger belongs to account {} at {}, not account {} at {}: give another --ledger",
-                    d.account_id, d.api_base, destination.account_id, destination.api_base
-                )]));
-            }
+            Some(d) if d != *destination => Err(Error::Config(vec![format!(
+                "this ledger belongs to account {} at {}, not account {} at {}: give another --ledger",
+                d.account_id, d.api_base, destination.account_id, destination.api_base
+            )])),
+            _ => Ok(()),
         }
+    }
+
+    /// Binds the ledger to this destination (the account has just answered a mint) and
+    /// registers the drafts source, once.
+    fn claim(&self) -> Result<i64> {
+        if let Some(id) = self.source_id.get() {
+            return Ok(*id);
+        }
+        let destination = &self.destination;
+        self.ledger.conn.execute(
+            "INSERT INTO destination (id, account_id, api_base, created_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+            params![destination.account_id, destination.api_base, now()],
+        )?;
+        // Another command may have bound it since the open.
+        Self::refuse_other(&self.ledger, destination)?;
         let source = SourceId::new(SourceKind::Drafts, destination.account_id.clone());
-        ledger.conn.execute(
+        self.ledger.conn.execute(
             "INSERT INTO sources (kind, location, created_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (kind, location) DO NOTHING",
             params![source.kind.as_str(), source.location, now()],
         )?;
-        let source_id = ledger.conn.query_row(
+        let id = self.ledger.conn.query_row(
             "SELECT id FROM sources WHERE kind = ?1 AND location = ?2",
             params![source.kind.as_str(), source.location],
             |r| r.get(0),
         )?;
-        Ok(DraftBook { ledger, source_id })
+        Ok(*self.source_id.get_or_init(|| id))
     }
 
     /// Records a freshly minted draft (a re-minted id starts over as pending).
     pub fn insert(&self, d: &NewDraft) -> Result<()> {
+        let source_id = self.claim()?;
         let ts = now();
         self.ledger.conn.execute(
             "INSERT INTO drafts (image_id, source_id, app, creator, metadata, private, expires_at,
@@ -182,7 +216,7 @@ impl DraftBook {
                  completed_at = NULL",
             params![
                 d.image_id,
-                self.source_id,
+                source_id,
                 d.app,
                 d.creator,
                 d.metadata,
@@ -365,7 +399,7 @@ mod tests {
     #[test]
     fn a_ledger_of_another_destination_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        drop(book(dir.path()));
+        book(dir.path()).insert(&new("a")).unwrap();
         let err = DraftBook::open(
             &dir.path().join("l.sqlite"),
             &Destination {
@@ -375,5 +409,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("another --ledger"), "{err}");
+    }
+
+    #[test]
+    fn opening_binds_nothing_until_the_first_draft_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(book(dir.path()));
+        let other = Destination {
+            account_id: "other".into(),
+            api_base: "emulator".into(),
+        };
+        let b = DraftBook::open(&dir.path().join("l.sqlite"), &other).unwrap();
+        b.insert(&new("a")).unwrap();
+        assert_eq!(b.ledger.destination().unwrap(), Some(other));
     }
 }

@@ -152,6 +152,7 @@ async fn ledger_appears_only_on_commands_with_a_ledger_under_the_global_heading(
         "direct-upload create",
         "direct-upload status",
         "serve",
+        "images delete",
     ] {
         let path: Vec<String> = cmd.split(' ').map(String::from).collect();
         let (long, short) = help(&path).await;

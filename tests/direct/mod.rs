@@ -10,6 +10,8 @@ mod errors;
 mod flow;
 mod hardening;
 mod limits;
+mod read_only_ledger;
+mod unbound_ledger;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

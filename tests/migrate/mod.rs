@@ -1,5 +1,6 @@
 //! `cfimg migrate` end to end: the real binary against the in-process emulator.
 
+mod backup_onto_itself;
 mod basics;
 mod batch;
 mod bucket;
@@ -7,6 +8,7 @@ mod crash;
 mod exactly_once;
 mod exit_codes;
 mod faults;
+mod ledger_not_a_file;
 mod ledger_safety;
 mod lost_ledger;
 mod manifest;
