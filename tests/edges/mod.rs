@@ -6,3 +6,4 @@ mod control_names;
 mod downloads;
 mod forged_names;
 mod manifest_lines;
+mod sigpipe_socket;
