@@ -161,6 +161,30 @@ async fn hints_point_at_ledgers_that_exist() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulator_dry_run_sends_nobody_to_the_ledger_it_did_not_write() {
+    let env = TestEnv::new().await;
+    env.write("good.png", &png(1, 800));
+    let src = env.src.to_str().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cfimg"))
+        .args(["migrate", src, "--emulator", "--dry-run"])
+        .env_remove("CFIMG_CONFIG")
+        .env_remove("CFIMG_LEDGER")
+        .env("RUST_LOG", "cfimg=warn")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!env.dir.path().join("cfimg-emulator.sqlite").exists());
+    assert!(
+        stdout(&out).contains("dry run: 1 to upload"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stdout(&out).contains("--ledger"), "{}", text(&out));
+}
+
 /// Marks the last run as never finished, as a killed run leaves it.
 fn unfinish_last_run(ledger: &Path) {
     let conn = rusqlite::Connection::open(ledger).unwrap();
