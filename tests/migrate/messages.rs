@@ -255,6 +255,32 @@ async fn counts_take_their_singular_and_the_rebuild_promises_no_upload_of_a_reje
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_images_list_and_export_count_one_in_the_singular() {
+    let env = TestEnv::new().await;
+    env.write("a.png", &png(1, 800));
+    let (code, _, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+
+    let out = env.run(&["verify"]).await;
+    assert!(
+        stdout(&out).contains("1 ledger row, 1 image listed in 1 page ("),
+        "{}",
+        text(&out)
+    );
+    let out = env.run(&["images", "list"]).await;
+    assert!(stderr(&out).contains("cfimg: 1 image\n"), "{}", text(&out));
+    let csv = env.dir.path().join("out.csv");
+    let out = env
+        .run(&["export", "--output", csv.to_str().unwrap()])
+        .await;
+    assert!(
+        stderr(&out).contains("exported 1 row to "),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_refusal_is_printed_once_and_logs_hold_no_debug_text() {
     let env = TestEnv::with(
         cfimg::emulator::EmulatorConfig {
