@@ -98,7 +98,8 @@ pub const EMULATOR: &str = "Examples:
 It prints four `export NAME='value'` lines (CFIMG_API_BASE_URL, CFIMG_BATCH_BASE_URL,
 CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN) for a POSIX shell to eval, then serves until
 Ctrl-C or SIGTERM.
-Credentials: none; clients must send --token. CFIMG_EMULATOR_WEBHOOK_SECRET sets --webhook-secret.";
+
+Credentials: none of its own; its clients must send the --token value (the CLOUDFLARE_API_TOKEN it prints). CFIMG_EMULATOR_WEBHOOK_SECRET sets --webhook-secret.";
 
 /// `cfimg export --help`.
 pub const EXPORT: &str = concat!(

@@ -243,8 +243,14 @@ pub fn network_cause(e: &reqwest::Error) -> String {
         }
         cause = c.source();
     }
+    // Past the TCP connection (no "tcp connect error" or "dns error" layer), what fails in
+    // connecting to an https URL is the TLS handshake; rustls's own text does not say so.
+    let tls = e.is_connect() && e.url().is_some_and(|u| u.scheme() == "https") && causes.len() == 1;
     if let Some((root, between)) = causes.split_last() {
         text.push_str(": ");
+        if tls {
+            text.push_str("TLS handshake failed: ");
+        }
         text.push_str(root);
         // The layers above the root name its kind: "(dns error)", "(tcp connect error)".
         if !between.is_empty() {

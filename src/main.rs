@@ -20,11 +20,44 @@ fn ends_after_printing(command: &Command) -> bool {
     )
 }
 
+/// SIGPIPE's handler for those commands: the default action only when stdout or stderr is
+/// the closed pipe. A socket the server closed mid-write raises SIGPIPE too (a vectored
+/// write cannot ask for MSG_NOSIGNAL): that one must stay an error the command reports
+/// (a TLS or connection failure), not a silent death with status 141.
+#[cfg(unix)]
+extern "C" fn on_sigpipe(_: nix::libc::c_int) {
+    use nix::libc;
+    let mut fds = [1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    });
+    // SAFETY: poll, signal and raise are async-signal-safe; fds outlives the call.
+    unsafe {
+        let ready = libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0);
+        if ready > 0
+            && fds
+                .iter()
+                .any(|f| f.revents & (libc::POLLERR | libc::POLLHUP) != 0)
+        {
+            // Delivered, with the default action, as soon as this handler returns.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+}
+
 #[cfg(unix)]
 fn default_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: called before any other thread exists; the default action needs no handler.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigpipe),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: called before any other thread exists; the handler only calls
+    // async-signal-safe functions.
+    let _ = unsafe { sigaction(Signal::SIGPIPE, &action) };
 }
 
 #[cfg(not(unix))]

@@ -487,9 +487,14 @@ async fn lost_ledger_check(
     }
     let rebuild = crate::existing::rebuild_command(source, &cfg.ledger, shard);
     let what = format!(
-        "the account already holds {} images uploaded from {source}{} (by their cfimg stamp), \
+        "the account already holds {} {} uploaded from {source}{} (by their cfimg stamp), \
          but the ledger {} has no row for this source: it was deleted, replaced or emptied",
         found.count_text(),
+        if found.images == 1 && !found.more {
+            "image"
+        } else {
+            "images"
+        },
         shard.map(|s| format!(" shard {s}")).unwrap_or_default(),
         cfg.ledger.display()
     );

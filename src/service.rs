@@ -95,8 +95,10 @@ pub async fn run(stats: Arc<Stats>, watch: Arc<WatchStatus>, stop: CancellationT
                 tell(&[NotifyState::Watchdog]);
             } else {
                 tracing::error!(
-                    "the watch loop has not turned for {:?}: not pinging the watchdog",
-                    watch.since_heartbeat()
+                    "the watch loop has not turned for {}: not pinging the watchdog",
+                    humantime::format_duration(Duration::from_secs(
+                        watch.since_heartbeat().as_secs()
+                    ))
                 );
             }
         }

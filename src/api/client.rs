@@ -23,6 +23,23 @@ use crate::item::Body;
 use crate::limit;
 use crate::secret::Secret;
 
+/// The `filename` a part may carry for a file of this name. Control characters (a CR, LF
+/// or ESC inside a part header makes the whole body malformed to a strict parser, and
+/// Cloudflare answers 5400) and the backslash (parsers disagree on quoted-string escapes)
+/// are percent-encoded, as RFC 7578 section 4.2 allows; everything else, non-ASCII
+/// included, is kept. The ledger keeps the original key.
+fn part_filename(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_control() || c == '\\' {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Read size for streamed upload bodies: large enough to keep syscalls few, small enough
 /// that 16 concurrent 10 MB uploads stay a few MB of buffers.
 const UPLOAD_CHUNK: usize = 64 * 1024;
@@ -215,7 +232,7 @@ impl ImagesClient {
                 });
                 hashed = Some(hasher);
                 let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
-                    .file_name(up.filename.to_string())
+                    .file_name(part_filename(up.filename))
                     .mime_str(up.mime)
                     .map_err(|e| Error::Invalid(format!("bad content type {}: {e}", up.mime)))?;
                 form = form.part("file", part);
@@ -689,6 +706,16 @@ mod tests {
     use super::*;
     use axum::http::{HeaderName, StatusCode};
     use axum::response::IntoResponse;
+
+    #[test]
+    fn part_filenames_carry_no_control_characters() {
+        assert_eq!(part_filename("cr\rname.png"), "cr%0Dname.png");
+        assert_eq!(part_filename("esc\u{1b}[2K.png"), "esc%1B[2K.png");
+        assert_eq!(part_filename("nl\nname.png"), "nl%0Aname.png");
+        assert_eq!(part_filename("back\\slash.png"), "back%5Cslash.png");
+        // Everything else, spaces, quotes, percent signs and non-ASCII included, is kept.
+        assert_eq!(part_filename("été 100% \"x\".png"), "été 100% \"x\".png");
+    }
 
     const EDGE_1015: &str = "<!DOCTYPE html><html><head><title>Access denied | api.cloudflare.com used Cloudflare to restrict access</title></head><body><h1>Error 1015</h1><h2>You are being rate limited</h2></body></html>";
 

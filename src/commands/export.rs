@@ -141,7 +141,11 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> Result<i32> {
     }
     out.flush().map_err(write_err)?;
     if let Some(p) = &args.output {
-        eprintln!("cfimg: exported {rows} rows to {}", p.display());
+        eprintln!(
+            "cfimg: exported {} to {}",
+            crate::progress::plural(rows, "row", "rows"),
+            p.display()
+        );
     }
     Ok(EXIT_OK)
 }

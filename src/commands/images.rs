@@ -195,7 +195,10 @@ async fn list(lane: &ApiLane, spent: &AtomicU32, args: &ImagesListArgs) -> Resul
     }
     out.flush().map_err(io)?;
     if !args.json && !args.jsonl {
-        eprintln!("cfimg: {count} images");
+        eprintln!(
+            "cfimg: {}",
+            crate::progress::plural(count, "image", "images")
+        );
     }
     Ok(EXIT_OK)
 }

@@ -133,11 +133,14 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
                 crate::progress::plural(stored as u64, "image", "images"),
                 data_dir.display()
             ));
-            // The ledger is not the default one, so every later command needs its name.
-            print_out(&format!(
-                "{}\n",
-                super::ledger_hint::follow_ups(&cfg.ledger)
-            ));
+            // The ledger is not the default one, so every later command needs its name;
+            // a dry run recorded nothing there, so it sends nobody to look.
+            if !args.dry_run {
+                print_out(&format!(
+                    "{}\n",
+                    super::ledger_hint::follow_ups(&cfg.ledger)
+                ));
+            }
         }
     }
     if let Some(e) = &result.fatal {

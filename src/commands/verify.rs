@@ -26,6 +26,7 @@ use crate::api::client::ListQuery;
 use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance, State};
+use crate::progress::plural;
 use crate::shard::Shard;
 use crate::shown::Shown;
 use crate::stamp::{self, Stamp};
@@ -423,8 +424,11 @@ struct TextReport<'a> {
 
 fn print_text(r: &TextReport<'_>) {
     println!(
-        "{} ledger rows, {} images listed in {} pages ({} without a cfimg stamp, not judged)",
-        r.rows, r.listed, r.pages, r.unmanaged
+        "{}, {} listed in {} ({} without a cfimg stamp, not judged)",
+        plural(r.rows, "ledger row", "ledger rows"),
+        plural(r.listed, "image", "images"),
+        plural(r.pages, "page", "pages"),
+        r.unmanaged
     );
     println!(
         "other sources or shards: {} (images of sources this ledger has never seen, of other shards, \

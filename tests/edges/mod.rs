@@ -2,6 +2,8 @@
 //! forge log lines, downloads bounded in time, and manifest lines fixed in place.
 
 mod config_secrets;
+mod control_names;
 mod downloads;
 mod forged_names;
 mod manifest_lines;
+mod sigpipe_socket;

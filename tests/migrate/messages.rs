@@ -161,6 +161,30 @@ async fn hints_point_at_ledgers_that_exist() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulator_dry_run_sends_nobody_to_the_ledger_it_did_not_write() {
+    let env = TestEnv::new().await;
+    env.write("good.png", &png(1, 800));
+    let src = env.src.to_str().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cfimg"))
+        .args(["migrate", src, "--emulator", "--dry-run"])
+        .env_remove("CFIMG_CONFIG")
+        .env_remove("CFIMG_LEDGER")
+        .env("RUST_LOG", "cfimg=warn")
+        .current_dir(env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!env.dir.path().join("cfimg-emulator.sqlite").exists());
+    assert!(
+        stdout(&out).contains("dry run: 1 to upload"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stdout(&out).contains("--ledger"), "{}", text(&out));
+}
+
 /// Marks the last run as never finished, as a killed run leaves it.
 fn unfinish_last_run(ledger: &Path) {
     let conn = rusqlite::Connection::open(ledger).unwrap();
@@ -228,6 +252,32 @@ async fn counts_take_their_singular_and_the_rebuild_promises_no_upload_of_a_reje
     );
     assert!(said.contains("1 item has no image"), "{said}");
     assert!(said.contains("pass its checks"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_images_list_and_export_count_one_in_the_singular() {
+    let env = TestEnv::new().await;
+    env.write("a.png", &png(1, 800));
+    let (code, _, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+
+    let out = env.run(&["verify"]).await;
+    assert!(
+        stdout(&out).contains("1 ledger row, 1 image listed in 1 page ("),
+        "{}",
+        text(&out)
+    );
+    let out = env.run(&["images", "list"]).await;
+    assert!(stderr(&out).contains("cfimg: 1 image\n"), "{}", text(&out));
+    let csv = env.dir.path().join("out.csv");
+    let out = env
+        .run(&["export", "--output", csv.to_str().unwrap()])
+        .await;
+    assert!(
+        stderr(&out).contains("exported 1 row to "),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
