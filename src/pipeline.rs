@@ -215,33 +215,44 @@ pub async fn migrate_gated(
         max_attempts: cfg.upload.max_attempts,
         ..retry::Policy::default()
     };
-    let (writer, writer_thread) = if opts.dry_run {
-        (None, None)
+    // The writer thread opens the ledger and checks an existing one page by page (before
+    // anything is written to it) while the start-up request is under way.
+    let (writer, opening, writer_thread) = if opts.dry_run {
+        (None, None, None)
     } else {
-        let (w, t) = LedgerWriter::spawn_with(&cfg.ledger, cfg.watch.retry_base)?;
-        (Some(w), Some(t))
+        let (w, o, t) = LedgerWriter::start(&cfg.ledger, cfg.watch.retry_base)?;
+        (Some(w), Some(o), Some(t))
     };
-    // Refused before any request: the ledger's records describe one account only.
-    match &writer {
-        Some(w) => w.check_destination(&opts.destination).await?,
-        // The dry run says what the run would say (without credentials it knows no account).
-        None if !opts.destination.account_id.is_empty() => {
-            if let Some(l) = Ledger::open_read_only(&cfg.ledger)? {
-                l.check_destination(&opts.destination)?;
+    // Refused before any request: the ledger's records describe one account only. Read
+    // through a view of its own, which writes nothing (the dry run says what the run would
+    // say; without credentials it knows no account).
+    if writer.is_some() || !opts.destination.account_id.is_empty() {
+        let recorded = Ledger::open_read_only(&cfg.ledger)
+            .and_then(|view| view.map_or(Ok(()), |l| l.check_destination(&opts.destination)));
+        if let Err(e) = recorded {
+            // A damaged ledger is best described by the writer's check.
+            if let Some(o) = opening {
+                o.opened().await?;
             }
+            return Err(e);
         }
-        None => {}
     }
-    let lane = if opts.dry_run {
-        None
-    } else {
-        // One cheap request proves the token and the account before any item is touched.
-        let (client, _) = connect(cfg, &limiter, policy).await?;
-        Some(ApiLane {
-            client,
+    // One cheap request proves the token and the account before any item is touched.
+    let connected = match opts.dry_run {
+        true => None,
+        false => Some(connect(cfg, &limiter, policy).await),
+    };
+    // A damaged ledger is named before a failed start-up request: one a restart cannot fix.
+    if let Some(o) = opening {
+        o.opened().await?;
+    }
+    let lane = match connected {
+        Some(c) => Some(ApiLane {
+            client: c?.0,
             limiter: limiter.clone(),
             policy,
-        })
+        }),
+        None => None,
     };
     // Recorded only now: a run refused for a mistyped account id leaves the ledger unbound.
     if let Some(w) = &writer {

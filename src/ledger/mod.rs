@@ -27,7 +27,7 @@ pub use lock::is_locked;
 pub use manage::{Found as RebuiltRow, Maintenance};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{Failure, LedgerWriter, Record, Superseded};
+pub use writer::{Failure, LedgerWriter, Opening, Record, Superseded};
 
 /// Where an item stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

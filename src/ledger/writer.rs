@@ -197,21 +197,44 @@ impl LedgerWriter {
         path: &Path,
         retry_base: Duration,
     ) -> Result<(LedgerWriter, thread::JoinHandle<Result<()>>)> {
+        let (writer, opening, handle) = Self::start(path, retry_base)?;
+        opening.wait()?;
+        Ok((writer, handle))
+    }
+
+    /// Takes the ledger's lock and starts the writer thread, which opens the ledger (and
+    /// checks an existing one page by page) while the caller goes on: wait for the
+    /// [`Opening`] before anything that may write. Records sent before that wait in the queue.
+    pub fn start(
+        path: &Path,
+        retry_base: Duration,
+    ) -> Result<(LedgerWriter, Opening, thread::JoinHandle<Result<()>>)> {
         let lock = lock_exclusively(path)?;
-        let ledger = Ledger::open(path)?;
         let (tx, rx) = mpsc::channel(4096);
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+        let owned = path.to_path_buf();
         let handle = thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
                 // The lock lives as long as the writer: one run per ledger at a time.
                 let _lock = lock;
-                write_loop(ledger, rx, retry_base.as_secs_f64())
+                match Ledger::open(&owned) {
+                    Ok(ledger) => {
+                        let _ = opened_tx.send(Ok(()));
+                        write_loop(ledger, rx, retry_base.as_secs_f64())
+                    }
+                    // The error goes to whoever waits for the opening; the queue closes.
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        Ok(())
+                    }
+                }
             })
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok((LedgerWriter { tx }, handle))
+        Ok((LedgerWriter { tx }, Opening(opened_rx), handle))
     }
 
     /// Records and waits until the record is durable.
@@ -296,6 +319,23 @@ impl LedgerWriter {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// The writer thread's opening of the ledger, still under way.
+pub struct Opening(std::sync::mpsc::Receiver<Result<()>>);
+
+impl Opening {
+    /// Blocks until the ledger is open and checked, or says why it could not be.
+    pub fn wait(self) -> Result<()> {
+        self.0.recv().unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// [`Opening::wait`] from async code.
+    pub async fn opened(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 }
 
