@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod quota;
+pub mod reconcile;
 pub mod remove;
 pub mod replace;
 pub mod retry;
