@@ -7,7 +7,7 @@
 //!
 //! After a migration, `commands` reads the mapping back (`export`), checks it against the
 //! account in one listing pass (`verify`), rebuilds a lost ledger from the stamps
-//! (`rebuild`), and drives the rest of the Images API (`images`, `settings`, `sign_url`).
+//! (`rebuild`; both algorithms in `reconcile`), and drives the rest of the Images API (`images`, `settings`, `sign_url`).
 //! Direct creator uploads: `direct` (checks, mint, refresh) behind `cfimg direct-upload`
 //! and `serve` (the HTTP service for apps: mint, status, webhook, reconciler, demo page).
 
@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod quota;
+pub mod reconcile;
 pub mod remove;
 pub mod replace;
 pub mod retry;

@@ -310,21 +310,7 @@ async fn delete(
     let mapped = mapped_items(cfg, &args.ids)?;
     let ledger = cfg.ledger.display();
     if args.dry_run {
-        for id in &args.ids {
-            println!("would delete {}", Shown(id));
-        }
-        for m in &mapped {
-            eprintln!(
-                "cfimg: {} is the image of {} in ledger {ledger}: {}",
-                Shown(&m.id),
-                items_named(&m.items),
-                if args.force {
-                    "its delivery URL would stop working and the next `cfimg migrate` would upload it again"
-                } else {
-                    "refused without --force"
-                }
-            );
-        }
+        print_dry_delete(args, &mapped, &ledger.to_string());
         return Ok(EXIT_OK);
     }
     if !mapped.is_empty() && !args.force {
@@ -337,28 +323,9 @@ async fn delete(
             lines.join("; ")
         )));
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Error::Usage(
-                "deleting images needs --yes when not run on a terminal".into(),
-            ));
-        }
-        eprint!(
-            "delete {} image(s) ({})? This cannot be undone. [y/N] ",
-            args.ids.len(),
-            args.ids.join(", ")
-        );
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|source| Error::Io {
-                path: "stdin".into(),
-                source,
-            })?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("cfimg: nothing deleted");
-            return Ok(EXIT_OK);
-        }
+    if !args.yes && !confirm_delete(&args.ids)? {
+        eprintln!("cfimg: nothing deleted");
+        return Ok(EXIT_OK);
     }
     // Locked before the first delete, so that a ledger that cannot be updated (a run
     // holds it) stops the command before any image is gone.
@@ -422,4 +389,45 @@ async fn delete(
     } else {
         EXIT_INCOMPLETE
     })
+}
+
+/// What `images delete --dry-run` would do, and which ledger items it would break.
+fn print_dry_delete(args: &ImagesDeleteArgs, mapped: &[Mapped], ledger: &str) {
+    for id in &args.ids {
+        println!("would delete {}", Shown(id));
+    }
+    for m in mapped {
+        eprintln!(
+            "cfimg: {} is the image of {} in ledger {ledger}: {}",
+            Shown(&m.id),
+            items_named(&m.items),
+            if args.force {
+                "its delivery URL would stop working and the next `cfimg migrate` would upload it again"
+            } else {
+                "refused without --force"
+            }
+        );
+    }
+}
+
+/// Asks on the terminal before deleting; without a terminal, --yes is needed.
+fn confirm_delete(ids: &[String]) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "deleting images needs --yes when not run on a terminal".into(),
+        ));
+    }
+    eprint!(
+        "delete {} image(s) ({})? This cannot be undone. [y/N] ",
+        ids.len(),
+        ids.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|source| Error::Io {
+            path: "stdin".into(),
+            source,
+        })?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

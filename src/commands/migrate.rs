@@ -27,36 +27,7 @@ pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 
 /// Runs a migration and returns the exit code.
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
-    let metadata = args
-        .upload
-        .metadata
-        .as_deref()
-        .map(config::parse_metadata_flag)
-        .transpose()?;
-    let mut raw = config::load_raw(
-        cli.config.as_deref(),
-        args.overrides(cli.ledger(), metadata),
-    )?;
-    if let Some(shard) = args.shard {
-        // One ledger per shard, so that a restarted shard resumes its own items; and an
-        // equal part of the account's API budget for each, unless a rate is given.
-        if raw.ledger.is_none() {
-            let base = if args.emulator {
-                EMULATOR_LEDGER
-            } else {
-                config::DEFAULT_LEDGER
-            };
-            raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
-        }
-        if raw.upload.rate.is_none() {
-            raw.upload.rate = Some(crate::limit::DEFAULT_RATE / f64::from(shard.count));
-        }
-    }
-    if args.emulator && raw.ledger.is_none() {
-        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
-    }
-    let needs_credentials = !args.emulator && !args.dry_run;
-    let mut cfg = config::validate(raw, needs_credentials)?;
+    let mut cfg = configure(cli, args)?;
     let shards = args.shard.map_or(1, |s| s.count);
     if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, shards) {
         tracing::warn!("{w}");
@@ -118,6 +89,17 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         }
     };
 
+    report(args, &cfg, &result, emulator).await
+}
+
+/// Prints the summary (and the emulator's follow-ups) and turns the run's end into the
+/// exit code.
+async fn report(
+    args: &MigrateArgs,
+    cfg: &Config,
+    result: &pipeline::RunResult,
+    emulator: Option<(emulator::EmulatorHandle, PathBuf)>,
+) -> Result<i32> {
     if args.json {
         let json = serde_json::to_string_pretty(&result.summary).unwrap_or_default();
         print_out(&format!("{json}\n"));
@@ -149,7 +131,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             eprintln!("cfimg: {h}");
         }
         if e.is_quota_reached()
-            && let Some(figures) = super::quota_figures(&cfg).await
+            && let Some(figures) = super::quota_figures(cfg).await
         {
             eprintln!("cfimg: {figures}");
         }
@@ -163,6 +145,41 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// The validated configuration: file, environment and flags, with a shard's own ledger and
+/// share of the rate, and the emulator's ledger.
+fn configure(cli: &Cli, args: &MigrateArgs) -> Result<Config> {
+    let metadata = args
+        .upload
+        .metadata
+        .as_deref()
+        .map(config::parse_metadata_flag)
+        .transpose()?;
+    let mut raw = config::load_raw(
+        cli.config.as_deref(),
+        args.overrides(cli.ledger(), metadata),
+    )?;
+    if let Some(shard) = args.shard {
+        // One ledger per shard, so that a restarted shard resumes its own items; and an
+        // equal part of the account's API budget for each, unless a rate is given.
+        if raw.ledger.is_none() {
+            let base = if args.emulator {
+                EMULATOR_LEDGER
+            } else {
+                config::DEFAULT_LEDGER
+            };
+            raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
+        }
+        if raw.upload.rate.is_none() {
+            raw.upload.rate = Some(crate::limit::DEFAULT_RATE / f64::from(shard.count));
+        }
+    }
+    if args.emulator && raw.ledger.is_none() {
+        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
+    }
+    let needs_credentials = !args.emulator && !args.dry_run;
+    config::validate(raw, needs_credentials)
 }
 
 /// Prints to stdout. A reader that has gone away (`| head`) is not this run's failure: the

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::{EXIT_OK, direct_upload::open_book};
 use crate::cli::{Cli, ServeArgs};
-use crate::config::{self, RawConfig, RawServe};
+use crate::config::{self, Config, RawConfig, RawServe};
 use crate::emulator::WebhookDestination;
 use crate::error::{Error, Result};
 
@@ -16,37 +16,7 @@ const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 
 /// Runs the service until a stop signal.
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
-    let flags = RawConfig {
-        ledger: cli.ledger(),
-        serve: RawServe {
-            listen: args.listen.clone(),
-            ..RawServe::default()
-        },
-        ..RawConfig::default()
-    };
-    let mut raw = config::load_raw(cli.config.as_deref(), flags)?;
-    if args.emulator && raw.ledger.is_none() {
-        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
-    }
-    let mut cfg = config::validate(raw, !args.emulator)?;
-    if !cfg.serve.unreadable.is_empty() {
-        return Err(Error::Config(cfg.serve.unreadable.clone()));
-    }
-    // Without a key every mint would be refused: a service that cannot serve anyone is a
-    // configuration error, said at start rather than in every app's 401.
-    if cfg.serve.app_keys.is_empty() && !args.demo {
-        return Err(Error::Config(vec![
-            "cfimg serve has no app keys: set `serve.app_keys_file` to a file of `name = key` lines \
-             (under systemd: LoadCredential=app_keys:/etc/cfimg/app_keys and \
-             app_keys_file = \"/run/credentials/cfimg-serve.service/app_keys\"), or \
-             `serve.app_keys = { web = \"...\" }` in the config; for a local try-out, --demo makes a key"
-                .to_string(),
-        ]));
-    }
-    let nofile = crate::serve::open_file_limit();
-    let cap = crate::serve::connection_cap(cfg.serve.max_connections, nofile)
-        .map_err(|e| Error::Config(vec![e]))?;
-    cfg.serve.max_connections = Some(cap);
+    let mut cfg = configure(cli, args)?;
     let emulator = if args.emulator {
         let (handle, _) = super::migrate::start_emulator(&mut cfg).await?;
         if cfg.serve.webhook_secret.is_none() {
@@ -104,6 +74,43 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
         emu.shutdown().await;
     }
     Ok(EXIT_OK)
+}
+
+/// The validated configuration, refused at start when no app could be served: unreadable
+/// key files, no app keys (without --demo), a connection cap the open-file limit cannot hold.
+fn configure(cli: &Cli, args: &ServeArgs) -> Result<Config> {
+    let flags = RawConfig {
+        ledger: cli.ledger(),
+        serve: RawServe {
+            listen: args.listen.clone(),
+            ..RawServe::default()
+        },
+        ..RawConfig::default()
+    };
+    let mut raw = config::load_raw(cli.config.as_deref(), flags)?;
+    if args.emulator && raw.ledger.is_none() {
+        raw.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
+    }
+    let mut cfg = config::validate(raw, !args.emulator)?;
+    if !cfg.serve.unreadable.is_empty() {
+        return Err(Error::Config(cfg.serve.unreadable.clone()));
+    }
+    // Without a key every mint would be refused: a service that cannot serve anyone is a
+    // configuration error, said at start rather than in every app's 401.
+    if cfg.serve.app_keys.is_empty() && !args.demo {
+        return Err(Error::Config(vec![
+            "cfimg serve has no app keys: set `serve.app_keys_file` to a file of `name = key` lines \
+             (under systemd: LoadCredential=app_keys:/etc/cfimg/app_keys and \
+             app_keys_file = \"/run/credentials/cfimg-serve.service/app_keys\"), or \
+             `serve.app_keys = { web = \"...\" }` in the config; for a local try-out, --demo makes a key"
+                .to_string(),
+        ]));
+    }
+    let nofile = crate::serve::open_file_limit();
+    let cap = crate::serve::connection_cap(cfg.serve.max_connections, nofile)
+        .map_err(|e| Error::Config(vec![e]))?;
+    cfg.serve.max_connections = Some(cap);
+    Ok(cfg)
 }
 
 async fn wait_for_signal() {

@@ -32,21 +32,7 @@ const KEEP_RUNS: u32 = 1000;
 
 /// Runs the daemon until a stop signal; returns the exit code (0 after a clean stop).
 pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
-    let metadata = args
-        .upload
-        .metadata
-        .as_deref()
-        .map(config::parse_metadata_flag)
-        .transpose()?;
-    let mut flags = args.overrides(cli.ledger(), metadata);
-    if args.emulator && flags.ledger.is_none() {
-        flags.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
-    }
-    let raw = config::load_raw(cli.config.as_deref(), flags.clone())?;
-    let mut cfg = config::validate(raw, !args.emulator)?;
-    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, 1) {
-        tracing::warn!("{w}");
-    }
+    let (mut cfg, flags) = configure(cli, args)?;
     // Events name absolute paths: the walk's root must be the folder's canonical path.
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let walk = Walk::new(&dir, &cfg.walk)?;
@@ -135,6 +121,27 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     // A stop signal is how a daemon ends: in-flight uploads finished or are recorded as
     // intents the next start resolves.
     Ok(EXIT_OK)
+}
+
+/// The validated configuration of file, environment and flags (with the emulator's ledger
+/// under --emulator), and the flags, which a reload applies again.
+fn configure(cli: &Cli, args: &WatchArgs) -> Result<(Config, RawConfig)> {
+    let metadata = args
+        .upload
+        .metadata
+        .as_deref()
+        .map(config::parse_metadata_flag)
+        .transpose()?;
+    let mut flags = args.overrides(cli.ledger(), metadata);
+    if args.emulator && flags.ledger.is_none() {
+        flags.ledger = Some(PathBuf::from(EMULATOR_LEDGER));
+    }
+    let raw = config::load_raw(cli.config.as_deref(), flags.clone())?;
+    let cfg = config::validate(raw, !args.emulator)?;
+    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, 1) {
+        tracing::warn!("{w}");
+    }
+    Ok((cfg, flags))
 }
 
 /// What a reload needs: where the configuration came from, and what it can change live.
