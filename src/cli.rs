@@ -230,9 +230,9 @@ pub struct VerifyArgs {
     /// The ledger is shard K of N (`migrate --shard`): images of the other shards are counted, not judged [default: from a ledger named *-shard-K-of-N.sqlite].
     #[arg(long, value_name = "K/N", env = "CFIMG_SHARD", hide_env_values = true)]
     pub shard: Option<crate::shard::Shard>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -300,9 +300,9 @@ pub struct RebuildArgs {
     /// Only shard K of N's items, for a ledger of `migrate --shard K/N` (other shards' images stay theirs).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -319,9 +319,9 @@ pub enum ImagesCommand {
     Get {
         /// Image id.
         id: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Change an image's metadata, privacy or creator.
     #[command(after_help = help::IMAGES_UPDATE)]
@@ -374,9 +374,9 @@ pub struct ImagesUpdateArgs {
     /// The creator tag.
     #[arg(long, value_name = "C")]
     pub creator: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Flags of `cfimg images delete`.
@@ -410,9 +410,9 @@ pub enum VariantsCommand {
     Get {
         /// Variant name.
         id: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a variant.
     #[command(after_help = help::VARIANTS_CREATE)]
@@ -448,9 +448,9 @@ pub struct VariantUpdateArgs {
     /// Serve this variant without a signature even for private images.
     #[arg(long, value_name = "BOOL")]
     pub never_require_signed_urls: Option<bool>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// A variant's definition.
@@ -473,9 +473,9 @@ pub struct VariantArgs {
     /// Serve this variant without a signature even for private images.
     #[arg(long, value_name = "BOOL")]
     pub never_require_signed_urls: Option<bool>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `on` or `off`.
@@ -504,9 +504,9 @@ pub enum KeysCommand {
         /// Print the key values too.
         #[arg(long)]
         show_values: bool,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a key; an existing key is rotated only with --rotate.
     #[command(after_help = help::KEYS_ADD)]
@@ -552,9 +552,9 @@ pub struct OutputArgs {
 /// Flags of `cfimg status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -574,9 +574,9 @@ pub struct FailuresArgs {
     /// Also list entries passed over (hidden and temporary files, symlinks not followed, FIFOs, sockets, devices, folder placeholders).
     #[arg(long)]
     pub all: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -861,9 +861,9 @@ pub struct DirectUploadCreateArgs {
     /// The creator tag.
     #[arg(long, value_name = "C")]
     pub creator: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -877,9 +877,9 @@ pub struct DirectUploadStatusArgs {
     /// Show the ledger as it is, without looking pending drafts up.
     #[arg(long)]
     pub no_refresh: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,

@@ -241,7 +241,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let requests = spent.load(Ordering::Relaxed);
     let not_found = items.len() as u64 - matched;
     let source = source_id_text;
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             json!({

@@ -355,7 +355,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         && mismatches.is_empty();
     let missing: Vec<Missing> = missing.into_iter().map(|(m, _)| m).collect();
     let requests = spent.load(Ordering::Relaxed);
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             json!({
