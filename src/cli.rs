@@ -291,12 +291,9 @@ pub struct RebuildArgs {
     /// The manifest's format [default: from its extension].
     #[arg(long, value_enum, value_name = "FORMAT", requires = "manifest")]
     pub manifest_format: Option<ManifestFormat>,
-    /// S3 API endpoint of the bucket, as given to `migrate` [env: AWS_ENDPOINT_URL].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// Region of the bucket, as given to `migrate` [env: AWS_REGION, AWS_DEFAULT_REGION].
-    #[arg(long)]
-    pub region: Option<String>,
+    /// `--endpoint-url` and `--region`, as given to `migrate`.
+    #[command(flatten)]
+    pub bucket: BucketFlags,
     /// Only shard K of N's items, for a ledger of `migrate --shard K/N` (other shards' images stay theirs).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
@@ -640,6 +637,28 @@ impl UploadFlags {
     }
 }
 
+/// Where a bucket is, for `migrate` and `ledger rebuild` (which must be given the same).
+#[derive(Debug, Args)]
+pub struct BucketFlags {
+    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+}
+
+impl BucketFlags {
+    /// The `[bucket]` settings these flags set.
+    pub fn raw(&self) -> RawBucket {
+        RawBucket {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            ..RawBucket::default()
+        }
+    }
+}
+
 /// Folder flags of `migrate` and `watch`.
 #[derive(Debug, Args)]
 pub struct WalkFlags {
@@ -714,12 +733,9 @@ pub struct MigrateArgs {
     /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_secs: Option<f64>,
-    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
+    /// `--endpoint-url` and `--region`.
+    #[command(flatten)]
+    pub bucket: BucketFlags,
     /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
     #[arg(long, value_enum, value_name = "MODE")]
     pub s3_mode: Option<S3Mode>,
@@ -767,10 +783,8 @@ impl MigrateArgs {
                 url_mode: self.url_mode,
             },
             bucket: RawBucket {
-                endpoint_url: self.endpoint_url.clone(),
-                region: self.region.clone(),
                 mode: self.s3_mode,
-                ..RawBucket::default()
+                ..self.bucket.raw()
             },
             download: RawDownload {
                 floor_bytes: self.download_floor_bytes,

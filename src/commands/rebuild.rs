@@ -25,7 +25,7 @@ use super::ledger_views::ledger_path;
 use super::{EXIT_OK, api_lane_with};
 use crate::api::client::ListQuery;
 use crate::cli::{Cli, RebuildArgs};
-use crate::config::{Config, RawBucket, RawConfig, UrlMode};
+use crate::config::{Config, RawConfig, UrlMode};
 use crate::error::{Error, Result};
 use crate::ledger::{Destination, Maintenance, RebuiltRow};
 use crate::shard::Shard;
@@ -150,11 +150,7 @@ async fn list(source: Source, shard: Option<Shard>) -> Result<HashMap<String, Li
 pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let path = ledger_path(cli)?;
     let flags = RawConfig {
-        bucket: RawBucket {
-            endpoint_url: args.endpoint_url.clone(),
-            region: args.region.clone(),
-            ..RawBucket::default()
-        },
+        bucket: args.bucket.raw(),
         ..RawConfig::default()
     };
     let (cfg, lane) = api_lane_with(cli, flags)?;
