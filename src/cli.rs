@@ -230,9 +230,9 @@ pub struct VerifyArgs {
     /// The ledger is shard K of N (`migrate --shard`): images of the other shards are counted, not judged [default: from a ledger named *-shard-K-of-N.sqlite].
     #[arg(long, value_name = "K/N", env = "CFIMG_SHARD", hide_env_values = true)]
     pub shard: Option<crate::shard::Shard>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -291,18 +291,15 @@ pub struct RebuildArgs {
     /// The manifest's format [default: from its extension].
     #[arg(long, value_enum, value_name = "FORMAT", requires = "manifest")]
     pub manifest_format: Option<ManifestFormat>,
-    /// S3 API endpoint of the bucket, as given to `migrate` [env: AWS_ENDPOINT_URL].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// Region of the bucket, as given to `migrate` [env: AWS_REGION, AWS_DEFAULT_REGION].
-    #[arg(long)]
-    pub region: Option<String>,
+    /// `--endpoint-url` and `--region`, as given to `migrate`.
+    #[command(flatten)]
+    pub bucket: BucketFlags,
     /// Only shard K of N's items, for a ledger of `migrate --shard K/N` (other shards' images stay theirs).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::shard::Shard>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -319,9 +316,9 @@ pub enum ImagesCommand {
     Get {
         /// Image id.
         id: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Change an image's metadata, privacy or creator.
     #[command(after_help = help::IMAGES_UPDATE)]
@@ -374,9 +371,9 @@ pub struct ImagesUpdateArgs {
     /// The creator tag.
     #[arg(long, value_name = "C")]
     pub creator: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Flags of `cfimg images delete`.
@@ -410,9 +407,9 @@ pub enum VariantsCommand {
     Get {
         /// Variant name.
         id: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a variant.
     #[command(after_help = help::VARIANTS_CREATE)]
@@ -448,9 +445,9 @@ pub struct VariantUpdateArgs {
     /// Serve this variant without a signature even for private images.
     #[arg(long, value_name = "BOOL")]
     pub never_require_signed_urls: Option<bool>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// A variant's definition.
@@ -473,9 +470,9 @@ pub struct VariantArgs {
     /// Serve this variant without a signature even for private images.
     #[arg(long, value_name = "BOOL")]
     pub never_require_signed_urls: Option<bool>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `on` or `off`.
@@ -504,9 +501,9 @@ pub enum KeysCommand {
         /// Print the key values too.
         #[arg(long)]
         show_values: bool,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// `--json`.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a key; an existing key is rotated only with --rotate.
     #[command(after_help = help::KEYS_ADD)]
@@ -552,9 +549,9 @@ pub struct OutputArgs {
 /// Flags of `cfimg status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -574,9 +571,9 @@ pub struct FailuresArgs {
     /// Also list entries passed over (hidden and temporary files, symlinks not followed, FIFOs, sockets, devices, folder placeholders).
     #[arg(long)]
     pub all: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -636,6 +633,28 @@ impl UploadFlags {
             batch_tokens: self.batch_tokens,
             batch_rate: self.batch_rate,
             ..RawUpload::default()
+        }
+    }
+}
+
+/// Where a bucket is, for `migrate` and `ledger rebuild` (which must be given the same).
+#[derive(Debug, Args)]
+pub struct BucketFlags {
+    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+}
+
+impl BucketFlags {
+    /// The `[bucket]` settings these flags set.
+    pub fn raw(&self) -> RawBucket {
+        RawBucket {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            ..RawBucket::default()
         }
     }
 }
@@ -714,12 +733,9 @@ pub struct MigrateArgs {
     /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_secs: Option<f64>,
-    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
+    /// `--endpoint-url` and `--region`.
+    #[command(flatten)]
+    pub bucket: BucketFlags,
     /// How bucket objects reach Cloudflare: downloaded and checked by cfimg, or fetched by Cloudflare through presigned URLs [default: download].
     #[arg(long, value_enum, value_name = "MODE")]
     pub s3_mode: Option<S3Mode>,
@@ -767,10 +783,8 @@ impl MigrateArgs {
                 url_mode: self.url_mode,
             },
             bucket: RawBucket {
-                endpoint_url: self.endpoint_url.clone(),
-                region: self.region.clone(),
                 mode: self.s3_mode,
-                ..RawBucket::default()
+                ..self.bucket.raw()
             },
             download: RawDownload {
                 floor_bytes: self.download_floor_bytes,
@@ -861,9 +875,9 @@ pub struct DirectUploadCreateArgs {
     /// The creator tag.
     #[arg(long, value_name = "C")]
     pub creator: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -877,9 +891,9 @@ pub struct DirectUploadStatusArgs {
     /// Show the ledger as it is, without looking pending drafts up.
     #[arg(long)]
     pub no_refresh: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,

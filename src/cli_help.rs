@@ -141,7 +141,8 @@ pub const LEDGER_REBUILD: &str = concat!(
 
 ",
     api_credentials!(),
-    " A bucket reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN."
+    " A bucket reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; give it the \
+     same --endpoint-url and --region as `migrate` was given."
 );
 
 /// `cfimg ledger backup --help`.

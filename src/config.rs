@@ -15,6 +15,43 @@ use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
 
+/// Layers one partial configuration over a lower one: every value `over` sets wins.
+trait Layer {
+    /// `self` with every value `over` sets replaced by `over`'s.
+    fn layer(self, over: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn layer(self, over: Self) -> Self {
+        over.or(self)
+    }
+}
+
+/// Declares a configuration section as written and derives its [`Layer`] from the same field
+/// list. A `macro_rules!` rather than the `merge` crate or `figment`: the layers (file,
+/// environment, flags) are already built as `RawConfig`s with serde and clap, so all that was
+/// missing is "each field: over, else self", and this writes it without a new dependency or a
+/// second list of fields that could fall out of step with the struct.
+macro_rules! raw_section {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$fattr:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            $( $(#[$fattr])* pub $field: $ty, )*
+        }
+
+        impl Layer for $name {
+            fn layer(self, over: Self) -> Self {
+                $name { $( $field: Layer::layer(self.$field, over.$field), )* }
+            }
+        }
+    };
+}
+
 /// Where images go when no `api_base_url` is set.
 pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 /// Where batch uploads go when no `batch_base_url` is set.
@@ -87,6 +124,7 @@ pub enum S3Mode {
     Presign,
 }
 
+raw_section! {
 /// The configuration file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +162,7 @@ pub struct RawConfig {
     /// `[serve]` section.
     #[serde(default)]
     pub serve: RawServe,
+}
 }
 
 /// What `watch` does when a file leaves the folder.
@@ -180,6 +219,7 @@ impl std::fmt::Display for MaxDelete {
     }
 }
 
+raw_section! {
 /// `[watch]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +236,7 @@ pub struct RawWatch {
     pub max_delete: Option<String>,
     /// First delay before a failed item is retried (doubling up to 6 hours).
     pub retry_base_secs: Option<f64>,
+}
 }
 
 /// Checked `[watch]` settings.
@@ -215,6 +256,7 @@ pub struct WatchConfig {
     pub retry_base: Duration,
 }
 
+raw_section! {
 /// `[manifest]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,7 +264,9 @@ pub struct RawManifest {
     /// `remote` or `local`.
     pub url_mode: Option<UrlMode>,
 }
+}
 
+raw_section! {
 /// `[download]` as written: time limits of cfimg's own downloads (manifest URLs in local
 /// mode, bucket objects in download mode).
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -235,7 +279,9 @@ pub struct RawDownload {
     /// Longest time one download may take, in seconds.
     pub deadline_secs: Option<f64>,
 }
+}
 
+raw_section! {
 /// `[bucket]` as written; the credentials come from the environment only.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +302,7 @@ pub struct RawBucket {
     #[serde(skip)]
     pub session_token: Option<Secret>,
 }
+}
 
 /// Checked `[bucket]` settings and credentials.
 #[derive(Debug, Clone, Default)]
@@ -274,6 +321,7 @@ pub struct BucketConfig {
     pub session_token: Option<Secret>,
 }
 
+raw_section! {
 /// `[upload]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,7 +358,9 @@ pub struct RawUpload {
     /// Requests per second per batch token.
     pub batch_rate: Option<f64>,
 }
+}
 
+raw_section! {
 /// `[walk]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +373,7 @@ pub struct RawWalk {
     pub include: Option<Vec<String>>,
     /// Skip paths matching one of these globs.
     pub exclude: Option<Vec<String>>,
+}
 }
 
 /// A checked configuration; only [`load`] makes one.
@@ -458,88 +509,13 @@ pub fn from_file(path: &Path) -> Result<RawConfig> {
 
 impl RawConfig {
     /// Layers `over` on top of `self`: every key `over` sets wins.
-    pub fn merge(self, over: RawConfig) -> RawConfig {
+    pub fn merge(mut self, over: RawConfig) -> RawConfig {
         // A token from a higher layer replaces a token file from a lower one and vice versa.
-        let (api_token, api_token_file) =
-            if over.api_token.is_some() || over.api_token_file.is_some() {
-                (over.api_token, over.api_token_file)
-            } else {
-                (self.api_token, self.api_token_file)
-            };
-        RawConfig {
-            account_id: over.account_id.or(self.account_id),
-            api_token,
-            api_token_file,
-            api_base_url: over.api_base_url.or(self.api_base_url),
-            batch_base_url: over.batch_base_url.or(self.batch_base_url),
-            ledger: over.ledger.or(self.ledger),
-            upload: RawUpload {
-                concurrency: over.upload.concurrency.or(self.upload.concurrency),
-                rate: over.upload.rate.or(self.upload.rate),
-                burst: over.upload.burst.or(self.upload.burst),
-                max_attempts: over.upload.max_attempts.or(self.upload.max_attempts),
-                request_timeout_secs: over
-                    .upload
-                    .request_timeout_secs
-                    .or(self.upload.request_timeout_secs),
-                id_mode: over.upload.id_mode.or(self.upload.id_mode),
-                id_prefix: over.upload.id_prefix.or(self.upload.id_prefix),
-                metadata: over.upload.metadata.or(self.upload.metadata),
-                require_signed_urls: over
-                    .upload
-                    .require_signed_urls
-                    .or(self.upload.require_signed_urls),
-                shutdown_grace_secs: over
-                    .upload
-                    .shutdown_grace_secs
-                    .or(self.upload.shutdown_grace_secs),
-                keep_replaced: over.upload.keep_replaced.or(self.upload.keep_replaced),
-                settle_secs: over.upload.settle_secs.or(self.upload.settle_secs),
-                transport: over.upload.transport.or(self.upload.transport),
-                batch_tokens: over.upload.batch_tokens.or(self.upload.batch_tokens),
-                batch_rate: over.upload.batch_rate.or(self.upload.batch_rate),
-            },
-            walk: RawWalk {
-                follow_symlinks: over.walk.follow_symlinks.or(self.walk.follow_symlinks),
-                include_hidden: over.walk.include_hidden.or(self.walk.include_hidden),
-                include: over.walk.include.or(self.walk.include),
-                exclude: over.walk.exclude.or(self.walk.exclude),
-            },
-            manifest: RawManifest {
-                url_mode: over.manifest.url_mode.or(self.manifest.url_mode),
-            },
-            bucket: RawBucket {
-                endpoint_url: over.bucket.endpoint_url.or(self.bucket.endpoint_url),
-                region: over.bucket.region.or(self.bucket.region),
-                mode: over.bucket.mode.or(self.bucket.mode),
-                access_key_id: over.bucket.access_key_id.or(self.bucket.access_key_id),
-                secret_access_key: over
-                    .bucket
-                    .secret_access_key
-                    .or(self.bucket.secret_access_key),
-                session_token: over.bucket.session_token.or(self.bucket.session_token),
-            },
-            download: RawDownload {
-                floor_bytes: over.download.floor_bytes.or(self.download.floor_bytes),
-                floor_window_secs: over
-                    .download
-                    .floor_window_secs
-                    .or(self.download.floor_window_secs),
-                deadline_secs: over.download.deadline_secs.or(self.download.deadline_secs),
-            },
-            watch: RawWatch {
-                settle_secs: over.watch.settle_secs.or(self.watch.settle_secs),
-                max_settle_secs: over.watch.max_settle_secs.or(self.watch.max_settle_secs),
-                rescan_interval_secs: over
-                    .watch
-                    .rescan_interval_secs
-                    .or(self.watch.rescan_interval_secs),
-                on_delete: over.watch.on_delete.or(self.watch.on_delete),
-                max_delete: over.watch.max_delete.or(self.watch.max_delete),
-                retry_base_secs: over.watch.retry_base_secs.or(self.watch.retry_base_secs),
-            },
-            serve: self.serve.merge(over.serve),
+        if over.api_token.is_some() || over.api_token_file.is_some() {
+            self.api_token = None;
+            self.api_token_file = None;
         }
+        self.layer(over)
     }
 }
 
@@ -558,11 +534,67 @@ pub fn load(file: Option<&Path>, flags: RawConfig, needs_credentials: bool) -> R
     validate(load_raw(file, flags)?, needs_credentials)
 }
 
-/// Checks a merged configuration, collecting every problem.
+/// Checks a merged configuration, collecting every problem. Each section is checked by its
+/// own function, in the order their problems are reported.
 pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
     let mut problems = Vec::new();
+    let (account_id, token) = validate_credentials(
+        raw.account_id,
+        raw.api_token,
+        raw.api_token_file,
+        needs_credentials,
+        &mut problems,
+    );
+    let api_base_url = parse_url(
+        "api_base_url",
+        raw.api_base_url.as_deref().unwrap_or(DEFAULT_API_BASE_URL),
+        &mut problems,
+    );
+    let batch_base_url = parse_url(
+        "batch_base_url",
+        raw.batch_base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BATCH_BASE_URL),
+        &mut problems,
+    );
+    let upload = validate_upload(raw.upload, &mut problems);
+    let walk = validate_walk(raw.walk, &mut problems);
+    let bucket = validate_bucket(raw.bucket, &mut problems);
+    let watch = validate_watch(raw.watch, &mut problems);
+    let serve = validate_serve(raw.serve, &mut problems);
+    let download = validate_download(&raw.download, &mut problems);
+    if !problems.is_empty() {
+        return Err(Error::Config(problems));
+    }
+    Ok(Config {
+        account_id,
+        api_token: Secret::new(token),
+        api_base_url: api_base_url
+            .unwrap_or_else(|| Url::parse(DEFAULT_API_BASE_URL).expect("constant URL")),
+        batch_base_url: batch_base_url
+            .unwrap_or_else(|| Url::parse(DEFAULT_BATCH_BASE_URL).expect("constant URL")),
+        ledger: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER)),
+        upload,
+        walk,
+        manifest: ManifestConfig {
+            url_mode: raw.manifest.url_mode.unwrap_or_default(),
+        },
+        bucket,
+        download,
+        watch,
+        serve,
+    })
+}
 
-    let account_id = raw.account_id.unwrap_or_default().trim().to_string();
+/// The account id and the token (read from `api_token_file` if that is how it is given).
+fn validate_credentials(
+    account_id: Option<String>,
+    api_token: Option<Secret>,
+    api_token_file: Option<PathBuf>,
+    needs_credentials: bool,
+    problems: &mut Vec<String>,
+) -> (String, String) {
+    let account_id = account_id.unwrap_or_default().trim().to_string();
     if needs_credentials && account_id.is_empty() {
         problems.push(
             "account id is missing: set CLOUDFLARE_ACCOUNT_ID or `account_id` in the config file \
@@ -575,7 +607,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         ));
     }
 
-    let token = match (raw.api_token, raw.api_token_file) {
+    let token = match (api_token, api_token_file) {
         (Some(_), Some(_)) => {
             problems.push(
                 "both `api_token` and `api_token_file` are set: keep one of them".to_string(),
@@ -605,21 +637,11 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
                 .to_string(),
         );
     }
+    (account_id, token)
+}
 
-    let api_base_url = parse_url(
-        "api_base_url",
-        raw.api_base_url.as_deref().unwrap_or(DEFAULT_API_BASE_URL),
-        &mut problems,
-    );
-    let batch_base_url = parse_url(
-        "batch_base_url",
-        raw.batch_base_url
-            .as_deref()
-            .unwrap_or(DEFAULT_BATCH_BASE_URL),
-        &mut problems,
-    );
-
-    let u = raw.upload;
+/// `[upload]`: the limits, then the id settings ([`validate_ids`]).
+fn validate_upload(u: RawUpload, problems: &mut Vec<String>) -> UploadConfig {
     let concurrency = u.concurrency.unwrap_or(8);
     if !(1..=512).contains(&concurrency) {
         problems.push(format!(
@@ -647,20 +669,19 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         "upload.request_timeout_secs",
         u.request_timeout_secs,
         120.0,
-        &mut problems,
+        problems,
     );
     let shutdown_grace = secs(
         "upload.shutdown_grace_secs",
         u.shutdown_grace_secs,
         30.0,
-        &mut problems,
+        problems,
     );
-
     let settle = secs(
         "upload.settle_secs",
         u.settle_secs,
         DEFAULT_SETTLE_SECS,
-        &mut problems,
+        problems,
     );
     let batch_tokens = u.batch_tokens.unwrap_or(1);
     if !(1..=MAX_BATCH_TOKENS).contains(&batch_tokens) {
@@ -677,6 +698,38 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
     }
     let id_mode = u.id_mode.unwrap_or(IdMode::Path);
     let require_signed_urls = u.require_signed_urls.unwrap_or(false);
+    let id_prefix = u.id_prefix.unwrap_or_default();
+    validate_ids(id_mode, require_signed_urls, &id_prefix, problems);
+    let metadata = u.metadata.unwrap_or_default();
+    if let Err(why) = stamp::check_user_metadata(&metadata) {
+        problems.push(format!("`upload.metadata` (--metadata): {why}"));
+    }
+    UploadConfig {
+        concurrency,
+        rate,
+        burst,
+        max_attempts,
+        request_timeout,
+        id_mode,
+        id_prefix,
+        metadata,
+        require_signed_urls,
+        shutdown_grace,
+        keep_replaced: u.keep_replaced.unwrap_or(false),
+        settle,
+        transport: u.transport.unwrap_or_default(),
+        batch_tokens,
+        batch_rate,
+    }
+}
+
+/// How ids are chosen: private images and a prefix both need ids cfimg chooses.
+fn validate_ids(
+    id_mode: IdMode,
+    require_signed_urls: bool,
+    id_prefix: &str,
+    problems: &mut Vec<String>,
+) {
     if require_signed_urls && id_mode != IdMode::Auto {
         problems.push(format!(
             "private images (--require-signed-urls) cannot have custom ids, and `upload.id_mode` \
@@ -684,7 +737,6 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             id_mode.as_str()
         ));
     }
-    let id_prefix = u.id_prefix.unwrap_or_default();
     if id_mode == IdMode::Auto && !id_prefix.is_empty() {
         problems.push(
             "`upload.id_prefix` (--id-prefix) is set but `id_mode` is auto: Cloudflare assigns \
@@ -697,12 +749,10 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             "`upload.id_prefix` {id_prefix:?} starts with '/': ids must not; drop the leading slash"
         ));
     }
-    let metadata = u.metadata.unwrap_or_default();
-    if let Err(why) = stamp::check_user_metadata(&metadata) {
-        problems.push(format!("`upload.metadata` (--metadata): {why}"));
-    }
+}
 
-    let w = raw.walk;
+/// `[walk]`: every glob must compile.
+fn validate_walk(w: RawWalk, problems: &mut Vec<String>) -> WalkConfig {
     let walk = WalkConfig {
         follow_symlinks: w.follow_symlinks.unwrap_or(false),
         include_hidden: w.include_hidden.unwrap_or(false),
@@ -719,8 +769,11 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             }
         }
     }
+    walk
+}
 
-    let b = raw.bucket;
+/// `[bucket]`: the endpoint and the region; the credentials are passed through.
+fn validate_bucket(b: RawBucket, problems: &mut Vec<String>) -> BucketConfig {
     let endpoint_url = b.endpoint_url.as_deref().and_then(|e| match Url::parse(e) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         _ => {
@@ -739,29 +792,26 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             "`bucket.region` (--region, AWS_REGION) {r:?} is not a region name, e.g. us-east-1 or auto"
         ));
     }
-    let bucket = BucketConfig {
+    BucketConfig {
         endpoint_url,
         region,
         mode: b.mode.unwrap_or_default(),
         access_key_id: b.access_key_id.map(|k| k.trim().to_string()),
         secret_access_key: b.secret_access_key,
         session_token: b.session_token,
-    };
+    }
+}
 
-    let wr = raw.watch;
+/// `[watch]`: the durations, the delete cap, and a longest wait no shorter than the quiet time.
+fn validate_watch(wr: RawWatch, problems: &mut Vec<String>) -> WatchConfig {
     let watch = WatchConfig {
-        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, &mut problems),
-        max_settle: secs(
-            "watch.max_settle_secs",
-            wr.max_settle_secs,
-            60.0,
-            &mut problems,
-        ),
+        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, problems),
+        max_settle: secs("watch.max_settle_secs", wr.max_settle_secs, 60.0, problems),
         rescan_interval: secs(
             "watch.rescan_interval_secs",
             wr.rescan_interval_secs,
             3600.0,
-            &mut problems,
+            problems,
         ),
         on_delete: wr.on_delete.unwrap_or_default(),
         max_delete: match wr.max_delete.as_deref().map(str::parse::<MaxDelete>) {
@@ -772,12 +822,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
                 MaxDelete::Count(0)
             }
         },
-        retry_base: secs(
-            "watch.retry_base_secs",
-            wr.retry_base_secs,
-            60.0,
-            &mut problems,
-        ),
+        retry_base: secs("watch.retry_base_secs", wr.retry_base_secs, 60.0, problems),
     };
     if watch.max_settle < watch.settle {
         problems.push(format!(
@@ -786,46 +831,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
             watch.settle.as_secs_f64()
         ));
     }
-    let serve = validate_serve(raw.serve, &mut problems);
-
-    let download = validate_download(&raw.download, &mut problems);
-    if !problems.is_empty() {
-        return Err(Error::Config(problems));
-    }
-    Ok(Config {
-        account_id,
-        api_token: Secret::new(token),
-        api_base_url: api_base_url
-            .unwrap_or_else(|| Url::parse(DEFAULT_API_BASE_URL).expect("constant URL")),
-        batch_base_url: batch_base_url
-            .unwrap_or_else(|| Url::parse(DEFAULT_BATCH_BASE_URL).expect("constant URL")),
-        ledger: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER)),
-        upload: UploadConfig {
-            concurrency,
-            rate,
-            burst,
-            max_attempts,
-            request_timeout,
-            id_mode,
-            id_prefix,
-            metadata,
-            require_signed_urls,
-            shutdown_grace,
-            keep_replaced: u.keep_replaced.unwrap_or(false),
-            settle,
-            transport: u.transport.unwrap_or_default(),
-            batch_tokens,
-            batch_rate,
-        },
-        walk,
-        manifest: ManifestConfig {
-            url_mode: raw.manifest.url_mode.unwrap_or_default(),
-        },
-        bucket,
-        download,
-        watch,
-        serve,
-    })
+    watch
 }
 
 fn validate_download(d: &RawDownload, problems: &mut Vec<String>) -> crate::download::Bounds {
@@ -847,6 +853,7 @@ fn validate_download(d: &RawDownload, problems: &mut Vec<String>) -> crate::down
     }
 }
 
+raw_section! {
 /// `[serve]` as written: the HTTP service for apps (`cfimg serve`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -885,28 +892,6 @@ pub struct RawServe {
     /// Connections served at once (0 or absent: sized from the open-file limit).
     pub max_connections: Option<usize>,
 }
-
-impl RawServe {
-    fn merge(self, over: RawServe) -> RawServe {
-        RawServe {
-            listen: over.listen.or(self.listen),
-            app_keys: over.app_keys.or(self.app_keys),
-            app_keys_file: over.app_keys_file.or(self.app_keys_file),
-            webhook_secret: over.webhook_secret.or(self.webhook_secret),
-            webhook_secret_file: over.webhook_secret_file.or(self.webhook_secret_file),
-            cors_origins: over.cors_origins.or(self.cors_origins),
-            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
-            key_rate: over.key_rate.or(self.key_rate),
-            key_burst: over.key_burst.or(self.key_burst),
-            reconcile_secs: over.reconcile_secs.or(self.reconcile_secs),
-            max_wait_secs: over.max_wait_secs.or(self.max_wait_secs),
-            header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
-            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
-            body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
-            request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
-            max_connections: over.max_connections.or(self.max_connections),
-        }
-    }
 }
 
 /// Checked `[serve]` settings.
@@ -957,78 +942,13 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         ));
         std::net::SocketAddr::from(([127, 0, 0, 1], 8788))
     });
-    let mut app_keys: Vec<(String, Secret)> = s.app_keys.unwrap_or_default().into_iter().collect();
-    if let Some(path) = &s.app_keys_file {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                for (n, line) in text.lines().enumerate() {
-                    let line = line.trim();
-                    if line.is_empty() || line.starts_with('#') {
-                        continue;
-                    }
-                    match line.split_once('=') {
-                        Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
-                            app_keys.push((name.trim().to_string(), Secret::new(key.trim())))
-                        }
-                        _ => problems.push(format!(
-                            "`serve.app_keys_file` {} line {}: expected `name = key`",
-                            path.display(),
-                            n + 1
-                        )),
-                    }
-                }
-            }
-            Err(e) => unreadable.push(format!(
-                "`serve.app_keys_file` {}: cannot read it ({e}); point it at a file of `name = key` lines",
-                path.display()
-            )),
-        }
-    }
-    for (name, key) in &app_keys {
-        // A draft belongs to the app that minted it: `cli` is `cfimg direct-upload create`'s,
-        // `demo` the key of `serve --demo`. A key with either name would read their drafts.
-        if matches!(name.as_str(), "cli" | "demo") {
-            problems.push(format!(
-                "`serve.app_keys`: the app name {name:?} is reserved (`cli` names drafts minted by `cfimg direct-upload create`, `demo` the key of `serve --demo`); rename the app"
-            ));
-        }
-        // Short keys can be guessed; the comparison is constant-time, the key space is not.
-        if key.expose().len() < 16 {
-            problems.push(format!(
-                "`serve.app_keys` {name:?}: the key is shorter than 16 characters; use a random one (e.g. `openssl rand -hex 24`)"
-            ));
-        }
-    }
-    let mut names: Vec<&str> = app_keys.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        problems.push(format!(
-            "`serve.app_keys`: the app {:?} is defined twice (in the file and in app_keys_file?); keep one",
-            w[0]
-        ));
-    }
-    let webhook_secret = match (s.webhook_secret, s.webhook_secret_file) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                "both `serve.webhook_secret` (or CFIMG_WEBHOOK_SECRET) and `serve.webhook_secret_file` are set: keep one of them"
-                    .to_string(),
-            );
-            None
-        }
-        (Some(v), None) => Some(v),
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(v) => Some(Secret::new(v.trim())),
-            Err(e) => {
-                unreadable.push(format!(
-                    "`serve.webhook_secret_file` {}: cannot read it ({e}); point it at a file holding only the secret",
-                    path.display()
-                ));
-                None
-            }
-        },
-        (None, None) => None,
-    }
-    .filter(|v| !v.expose().is_empty());
+    let app_keys = read_app_keys(s.app_keys, s.app_keys_file, problems, &mut unreadable);
+    let webhook_secret = read_webhook_secret(
+        s.webhook_secret,
+        s.webhook_secret_file,
+        problems,
+        &mut unreadable,
+    );
     let cors_origins = s.cors_origins.unwrap_or_default();
     for o in &cors_origins {
         let ok = Url::parse(o).is_ok_and(|u| {
@@ -1093,6 +1013,98 @@ fn validate_serve(s: RawServe, problems: &mut Vec<String>) -> ServeConfig {
         max_connections: s.max_connections.filter(|n| *n > 0),
         unreadable,
     }
+}
+
+/// `serve.app_keys` and the lines of `serve.app_keys_file`, checked: no reserved or repeated
+/// app name, no short key. A file that cannot be read goes to `unreadable`.
+fn read_app_keys(
+    inline: Option<std::collections::BTreeMap<String, Secret>>,
+    file: Option<PathBuf>,
+    problems: &mut Vec<String>,
+    unreadable: &mut Vec<String>,
+) -> Vec<(String, Secret)> {
+    let mut app_keys: Vec<(String, Secret)> = inline.unwrap_or_default().into_iter().collect();
+    if let Some(path) = &file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    match line.split_once('=') {
+                        Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
+                            app_keys.push((name.trim().to_string(), Secret::new(key.trim())))
+                        }
+                        _ => problems.push(format!(
+                            "`serve.app_keys_file` {} line {}: expected `name = key`",
+                            path.display(),
+                            n + 1
+                        )),
+                    }
+                }
+            }
+            Err(e) => unreadable.push(format!(
+                "`serve.app_keys_file` {}: cannot read it ({e}); point it at a file of `name = key` lines",
+                path.display()
+            )),
+        }
+    }
+    for (name, key) in &app_keys {
+        // A draft belongs to the app that minted it: `cli` is `cfimg direct-upload create`'s,
+        // `demo` the key of `serve --demo`. A key with either name would read their drafts.
+        if matches!(name.as_str(), "cli" | "demo") {
+            problems.push(format!(
+                "`serve.app_keys`: the app name {name:?} is reserved (`cli` names drafts minted by `cfimg direct-upload create`, `demo` the key of `serve --demo`); rename the app"
+            ));
+        }
+        // Short keys can be guessed; the comparison is constant-time, the key space is not.
+        if key.expose().len() < 16 {
+            problems.push(format!(
+                "`serve.app_keys` {name:?}: the key is shorter than 16 characters; use a random one (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+    }
+    let mut names: Vec<&str> = app_keys.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        problems.push(format!(
+            "`serve.app_keys`: the app {:?} is defined twice (in the file and in app_keys_file?); keep one",
+            w[0]
+        ));
+    }
+    app_keys
+}
+
+/// `serve.webhook_secret` or the file holding it; an empty secret is none.
+fn read_webhook_secret(
+    inline: Option<Secret>,
+    file: Option<PathBuf>,
+    problems: &mut Vec<String>,
+    unreadable: &mut Vec<String>,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "both `serve.webhook_secret` (or CFIMG_WEBHOOK_SECRET) and `serve.webhook_secret_file` are set: keep one of them"
+                    .to_string(),
+            );
+            None
+        }
+        (Some(v), None) => Some(v),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(v) => Some(Secret::new(v.trim())),
+            Err(e) => {
+                unreadable.push(format!(
+                    "`serve.webhook_secret_file` {}: cannot read it ({e}); point it at a file holding only the secret",
+                    path.display()
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+    .filter(|v| !v.expose().is_empty())
 }
 
 fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
@@ -1211,6 +1223,68 @@ mod tests {
         assert_eq!(c.api_token.expose(), "from-file");
         assert_eq!(c.upload.rate, 1.0);
         assert_eq!(c.upload.concurrency, 3);
+    }
+
+    #[test]
+    fn every_section_layers_key_by_key() {
+        let file: RawConfig = toml::from_str(
+            r#"
+            ledger = "file.sqlite"
+            [upload]
+            keep_replaced = true
+            rate = 2.0
+            [walk]
+            include = ["*.jpg"]
+            [manifest]
+            url_mode = "local"
+            [bucket]
+            region = "eu-west-1"
+            [download]
+            deadline_secs = 9.0
+            [watch]
+            max_delete = "7"
+            settle_secs = 3.0
+            [serve]
+            listen = "127.0.0.1:9001"
+            key_burst = 4
+            "#,
+        )
+        .unwrap();
+        let flags: RawConfig = toml::from_str(
+            r#"
+            [upload]
+            rate = 1.0
+            [watch]
+            settle_secs = 4.0
+            [serve]
+            key_burst = 5
+            "#,
+        )
+        .unwrap();
+        let c = validate(creds().merge(file).merge(flags), true).unwrap();
+        // What the upper layer sets wins...
+        assert_eq!(c.upload.rate, 1.0);
+        assert_eq!(c.watch.settle, Duration::from_secs(4));
+        assert_eq!(c.serve.key_burst, 5);
+        // ...and what it leaves unset keeps the lower layer's value, in every section.
+        assert_eq!(c.ledger, PathBuf::from("file.sqlite"));
+        assert!(c.upload.keep_replaced);
+        assert_eq!(c.walk.include, vec!["*.jpg".to_string()]);
+        assert_eq!(c.manifest.url_mode, UrlMode::Local);
+        assert_eq!(c.bucket.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.download.deadline, Duration::from_secs(9));
+        assert_eq!(c.watch.max_delete, MaxDelete::Count(7));
+        assert_eq!(c.serve.listen.port(), 9001);
+        assert_eq!(c.account_id, creds().account_id.unwrap());
+
+        // A token replaces a lower token file (and the other way round), never "both set".
+        let lower = RawConfig {
+            api_token_file: Some(PathBuf::from("/nonexistent/token")),
+            ..RawConfig::default()
+        };
+        let merged = lower.merge(creds());
+        assert!(merged.api_token_file.is_none());
+        assert_eq!(validate(merged, true).unwrap().api_token.expose(), "tok");
     }
 
     #[test]

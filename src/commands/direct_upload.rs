@@ -89,7 +89,7 @@ async fn create(cli: &Cli, args: &DirectUploadCreateArgs) -> Result<i32> {
     let (cfg, lane) = api_lane(cli)?;
     let book = Mutex::new(open_book(&cfg, cfg.api_base_url.to_string())?);
     let minted = direct::mint(&lane, &book, &checked, "cli").await?;
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             json!({ "id": minted.id, "uploadURL": minted.upload_url, "expiry": minted.expiry })
@@ -149,7 +149,7 @@ async fn status(cli: &Cli, args: &DirectUploadStatusArgs) -> Result<i32> {
     if !args.no_refresh && writable {
         refresh_pending(&lane, &book, &mut drafts).await?;
     }
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&drafts).unwrap_or_default()

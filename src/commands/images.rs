@@ -26,9 +26,9 @@ pub async fn run(cli: &Cli, cmd: &ImagesCommand) -> Result<i32> {
     let spent = AtomicU32::new(0);
     match cmd {
         ImagesCommand::List(args) => list(&lane, &spent, args).await,
-        ImagesCommand::Get { id, json } => {
+        ImagesCommand::Get { id, output } => {
             let image = lane.call(&spent, || lane.client.get(id)).await?;
-            print_image(&image, *json);
+            print_image(&image, output.json);
             Ok(EXIT_OK)
         }
         ImagesCommand::Update(args) => update(&lane, &spent, args).await,
@@ -243,7 +243,7 @@ async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> R
     let image = lane
         .call(spent, || lane.client.update(&args.id, &change))
         .await?;
-    print_image(&image, args.json);
+    print_image(&image, args.output.json);
     Ok(EXIT_OK)
 }
 

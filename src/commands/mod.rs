@@ -34,8 +34,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Migrate(args) => migrate::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args).await,
-        Command::Status(out) => ledger_views::status(&cli, out.json),
-        Command::Failures(args) => ledger_views::failures(&cli, args.json, args.all),
+        Command::Status(out) => ledger_views::status(&cli, out.output.json),
+        Command::Failures(args) => ledger_views::failures(&cli, args.output.json, args.all),
         Command::Validate(_) => validate::run(&cli).await,
         Command::Export(args) => export::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args).await,

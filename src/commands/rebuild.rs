@@ -9,7 +9,7 @@ use serde_json::json;
 use super::ledger_views::ledger_path;
 use super::{EXIT_OK, api_lane_with};
 use crate::cli::{Cli, RebuildArgs};
-use crate::config::{Config, RawBucket, RawConfig, UrlMode};
+use crate::config::{Config, RawConfig, UrlMode};
 use crate::error::{Error, Result};
 use crate::ledger::{Destination, Maintenance};
 use crate::progress::plural;
@@ -45,11 +45,7 @@ fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
 pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let path = ledger_path(cli)?;
     let flags = RawConfig {
-        bucket: RawBucket {
-            endpoint_url: args.endpoint_url.clone(),
-            region: args.region.clone(),
-            ..RawBucket::default()
-        },
+        bucket: args.bucket.raw(),
         ..RawConfig::default()
     };
     let (cfg, lane) = api_lane_with(cli, flags)?;
@@ -68,7 +64,7 @@ pub async fn run(cli: &Cli, args: &RebuildArgs) -> Result<i32> {
     let m = rebuild::record(&lane, &spent, &mut ledger, &destination, source_id, &items).await?;
     let requests = spent.load(Ordering::Relaxed);
     let source = source_id_text.to_string();
-    if args.json {
+    if args.output.json {
         print_json(&source, items.len() as u64, &m, requests);
     } else {
         print_text(&source, items.len() as u64, &m, requests);

@@ -92,15 +92,15 @@ pub async fn variants(cli: &Cli, cmd: &VariantsCommand) -> Result<i32> {
                 println!("{}", variant_line(v));
             }
         }
-        VariantsCommand::Get { id, json } => {
+        VariantsCommand::Get { id, output } => {
             let v = lane.call(&spent, || lane.client.variant(id)).await?;
-            print_variant(&v.variant, *json);
+            print_variant(&v.variant, output.json);
         }
         VariantsCommand::Create(a) => {
             let v = variant_of(a);
             // Not retried: a retry after a lost answer would meet "already exists".
             let made = lane.once(&spent, lane.client.create_variant(&v)).await?;
-            print_variant(&made.variant, a.json);
+            print_variant(&made.variant, a.output.json);
         }
         VariantsCommand::Update(a) => {
             if a.fit.is_none()
@@ -116,7 +116,7 @@ pub async fn variants(cli: &Cli, cmd: &VariantsCommand) -> Result<i32> {
             let now = lane.call(&spent, || lane.client.variant(&a.id)).await?;
             let v = merged(now.variant, a);
             let made = lane.call(&spent, || lane.client.update_variant(&v)).await?;
-            print_variant(&made.variant, a.json);
+            print_variant(&made.variant, a.output.json);
         }
         VariantsCommand::Delete { id } => {
             // Said before acting, so that a script's log shows what the delete broke.
@@ -187,9 +187,12 @@ pub async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<i32> {
     let (_cfg, lane) = api_lane(cli)?;
     let spent = AtomicU32::new(0);
     match cmd {
-        KeysCommand::List { show_values, json } => {
+        KeysCommand::List {
+            show_values,
+            output,
+        } => {
             let keys = lane.call(&spent, || lane.client.keys()).await?;
-            print_keys(&keys, *show_values, *json);
+            print_keys(&keys, *show_values, output.json);
         }
         KeysCommand::Add { name, rotate } => {
             let now = lane.call(&spent, || lane.client.keys()).await?;

@@ -93,7 +93,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         repair: args.repair,
         repaired,
     };
-    if args.json {
+    if args.output.json {
         print_json(&report, requests);
     } else {
         print_text(&report, &path);
