@@ -225,29 +225,16 @@ pub async fn migrate_gated(
     };
     // Refused before any request: the ledger's records describe one account only. Read
     // through a view of its own, which writes nothing (the dry run says what the run would
-    // say; without credentials it knows no account). What the view finds recorded (this
-    // destination, this source) needs no write before the first record.
-    let mut known = Known::default();
+    // say; without credentials it knows no account).
     if writer.is_some() || !opts.destination.account_id.is_empty() {
-        let recorded = Ledger::open_read_only(&cfg.ledger).and_then(|view| match view {
-            Some(l) => {
-                l.check_destination(&opts.destination)?;
-                Ok(Known {
-                    destination: l.destination()?.as_ref() == Some(&opts.destination),
-                    source: l.source_number(source.id())?,
-                })
+        let recorded = Ledger::open_read_only(&cfg.ledger)
+            .and_then(|view| view.map_or(Ok(()), |l| l.check_destination(&opts.destination)));
+        if let Err(e) = recorded {
+            // A damaged ledger is best described by the writer's check.
+            if let Some(o) = opening {
+                o.opened().await?;
             }
-            None => Ok(Known::default()),
-        });
-        match recorded {
-            Ok(k) => known = k,
-            Err(e) => {
-                // A damaged ledger is best described by the writer's check.
-                if let Some(o) = opening {
-                    o.opened().await?;
-                }
-                return Err(e);
-            }
+            return Err(e);
         }
     }
     // One cheap request proves the token and the account before any item is touched.
@@ -255,19 +242,10 @@ pub async fn migrate_gated(
         true => None,
         false => Some(connect(cfg, &limiter, policy).await),
     };
-    // A ledger that must be written before the run can start (a new one, a new source or a
-    // destination to record) waits for its check here. One that knows both is checked on the
-    // writer's thread while the walk and the quick check read it: the writer takes no record,
-    // and so no upload starts, before the check has passed (`LedgerWriter::start`).
-    let opening = match (opening, known.destination && known.source.is_some()) {
-        (Some(o), false) => {
-            // A damaged ledger is named before a failed start-up request: one a restart
-            // cannot fix.
-            o.opened().await?;
-            None
-        }
-        (o, _) => o,
-    };
+    // A damaged ledger is named before a failed start-up request: one a restart cannot fix.
+    if let Some(o) = opening {
+        o.opened().await?;
+    }
     let lane = match connected {
         Some(c) => Some(ApiLane {
             client: c?.0,
@@ -277,19 +255,16 @@ pub async fn migrate_gated(
         None => None,
     };
     // Recorded only now: a run refused for a mistyped account id leaves the ledger unbound.
-    if let Some(w) = &writer
-        && !known.destination
-    {
+    if let Some(w) = &writer {
         w.claim_destination(&opts.destination).await?;
     }
     let lanes = lane.as_ref().map(|l| Arc::new(Lanes::new(l.clone(), cfg)));
     let traffic = lanes
         .as_ref()
         .map_or_else(|| Traffic::api_only(limiter.clone()), |l| l.traffic());
-    let source_id = match (&writer, known.source) {
-        (Some(_), Some(id)) => id,
-        (Some(w), None) => w.source(source.id()).await?,
-        (None, _) => match Ledger::open_read_only(&cfg.ledger)? {
+    let source_id = match &writer {
+        Some(w) => w.source(source.id()).await?,
+        None => match Ledger::open_read_only(&cfg.ledger)? {
             Some(l) => l.source_number(source.id())?.unwrap_or(-1),
             None => -1,
         },
@@ -307,11 +282,10 @@ pub async fn migrate_gated(
     } else {
         "migrate"
     };
-    // Queued now, answered once the ledger is open and checked.
-    let run_started = writer.clone().map(|w| {
-        let source = source.id().to_string();
-        tokio::spawn(async move { w.run_started(command, &source).await })
-    });
+    let run_id = match &writer {
+        Some(w) => Some(w.run_started(command, &source.id().to_string()).await?),
+        None => None,
+    };
     let run = Run {
         stats: opts
             .live
@@ -380,24 +354,6 @@ pub async fn migrate_gated(
         }
     };
     let remover = tokio::spawn(remove_stage(run.clone(), uploader.clone(), gone_rx));
-    let run_id = match run_started {
-        Some(task) => match task.await {
-            Ok(Ok(id)) => Some(id),
-            // The writer stopped: its check found the ledger damaged (no record was taken,
-            // so no upload started), or it failed; say why rather than "writer stopped".
-            failed => {
-                shutdown.intake.cancel();
-                if let Some(o) = opening {
-                    o.opened().await?;
-                }
-                return Err(match failed {
-                    Ok(Err(e)) => e,
-                    _ => Error::LedgerWrite("the ledger writer's start failed".into()),
-                });
-            }
-        },
-        None => None,
-    };
     let upkeep = match (&opts.live, &lane, &shared_reader, &writer, run_id) {
         (Some(live), Some(lane), Some(reader), Some(w), Some(run_id)) => {
             Some(tokio::spawn(upkeep(
@@ -626,15 +582,6 @@ pub async fn connect(
     let spent = std::sync::atomic::AtomicU32::new(0);
     let stats = retry::call(policy, || limiter.send(&spent, client.stats())).await?;
     Ok((client, stats))
-}
-
-/// What a read-only view of the ledger found recorded before the run.
-#[derive(Default)]
-struct Known {
-    /// This run's destination is the one recorded.
-    destination: bool,
-    /// This run's source and its number.
-    source: Option<i64>,
 }
 
 /// Stage 1: the quick check of every listed item against the ledger, on a blocking thread
