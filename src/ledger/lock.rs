@@ -147,8 +147,7 @@ pub fn is_locked(path: &Path) -> bool {
         return false;
     };
     let dev = meta.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     locks.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
