@@ -200,13 +200,13 @@ fn gif_check<R: BufRead + Seek>(mut r: R, dims: Dimensions) -> Result<Dimensions
     })
 }
 
-/// A reader that says where it is, for messages.
-struct Walk<R> {
+/// The JPEG walk's reader: it says where it is, for messages.
+struct JpegReader<R> {
     r: R,
     pos: u64,
 }
 
-impl<R: BufRead> Walk<R> {
+impl<R: BufRead> JpegReader<R> {
     fn u8(&mut self) -> Result<u8, ImageProblem> {
         let mut b = [0u8; 1];
         self.r.read_exact(&mut b).map_err(io_bad)?;
@@ -232,7 +232,7 @@ impl<R: BufRead> Walk<R> {
 }
 
 fn jpeg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
-    let mut w = Walk { r, pos: 0 };
+    let mut w = JpegReader { r, pos: 0 };
     if w.bytes(2)? != [0xFF, 0xD8] {
         return Err(bad("JPEG: no start-of-image marker"));
     }
@@ -319,7 +319,7 @@ fn jpeg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImagePro
 }
 
 /// The next marker: `0xFF`, any fill `0xFF`s, then the marker byte.
-fn jpeg_marker<R: BufRead>(w: &mut Walk<R>) -> Result<u8, ImageProblem> {
+fn jpeg_marker<R: BufRead>(w: &mut JpegReader<R>) -> Result<u8, ImageProblem> {
     let at = w.pos;
     if w.u8()? != 0xFF {
         return Err(bad(format!("JPEG: expected a marker at byte {at}")));
@@ -334,7 +334,7 @@ fn jpeg_marker<R: BufRead>(w: &mut Walk<R>) -> Result<u8, ImageProblem> {
 }
 
 /// Skips entropy-coded data; returns its length and the marker that ends it.
-fn jpeg_entropy<R: BufRead>(w: &mut Walk<R>) -> Result<(u64, u8), ImageProblem> {
+fn jpeg_entropy<R: BufRead>(w: &mut JpegReader<R>) -> Result<(u64, u8), ImageProblem> {
     let mut len = 0u64;
     loop {
         let buf = w.r.fill_buf().map_err(io_bad)?;
@@ -550,13 +550,13 @@ const SVG_MAX_DEPTH: usize = 4096;
 /// The longest element name kept for matching end tags.
 const SVG_MAX_NAME: usize = 1024;
 
-/// A byte reader over a buffered source, for the SVG walk.
-struct Bytes<R> {
+/// The SVG walk's reader: bytes from a buffered source, and where it is, for messages.
+struct SvgReader<R> {
     r: R,
     pos: u64,
 }
 
-impl<R: BufRead> Bytes<R> {
+impl<R: BufRead> SvgReader<R> {
     fn peek(&mut self) -> Result<Option<u8>, ImageProblem> {
         Ok(self.r.fill_buf().map_err(io_bad)?.first().copied())
     }
@@ -624,7 +624,7 @@ fn svg_name_end(b: u8) -> bool {
     b.is_ascii_whitespace() || matches!(b, b'/' | b'>')
 }
 
-impl<R: BufRead> Bytes<R> {
+impl<R: BufRead> SvgReader<R> {
     /// Steps over a UTF-8 byte-order mark, which may come first.
     fn skip_bom(&mut self) -> Result<(), ImageProblem> {
         if self
@@ -809,7 +809,7 @@ impl SvgTree {
 }
 
 fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
-    let mut b = Bytes { r, pos: 0 };
+    let mut b = SvgReader { r, pos: 0 };
     b.skip_bom()?;
     let mut tree = SvgTree::default();
     loop {
