@@ -102,6 +102,7 @@ fn counters_by(
     Ok(())
 }
 
+/// A counter's value now.
 fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
