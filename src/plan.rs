@@ -443,7 +443,7 @@ fn planned_id(
 
 /// What an uploaded row still holds of an item whose content and id are unchanged.
 enum Unchanged {
-    /// Everything: only the row's last-seen time moves.
+    /// Everything: only the quick-check fields change (a touch).
     All,
     /// The image, with other settings: they are sent without the bytes.
     Image(String),
