@@ -26,9 +26,9 @@ const PAGE: u32 = 1000;
 /// Pages at most, so that the check stays a handful of requests whatever the account holds.
 pub const MAX_PAGES: u32 = 3;
 
-/// What the look found.
+/// What the look found: this source's images already in the account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Found {
+pub struct PriorUploads {
     /// This source's (and this shard's) images seen.
     pub images: u64,
     /// More pages were left unread: `images` is a lower bound.
@@ -42,7 +42,7 @@ pub struct Found {
     pub requests: u32,
 }
 
-impl Found {
+impl PriorUploads {
     /// Images seen whose id the given mode would not give their item again: a run in
     /// that mode would upload each of them once more under a new id. A manifest's own
     /// `id` column is kept in every mode, so a manifest's other custom ids count only
@@ -68,7 +68,7 @@ impl Found {
 
 /// Lists the account's images stamped with this source (and owned by this shard), newest
 /// first, for at most [`MAX_PAGES`] pages; stops at the first page that shows any.
-pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Result<Found> {
+pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Result<PriorUploads> {
     let set = stamp::set_hash(&source.to_string());
     let spent = AtomicU32::new(0);
     let mut query = ListQuery {
@@ -77,7 +77,7 @@ pub async fn look(lane: &ApiLane, source: &SourceId, shard: Option<Shard>) -> Re
         meta_eq: vec![(stamp::SET_KEY.into(), set.clone())],
         ..ListQuery::default()
     };
-    let mut found = Found::default();
+    let mut found = PriorUploads::default();
     for page_no in 0..MAX_PAGES {
         let page = match lane.call(&spent, || lane.client.list_v2(&query)).await {
             Ok(p) => p,

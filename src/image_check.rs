@@ -200,13 +200,13 @@ fn gif_check<R: BufRead + Seek>(mut r: R, dims: Dimensions) -> Result<Dimensions
     })
 }
 
-/// A reader that says where it is, for messages.
-struct Walk<R> {
+/// The JPEG walk's reader: it says where it is, for messages.
+struct JpegReader<R> {
     r: R,
     pos: u64,
 }
 
-impl<R: BufRead> Walk<R> {
+impl<R: BufRead> JpegReader<R> {
     fn u8(&mut self) -> Result<u8, ImageProblem> {
         let mut b = [0u8; 1];
         self.r.read_exact(&mut b).map_err(io_bad)?;
@@ -232,7 +232,7 @@ impl<R: BufRead> Walk<R> {
 }
 
 fn jpeg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
-    let mut w = Walk { r, pos: 0 };
+    let mut w = JpegReader { r, pos: 0 };
     if w.bytes(2)? != [0xFF, 0xD8] {
         return Err(bad("JPEG: no start-of-image marker"));
     }
@@ -319,7 +319,7 @@ fn jpeg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImagePro
 }
 
 /// The next marker: `0xFF`, any fill `0xFF`s, then the marker byte.
-fn jpeg_marker<R: BufRead>(w: &mut Walk<R>) -> Result<u8, ImageProblem> {
+fn jpeg_marker<R: BufRead>(w: &mut JpegReader<R>) -> Result<u8, ImageProblem> {
     let at = w.pos;
     if w.u8()? != 0xFF {
         return Err(bad(format!("JPEG: expected a marker at byte {at}")));
@@ -334,7 +334,7 @@ fn jpeg_marker<R: BufRead>(w: &mut Walk<R>) -> Result<u8, ImageProblem> {
 }
 
 /// Skips entropy-coded data; returns its length and the marker that ends it.
-fn jpeg_entropy<R: BufRead>(w: &mut Walk<R>) -> Result<(u64, u8), ImageProblem> {
+fn jpeg_entropy<R: BufRead>(w: &mut JpegReader<R>) -> Result<(u64, u8), ImageProblem> {
     let mut len = 0u64;
     loop {
         let buf = w.r.fill_buf().map_err(io_bad)?;
@@ -550,13 +550,13 @@ const SVG_MAX_DEPTH: usize = 4096;
 /// The longest element name kept for matching end tags.
 const SVG_MAX_NAME: usize = 1024;
 
-/// A byte reader over a buffered source, for the SVG walk.
-struct Bytes<R> {
+/// The SVG walk's reader: bytes from a buffered source, and where it is, for messages.
+struct SvgReader<R> {
     r: R,
     pos: u64,
 }
 
-impl<R: BufRead> Bytes<R> {
+impl<R: BufRead> SvgReader<R> {
     fn peek(&mut self) -> Result<Option<u8>, ImageProblem> {
         Ok(self.r.fill_buf().map_err(io_bad)?.first().copied())
     }
@@ -624,151 +624,214 @@ fn svg_name_end(b: u8) -> bool {
     b.is_ascii_whitespace() || matches!(b, b'/' | b'>')
 }
 
-fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
-    let mut b = Bytes { r, pos: 0 };
-    // A UTF-8 byte-order mark may come first.
-    if b.r
-        .fill_buf()
-        .map_err(io_bad)?
-        .starts_with(&[0xEF, 0xBB, 0xBF])
-    {
-        b.r.consume(3);
-        b.pos = 3;
+impl<R: BufRead> SvgReader<R> {
+    /// Steps over a UTF-8 byte-order mark, which may come first.
+    fn skip_bom(&mut self) -> Result<(), ImageProblem> {
+        if self
+            .r
+            .fill_buf()
+            .map_err(io_bad)?
+            .starts_with(&[0xEF, 0xBB, 0xBF])
+        {
+            self.r.consume(3);
+            self.pos = 3;
+        }
+        Ok(())
     }
-    let mut open: Vec<Vec<u8>> = Vec::new();
-    let mut root_done = false;
+
+    /// The rest of a name whose bytes so far are `name`, and the byte that ended it; only
+    /// the first [`SVG_MAX_NAME`] bytes are kept.
+    fn name(&mut self, mut name: Vec<u8>, inside: &str) -> Result<(Vec<u8>, u8), ImageProblem> {
+        let mut c = self.need(inside)?;
+        while !svg_name_end(c) {
+            if name.len() < SVG_MAX_NAME {
+                name.push(c);
+            }
+            c = self.need(inside)?;
+        }
+        Ok((name, c))
+    }
+
+    /// A markup declaration after its `<!` at byte `at`: a comment, a CDATA section (only
+    /// inside the root element) or a doctype.
+    fn declaration(&mut self, at: u64, in_root: bool) -> Result<(), ImageProblem> {
+        match self.need("a declaration")? {
+            b'-' => {
+                if self.need("a comment")? != b'-' {
+                    return Err(bad(format!("SVG: a malformed comment at byte {at}")));
+                }
+                self.skip_past(b"-->", "a comment")
+            }
+            b'[' => {
+                for want in *b"CDATA[" {
+                    if self.need("a CDATA section")? != want {
+                        return Err(bad(format!("SVG: a malformed CDATA section at byte {at}")));
+                    }
+                }
+                if !in_root {
+                    return Err(bad(format!(
+                        "SVG: CDATA outside the root element at byte {at}"
+                    )));
+                }
+                self.skip_past(b"]]>", "a CDATA section")
+            }
+            _ => self.doctype(),
+        }
+    }
+
+    /// A doctype (or another declaration): up to its `>`, past quoted strings and an
+    /// internal subset in brackets.
+    fn doctype(&mut self) -> Result<(), ImageProblem> {
+        let (mut brackets, mut quote) = (0u32, None);
+        loop {
+            let c = self.need("the doctype")?;
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, b'"' | b'\'') => quote = Some(c),
+                (None, b'[') => brackets += 1,
+                (None, b']') => brackets = brackets.saturating_sub(1),
+                (None, b'>') if brackets == 0 => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    /// An end tag after its `</` at byte `at`: the name it closes.
+    fn end_tag(&mut self, at: u64) -> Result<Vec<u8>, ImageProblem> {
+        let (name, mut c) = self.name(Vec::new(), "an end tag")?;
+        while c.is_ascii_whitespace() {
+            c = self.need("an end tag")?;
+        }
+        if c != b'>' {
+            return Err(bad(format!("SVG: a malformed end tag at byte {at}")));
+        }
+        Ok(name)
+    }
+
+    /// A start tag whose name begins with `first`: its name, and whether it closes itself.
+    fn start_tag(&mut self, first: u8) -> Result<(Vec<u8>, bool), ImageProblem> {
+        let (name, mut c) = self.name(vec![first], "a start tag")?;
+        // Attributes: quoted values may hold `>` and `/`.
+        loop {
+            match c {
+                b'"' | b'\'' => self.skip_past(&[c], "an attribute value")?,
+                b'/' if self.peek()? == Some(b'>') => {
+                    self.next()?;
+                    return Ok((name, true));
+                }
+                b'>' => return Ok((name, false)),
+                _ => {}
+            }
+            c = self.need("a start tag")?;
+        }
+    }
+}
+
+/// The elements an SVG has open so far, and whether its root element has closed.
+#[derive(Default)]
+struct SvgTree {
+    open: Vec<Vec<u8>>,
+    root_done: bool,
+}
+
+impl SvgTree {
+    /// Text that is not white space: allowed only inside the root element.
+    fn text(&self) -> Result<(), ImageProblem> {
+        if !self.open.is_empty() {
+            return Ok(());
+        }
+        Err(bad(if self.root_done {
+            "SVG: text after the root element"
+        } else {
+            "SVG: text before the root element"
+        }))
+    }
+
+    /// The file ended: complete only once the root element has closed.
+    fn end(&self) -> Result<(), ImageProblem> {
+        match self.open.last() {
+            _ if self.root_done => Ok(()),
+            Some(name) => Err(bad(format!(
+                "SVG: the file ends inside <{}>, with {} element{} not closed: it is truncated",
+                String::from_utf8_lossy(name),
+                self.open.len(),
+                if self.open.len() == 1 { "" } else { "s" }
+            ))),
+            None => Err(bad("SVG: no root element")),
+        }
+    }
+
+    /// A start tag begins at byte `at`: refused when it would be a second root element.
+    fn may_start(&self, at: u64) -> Result<(), ImageProblem> {
+        if self.open.is_empty() && self.root_done {
+            return Err(bad(format!("SVG: a second root element at byte {at}")));
+        }
+        Ok(())
+    }
+
+    /// A start tag was read.
+    fn start(&mut self, name: Vec<u8>, self_closing: bool) -> Result<(), ImageProblem> {
+        if self_closing {
+            self.root_done |= self.open.is_empty();
+            return Ok(());
+        }
+        if self.open.len() >= SVG_MAX_DEPTH {
+            return Err(bad(format!(
+                "SVG: elements nested deeper than {SVG_MAX_DEPTH}"
+            )));
+        }
+        self.open.push(name);
+        Ok(())
+    }
+
+    /// An end tag at byte `at` closes `name`: it must be the innermost open element.
+    fn close(&mut self, name: &[u8], at: u64) -> Result<(), ImageProblem> {
+        match self.open.pop() {
+            Some(started) if started == name => {}
+            Some(started) => {
+                return Err(bad(format!(
+                    "SVG: </{}> at byte {at} closes <{}>",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(&started)
+                )));
+            }
+            None => {
+                return Err(bad(format!(
+                    "SVG: </{}> at byte {at} closes nothing",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+        }
+        self.root_done |= self.open.is_empty();
+        Ok(())
+    }
+}
+
+fn svg_check<R: BufRead>(r: R, dims: Dimensions) -> Result<Dimensions, ImageProblem> {
+    let mut b = SvgReader { r, pos: 0 };
+    b.skip_bom()?;
+    let mut tree = SvgTree::default();
     loop {
         let (content, tag) = b.text()?;
-        if content && open.is_empty() {
-            return Err(bad(if root_done {
-                "SVG: text after the root element"
-            } else {
-                "SVG: text before the root element"
-            }));
+        if content {
+            tree.text()?;
         }
         if !tag {
-            return match open.last() {
-                _ if root_done => Ok(dims),
-                Some(name) => Err(bad(format!(
-                    "SVG: the file ends inside <{}>, with {} element{} not closed: it is truncated",
-                    String::from_utf8_lossy(name),
-                    open.len(),
-                    if open.len() == 1 { "" } else { "s" }
-                ))),
-                None => Err(bad("SVG: no root element")),
-            };
+            return tree.end().map(|()| dims);
         }
         let at = b.pos - 1;
         match b.need("a tag")? {
-            b'!' => match b.need("a declaration")? {
-                b'-' => {
-                    if b.need("a comment")? != b'-' {
-                        return Err(bad(format!("SVG: a malformed comment at byte {at}")));
-                    }
-                    b.skip_past(b"-->", "a comment")?;
-                }
-                b'[' => {
-                    for want in *b"CDATA[" {
-                        if b.need("a CDATA section")? != want {
-                            return Err(bad(format!(
-                                "SVG: a malformed CDATA section at byte {at}"
-                            )));
-                        }
-                    }
-                    if open.is_empty() {
-                        return Err(bad(format!(
-                            "SVG: CDATA outside the root element at byte {at}"
-                        )));
-                    }
-                    b.skip_past(b"]]>", "a CDATA section")?;
-                }
-                _ => {
-                    // A doctype (or another declaration): up to its `>`, past quoted
-                    // strings and an internal subset in brackets.
-                    let (mut brackets, mut quote) = (0u32, None);
-                    loop {
-                        let c = b.need("the doctype")?;
-                        match (quote, c) {
-                            (Some(q), c) if c == q => quote = None,
-                            (Some(_), _) => {}
-                            (None, b'"' | b'\'') => quote = Some(c),
-                            (None, b'[') => brackets += 1,
-                            (None, b']') => brackets = brackets.saturating_sub(1),
-                            (None, b'>') if brackets == 0 => break,
-                            _ => {}
-                        }
-                    }
-                }
-            },
+            b'!' => b.declaration(at, !tree.open.is_empty())?,
             b'?' => b.skip_past(b"?>", "a processing instruction")?,
             b'/' => {
-                let mut name = Vec::new();
-                let mut c = b.need("an end tag")?;
-                while !svg_name_end(c) {
-                    if name.len() < SVG_MAX_NAME {
-                        name.push(c);
-                    }
-                    c = b.need("an end tag")?;
-                }
-                while c.is_ascii_whitespace() {
-                    c = b.need("an end tag")?;
-                }
-                if c != b'>' {
-                    return Err(bad(format!("SVG: a malformed end tag at byte {at}")));
-                }
-                match open.pop() {
-                    Some(started) if started == name => {}
-                    Some(started) => {
-                        return Err(bad(format!(
-                            "SVG: </{}> at byte {at} closes <{}>",
-                            String::from_utf8_lossy(&name),
-                            String::from_utf8_lossy(&started)
-                        )));
-                    }
-                    None => {
-                        return Err(bad(format!(
-                            "SVG: </{}> at byte {at} closes nothing",
-                            String::from_utf8_lossy(&name)
-                        )));
-                    }
-                }
-                root_done |= open.is_empty();
+                let name = b.end_tag(at)?;
+                tree.close(&name, at)?;
             }
             first => {
-                if open.is_empty() && root_done {
-                    return Err(bad(format!("SVG: a second root element at byte {at}")));
-                }
-                let mut name = vec![first];
-                let mut c = b.need("a start tag")?;
-                while !svg_name_end(c) {
-                    if name.len() < SVG_MAX_NAME {
-                        name.push(c);
-                    }
-                    c = b.need("a start tag")?;
-                }
-                // Attributes: quoted values may hold `>` and `/`.
-                let self_closing = loop {
-                    match c {
-                        b'"' | b'\'' => b.skip_past(&[c], "an attribute value")?,
-                        b'/' if b.peek()? == Some(b'>') => {
-                            b.next()?;
-                            break true;
-                        }
-                        b'>' => break false,
-                        _ => {}
-                    }
-                    c = b.need("a start tag")?;
-                };
-                if self_closing {
-                    root_done |= open.is_empty();
-                } else {
-                    if open.len() >= SVG_MAX_DEPTH {
-                        return Err(bad(format!(
-                            "SVG: elements nested deeper than {SVG_MAX_DEPTH}"
-                        )));
-                    }
-                    open.push(name);
-                }
+                tree.may_start(at)?;
+                let (name, self_closing) = b.start_tag(first)?;
+                tree.start(name, self_closing)?;
             }
         }
     }

@@ -102,67 +102,79 @@ fn counters_by(
     Ok(())
 }
 
-impl Collector for Exposition {
-    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+/// A counter's value now.
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Exposition {
+    /// What became of the items: uploaded, shared, removed, refused, failed.
+    fn outcomes(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let w = &self.0.watch;
         counter(
-            &mut e,
+            e,
             "cfimg_uploads",
             "Images uploaded (new files and new versions).",
-            get(&s.uploaded),
+            load(&s.uploaded),
         )?;
+        counter(e, "cfimg_upload_bytes", "Bytes uploaded.", load(&s.bytes))?;
         counter(
-            &mut e,
-            "cfimg_upload_bytes",
-            "Bytes uploaded.",
-            get(&s.bytes),
-        )?;
-        counter(
-            &mut e,
+            e,
             "cfimg_deduplicated",
             "Files pointed at an image with the same content, without an upload.",
-            get(&s.deduplicated),
+            load(&s.deduplicated),
         )?;
         counter(
-            &mut e,
+            e,
             "cfimg_removed",
             "Images deleted because their file left the folder.",
-            get(&s.removed),
+            load(&s.removed),
         )?;
         counter(
-            &mut e,
+            e,
             "cfimg_deletes_refused",
             "Deletes refused by the --max-delete cap.",
-            get(&w.deletes_refused),
+            load(&w.deletes_refused),
         )?;
         counters_by(
-            &mut e,
+            e,
             "cfimg_failures",
             "Items that did not make it, by reason: failed (retried later with a growing delay) or rejected (the file itself is refused).",
             "reason",
-            &[("failed", get(&s.failed)), ("rejected", get(&s.rejected))],
+            &[("failed", load(&s.failed)), ("rejected", load(&s.rejected))],
         )?;
+        Ok(())
+    }
+
+    /// Requests and 429 answers per host.
+    fn traffic(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let traffic = self.0.traffic.get();
         let (api_req, api_429) =
             traffic.map_or((0, 0), |t| (t.api.requests(), t.api.throttled_count()));
         let (batch_req, batch_429) =
             traffic.map_or((0, 0), |t| (t.batch_requests(), t.batch_throttled()));
         counters_by(
-            &mut e,
+            e,
             "cfimg_requests",
             "HTTP requests sent, retries included, by host.",
             "host",
             &[("api", api_req), ("batch", batch_req)],
         )?;
         counters_by(
-            &mut e,
+            e,
             "cfimg_throttled",
             "429 answers, by host.",
             "host",
             &[("api", api_429), ("batch", batch_429)],
         )?;
+        Ok(())
+    }
+
+    /// The work waiting, and the last success.
+    fn queue(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0.stats;
+        let w = &self.0.watch;
         let depth = ConstGauge::new(0i64);
         let mut family = e.encode_descriptor(
             "cfimg_queue_depth",
@@ -171,63 +183,78 @@ impl Collector for Exposition {
             depth.metric_type(),
         )?;
         for (stage, n) in [
-            ("settling", get(&w.settling)),
-            ("in_flight", get(&w.in_flight)),
+            ("settling", load(&w.settling)),
+            ("in_flight", load(&w.in_flight)),
         ] {
             let labels = [("stage", stage)];
             ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
         }
         gauge(
-            &mut e,
+            e,
             "cfimg_last_upload_timestamp_seconds",
             "When the last upload succeeded (Unix time; 0: none since the start).",
-            get(&s.last_upload_unix) as i64,
+            load(&s.last_upload_unix) as i64,
         )?;
         if let Some(n) = self.0.pending_retries() {
             gauge(
-                &mut e,
+                e,
                 "cfimg_pending_retries",
                 "Failed items waiting for their next retry.",
                 n as i64,
             )?;
         }
+        Ok(())
+    }
+
+    /// The watched folder and the daemon's health.
+    fn folder(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let w = &self.0.watch;
         gauge(
-            &mut e,
+            e,
             "cfimg_polling",
             "1 when the folder is scanned periodically instead of watched (network file system, watch limit).",
             i64::from(w.polling.load(Ordering::Relaxed)),
         )?;
         counter(
-            &mut e,
+            e,
             "cfimg_rescans",
             "Full scans of the folder.",
-            get(&w.scans),
+            load(&w.scans),
         )?;
         gauge(
-            &mut e,
+            e,
             "cfimg_folder_missing",
             "1 while the watched folder is gone (deleted, moved away, unmounted): nothing is uploaded or deleted until it is back.",
             i64::from(w.folder_missing().is_some()),
         )?;
         counter(
-            &mut e,
+            e,
             "cfimg_held_back",
             "Times a file still changing past --max-settle was held back because it is not a complete image yet.",
-            get(&w.held_back),
+            load(&w.held_back),
         )?;
         counter(
-            &mut e,
+            e,
             "cfimg_event_overflows",
             "Times the kernel dropped folder events (each causes a rescan).",
-            get(&w.overflows),
+            load(&w.overflows),
         )?;
         gauge(
-            &mut e,
+            e,
             "cfimg_healthy",
             "0 when the watched folder is gone, or uploads have failed without a success for longer than the health window.",
             i64::from(self.0.unhealthy().is_none()),
         )?;
         Ok(())
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        self.outcomes(&mut e)?;
+        self.traffic(&mut e)?;
+        self.queue(&mut e)?;
+        self.folder(&mut e)
     }
 }
 

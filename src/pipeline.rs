@@ -572,7 +572,7 @@ pub async fn connect(
     cfg: &Config,
     limiter: &Limiter,
     policy: retry::Policy,
-) -> Result<(ImagesClient, types::Stats)> {
+) -> Result<(ImagesClient, types::AccountStats)> {
     let client = ImagesClient::new(
         &cfg.api_base_url,
         &cfg.account_id,

@@ -387,6 +387,135 @@ fn other_id_hint(policy: &Policy, item: &Item, holds_bytes: bool) -> String {
     }
 }
 
+/// Why the examined bytes cannot be an image at all (no type, empty, too large, undecodable),
+/// if so.
+fn examined_refusal(examined: &Examined, holds_bytes: bool) -> Option<String> {
+    if holds_bytes && examined.format.is_none() {
+        return Some(
+            "not an accepted image type: its first bytes are not JPEG, PNG, GIF, WebP, SVG, HEIC or AVIF".into(),
+        );
+    }
+    if let Some(size) = examined.size {
+        if size == 0 {
+            return Some("it is empty (0 bytes)".into());
+        }
+        if size > MAX_FILE_BYTES {
+            return Some(too_large(size));
+        }
+    }
+    examined.problem.clone()
+}
+
+/// The custom id the item will have (`None`: Cloudflare assigns one), or why it cannot
+/// have it: an id Cloudflare refuses, or a private image with a custom id (code 5410).
+fn planned_id(
+    policy: &Policy,
+    item: &Item,
+    examined: &Examined,
+    holds_bytes: bool,
+) -> Result<Option<String>, String> {
+    let id = image_id(
+        policy.id_mode,
+        &policy.id_prefix,
+        item,
+        examined.sha256.as_deref(),
+        examined.format,
+    )?;
+    if let Some(id) = &id {
+        if let Err(rule) = rules::validate_custom_id(id) {
+            return Err(format!(
+                "cannot be the custom id {id:?}: {rule}; {}",
+                other_id_hint(policy, item, holds_bytes)
+            ));
+        }
+        if item
+            .options
+            .require_signed_urls
+            .unwrap_or(policy.require_signed_urls)
+        {
+            return Err(format!(
+                "a private image cannot have the custom id {id:?} (Cloudflare code 5410): drop the id or the private flag"
+            ));
+        }
+    }
+    Ok(id)
+}
+
+/// What an uploaded row still holds of an item whose content and id are unchanged.
+enum Unchanged {
+    /// Everything: only the quick-check fields change (a touch).
+    All,
+    /// The image, with other settings: they are sent without the bytes.
+    Image(String),
+}
+
+/// Whether the item's uploaded row already holds its content under its id, and with which
+/// settings.
+fn unchanged(
+    row: Option<&Row>,
+    id: Option<&str>,
+    item: &Item,
+    examined: &Examined,
+    version: &Version,
+    holds_bytes: bool,
+) -> Option<Unchanged> {
+    let r = row.filter(|r| r.state == State::Uploaded)?;
+    let same_id = match id {
+        Some(id) => r.image_id.as_deref() == Some(id),
+        None => r.image_id.is_some() && r.planned_id.is_none(),
+    };
+    let same_content = r.sha256 == examined.sha256
+        && (examined.sha256.is_some() || holds_bytes || r.key == item.key);
+    if !(same_content && same_id) {
+        return None;
+    }
+    if r.options == version.options {
+        return Some(Unchanged::All);
+    }
+    r.image_id.clone().map(Unchanged::Image)
+}
+
+/// What to do when `other`, another item, holds or is writing the image id `id`: share the
+/// image when it is the same content, refuse when it is not; `None` when the item must still
+/// upload (same content, but not shareable yet or this item would leave its own image behind).
+#[allow(clippy::too_many_arguments)]
+fn id_taken(
+    policy: &Policy,
+    item: &Item,
+    source_id: i64,
+    examined: &Examined,
+    id: &str,
+    other: Row,
+    holds_other: bool,
+    holds_bytes: bool,
+) -> Option<Decision> {
+    if other.sha256.is_some() && other.sha256 == examined.sha256 {
+        return (!holds_other && other.state == State::Uploaded).then(|| Decision::Share {
+            image_id: id.to_string(),
+            url: other.url,
+        });
+    }
+    if other.source_id == source_id {
+        // A sibling: two items of one source that map to one id (URLs that differ only
+        // in their query), or one id written twice in a manifest.
+        let why = if matches!(item.locator, Locator::Url(_)) && item.options.id.is_none() {
+            " (a path id keeps a URL's host and path and drops its query)"
+        } else {
+            ""
+        };
+        return Some(Decision::Reject(format!(
+            "the image id {id:?} is already the id of {} in this same source{why}; {}",
+            other.key,
+            other_id_hint(policy, item, holds_bytes)
+        )));
+    }
+    Some(Decision::Reject(format!(
+        "the image id {id:?} already belongs to {} (source {}) with other content; \
+         give this source its own --id-prefix",
+        other.key, other.source
+    )))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn decide_unworded(
     policy: &Policy,
@@ -399,76 +528,30 @@ fn decide_unworded(
     holder: impl FnOnce(&str) -> Option<Row>,
 ) -> Decision {
     let holds_bytes = matches!(body, Body::File { .. });
-    if holds_bytes && examined.format.is_none() {
-        return Decision::Reject(
-            "not an accepted image type: its first bytes are not JPEG, PNG, GIF, WebP, SVG, HEIC or AVIF".into(),
-        );
+    if let Some(why) = examined_refusal(&examined, holds_bytes) {
+        return Decision::Reject(why);
     }
-    if let Some(size) = examined.size {
-        if size == 0 {
-            return Decision::Reject("it is empty (0 bytes)".into());
-        }
-        if size > MAX_FILE_BYTES {
-            return Decision::Reject(too_large(size));
-        }
-    }
-    if let Some(problem) = examined.problem {
-        return Decision::Reject(problem);
-    }
-    let id = match image_id(
-        policy.id_mode,
-        &policy.id_prefix,
-        &item,
-        examined.sha256.as_deref(),
-        examined.format,
-    ) {
+    let id = match planned_id(policy, &item, &examined, holds_bytes) {
         Ok(id) => id,
         Err(why) => return Decision::Reject(why),
     };
-    if let Some(id) = &id {
-        if let Err(rule) = rules::validate_custom_id(id) {
-            return Decision::Reject(format!(
-                "cannot be the custom id {id:?}: {rule}; {}",
-                other_id_hint(policy, &item, holds_bytes)
-            ));
-        }
-        if item
-            .options
-            .require_signed_urls
-            .unwrap_or(policy.require_signed_urls)
-        {
-            return Decision::Reject(format!(
-                "a private image cannot have the custom id {id:?} (Cloudflare code 5410): drop the id or the private flag"
-            ));
-        }
-    }
     let version = version(source_id, &item, &examined);
-    let uploaded = row.filter(|r| r.state == State::Uploaded);
-    if let Some(r) = uploaded {
-        let same_id = match &id {
-            Some(id) => r.image_id.as_deref() == Some(id.as_str()),
-            None => r.image_id.is_some() && r.planned_id.is_none(),
-        };
-        let same_content = r.sha256 == examined.sha256
-            && (examined.sha256.is_some() || holds_bytes || r.key == item.key);
-        if same_content && same_id {
-            if r.options == version.options {
-                return Decision::Touch;
-            }
-            if let Some(image_id) = r.image_id.clone() {
-                // Only the settings changed: no need to send the bytes again.
-                return job(
-                    item,
-                    source,
-                    version,
-                    body,
-                    examined.format,
-                    Some(image_id.clone()),
-                    row,
-                    Action::Update { image_id },
-                );
-            }
+    match unchanged(row, id.as_deref(), &item, &examined, &version, holds_bytes) {
+        Some(Unchanged::All) => return Decision::Touch,
+        Some(Unchanged::Image(image_id)) => {
+            // Only the settings changed: no need to send the bytes again.
+            return job(
+                item,
+                source,
+                version,
+                body,
+                examined.format,
+                Some(image_id.clone()),
+                row,
+                Action::Update { image_id },
+            );
         }
+        None => {}
     }
     // Sharing needs no request, but only when this item holds no other image that would be
     // left behind; otherwise the upload path resolves the 5409 and cleans up.
@@ -477,34 +560,18 @@ fn decide_unworded(
         .is_some_and(|held| Some(held) != id.as_deref());
     if let Some(id) = &id
         && let Some(other) = holder(id)
+        && let Some(decision) = id_taken(
+            policy,
+            &item,
+            source_id,
+            &examined,
+            id,
+            other,
+            holds_other,
+            holds_bytes,
+        )
     {
-        if other.sha256.is_some() && other.sha256 == examined.sha256 {
-            if !holds_other && other.state == State::Uploaded {
-                return Decision::Share {
-                    image_id: id.clone(),
-                    url: other.url,
-                };
-            }
-        } else if other.source_id == source_id {
-            // A sibling: two items of one source that map to one id (URLs that differ only
-            // in their query), or one id written twice in a manifest.
-            let why = if matches!(item.locator, Locator::Url(_)) && item.options.id.is_none() {
-                " (a path id keeps a URL's host and path and drops its query)"
-            } else {
-                ""
-            };
-            return Decision::Reject(format!(
-                "the image id {id:?} is already the id of {} in this same source{why}; {}",
-                other.key,
-                other_id_hint(policy, &item, holds_bytes)
-            ));
-        } else {
-            return Decision::Reject(format!(
-                "the image id {id:?} already belongs to {} (source {}) with other content; \
-                 give this source its own --id-prefix",
-                other.key, other.source
-            ));
-        }
+        return decision;
     }
     job(
         item,

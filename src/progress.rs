@@ -236,6 +236,15 @@ impl Summary {
     /// The human-readable form.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        self.headline(&mut out);
+        self.hosts(&mut out);
+        self.passed_over(&mut out);
+        self.reminders(&mut out);
+        out
+    }
+
+    /// The first line: what the run did (or a dry run would do), and how fast.
+    fn headline(&self, out: &mut String) {
         if self.dry_run {
             out.push_str(&format!(
                 "dry run: {} to upload ({}), {} unchanged, {} rejected; at the configured rate that takes about {}\n",
@@ -269,6 +278,10 @@ impl Summary {
                 self.counts.throttled,
             ));
         }
+    }
+
+    /// Requests per host, when the batch host was used.
+    fn hosts(&self, out: &mut String) {
         if !self.dry_run && (self.batch_requests > 0 || self.token_requests > 0) {
             out.push_str(&format!(
                 "API host: {} ({} for batch tokens), {} rate-limited; batch host: {} ({:.1}/s), {} rate-limited\n",
@@ -280,6 +293,10 @@ impl Summary {
                 self.batch_throttled,
             ));
         }
+    }
+
+    /// Entries the listing passed over, and where to see them.
+    fn passed_over(&self, out: &mut String) {
         // A dry run records nothing, so no command can show its entries later.
         let listed_by = |what: &str| {
             if self.dry_run {
@@ -310,6 +327,10 @@ impl Summary {
                 listed_by("")
             ));
         }
+    }
+
+    /// Duplicates cleaned up, items left from earlier runs, and where to see why.
+    fn reminders(&self, out: &mut String) {
         if self.counts.duplicates_deleted > 0 {
             out.push_str(&format!(
                 "{} left by ambiguous answers {} deleted\n",
@@ -347,7 +368,6 @@ impl Summary {
                 ));
             }
         }
-        out
     }
 }
 

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
 use super::types::{
-    BatchGrant, DirectUpload, Envelope, Image, ImageListV2, SigningKeys, Stats, Variant,
+    AccountStats, BatchGrant, DirectUpload, Envelope, Image, ImageListV2, SigningKeys, Variant,
     VariantList, VariantResult, codes,
 };
 use crate::error::{Error, Result};
@@ -352,7 +352,7 @@ impl ImagesClient {
 
     /// `GET /v1/stats`: also the cheapest way to check the token and the account. A
     /// refusal that the account id may have caused names that id.
-    pub async fn stats(&self) -> Result<Stats> {
+    pub async fn stats(&self) -> Result<AccountStats> {
         parse(
             self.request(Method::GET, self.url(&["v1", "stats"]))
                 .send()

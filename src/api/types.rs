@@ -119,14 +119,14 @@ pub struct ImageListV2 {
 
 /// `result` of `GET /v1/stats`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Stats {
+pub struct AccountStats {
     /// Image counts.
-    pub count: StatsCount,
+    pub count: ImageCount,
 }
 
 /// Current and allowed image counts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatsCount {
+pub struct ImageCount {
     /// Images stored now.
     pub current: u64,
     /// Images the account may store.

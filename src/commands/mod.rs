@@ -1,5 +1,20 @@
 //! The commands behind the CLI, and the hints that follow a fatal error. Exit codes are
 //! decided in `error.rs` ([`Error::exit_code`]) and re-exported here.
+//!
+//! - `direct_upload.rs`: `direct-upload create|status`, one-time upload URLs from the shell.
+//! - `export.rs`: `export`, the ledger as CSV or JSON lines, streamed.
+//! - `images.rs`: `images list|get|update|delete|blob|stats`, the Images API from the shell.
+//! - `ledger_care.rs`: `ledger backup` and `ledger check`.
+//! - `ledger_hint.rs`: where a read-only command's ledger probably is when it is not found.
+//! - `ledger_views.rs`: `status` and `failures`, read-only views of the ledger.
+//! - `migrate.rs`: `migrate`, from configuration and source to the run and its summary.
+//! - `rebuild.rs`: `ledger rebuild`, its flags, source and printing (algorithm: `reconcile`).
+//! - `serve.rs`: `serve`, configuration, optional emulator and the drafts ledger, until a signal.
+//! - `settings.rs`: `variants`, `flexible-variants` and `keys`, the account's delivery settings.
+//! - `sign_url.rs`: `sign-url`, a signed delivery URL for a private image.
+//! - `validate.rs`: `validate`, configuration and credentials checked with two requests.
+//! - `verify.rs`: `verify`, its flags and printing (the algorithm is in `reconcile`).
+//! - `watch.rs`: `watch`, the daemon: pipeline on a watched folder, notify, metrics, SIGHUP.
 
 use crate::api::types::codes;
 use crate::cli::{Cli, Command};

@@ -1,4 +1,4 @@
-//! The state every handler shares: configuration, store, limiters, faults, counters.
+//! The state every handler shares: configuration, store, rate limits, faults, counters.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +9,7 @@ use axum::http::Method;
 
 use super::auth::BatchTokens;
 use super::faults::FaultInjector;
-use super::ratelimit::Limiter;
+use super::ratelimit::TokenBuckets;
 use super::store::{ImageRec, State, Store};
 use sha2::{Digest, Sha256};
 
@@ -30,10 +30,10 @@ pub struct App {
     pub origin: String,
     /// Images, variants, keys, config.
     pub store: Store,
-    /// API-host limiter (per API token), if on.
-    pub api_limiter: Option<Limiter>,
-    /// Batch-host limiter (per batch token), if on.
-    pub batch_limiter: Option<Limiter>,
+    /// The API host's rate limit (a bucket per API token), if on.
+    pub api_buckets: Option<TokenBuckets>,
+    /// The batch host's rate limit (a bucket per batch token), if on.
+    pub batch_buckets: Option<TokenBuckets>,
     /// Fault knobs.
     pub faults: FaultInjector,
     /// Issued batch tokens.

@@ -18,7 +18,7 @@ use super::reply::{ApiError, Reply, ok};
 use super::server::ConnKill;
 use super::store::{Blob, ImageRec};
 use super::util::parse_query;
-use crate::api::types::{ImageList, ImageListV2, Stats, StatsCount, codes};
+use crate::api::types::{AccountStats, ImageCount, ImageList, ImageListV2, codes};
 use crate::rules::MAX_FILE_BYTES;
 
 fn io_error(e: std::io::Error) -> ApiError {
@@ -229,8 +229,8 @@ pub fn blob(app: &App, id: &str) -> Reply {
 
 /// `GET /v1/stats`.
 pub fn stats(app: &App) -> Reply {
-    ok(Stats {
-        count: StatsCount {
+    ok(AccountStats {
+        count: ImageCount {
             current: stored_images(app),
             allowed: app.max_images,
         },

@@ -1,6 +1,25 @@
 //! A local emulator of the Cloudflare Images API (`cfimg emulator`), faithful enough that
 //! cfimg's tests, benchmarks and first-run demo need no Cloudflare account.
 //!
+//! - `app.rs`: the state every handler shares (configuration, store, rate limits, faults).
+//! - `args.rs`: the `cfimg emulator` command line and its foreground run.
+//! - `auth.rs`: authentication on both hosts, and the batch tokens the API issues.
+//! - `delivery.rs`: delivery URLs, with signed-URL checks for private images.
+//! - `direct_upload.rs`: the draft-creating call and the one-time upload URL.
+//! - `faults.rs`: seeded fault injection (edge pages, drops, store-then-500, latency).
+//! - `form.rs`: reading the multipart forms of uploads and direct uploads.
+//! - `images.rs`: image handlers (upload, get, patch, delete, blob, stats, both lists).
+//! - `inspect.rs`: the inspection view (stored images with their sha256, request counts).
+//! - `keys.rs`: signing keys and the account's image config.
+//! - `ratelimit.rs`: `TokenBuckets`, the service's per-token rate limit with its penalty.
+//! - `reply.rs`: the Cloudflare envelope, error items and edge pages.
+//! - `routes.rs`: the router and the per-request order auth, rate limit, route, faults.
+//! - `server.rs`: the accept loop, with a kill switch per connection for "drop" faults.
+//! - `store.rs`: images, variants, keys and config, and their optional journal on disk.
+//! - `util.rs`: hex, base64, HMAC and percent-encoding, spelled one way.
+//! - `variants.rs`: variant definitions (list, create, get, patch, delete).
+//! - `webhook.rs`: the notification POST for a completed or failed direct upload.
+//!
 //! It serves the API host (`/client/v4/accounts/{id}/images/...`), the batch host
 //! (`/images/v1...` at the root), one-time direct-upload URLs (`/upload/<hash>/<id>`),
 //! delivery URLs (`/cdn/<hash>/<id>/<variant>`) and, outside the Cloudflare paths, an
@@ -243,8 +262,8 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         read_only_tokens: config.read_only_tokens,
         origin: origin.clone(),
         store,
-        api_limiter: config.api_rate_limit.map(ratelimit::Limiter::new),
-        batch_limiter: config.batch_rate_limit.map(ratelimit::Limiter::new),
+        api_buckets: config.api_rate_limit.map(ratelimit::TokenBuckets::new),
+        batch_buckets: config.batch_rate_limit.map(ratelimit::TokenBuckets::new),
         faults: faults::FaultInjector::new(config.faults),
         batch_tokens: auth::BatchTokens::default(),
         batch_token_ttl: config.batch_token_ttl,

@@ -23,9 +23,9 @@ struct Bucket {
     blocked_until: Option<Instant>,
 }
 
-/// The outcome of one request against the limiter.
+/// Whether the buckets let one request through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum Admission {
     /// Go ahead; `remaining` whole requests left, full again in `reset` seconds.
     Allowed {
         /// Whole requests left in the bucket.
@@ -40,27 +40,28 @@ pub enum Decision {
     },
 }
 
-/// One limiter per host; buckets keyed by token.
-pub struct Limiter {
+/// The service's rate limit on one host: a bucket per token. (The client's own pacing is
+/// the `Limiter` in cfimg's transport; this one is what it paces against.)
+pub struct TokenBuckets {
     policy: RateLimit,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
-impl Limiter {
-    /// A limiter enforcing `policy`.
+impl TokenBuckets {
+    /// Buckets enforcing `policy`.
     pub fn new(policy: RateLimit) -> Self {
-        Limiter {
+        TokenBuckets {
             policy,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts one request of `key` and decides it.
-    pub fn check(&self, key: &str) -> Decision {
+    pub fn check(&self, key: &str) -> Admission {
         self.check_at(key, Instant::now())
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Decision {
+    fn check_at(&self, key: &str, now: Instant) -> Admission {
         let cap = f64::from(self.policy.requests.max(1));
         let rate = cap / self.policy.window.as_secs_f64().max(1e-9);
         let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
@@ -75,14 +76,14 @@ impl Limiter {
             );
         }
         let Some(b) = buckets.get_mut(key) else {
-            return Decision::Allowed {
+            return Admission::Allowed {
                 remaining: 0,
                 reset: 0,
             };
         };
         if let Some(until) = b.blocked_until {
             if now < until {
-                return Decision::Limited {
+                return Admission::Limited {
                     retry_after: ceil_secs(until - now),
                 };
             }
@@ -96,23 +97,23 @@ impl Limiter {
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            Decision::Allowed {
+            Admission::Allowed {
                 remaining: b.tokens as u32,
                 reset: ((cap - b.tokens) / rate).ceil() as u64,
             }
         } else {
             b.blocked_until = Some(now + self.policy.penalty);
-            Decision::Limited {
+            Admission::Limited {
                 retry_after: ceil_secs(self.policy.penalty),
             }
         }
     }
 
     /// The `Ratelimit`, `Ratelimit-Policy` and (when limited) `retry-after` headers.
-    pub fn headers(&self, decision: Decision, headers: &mut HeaderMap) {
-        let (remaining, reset) = match decision {
-            Decision::Allowed { remaining, reset } => (remaining, reset),
-            Decision::Limited { retry_after } => {
+    pub fn headers(&self, admission: Admission, headers: &mut HeaderMap) {
+        let (remaining, reset) = match admission {
+            Admission::Allowed { remaining, reset } => (remaining, reset),
+            Admission::Limited { retry_after } => {
                 headers.insert("retry-after", HeaderValue::from(retry_after));
                 (0, retry_after)
             }
@@ -140,8 +141,8 @@ fn ceil_secs(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    fn limiter() -> Limiter {
-        Limiter::new(RateLimit {
+    fn buckets() -> TokenBuckets {
+        TokenBuckets::new(RateLimit {
             requests: 3,
             window: Duration::from_secs(3),
             penalty: Duration::from_secs(10),
@@ -150,34 +151,34 @@ mod tests {
 
     #[test]
     fn burst_then_penalty_then_fresh_quota() {
-        let l = limiter();
+        let l = buckets();
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(matches!(l.check_at("t", t0), Decision::Allowed { .. }));
+            assert!(matches!(l.check_at("t", t0), Admission::Allowed { .. }));
         }
-        assert_eq!(l.check_at("t", t0), Decision::Limited { retry_after: 10 });
+        assert_eq!(l.check_at("t", t0), Admission::Limited { retry_after: 10 });
         // Refilled tokens do not lift the penalty early.
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(l.check_at("t", t1), Decision::Limited { retry_after: 5 });
+        assert_eq!(l.check_at("t", t1), Admission::Limited { retry_after: 5 });
         let t2 = t0 + Duration::from_secs(10);
         assert_eq!(
             l.check_at("t", t2),
-            Decision::Allowed {
+            Admission::Allowed {
                 remaining: 2,
                 reset: 1
             }
         );
         // Other tokens are unaffected.
-        assert!(matches!(l.check_at("u", t0), Decision::Allowed { .. }));
+        assert!(matches!(l.check_at("u", t0), Admission::Allowed { .. }));
     }
 
     #[test]
     fn a_client_at_exactly_the_rate_is_never_limited() {
-        let l = limiter();
+        let l = buckets();
         let t0 = Instant::now();
         for i in 0..100 {
             let t = t0 + Duration::from_secs(i);
-            assert!(matches!(l.check_at("t", t), Decision::Allowed { .. }));
+            assert!(matches!(l.check_at("t", t), Admission::Allowed { .. }));
         }
     }
 }

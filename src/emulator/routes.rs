@@ -11,7 +11,7 @@ use axum::routing::{any, get, post};
 
 use super::app::App;
 use super::faults::{Draw, EdgeError};
-use super::ratelimit::Decision;
+use super::ratelimit::Admission;
 use super::reply::{ApiError, edge_html, edge_rate_limited, json, unauthorized_write};
 use super::server::ConnKill;
 use super::util::percent_decode;
@@ -210,12 +210,12 @@ async fn pipeline(
             Ok(caller) => (caller.token, caller.read_only),
             Err(denied) => return denied.into_response(),
         };
-        let limiter = match host {
-            Host::Api => app.api_limiter.as_ref(),
-            Host::Batch => app.batch_limiter.as_ref(),
+        let buckets = match host {
+            Host::Api => app.api_buckets.as_ref(),
+            Host::Batch => app.batch_buckets.as_ref(),
         };
-        let decision = limiter.map(|l| (l, l.check(&token)));
-        if let Some((l, d @ Decision::Limited { retry_after })) = decision {
+        let admission = buckets.map(|b| (b, b.check(&token)));
+        if let Some((b, a @ Admission::Limited { retry_after })) = admission {
             let (edge, with_retry_after) = app.faults.edge_429();
             if edge {
                 return edge_rate_limited(with_retry_after.then_some(retry_after));
@@ -226,7 +226,7 @@ async fn pipeline(
                 "Please wait and consider throttling your request speed",
             )
             .into_response();
-            l.headers(d, resp.headers_mut());
+            b.headers(a, resp.headers_mut());
             return resp;
         }
         let Some((route, _)) = target else {
@@ -248,8 +248,8 @@ async fn pipeline(
                     .unwrap_or_else(IntoResponse::into_response)
             }
         };
-        if let Some((l, d)) = decision {
-            l.headers(d, resp.headers_mut());
+        if let Some((b, a)) = admission {
+            b.headers(a, resp.headers_mut());
         }
         resp
     }

@@ -20,7 +20,7 @@ pub struct Maintenance {
 
 /// A row `ledger rebuild` found on the server.
 #[derive(Debug, Clone)]
-pub struct Found {
+pub struct RebuiltRow {
     /// The item's key.
     pub key: String,
     /// Bytes of the file now (0: unknown, so the quick check looks again).
@@ -139,7 +139,7 @@ impl Maintenance {
 
     /// Records rows found on the server as uploaded, in one transaction; rows the ledger
     /// already has are left alone. Returns how many were added.
-    pub fn record_found(&mut self, source_id: i64, rows: &[Found]) -> Result<u64> {
+    pub fn record_found(&mut self, source_id: i64, rows: &[RebuiltRow]) -> Result<u64> {
         let ts = now();
         let tx = self.ledger.conn.transaction()?;
         let mut added = 0;

@@ -3,6 +3,16 @@
 //! `schema` (tables and migrations), `read` (queries), `writer` (the one thread that writes,
 //! in batched transactions whose commit is the acknowledgement) and `lock` (one run per
 //! ledger). Readers use their own connections; WAL lets them read while the writer writes.
+//!
+//! - `backup.rs`: a consistent copy of a ledger in use, and SQLite's full check of one.
+//! - `check.rs`: is the ledger whole, checked when a command opens it.
+//! - `drafts.rs`: the SQL of direct-upload drafts (the `drafts` source).
+//! - `lock.rs`: one run per ledger, an exclusive `flock` on the database file.
+//! - `manage.rs`: `Maintenance`, the writes outside a migration (verify's repair, rebuild's rows).
+//! - `read.rs`: every query (quick check, rows, holders of an id, views, pending checks).
+//! - `schema.rs`: the tables and their forward migrations.
+//! - `tests.rs`: unit tests of the ledger's SQL.
+//! - `writer.rs`: the one writer thread, whose commit is the acknowledgement.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +34,7 @@ mod writer;
 pub use backup::{BackupDone, integrity_check};
 pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
 pub use lock::is_locked;
-pub use manage::{Found as RebuiltRow, Maintenance};
+pub use manage::{Maintenance, RebuiltRow};
 pub use read::{BatchedReader, SharedReader};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{Failure, LedgerWriter, Opening, Record, Superseded};

@@ -1,8 +1,8 @@
 //! Reconciling the ledger with the account: the algorithms behind `cfimg verify` and
 //! `cfimg ledger rebuild`, apart from their flags and printing (in `commands/`).
 //!
-//! Files: `verify.rs` (judge a listing against the ledger, and repair), `rebuild.rs`
-//! (match a source's items to stamped images and record them).
+//! - `rebuild.rs`: match a source's items to stamped images, and record them.
+//! - `verify.rs`: judge a listing against the ledger, and repair.
 
 pub mod rebuild;
 pub mod verify;

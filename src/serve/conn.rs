@@ -309,6 +309,54 @@ fn body_too_slow() -> Response {
     ))
 }
 
+/// The request with its body on the body clock (which starts now), and the body's state.
+fn timed(req: Request<Incoming>, clocks: Clocks) -> (Request<axum::body::Body>, Arc<BodyState>) {
+    let body = Arc::new(BodyState::default());
+    if req.body().is_end_stream() {
+        body.done.store(true, Ordering::Relaxed);
+    }
+    let req = req.map(|inner| {
+        axum::body::Body::new(TimedBody {
+            inner,
+            wait: clocks.body,
+            sleep: Box::pin(tokio::time::sleep(clocks.body)),
+            state: body.clone(),
+        })
+    });
+    (req, body)
+}
+
+/// The router's answer within the request clock; a body that arrived too slowly, or an
+/// answer that took too long, gets an answer that closes the connection instead.
+async fn answer(
+    router: Router,
+    req: Request<axum::body::Body>,
+    body: Arc<BodyState>,
+    clocks: Clocks,
+) -> Response {
+    let answered = tokio::time::timeout(clocks.request, router.oneshot(req)).await;
+    match answered {
+        Ok(Ok(resp)) if !body.timed_out.load(Ordering::Relaxed) => resp,
+        Ok(Ok(_)) => body_too_slow(),
+        Ok(Err(never)) => match never {},
+        Err(_) if !body.done.load(Ordering::Relaxed) => body_too_slow(),
+        Err(_) => {
+            tracing::warn!(
+                secs = clocks.request.as_secs_f64(),
+                "a request was not answered within serve.request_timeout_secs: answered 503"
+            );
+            closing(Fail {
+                retry_after: Some(1),
+                ..Fail::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request",
+                    "the answer took too long (serve.request_timeout_secs): try again",
+                )
+            })
+        }
+    }
+}
+
 /// Serves one accepted connection until the client or a clock ends it, an eviction while it
 /// is idle, or `stop` (then the request in progress is answered first).
 pub async fn serve(
@@ -329,41 +377,10 @@ pub async fn serve(
         hyper::service::service_fn(move |req: Request<Incoming>| {
             // Counted here, when hyper has the head, not when the answer is first polled.
             let in_flight = state.request_started();
-            let body = Arc::new(BodyState::default());
-            if req.body().is_end_stream() {
-                body.done.store(true, Ordering::Relaxed);
-            }
-            let req = req.map(|inner| {
-                axum::body::Body::new(TimedBody {
-                    inner,
-                    wait: clocks.body,
-                    sleep: Box::pin(tokio::time::sleep(clocks.body)),
-                    state: body.clone(),
-                })
-            });
+            let (req, body) = timed(req, clocks);
             let router = router.clone();
             async move {
-                let answered = tokio::time::timeout(clocks.request, router.oneshot(req)).await;
-                let resp = match answered {
-                    Ok(Ok(resp)) if !body.timed_out.load(Ordering::Relaxed) => resp,
-                    Ok(Ok(_)) => body_too_slow(),
-                    Ok(Err(never)) => match never {},
-                    Err(_) if !body.done.load(Ordering::Relaxed) => body_too_slow(),
-                    Err(_) => {
-                        tracing::warn!(
-                            secs = clocks.request.as_secs_f64(),
-                            "a request was not answered within serve.request_timeout_secs: answered 503"
-                        );
-                        closing(Fail {
-                            retry_after: Some(1),
-                            ..Fail::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "request",
-                                "the answer took too long (serve.request_timeout_secs): try again",
-                            )
-                        })
-                    }
-                };
+                let resp = answer(router, req, body, clocks).await;
                 drop(in_flight);
                 Ok::<_, Infallible>(resp)
             }

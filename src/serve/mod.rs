@@ -2,10 +2,18 @@
 //! URLs for app keys (the API token stays here; every request through the account's
 //! limiter, 429 with `Retry-After` when the budget is near its end), records each draft in
 //! the ledger, serves a draft's status, receives Cloudflare's image notifications, and
-//! reconciles pending drafts in the background. One concept per file: `routes` (mint,
-//! status, OpenAPI), `keys` (app keys and their budgets), `cors`, `webhook`, `reconciler`,
-//! `demo` (the page of `--demo`), `reply` (error answers), `listener` (the accept loop and
-//! its cap on connections), `conn` (one connection's timeouts).
+//! reconciles pending drafts in the background. One concept per file:
+//!
+//! - `conn.rs`: one connection and the clocks that end it (idle, head, body, request).
+//! - `cors.rs`: CORS for the routes a browser app calls (mint and status).
+//! - `demo.rs`: the page of `--demo`, an upload from the browser.
+//! - `keys.rs`: app keys, compared in constant time, and their budgets.
+//! - `listener.rs`: the accept loop and its cap on connections.
+//! - `openapi.json`: the service's own description, served at `/openapi.json`.
+//! - `reconciler.rs`: looks pending drafts up when no webhook said what became of them.
+//! - `reply.rs`: error answers naming the field to fix; 429s with `Retry-After`.
+//! - `routes.rs`: mint a draft, read one, `/openapi.json` and `/healthz`.
+//! - `webhook.rs`: the receiver of Cloudflare's image notifications.
 
 mod conn;
 mod cors;
