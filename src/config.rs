@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::limit::DEFAULT_RATE;
 use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
+use crate::transport::limit::DEFAULT_RATE;
 
 /// Layers one partial configuration over a lower one: every value `over` sets wins.
 trait Layer {

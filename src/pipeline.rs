@@ -28,17 +28,17 @@ use crate::error::{Disposition, Error, Result};
 use crate::ledger::{
     BatchedReader, Destination, Failure, Ledger, LedgerWriter, Record, Row, SharedReader, Version,
 };
-use crate::limit::Limiter;
 use crate::plan::{self, Decision, Examined, Job, Policy, Quick, Retry};
 use crate::progress::{Display, Stats, Summary};
 use crate::quota::Gate;
 use crate::remove::{self, Removal};
-use crate::retry;
 use crate::settle;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::source::walk::mtime_ns as mtime_ns_of;
 use crate::source::{Fingerprint, Found, Item, Locator, Source, SourceId, SourceKind};
+use crate::transport::limit::Limiter;
+use crate::transport::retry;
 use crate::transport::{ApiLane, Lanes, Traffic};
 use crate::upload::{Ended, Uploader};
 
@@ -417,8 +417,10 @@ pub async fn migrate_gated(
         upload_rate(cfg),
         cfg.ledger.display().to_string(),
     );
-    summary.rate_warning =
-        crate::limit::over_account_limit(cfg.upload.rate, opts.shard.map_or(1, |s| s.count));
+    summary.rate_warning = crate::transport::limit::over_account_limit(
+        cfg.upload.rate,
+        opts.shard.map_or(1, |s| s.count),
+    );
     if interrupted {
         summary.outcome = "interrupted".into();
     }
@@ -559,7 +561,10 @@ async fn lost_ledger_check(
 fn upload_rate(cfg: &Config) -> f64 {
     match cfg.upload.transport {
         // A rate above the account's average only earns 5-minute blocks: it cannot go faster.
-        crate::config::Transport::Api => cfg.upload.rate.min(crate::limit::ACCOUNT_AVERAGE),
+        crate::config::Transport::Api => cfg
+            .upload
+            .rate
+            .min(crate::transport::limit::ACCOUNT_AVERAGE),
         crate::config::Transport::Batch => {
             cfg.upload.batch_rate * f64::from(cfg.upload.batch_tokens)
         }

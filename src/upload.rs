@@ -17,9 +17,9 @@ use crate::lookup::{self, Wanted};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
-use crate::retry;
 use crate::source::Locator;
 use crate::stamp::Stamp;
+use crate::transport::retry;
 use crate::transport::{ApiLane, Lanes};
 
 /// Everything a worker needs; shared by all workers of a run.

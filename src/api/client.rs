@@ -20,8 +20,8 @@ use super::types::{
 };
 use crate::error::{Error, Result};
 use crate::item::Body;
-use crate::limit;
 use crate::secret::Secret;
+use crate::transport::limit;
 
 /// The `filename` a part may carry for a file of this name. Control characters (a CR, LF
 /// or ESC inside a part header makes the whole body malformed to a strict parser, and

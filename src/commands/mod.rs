@@ -149,7 +149,7 @@ pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
         cfg.upload.request_timeout,
     )
     .ok()?;
-    let limiter = crate::limit::Limiter::new(cfg.upload.rate, 1);
+    let limiter = crate::transport::limit::Limiter::new(cfg.upload.rate, 1);
     let spent = std::sync::atomic::AtomicU32::new(0);
     let stats = limiter.send(&spent, client.stats()).await.ok()?;
     Some(format!(
@@ -168,13 +168,13 @@ pub(crate) fn lane_of(cfg: &crate::config::Config) -> Result<crate::transport::A
             &cfg.api_token,
             cfg.upload.request_timeout,
         )?,
-        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
+        limiter: std::sync::Arc::new(crate::transport::limit::Limiter::new(
             cfg.upload.rate,
             cfg.upload.burst,
         )),
-        policy: crate::retry::Policy {
+        policy: crate::transport::retry::Policy {
             max_attempts: cfg.upload.max_attempts,
-            ..crate::retry::Policy::default()
+            ..crate::transport::retry::Policy::default()
         },
     })
 }

@@ -8,9 +8,9 @@ use super::{EXIT_FATAL_API, EXIT_OK};
 use crate::cli::Cli;
 use crate::config::{self, RawConfig};
 use crate::error::Result;
-use crate::limit::Limiter;
 use crate::pipeline;
-use crate::retry;
+use crate::transport::limit::Limiter;
+use crate::transport::retry;
 
 /// Checks the configuration, then the token and account with `GET /v1/stats`, then the
 /// token's write permission.

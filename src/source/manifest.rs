@@ -23,8 +23,8 @@ use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::config::UrlMode;
 use crate::download::Bounds;
 use crate::error::{Error, Result};
-use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
+use crate::transport::retry;
 
 /// Longest line read; a longer one is reported as bad and skipped, so that a file without
 /// line breaks is never loaded whole.

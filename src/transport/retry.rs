@@ -54,7 +54,7 @@ impl Iterator for FullJitter {
 }
 
 /// Runs `op` until it succeeds, fails permanently, or its retries run out. `op` sends its
-/// requests through [`crate::limit::Limiter::send`], so every attempt is rate-limited.
+/// requests through [`crate::transport::limit::Limiter::send`], so every attempt is rate-limited.
 pub async fn call<T, F, Fut>(policy: Policy, op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -92,7 +92,7 @@ where
 mod tests {
     use super::*;
     use crate::error::{Error, api_error};
-    use crate::limit::Limiter;
+    use crate::transport::limit::Limiter;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn api(status: u16, code: u32) -> Error {
@@ -188,7 +188,7 @@ mod tests {
         let e = r.unwrap_err();
         assert!(matches!(e, Error::ThrottledTooLong(_)), "{e:?}");
         assert_eq!(e.disposition(), Disposition::Fatal);
-        assert!(tokio::time::Instant::now() - start >= crate::limit::GIVE_UP_AFTER);
+        assert!(tokio::time::Instant::now() - start >= crate::transport::limit::GIVE_UP_AFTER);
         assert_eq!(spent.load(Ordering::Relaxed), 31);
         assert!(e.to_string().contains("30 minutes"), "{e}");
 

@@ -5,6 +5,13 @@
 //! everything else (lookups, GETs after a 5409, deletes, backups, PATCHes) stays on the
 //! API host, where lists are known to work. A lane owns its pacing and counting, so that
 //! callers ask for a lane, not for a host.
+//!
+//! - `mod.rs`: the lanes ([`ApiLane`], [`BatchLane`], [`Lanes`]) and the run's [`Traffic`]
+//! - `limit.rs`: the shared, adaptive rate limiter (token bucket, AIMD) and the 429 cool-off
+//! - `retry.rs`: backoff with full jitter and attempt budgets (backon)
+
+pub mod limit;
+pub mod retry;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +24,8 @@ use tokio::time::Instant;
 use crate::api::client::{ImagesClient, Sent, Upload};
 use crate::config::{Config, Transport};
 use crate::error::{Error, Result};
-use crate::limit::Limiter;
-use crate::retry::{self, Policy};
+use limit::Limiter;
+use retry::Policy;
 
 /// The API host: every attempt through the shared limiter, retried by the policy.
 #[derive(Debug, Clone)]
