@@ -24,7 +24,6 @@ pub mod existing;
 pub mod image_check;
 pub mod item;
 pub mod ledger;
-pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;

@@ -1,6 +1,12 @@
 //! Uploading one planned item, exactly once: record the intent durably, send the body,
 //! resolve whatever an earlier or ambiguous attempt left on the server by its stamp, replace
 //! the older image of a changed item without ever losing it, and record the outcome.
+//!
+//! - `mod.rs`: the [`Uploader`]: one job's intent, upload, replacement and record
+//! - `lookup.rs`: finding an item's images by stamp; deleting duplicates and orphans
+//!   (the answer to an ambiguous or repeated upload, here and in the settle pass)
+
+pub mod lookup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,7 +19,6 @@ use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
 use crate::error::{Disposition, Error, Result};
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
-use crate::lookup::{self, Wanted};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
@@ -21,6 +26,7 @@ use crate::source::Locator;
 use crate::stamp::Stamp;
 use crate::transport::retry;
 use crate::transport::{ApiLane, Lanes};
+use lookup::Wanted;
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
