@@ -172,7 +172,7 @@ fn configure(cli: &Cli, args: &MigrateArgs) -> Result<Config> {
             raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
         }
         if raw.upload.rate.is_none() {
-            raw.upload.rate = Some(crate::transport::limit::DEFAULT_RATE / f64::from(shard.count));
+            raw.upload.rate = Some(crate::config::DEFAULT_RATE / f64::from(shard.count));
         }
     }
     if args.emulator && raw.ledger.is_none() {

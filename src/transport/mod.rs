@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::api::client::{ImagesClient, Sent, Upload};
 use crate::config::{Config, Transport};
 use crate::error::{Error, Result};
-use limit::Limiter;
+use limit::{Answer, Limiter};
 use retry::Policy;
 
 /// The API host: every attempt through the shared limiter, retried by the policy.
@@ -41,20 +41,24 @@ pub struct ApiLane {
 impl ApiLane {
     /// One API call with its retries; every attempt takes a limiter token and is counted
     /// in `spent`.
-    pub async fn call<T, F, Fut>(&self, spent: &AtomicU32, mut request: F) -> Result<T>
+    pub async fn call<F, Fut>(
+        &self,
+        spent: &AtomicU32,
+        mut request: F,
+    ) -> Result<<Fut::Output as Answer>::Value>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output: Answer>,
     {
         retry::call(self.policy, || self.limiter.send(spent, request())).await
     }
 
     /// One attempt, no retry (the caller decides what an error means).
-    pub async fn once<T>(
+    pub async fn once<A: Answer>(
         &self,
         spent: &AtomicU32,
-        request: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+        request: impl Future<Output = A>,
+    ) -> Result<A::Value> {
         self.limiter.send(spent, request).await
     }
 }
@@ -203,7 +207,7 @@ impl BatchLane {
     ) -> std::result::Result<T, Refusal>
     where
         F: Fn(ImagesClient) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output: Answer<Value = T>>,
     {
         let (client, generation) = self.client(api, spent).await.map_err(Refusal::Other)?;
         match self.limiter.send(spent, request(client)).await {
