@@ -261,9 +261,9 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                 return Err(Error::Config(problems));
             }
             // Downloads in local mode: a few attempts within the run, then the next run.
-            let fetch = retry::Policy {
+            let fetch = retry::RetryPolicy {
                 max_attempts: cfg.upload.max_attempts.min(3),
-                ..retry::Policy::default()
+                ..retry::RetryPolicy::default()
             };
             Ok(Source::Manifest(Manifest::new(
                 manifest,

@@ -46,7 +46,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     let watch = Arc::new(Watch::new(walk, settings, &cfg.ledger));
     let status = watch.status();
     let stats = Arc::new(Stats::default());
-    let limiter = Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst));
+    let limiter = crate::transport::api_limiter(&cfg);
     let traffic = Arc::new(OnceLock::new());
     let side = CancellationToken::new();
 
