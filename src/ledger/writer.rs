@@ -166,7 +166,7 @@ enum Ask {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Record, Option<oneshot::Sender<Result<(), String>>>),
-    Ask(Ask, oneshot::Sender<Result<i64, String>>),
+    Ask(Ask, oneshot::Sender<Result<i64, Unanswered>>),
 }
 
 impl std::fmt::Debug for Msg {
@@ -271,13 +271,9 @@ impl LedgerWriter {
             .send(Msg::Ask(ask, reply))
             .await
             .map_err(|_| writer_gone())?;
-        done.await.map_err(|_| writer_gone())?.map_err(|why| {
-            if why.starts_with(DESTINATION_MISMATCH) {
-                Error::Config(vec![why])
-            } else {
-                Error::LedgerWrite(why)
-            }
-        })
+        done.await
+            .map_err(|_| writer_gone())?
+            .map_err(Unanswered::into_error)
     }
 
     /// Waits until every record sent before is committed (readers then see it).
@@ -339,7 +335,25 @@ impl Opening {
     }
 }
 
-const DESTINATION_MISMATCH: &str = "this ledger belongs to";
+/// Why a question got no answer. Sent across threads, so it carries messages, not errors.
+#[derive(Debug, Clone)]
+enum Unanswered {
+    /// The ledger belongs to another account or API host: the user gives another
+    /// `--ledger` (the message says which destination it holds).
+    OtherDestination(String),
+    /// The batch's transaction failed, or no answer was found for the question.
+    Failed(String),
+}
+
+impl Unanswered {
+    /// The error the asker returns: a configuration problem, or a failed ledger write.
+    fn into_error(self) -> Error {
+        match self {
+            Unanswered::OtherDestination(why) => Error::Config(vec![why]),
+            Unanswered::Failed(why) => Error::LedgerWrite(why),
+        }
+    }
+}
 
 fn writer_gone() -> Error {
     Error::LedgerWrite("the writer thread stopped".into())
@@ -369,11 +383,11 @@ fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>, retry_base: f64) 
                         .iter()
                         .find(|(at, _)| *at == i)
                         .map(|(_, a)| a.clone())
-                        .unwrap_or_else(|| Err("no answer".into()));
+                        .unwrap_or_else(|| Err(Unanswered::Failed("no answer".into())));
                     let _ = reply.send(answer);
                 }
                 (Msg::Ask(_, reply), Err(e)) => {
-                    let _ = reply.send(Err(e.clone()));
+                    let _ = reply.send(Err(Unanswered::Failed(e.clone())));
                 }
             }
         }
@@ -419,7 +433,7 @@ fn trim_wal(ledger: &Ledger, last: &mut std::time::Instant) {
     let _ = conn.busy_timeout(Duration::from_secs(10));
 }
 
-type Answers = Vec<(usize, Result<i64, String>)>;
+type Answers = Vec<(usize, Result<i64, Unanswered>)>;
 
 /// Applies a batch in one transaction; returns the answers to the questions in it.
 fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<Answers> {
@@ -436,8 +450,8 @@ fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<
     Ok(answers)
 }
 
-/// Answers a question; `Err(String)` is a refusal for the asker, not a failed transaction.
-fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, String>> {
+/// Answers a question; the inner `Err` is a refusal for the asker, not a failed transaction.
+fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Unanswered>> {
     match ask {
         Ask::Flush => Ok(Ok(0)),
         Ask::RunStarted { command, source } => {
@@ -481,12 +495,14 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
                     Ok(Ok(1))
                 }
                 Some((account, base)) if account == d.account_id && base == d.api_base => Ok(Ok(1)),
-                Some((account_id, api_base)) => Ok(Err(super::destination_mismatch(
-                    &Destination {
-                        account_id,
-                        api_base,
-                    },
-                    d,
+                Some((account_id, api_base)) => Ok(Err(Unanswered::OtherDestination(
+                    super::destination_mismatch(
+                        &Destination {
+                            account_id,
+                            api_base,
+                        },
+                        d,
+                    ),
                 ))),
             }
         }
@@ -752,4 +768,42 @@ fn fail(
         retry_at
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(account_id: &str) -> Destination {
+        Destination {
+            account_id: account_id.into(),
+            api_base: "https://api.example/client/v4".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_destination_is_a_configuration_error_and_a_failed_write_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, opening, thread) =
+            LedgerWriter::start(&dir.path().join("l.sqlite"), DEFAULT_RETRY_BASE).unwrap();
+        opening.opened().await.unwrap();
+        writer.claim_destination(&destination("a")).await.unwrap();
+        writer.check_destination(&destination("a")).await.unwrap();
+        for refused in [
+            writer.check_destination(&destination("b")).await,
+            writer.claim_destination(&destination("b")).await,
+        ] {
+            match refused {
+                Err(Error::Config(why)) => {
+                    assert!(why[0].contains("belongs to account a"), "{why:?}");
+                    assert!(why[0].contains("--ledger"), "{why:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let failed = Unanswered::Failed("this ledger belongs to nobody: disk full".into());
+        assert!(matches!(failed.into_error(), Error::LedgerWrite(_)));
+        drop(writer);
+        thread.join().unwrap().unwrap();
+    }
 }
