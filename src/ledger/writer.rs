@@ -509,28 +509,16 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Unans
     }
 }
 
+/// Applies one record inside the batch's transaction: one function per kind of record.
 fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Result<()> {
     match record {
         Record::Intent {
-            version: v,
+            version,
             planned_id,
             stamp,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, planned_id,
-                   state, attempts, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'uploading', 0, ?10, ?10)
-                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
-                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
-                   sha256 = excluded.sha256, stamp = excluded.stamp, planned_id = excluded.planned_id,
-                   state = 'uploading', updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp, planned_id, ts
-            ])?;
-        }
+        } => record_intent(tx, version, planned_id.as_deref(), stamp, ts),
         Record::Uploaded {
-            version: v,
+            version,
             image_id,
             url,
             attempts,
@@ -540,129 +528,189 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Re
             superseded,
         } => {
             if let Some(old) = superseded {
-                tx.prepare_cached(
-                    "INSERT INTO superseded (image_id, source_id, key, sha256, url, superseded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (image_id) DO NOTHING",
-                )?
-                .execute(params![
-                    old.image_id,
-                    v.source_id,
-                    v.key,
-                    old.sha256,
-                    old.url,
-                    ts
-                ])?;
+                record_superseded(tx, version, old, ts)?;
             }
-            tx.prepare_cached(
-                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
-                   state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
-                   CASE WHEN ?14 THEN ?13 END)
-                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
-                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
-                   sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
-                   image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
-                   state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
-                   failures = 0, retry_at = NULL,
-                   check_after = COALESCE(excluded.check_after, items.check_after),
-                   updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
-                   replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
-            )?
-            .execute(params![
-                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp,
-                image_id, url, *attempts as i64, check_after, ts, replaced
-            ])?;
+            let uploaded = Stored {
+                image_id,
+                url: url.as_deref(),
+                attempts: *attempts,
+                replaced: *replaced,
+                stamp: stamp.as_deref(),
+                check_after: check_after.as_deref(),
+            };
+            record_uploaded(tx, version, &uploaded, ts)
         }
         Record::Failed {
-            version: v,
+            version,
             reason,
             attempts,
             failure,
             image_gone,
             check_after,
         } => {
-            let state = match failure {
-                Failure::Rejected => State::Rejected,
-                Failure::Deferred | Failure::Local => State::Failed,
-            };
-            fail(
-                tx,
-                v,
-                state,
+            let why = NotMade {
+                state: match failure {
+                    Failure::Rejected => State::Rejected,
+                    Failure::Deferred | Failure::Local => State::Failed,
+                },
                 reason,
-                *attempts,
-                *failure == Failure::Local,
-                *image_gone,
-                check_after.as_deref(),
-                ts,
-                retry_base,
-            )?;
+                attempts: *attempts,
+                retry_local: *failure == Failure::Local,
+                image_gone: *image_gone,
+                check_after: check_after.as_deref(),
+            };
+            fail(tx, version, &why, ts, retry_base)
         }
         Record::Ignored { version, reason } => {
-            fail(
-                tx,
-                version,
-                State::Ignored,
+            let why = NotMade {
+                state: State::Ignored,
                 reason,
-                0,
-                false,
-                false,
-                None,
-                ts,
-                retry_base,
-            )?;
+                attempts: 0,
+                retry_local: false,
+                image_gone: false,
+                check_after: None,
+            };
+            fail(tx, version, &why, ts, retry_base)
         }
-        Record::Touch { version: v } => {
-            tx.prepare_cached(
-                "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, updated_at = ?6
-                 WHERE source_id = ?1 AND key = ?2",
-            )?
-            .execute(params![
-                v.source_id,
-                v.key,
-                v.size as i64,
-                v.mtime_ns,
-                v.etag,
-                ts
-            ])?;
-        }
+        Record::Touch { version } => record_touch(tx, version, ts),
         Record::Checked { source_id, key } => {
             tx.prepare_cached(
                 "UPDATE items SET check_after = NULL WHERE source_id = ?1 AND key = ?2",
             )?
             .execute(params![source_id, key])?;
+            Ok(())
         }
         Record::Removed {
-            version: v,
+            version,
             image_id,
             outcome,
-        } => {
-            tx.prepare_cached("DELETE FROM items WHERE source_id = ?1 AND key = ?2")?
-                .execute(params![v.source_id, v.key])?;
-            tx.prepare_cached(
-                "INSERT INTO tombstones (source_id, key, image_id, sha256, outcome, removed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![v.source_id, v.key, image_id, v.sha256, outcome, ts])?;
-        }
-        Record::Prune { before, keep_runs } => {
-            tx.execute("DELETE FROM tombstones WHERE removed_at < ?1", [before])?;
-            tx.execute(
-                "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                [keep_runs],
-            )?;
-        }
-        Record::RunProgress { run_id, counts } => {
-            record_counts(tx, *run_id, counts, None, ts)?;
-        }
+        } => record_removed(tx, version, image_id.as_deref(), outcome, ts),
+        Record::Prune { before, keep_runs } => prune(tx, before, *keep_runs),
+        Record::RunProgress { run_id, counts } => record_counts(tx, *run_id, counts, None, ts),
         Record::RunFinished {
             run_id,
             counts,
             outcome,
-        } => {
-            record_counts(tx, *run_id, counts, Some(outcome), ts)?;
-        }
+        } => record_counts(tx, *run_id, counts, Some(outcome), ts),
     }
+}
+
+/// An upload of `v` is about to start: the row says `uploading`, with its planned id.
+fn record_intent(
+    tx: &Transaction<'_>,
+    v: &Version,
+    planned_id: Option<&str>,
+    stamp: &str,
+    ts: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, planned_id,
+           state, attempts, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'uploading', 0, ?10, ?10)
+         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+           sha256 = excluded.sha256, stamp = excluded.stamp, planned_id = excluded.planned_id,
+           state = 'uploading', updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp, planned_id, ts
+    ])?;
+    Ok(())
+}
+
+/// An older image of `v` that `--keep-replaced` leaves in place.
+fn record_superseded(tx: &Transaction<'_>, v: &Version, old: &Superseded, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO superseded (image_id, source_id, key, sha256, url, superseded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (image_id) DO NOTHING",
+    )?
+    .execute(params![
+        old.image_id,
+        v.source_id,
+        v.key,
+        old.sha256,
+        old.url,
+        ts
+    ])?;
+    Ok(())
+}
+
+/// What a [`Record::Uploaded`] says about the image now holding a version.
+struct Stored<'a> {
+    image_id: &'a str,
+    url: Option<&'a str>,
+    attempts: u32,
+    replaced: bool,
+    stamp: Option<&'a str>,
+    check_after: Option<&'a str>,
+}
+
+/// `v` is now held by an image: the row says `uploaded` and forgets its failures.
+fn record_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
+           state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
+           CASE WHEN ?14 THEN ?13 END)
+         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+           sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
+           image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
+           state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
+           failures = 0, retry_at = NULL,
+           check_after = COALESCE(excluded.check_after, items.check_after),
+           updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
+           replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
+    )?
+    .execute(params![
+        v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, up.stamp,
+        up.image_id, up.url, i64::from(up.attempts), up.check_after, ts, up.replaced
+    ])?;
+    Ok(())
+}
+
+/// Only the quick-check fields of `v` changed: refresh them.
+fn record_touch(tx: &Transaction<'_>, v: &Version, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, updated_at = ?6
+         WHERE source_id = ?1 AND key = ?2",
+    )?
+    .execute(params![
+        v.source_id,
+        v.key,
+        v.size as i64,
+        v.mtime_ns,
+        v.etag,
+        ts
+    ])?;
+    Ok(())
+}
+
+/// `v` left its source: its row goes, a tombstone says what became of its image.
+fn record_removed(
+    tx: &Transaction<'_>,
+    v: &Version,
+    image_id: Option<&str>,
+    outcome: &str,
+    ts: &str,
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM items WHERE source_id = ?1 AND key = ?2")?
+        .execute(params![v.source_id, v.key])?;
+    tx.prepare_cached(
+        "INSERT INTO tombstones (source_id, key, image_id, sha256, outcome, removed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![v.source_id, v.key, image_id, v.sha256, outcome, ts])?;
+    Ok(())
+}
+
+/// Forgets tombstones older than `before` and all but the last `keep_runs` runs.
+fn prune(tx: &Transaction<'_>, before: &str, keep_runs: u32) -> Result<()> {
+    tx.execute("DELETE FROM tombstones WHERE removed_at < ?1", [before])?;
+    tx.execute(
+        "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [keep_runs],
+    )?;
     Ok(())
 }
 
@@ -702,21 +750,35 @@ fn record_counts(
     Ok(())
 }
 
+/// What a [`Record::Failed`] or [`Record::Ignored`] says about an item that did not make it.
+struct NotMade<'a> {
+    state: State,
+    reason: &'a str,
+    attempts: u32,
+    /// A local failure (I/O, a changing file): the next run tries again.
+    retry_local: bool,
+    /// The image the row pointed to is gone.
+    image_gone: bool,
+    check_after: Option<&'a str>,
+}
+
 /// Records an item that did not make it; the image it pointed at stays recorded unless it
 /// is gone.
-#[allow(clippy::too_many_arguments)]
 fn fail(
     tx: &Transaction<'_>,
     v: &Version,
-    state: State,
-    reason: &str,
-    attempts: u32,
-    retry_local: bool,
-    image_gone: bool,
-    check_after: Option<&str>,
+    why: &NotMade<'_>,
     ts: &str,
     retry_base: f64,
 ) -> Result<()> {
+    let NotMade {
+        state,
+        reason,
+        attempts,
+        retry_local,
+        image_gone,
+        check_after,
+    } = *why;
     // Failures in a row, and the delay they earn: base, 2 x base, 4 x base, ... capped.
     let failures: i64 = if state == State::Failed {
         tx.prepare_cached("SELECT failures FROM items WHERE source_id = ?1 AND key = ?2")?
