@@ -6,7 +6,8 @@
 //! API host, where lists are known to work. A lane owns its pacing and counting, so that
 //! callers ask for a lane, not for a host.
 //!
-//! - `mod.rs`: the lanes ([`ApiLane`], [`BatchLane`], [`Lanes`]) and the run's [`Traffic`]
+//! - `mod.rs`: the lanes ([`ApiLane`], [`BatchLane`], [`Lanes`]), built from `Config` by
+//!   [`ApiLane::from_config`] and [`Lanes::new`], and the run's [`Traffic`]
 //! - `limit.rs`: the shared, adaptive rate limiter (token bucket, AIMD) and the 429 cool-off
 //! - `retry.rs`: backoff with full jitter and attempt budgets (backon)
 
