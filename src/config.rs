@@ -10,10 +10,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::limit::DEFAULT_RATE;
 use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
+
+/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
+/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
+pub const DEFAULT_RATE: f64 = 3.5;
 
 /// Layers one partial configuration over a lower one: every value `over` sets wins.
 trait Layer {

@@ -21,25 +21,22 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::client::ImagesClient;
-use crate::api::types;
 use crate::config::Config;
 use crate::error::{Disposition, Error, Result};
 use crate::ledger::{
     BatchedReader, Destination, Failure, Ledger, LedgerWriter, Record, Row, SharedReader, Version,
 };
-use crate::limit::Limiter;
 use crate::plan::{self, Decision, Examined, Job, Policy, Quick, Retry};
 use crate::progress::{Display, Stats, Summary};
 use crate::quota::Gate;
 use crate::remove::{self, Removal};
-use crate::retry;
 use crate::settle;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::source::walk::mtime_ns as mtime_ns_of;
 use crate::source::{Fingerprint, Found, Item, Locator, Source, SourceId, SourceKind};
-use crate::transport::{ApiLane, Lanes, Traffic};
+use crate::transport::limit::Limiter;
+use crate::transport::{ApiLane, Lanes, Traffic, api_limiter};
 use crate::upload::{Ended, Uploader};
 
 /// Items waiting between the quick check and reading.
@@ -209,11 +206,7 @@ pub async fn migrate_gated(
     let source = Arc::new(source);
     let limiter = match &opts.live {
         Some(live) => live.limiter.clone(),
-        None => Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst)),
-    };
-    let policy = retry::Policy {
-        max_attempts: cfg.upload.max_attempts,
-        ..retry::Policy::default()
+        None => api_limiter(cfg),
     };
     // The writer thread opens the ledger and checks an existing one page by page (before
     // anything is written to it) while the start-up request is under way.
@@ -240,20 +233,13 @@ pub async fn migrate_gated(
     // One cheap request proves the token and the account before any item is touched.
     let connected = match opts.dry_run {
         true => None,
-        false => Some(connect(cfg, &limiter, policy).await),
+        false => Some(ApiLane::connect(cfg, limiter.clone()).await),
     };
     // A damaged ledger is named before a failed start-up request: one a restart cannot fix.
     if let Some(o) = opening {
         o.opened().await?;
     }
-    let lane = match connected {
-        Some(c) => Some(ApiLane {
-            client: c?.0,
-            limiter: limiter.clone(),
-            policy,
-        }),
-        None => None,
-    };
+    let lane = connected.transpose()?;
     // Recorded only now: a run refused for a mistyped account id leaves the ledger unbound.
     if let Some(w) = &writer {
         w.claim_destination(&opts.destination).await?;
@@ -417,8 +403,10 @@ pub async fn migrate_gated(
         upload_rate(cfg),
         cfg.ledger.display().to_string(),
     );
-    summary.rate_warning =
-        crate::limit::over_account_limit(cfg.upload.rate, opts.shard.map_or(1, |s| s.count));
+    summary.rate_warning = crate::transport::limit::over_account_limit(
+        cfg.upload.rate,
+        opts.shard.map_or(1, |s| s.count),
+    );
     if interrupted {
         summary.outcome = "interrupted".into();
     }
@@ -559,29 +547,14 @@ async fn lost_ledger_check(
 fn upload_rate(cfg: &Config) -> f64 {
     match cfg.upload.transport {
         // A rate above the account's average only earns 5-minute blocks: it cannot go faster.
-        crate::config::Transport::Api => cfg.upload.rate.min(crate::limit::ACCOUNT_AVERAGE),
+        crate::config::Transport::Api => cfg
+            .upload
+            .rate
+            .min(crate::transport::limit::ACCOUNT_AVERAGE),
         crate::config::Transport::Batch => {
             cfg.upload.batch_rate * f64::from(cfg.upload.batch_tokens)
         }
     }
-}
-
-/// A client for the configured account, checked with `GET /v1/stats` (through the limiter,
-/// with retries): a bad token or account fails here, after one request.
-pub async fn connect(
-    cfg: &Config,
-    limiter: &Limiter,
-    policy: retry::Policy,
-) -> Result<(ImagesClient, types::AccountStats)> {
-    let client = ImagesClient::new(
-        &cfg.api_base_url,
-        &cfg.account_id,
-        &cfg.api_token,
-        cfg.upload.request_timeout,
-    )?;
-    let spent = std::sync::atomic::AtomicU32::new(0);
-    let stats = retry::call(policy, || limiter.send(&spent, client.stats())).await?;
-    Ok((client, stats))
 }
 
 /// Stage 1: the quick check of every listed item against the ledger, on a blocking thread

@@ -41,10 +41,10 @@ pub async fn backup(lane: &ApiLane, spent: &AtomicU32, id: &str) -> Result<Optio
             let p = path.to_path_buf();
             async move {
                 // A fresh file per attempt: a retry after a broken transfer starts over.
-                let mut file = tokio::fs::File::create(&p)
-                    .await
-                    .map_err(|source| Error::Io { path: p, source })?;
-                lane.client.blob_to(id, &mut file).await
+                match tokio::fs::File::create(&p).await {
+                    Ok(mut file) => lane.client.blob_to(id, &mut file).await,
+                    Err(source) => Err(Error::Io { path: p, source }).into(),
+                }
             }
         })
         .await;

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::ledger::{LedgerWriter, Record, SharedReader, State};
-use crate::lookup::{self, Wanted};
-use crate::retry;
 use crate::stamp::Stamp;
 use crate::transport::ApiLane;
+use crate::transport::retry;
+use crate::upload::lookup::{self, Wanted};
 
 /// What the settle stage did.
 #[derive(Debug, Default, Clone, Copy)]

@@ -20,7 +20,6 @@ use super::types::{
 };
 use crate::error::{Error, Result};
 use crate::item::Body;
-use crate::limit;
 use crate::secret::Secret;
 
 /// The `filename` a part may carry for a file of this name. Control characters (a CR, LF
@@ -43,6 +42,56 @@ fn part_filename(name: &str) -> String {
 /// Read size for streamed upload bodies: large enough to keep syscalls few, small enough
 /// that 16 concurrent 10 MB uploads stay a few MB of buffers.
 const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// The longest wait any server hint can impose (a huge `Retry-After` or a far date is
+/// clamped to this rather than trusted, and never overflows).
+pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// A request's result, with what the response's rate-limit headers said about the budget:
+/// the limiter that sent the request reads [`Answered::exhausted`] and holds every worker
+/// back until the budget resets, slowing down before a 429 rather than after.
+#[derive(Debug)]
+#[must_use]
+pub struct Answered<T> {
+    /// The result.
+    pub result: Result<T>,
+    /// No request is left until this has passed (`Ratelimit: ...;r=0;t=<reset>`), clamped
+    /// to [`MAX_WAIT`]; `None` when the headers said nothing of the kind or there was no
+    /// response.
+    pub exhausted: Option<Duration>,
+}
+
+impl<T> Answered<T> {
+    /// A result without a response (or without rate-limit headers): nothing to report.
+    pub fn plain(result: Result<T>) -> Answered<T> {
+        Answered {
+            result,
+            exhausted: None,
+        }
+    }
+
+    /// The same answer with its value mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answered<U> {
+        Answered {
+            result: self.result.map(f),
+            exhausted: self.exhausted,
+        }
+    }
+
+    /// The same answer with its error mapped.
+    fn map_err(self, f: impl FnOnce(Error) -> Error) -> Answered<T> {
+        Answered {
+            result: self.result.map_err(f),
+            exhausted: self.exhausted,
+        }
+    }
+}
+
+impl<T> From<Result<T>> for Answered<T> {
+    fn from(result: Result<T>) -> Answered<T> {
+        Answered::plain(result)
+    }
+}
 
 /// A client of the Images API of one account.
 #[derive(Clone)]
@@ -85,6 +134,9 @@ pub struct Upload<'a> {
     /// fails the hash comparison after sending.
     pub size: Option<u64>,
 }
+
+/// The sha256 of a file body as it is streamed, taken once the upload has been answered.
+type Hasher = Arc<Mutex<Option<Sha256>>>;
 
 /// What an upload stored, and the sha256 of the bytes actually sent (file bodies).
 #[derive(Debug)]
@@ -199,7 +251,27 @@ impl ImagesClient {
     }
 
     /// Uploads a body: a file streamed from disk (hashing what is sent), or the `url` form.
-    pub async fn upload(&self, up: &Upload<'_>) -> Result<Sent> {
+    pub async fn upload(&self, up: &Upload<'_>) -> Answered<Sent> {
+        let (form, hashed) = match Self::upload_form(up).await {
+            Ok(built) => built,
+            Err(e) => return Answered::plain(Err(e)),
+        };
+        let req = self
+            .request(Method::POST, self.url(&["v1"]))
+            .multipart(form);
+        parse::<Image>(req.send().await).await.map(|image| {
+            let sha256 = hashed.and_then(|h| {
+                h.lock()
+                    .ok()
+                    .and_then(|mut h| h.take())
+                    .map(|h| hex::encode(h.finalize()))
+            });
+            Sent { image, sha256 }
+        })
+    }
+
+    /// The multipart form of an upload, and the hasher of a file body's streamed bytes.
+    async fn upload_form(up: &Upload<'_>) -> Result<(Form, Option<Hasher>)> {
         let mut form = Form::new();
         let mut hashed = None;
         match up.body {
@@ -249,22 +321,12 @@ impl ImagesClient {
         if let Some(c) = up.creator {
             form = form.text("creator", c.to_string());
         }
-        let req = self
-            .request(Method::POST, self.url(&["v1"]))
-            .multipart(form);
-        let image: Image = parse(req.send().await).await?;
-        let sha256 = hashed.and_then(|h| {
-            h.lock()
-                .ok()
-                .and_then(|mut h| h.take())
-                .map(|h| hex::encode(h.finalize()))
-        });
-        Ok(Sent { image, sha256 })
+        Ok((form, hashed))
     }
 
     /// `POST /v2/direct_upload`: a draft and its one-time upload URL. The answer's body
     /// never goes into an error, since it holds the URL, a credential until it is used.
-    pub async fn direct_upload(&self, d: &DraftRequest) -> Result<DirectUpload> {
+    pub async fn direct_upload(&self, d: &DraftRequest) -> Answered<DirectUpload> {
         let mut form = Form::new();
         if let Some(id) = &d.id {
             form = form.text("id", id.clone());
@@ -294,7 +356,7 @@ impl ImagesClient {
     }
 
     /// `PATCH /v1/{id}`.
-    pub async fn update(&self, id: &str, update: &ImageUpdate) -> Result<Image> {
+    pub async fn update(&self, id: &str, update: &ImageUpdate) -> Answered<Image> {
         parse(
             self.request(Method::PATCH, self.url(&["v1", id]))
                 .json(update)
@@ -305,16 +367,28 @@ impl ImagesClient {
     }
 
     /// `GET /v1/{id}/blob`, streamed into `out`: the original bytes.
-    pub async fn blob_to(&self, id: &str, out: &mut tokio::fs::File) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let resp = self
+    pub async fn blob_to(&self, id: &str, out: &mut tokio::fs::File) -> Answered<()> {
+        let resp = match self
             .request(Method::GET, self.url(&["v1", id, "blob"]))
             .send()
             .await
-            .map_err(Error::Transport)?;
+        {
+            Ok(resp) => resp,
+            Err(e) => return Answered::plain(Err(Error::Transport(e))),
+        };
         if !resp.status().is_success() {
             return parse::<serde_json::Value>(Ok(resp)).await.map(|_| ());
         }
+        let exhausted = RateHints::read(resp.headers(), SystemTime::now()).exhausted();
+        Answered {
+            result: Self::copy_body(resp, out).await,
+            exhausted,
+        }
+    }
+
+    /// Streams a response's body into `out`.
+    async fn copy_body(resp: Response, out: &mut tokio::fs::File) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(Error::Transport)?;
@@ -330,7 +404,7 @@ impl ImagesClient {
     }
 
     /// `GET /v1/{id}`.
-    pub async fn get(&self, id: &str) -> Result<Image> {
+    pub async fn get(&self, id: &str) -> Answered<Image> {
         parse(
             self.request(Method::GET, self.url(&["v1", id]))
                 .send()
@@ -340,7 +414,7 @@ impl ImagesClient {
     }
 
     /// `DELETE /v1/{id}`.
-    pub async fn delete(&self, id: &str) -> Result<()> {
+    pub async fn delete(&self, id: &str) -> Answered<()> {
         parse::<serde_json::Value>(
             self.request(Method::DELETE, self.url(&["v1", id]))
                 .send()
@@ -352,7 +426,7 @@ impl ImagesClient {
 
     /// `GET /v1/stats`: also the cheapest way to check the token and the account. A
     /// refusal that the account id may have caused names that id.
-    pub async fn stats(&self) -> Result<AccountStats> {
+    pub async fn stats(&self) -> Answered<AccountStats> {
         parse(
             self.request(Method::GET, self.url(&["v1", "stats"]))
                 .send()
@@ -367,7 +441,7 @@ impl ImagesClient {
 
     /// `GET /v1/batch_token`: a token for the batch host. The answer's body never goes into
     /// an error, since it holds the token.
-    pub async fn batch_token(&self) -> Result<BatchGrant> {
+    pub async fn batch_token(&self) -> Answered<BatchGrant> {
         parse(
             self.request(Method::GET, self.url(&["v1", "batch_token"]))
                 .send()
@@ -384,7 +458,7 @@ impl ImagesClient {
     }
 
     /// `GET /v2`: one page of images.
-    pub async fn list_v2(&self, q: &ListQuery) -> Result<ImageListV2> {
+    pub async fn list_v2(&self, q: &ListQuery) -> Answered<ImageListV2> {
         let mut url = self.url(&["v2"]);
         {
             let mut pairs = url.query_pairs_mut();
@@ -415,7 +489,7 @@ impl ImagesClient {
         method: Method,
         segments: &[&str],
         body: Option<&serde_json::Value>,
-    ) -> Result<T> {
+    ) -> Answered<T> {
         let mut req = self.request(method, self.url(segments));
         if let Some(b) = body {
             req = req.json(b);
@@ -424,24 +498,24 @@ impl ImagesClient {
     }
 
     /// `GET /v1/variants`.
-    pub async fn variants(&self) -> Result<VariantList> {
+    pub async fn variants(&self) -> Answered<VariantList> {
         self.json(Method::GET, &["v1", "variants"], None).await
     }
 
     /// `GET /v1/variants/{id}`.
-    pub async fn variant(&self, id: &str) -> Result<VariantResult> {
+    pub async fn variant(&self, id: &str) -> Answered<VariantResult> {
         self.json(Method::GET, &["v1", "variants", id], None).await
     }
 
     /// `POST /v1/variants`.
-    pub async fn create_variant(&self, v: &Variant) -> Result<VariantResult> {
+    pub async fn create_variant(&self, v: &Variant) -> Answered<VariantResult> {
         let body = serde_json::to_value(v).unwrap_or_default();
         self.json(Method::POST, &["v1", "variants"], Some(&body))
             .await
     }
 
     /// `PATCH /v1/variants/{id}`.
-    pub async fn update_variant(&self, v: &Variant) -> Result<VariantResult> {
+    pub async fn update_variant(&self, v: &Variant) -> Answered<VariantResult> {
         let mut body = serde_json::to_value(v).unwrap_or_default();
         if let Some(o) = body.as_object_mut() {
             o.remove("id");
@@ -451,31 +525,31 @@ impl ImagesClient {
     }
 
     /// `DELETE /v1/variants/{id}`.
-    pub async fn delete_variant(&self, id: &str) -> Result<()> {
+    pub async fn delete_variant(&self, id: &str) -> Answered<()> {
         self.json::<serde_json::Value>(Method::DELETE, &["v1", "variants", id], None)
             .await
             .map(|_| ())
     }
 
     /// `PATCH /v1/config`: flexible variants on or off.
-    pub async fn set_flexible_variants(&self, on: bool) -> Result<serde_json::Value> {
+    pub async fn set_flexible_variants(&self, on: bool) -> Answered<serde_json::Value> {
         let body = serde_json::json!({ "flexible_variants": on });
         self.json(Method::PATCH, &["v1", "config"], Some(&body))
             .await
     }
 
     /// `GET /v1/keys`.
-    pub async fn keys(&self) -> Result<SigningKeys> {
+    pub async fn keys(&self) -> Answered<SigningKeys> {
         self.json(Method::GET, &["v1", "keys"], None).await
     }
 
     /// `PUT /v1/keys/{name}`: creates or rotates a key.
-    pub async fn put_key(&self, name: &str) -> Result<SigningKeys> {
+    pub async fn put_key(&self, name: &str) -> Answered<SigningKeys> {
         self.json(Method::PUT, &["v1", "keys", name], None).await
     }
 
     /// `DELETE /v1/keys/{name}`.
-    pub async fn delete_key(&self, name: &str) -> Result<SigningKeys> {
+    pub async fn delete_key(&self, name: &str) -> Answered<SigningKeys> {
         self.json(Method::DELETE, &["v1", "keys", name], None).await
     }
 }
@@ -522,15 +596,22 @@ struct Bare {
 
 /// Turns a response into the envelope's result or a classified error. Every 429, and every
 /// rate-limit code under any status, becomes [`Error::RateLimited`], whatever the body.
-async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T> {
-    let resp = sent.map_err(Error::Transport)?;
-    let status = resp.status().as_u16();
+/// The answer carries the reset of a budget the headers say is used up, for the limiter.
+async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Answered<T> {
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(e) => return Answered::plain(Err(Error::Transport(e))),
+    };
     let hints = RateHints::read(resp.headers(), SystemTime::now());
-    if hints.remaining == Some(0)
-        && let Some(reset) = hints.reset
-    {
-        limit::report_exhausted(reset);
+    Answered {
+        exhausted: hints.exhausted(),
+        result: read(resp, &hints).await,
     }
+}
+
+/// A response's body as the envelope's result or a classified error.
+async fn read<T: DeserializeOwned>(resp: Response, hints: &RateHints) -> Result<T> {
+    let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(Error::Transport)?;
     let envelope = serde_json::from_slice::<Envelope<T>>(&body);
     if let Ok(e) = &envelope
@@ -608,12 +689,12 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Result<T
 /// What a response's headers say about the rate limit. None of them is required.
 #[derive(Debug, Default, PartialEq)]
 struct RateHints {
-    /// `Retry-After`, in seconds or as an HTTP date, clamped to [`limit::MAX_WAIT`].
+    /// `Retry-After`, in seconds or as an HTTP date, clamped to [`MAX_WAIT`].
     retry_after: Option<Duration>,
     /// Requests left in the window: `Ratelimit: ...;r=<n>` or `x-ratelimit-remaining`.
     remaining: Option<u64>,
     /// Until the window resets: `Ratelimit: ...;t=<s>` or `x-ratelimit-reset` (seconds, or
-    /// a Unix time), clamped to [`limit::MAX_WAIT`].
+    /// a Unix time), clamped to [`MAX_WAIT`].
     reset: Option<Duration>,
 }
 
@@ -650,14 +731,19 @@ impl RateHints {
         }
         hints
     }
+
+    /// The reset of a budget with no request left (`r=0` and a reset time), if so.
+    fn exhausted(&self) -> Option<Duration> {
+        self.reset.filter(|_| self.remaining == Some(0))
+    }
 }
 
-/// A delay in seconds from a header, bounded: negative or NaN is zero, huge is [`limit::MAX_WAIT`].
+/// A delay in seconds from a header, bounded: negative or NaN is zero, huge is [`MAX_WAIT`].
 fn seconds(s: f64) -> Duration {
     if s.is_nan() || s <= 0.0 {
         Duration::ZERO
     } else {
-        Duration::from_secs_f64(s.min(limit::MAX_WAIT.as_secs_f64()))
+        Duration::from_secs_f64(s.min(MAX_WAIT.as_secs_f64()))
     }
 }
 
@@ -671,7 +757,7 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(
         at.duration_since(now)
             .unwrap_or(Duration::ZERO)
-            .min(limit::MAX_WAIT),
+            .min(MAX_WAIT),
     )
 }
 
@@ -702,7 +788,7 @@ fn snippet(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::{HeaderName, StatusCode};
     use axum::response::IntoResponse;
@@ -720,7 +806,7 @@ mod tests {
     const EDGE_1015: &str = "<!DOCTYPE html><html><head><title>Access denied | api.cloudflare.com used Cloudflare to restrict access</title></head><body><h1>Error 1015</h1><h2>You are being rate limited</h2></body></html>";
 
     /// A client of a server on 127.0.0.1:0 that answers every request with one canned reply.
-    async fn serving(
+    pub(crate) async fn serving(
         status: u16,
         headers: &[(&'static str, &str)],
         body: &'static str,
@@ -750,6 +836,7 @@ mod tests {
             .await
             .stats()
             .await
+            .result
             .unwrap_err()
     }
 
@@ -840,11 +927,11 @@ mod tests {
         let far = "Fri, 31 Dec 9999 23:59:59 GMT";
         assert_eq!(
             wait(error_of(429, &[("retry-after", far)], "").await),
-            Some(limit::MAX_WAIT)
+            Some(MAX_WAIT)
         );
         assert_eq!(
             wait(error_of(429, &[("retry-after", "99999999999")], json_429(971)).await),
-            Some(limit::MAX_WAIT)
+            Some(MAX_WAIT)
         );
         let past = "Sun, 06 Nov 1994 08:49:37 GMT";
         assert_eq!(
@@ -898,35 +985,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_success_saying_no_request_is_left_pauses_the_limiter() {
-        let client = serving(
-            200,
-            &[("ratelimit", "\"default\";r=0;t=20")],
-            r#"{"success":true,"errors":[],"result":{"count":{"current":1,"allowed":10}}}"#,
-        )
-        .await;
-        let limiter = limit::Limiter::new(100.0, 10);
-        let spent = std::sync::atomic::AtomicU32::new(0);
-        limiter.send(&spent, client.stats()).await.unwrap();
-        let left = limiter.cool_off_remaining().unwrap();
-        assert!(
-            left > Duration::from_secs(15) && left <= Duration::from_secs(20),
-            "{left:?}"
-        );
-        assert_eq!(limiter.throttled_count(), 0);
-        // Remaining requests, or no header at all: no pause.
-        let client = serving(
-            200,
-            &[("ratelimit", "\"default\";r=5;t=20")],
-            r#"{"success":true,"result":{"count":{"current":1,"allowed":10}}}"#,
-        )
-        .await;
-        let limiter = limit::Limiter::new(100.0, 10);
-        limiter.send(&spent, client.stats()).await.unwrap();
-        assert_eq!(limiter.cool_off_remaining(), None);
-    }
-
-    #[tokio::test]
     async fn a_bare_refusal_without_envelope_is_classified_not_fatal() {
         for status in [403, 404, 400] {
             let e = error_of(
@@ -952,7 +1010,7 @@ mod tests {
             r#"{"success":true,"result":{"token":"sekrit-tok"}}"#,
         )
         .await;
-        let e = client.batch_token().await.unwrap_err();
+        let e = client.batch_token().await.result.unwrap_err();
         assert!(!format!("{e} {e:?}").contains("sekrit"), "{e:?}");
         let client = serving(
             200,
@@ -960,7 +1018,7 @@ mod tests {
             r#"{"success":true,"result":{"token":"sekrit-tok","expiresAt":"2030-01-01T00:00:00.000000000Z"}}"#,
         )
         .await;
-        let grant = client.batch_token().await.unwrap();
+        let grant = client.batch_token().await.result.unwrap();
         assert_eq!(grant.token.expose(), "sekrit-tok");
         assert!(!format!("{grant:?}").contains("sekrit"));
     }
@@ -976,6 +1034,7 @@ mod tests {
         let e = client
             .update("cfimg-write-check", &ImageUpdate::default())
             .await
+            .result
             .unwrap_err();
         assert!(e.is_forbidden(), "{e:?}");
         assert_eq!(e.disposition(), crate::error::Disposition::Fatal);

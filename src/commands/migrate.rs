@@ -13,13 +13,13 @@ use crate::error::{Error, Result};
 use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
 use crate::quota;
-use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
 use crate::source::Source;
 use crate::source::bucket::Bucket;
 use crate::source::manifest::Manifest;
 use crate::source::walk::Walk;
+use crate::transport::retry;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
 /// real account's ledger.
@@ -29,7 +29,7 @@ pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
     let mut cfg = configure(cli, args)?;
     let shards = args.shard.map_or(1, |s| s.count);
-    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, shards) {
+    if let Some(w) = crate::transport::limit::over_account_limit(cfg.upload.rate, shards) {
         tracing::warn!("{w}");
     }
     // Checked before the emulator starts or any request leaves.
@@ -172,7 +172,7 @@ fn configure(cli: &Cli, args: &MigrateArgs) -> Result<Config> {
             raw.ledger = Some(PathBuf::from(shard.ledger_name(base)));
         }
         if raw.upload.rate.is_none() {
-            raw.upload.rate = Some(crate::limit::DEFAULT_RATE / f64::from(shard.count));
+            raw.upload.rate = Some(crate::config::DEFAULT_RATE / f64::from(shard.count));
         }
     }
     if args.emulator && raw.ledger.is_none() {
@@ -261,9 +261,9 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                 return Err(Error::Config(problems));
             }
             // Downloads in local mode: a few attempts within the run, then the next run.
-            let fetch = retry::Policy {
+            let fetch = retry::RetryPolicy {
                 max_attempts: cfg.upload.max_attempts.min(3),
-                ..retry::Policy::default()
+                ..retry::RetryPolicy::default()
             };
             Ok(Source::Manifest(Manifest::new(
                 manifest,

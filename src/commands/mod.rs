@@ -88,7 +88,7 @@ pub(crate) fn api_lane_with(
 ) -> Result<(crate::config::Config, crate::transport::ApiLane)> {
     flags.ledger = cli.ledger();
     let cfg = crate::config::load(cli.config.as_deref(), flags, true)?;
-    let lane = lane_of(&cfg)?;
+    let lane = crate::transport::ApiLane::from_config(&cfg)?;
     Ok((cfg, lane))
 }
 
@@ -157,41 +157,14 @@ pub fn hint(e: &Error) -> Option<&'static str> {
 /// The account's image count from `GET /v1/stats` (one request, no retry), e.g. to say by
 /// how much a quota is exceeded: "the account holds 100000 images of 100000 allowed".
 pub async fn quota_figures(cfg: &crate::config::Config) -> Option<String> {
-    let client = crate::api::client::ImagesClient::new(
-        &cfg.api_base_url,
-        &cfg.account_id,
-        &cfg.api_token,
-        cfg.upload.request_timeout,
-    )
-    .ok()?;
-    let limiter = crate::limit::Limiter::new(cfg.upload.rate, 1);
+    let lane = crate::transport::ApiLane::from_config(cfg).ok()?;
     let spent = std::sync::atomic::AtomicU32::new(0);
-    let stats = limiter.send(&spent, client.stats()).await.ok()?;
+    let stats = lane.once(&spent, lane.client.stats()).await.ok()?;
     Some(format!(
         "the account holds {} of {} allowed",
         crate::progress::plural(stats.count.current, "image", "images"),
         stats.count.allowed
     ))
-}
-
-/// The API lane of an already loaded configuration (as [`api_lane`] builds it).
-pub(crate) fn lane_of(cfg: &crate::config::Config) -> Result<crate::transport::ApiLane> {
-    Ok(crate::transport::ApiLane {
-        client: crate::api::client::ImagesClient::new(
-            &cfg.api_base_url,
-            &cfg.account_id,
-            &cfg.api_token,
-            cfg.upload.request_timeout,
-        )?,
-        limiter: std::sync::Arc::new(crate::limit::Limiter::new(
-            cfg.upload.rate,
-            cfg.upload.burst,
-        )),
-        policy: crate::retry::Policy {
-            max_attempts: cfg.upload.max_attempts,
-            ..crate::retry::Policy::default()
-        },
-    })
 }
 
 /// A random secret for the webhook between `serve --emulator` and its emulator.

@@ -32,7 +32,7 @@ fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
             file,
             args.manifest_format,
             UrlMode::Remote,
-            crate::retry::Policy::default(),
+            crate::transport::retry::RetryPolicy::default(),
             cfg.download,
         )?)),
         _ => Err(Error::Usage(

@@ -26,7 +26,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
     } else {
         None
     };
-    let lane = super::lane_of(&cfg)?;
+    let lane = crate::transport::ApiLane::from_config(&cfg)?;
     // A wrong token or account shows now, with its exit code, not at the first app's mint.
     let spent = std::sync::atomic::AtomicU32::new(0);
     lane.call(&spent, || lane.client.stats()).await?;

@@ -8,9 +8,8 @@ use super::{EXIT_FATAL_API, EXIT_OK};
 use crate::cli::Cli;
 use crate::config::{self, RawConfig};
 use crate::error::Result;
-use crate::limit::Limiter;
-use crate::pipeline;
-use crate::retry;
+use crate::transport::ApiLane;
+use crate::transport::retry::RetryPolicy;
 
 /// Checks the configuration, then the token and account with `GET /v1/stats`, then the
 /// token's write permission.
@@ -20,21 +19,22 @@ pub async fn run(cli: &Cli) -> Result<i32> {
         ..RawConfig::default()
     };
     let cfg = config::load(cli.config.as_deref(), flags, true)?;
-    let limiter = Limiter::new(cfg.upload.rate, cfg.upload.burst);
-    let policy = retry::Policy {
-        max_attempts: 3,
-        ..retry::Policy::default()
+    let lane = ApiLane {
+        policy: RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        },
+        ..ApiLane::from_config(&cfg)?
     };
-    let (client, stats) = pipeline::connect(&cfg, &limiter, policy).await?;
+    let stats = lane.check().await?;
     // A 404 for an id nobody can have used proves the write was allowed; a 403 says the
     // token is read-only. Nothing is written either way.
     let probe = format!("cfimg-write-check-{}", uuid::Uuid::new_v4().simple());
     let spent = AtomicU32::new(0);
     let nothing = crate::api::client::ImageUpdate::default();
-    let write = retry::call(policy, || {
-        limiter.send(&spent, client.update(&probe, &nothing))
-    })
-    .await;
+    let write = lane
+        .call(&spent, || lane.client.update(&probe, &nothing))
+        .await;
     match write {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}

@@ -14,7 +14,6 @@ use crate::cli::{Cli, WatchArgs};
 use crate::config::{self, Config, RawConfig};
 use crate::error::Result;
 use crate::ledger::Destination;
-use crate::limit::Limiter;
 use crate::metrics;
 use crate::pipeline::{self, Live, MigrateOptions};
 use crate::plan::Retry;
@@ -24,6 +23,7 @@ use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::source::walk::Walk;
 use crate::source::watch::Watch;
+use crate::transport::limit::Limiter;
 
 /// Tombstones of removed files are kept this long, then pruned.
 const KEEP_TOMBSTONES: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -46,7 +46,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     let watch = Arc::new(Watch::new(walk, settings, &cfg.ledger));
     let status = watch.status();
     let stats = Arc::new(Stats::default());
-    let limiter = Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst));
+    let limiter = crate::transport::api_limiter(&cfg);
     let traffic = Arc::new(OnceLock::new());
     let side = CancellationToken::new();
 
@@ -138,7 +138,7 @@ fn configure(cli: &Cli, args: &WatchArgs) -> Result<(Config, RawConfig)> {
     }
     let raw = config::load_raw(cli.config.as_deref(), flags.clone())?;
     let cfg = config::validate(raw, !args.emulator)?;
-    if let Some(w) = crate::limit::over_account_limit(cfg.upload.rate, 1) {
+    if let Some(w) = crate::transport::limit::over_account_limit(cfg.upload.rate, 1) {
         tracing::warn!("{w}");
     }
     Ok((cfg, flags))
@@ -193,7 +193,7 @@ impl Reload {
             return;
         }
         if new.upload.rate != self.current.upload.rate {
-            if let Some(w) = crate::limit::over_account_limit(new.upload.rate, 1) {
+            if let Some(w) = crate::transport::limit::over_account_limit(new.upload.rate, 1) {
                 tracing::warn!("{w}");
             }
             self.limiter.set_rate(new.upload.rate);

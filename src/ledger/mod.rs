@@ -254,8 +254,8 @@ pub struct Destination {
     pub api_base: String,
 }
 
-/// The refusal of a run whose destination is not the ledger's (it starts with the words
-/// the writer's callers recognise it by).
+/// The refusal of a run whose destination is not the ledger's (the writer's typed refusal
+/// carries it as its message).
 fn destination_mismatch(recorded: &Destination, wanted: &Destination) -> String {
     format!(
         "this ledger belongs to account {} at {}, not account {} at {}: its records say what is in \

@@ -166,7 +166,7 @@ enum Ask {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Record, Option<oneshot::Sender<Result<(), String>>>),
-    Ask(Ask, oneshot::Sender<Result<i64, String>>),
+    Ask(Ask, oneshot::Sender<Result<i64, Unanswered>>),
 }
 
 impl std::fmt::Debug for Msg {
@@ -271,13 +271,9 @@ impl LedgerWriter {
             .send(Msg::Ask(ask, reply))
             .await
             .map_err(|_| writer_gone())?;
-        done.await.map_err(|_| writer_gone())?.map_err(|why| {
-            if why.starts_with(DESTINATION_MISMATCH) {
-                Error::Config(vec![why])
-            } else {
-                Error::LedgerWrite(why)
-            }
-        })
+        done.await
+            .map_err(|_| writer_gone())?
+            .map_err(Unanswered::into_error)
     }
 
     /// Waits until every record sent before is committed (readers then see it).
@@ -339,7 +335,25 @@ impl Opening {
     }
 }
 
-const DESTINATION_MISMATCH: &str = "this ledger belongs to";
+/// Why a question got no answer. Sent across threads, so it carries messages, not errors.
+#[derive(Debug, Clone)]
+enum Unanswered {
+    /// The ledger belongs to another account or API host: the user gives another
+    /// `--ledger` (the message says which destination it holds).
+    OtherDestination(String),
+    /// The batch's transaction failed, or no answer was found for the question.
+    Failed(String),
+}
+
+impl Unanswered {
+    /// The error the asker returns: a configuration problem, or a failed ledger write.
+    fn into_error(self) -> Error {
+        match self {
+            Unanswered::OtherDestination(why) => Error::Config(vec![why]),
+            Unanswered::Failed(why) => Error::LedgerWrite(why),
+        }
+    }
+}
 
 fn writer_gone() -> Error {
     Error::LedgerWrite("the writer thread stopped".into())
@@ -369,11 +383,11 @@ fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>, retry_base: f64) 
                         .iter()
                         .find(|(at, _)| *at == i)
                         .map(|(_, a)| a.clone())
-                        .unwrap_or_else(|| Err("no answer".into()));
+                        .unwrap_or_else(|| Err(Unanswered::Failed("no answer".into())));
                     let _ = reply.send(answer);
                 }
                 (Msg::Ask(_, reply), Err(e)) => {
-                    let _ = reply.send(Err(e.clone()));
+                    let _ = reply.send(Err(Unanswered::Failed(e.clone())));
                 }
             }
         }
@@ -419,7 +433,7 @@ fn trim_wal(ledger: &Ledger, last: &mut std::time::Instant) {
     let _ = conn.busy_timeout(Duration::from_secs(10));
 }
 
-type Answers = Vec<(usize, Result<i64, String>)>;
+type Answers = Vec<(usize, Result<i64, Unanswered>)>;
 
 /// Applies a batch in one transaction; returns the answers to the questions in it.
 fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<Answers> {
@@ -436,8 +450,8 @@ fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<
     Ok(answers)
 }
 
-/// Answers a question; `Err(String)` is a refusal for the asker, not a failed transaction.
-fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, String>> {
+/// Answers a question; the inner `Err` is a refusal for the asker, not a failed transaction.
+fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Unanswered>> {
     match ask {
         Ask::Flush => Ok(Ok(0)),
         Ask::RunStarted { command, source } => {
@@ -481,40 +495,30 @@ fn answer(tx: &Transaction<'_>, ask: &Ask, ts: &str) -> Result<Result<i64, Strin
                     Ok(Ok(1))
                 }
                 Some((account, base)) if account == d.account_id && base == d.api_base => Ok(Ok(1)),
-                Some((account_id, api_base)) => Ok(Err(super::destination_mismatch(
-                    &Destination {
-                        account_id,
-                        api_base,
-                    },
-                    d,
+                Some((account_id, api_base)) => Ok(Err(Unanswered::OtherDestination(
+                    super::destination_mismatch(
+                        &Destination {
+                            account_id,
+                            api_base,
+                        },
+                        d,
+                    ),
                 ))),
             }
         }
     }
 }
 
+/// Applies one record inside the batch's transaction: one function per kind of record.
 fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Result<()> {
     match record {
         Record::Intent {
-            version: v,
+            version,
             planned_id,
             stamp,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, planned_id,
-                   state, attempts, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'uploading', 0, ?10, ?10)
-                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
-                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
-                   sha256 = excluded.sha256, stamp = excluded.stamp, planned_id = excluded.planned_id,
-                   state = 'uploading', updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp, planned_id, ts
-            ])?;
-        }
+        } => record_intent(tx, version, planned_id.as_deref(), stamp, ts),
         Record::Uploaded {
-            version: v,
+            version,
             image_id,
             url,
             attempts,
@@ -524,129 +528,189 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Re
             superseded,
         } => {
             if let Some(old) = superseded {
-                tx.prepare_cached(
-                    "INSERT INTO superseded (image_id, source_id, key, sha256, url, superseded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (image_id) DO NOTHING",
-                )?
-                .execute(params![
-                    old.image_id,
-                    v.source_id,
-                    v.key,
-                    old.sha256,
-                    old.url,
-                    ts
-                ])?;
+                record_superseded(tx, version, old, ts)?;
             }
-            tx.prepare_cached(
-                "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
-                   state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
-                   CASE WHEN ?14 THEN ?13 END)
-                 ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
-                   mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
-                   sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
-                   image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
-                   state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
-                   failures = 0, retry_at = NULL,
-                   check_after = COALESCE(excluded.check_after, items.check_after),
-                   updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
-                   replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
-            )?
-            .execute(params![
-                v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp,
-                image_id, url, *attempts as i64, check_after, ts, replaced
-            ])?;
+            let uploaded = Stored {
+                image_id,
+                url: url.as_deref(),
+                attempts: *attempts,
+                replaced: *replaced,
+                stamp: stamp.as_deref(),
+                check_after: check_after.as_deref(),
+            };
+            record_uploaded(tx, version, &uploaded, ts)
         }
         Record::Failed {
-            version: v,
+            version,
             reason,
             attempts,
             failure,
             image_gone,
             check_after,
         } => {
-            let state = match failure {
-                Failure::Rejected => State::Rejected,
-                Failure::Deferred | Failure::Local => State::Failed,
-            };
-            fail(
-                tx,
-                v,
-                state,
+            let why = NotMade {
+                state: match failure {
+                    Failure::Rejected => State::Rejected,
+                    Failure::Deferred | Failure::Local => State::Failed,
+                },
                 reason,
-                *attempts,
-                *failure == Failure::Local,
-                *image_gone,
-                check_after.as_deref(),
-                ts,
-                retry_base,
-            )?;
+                attempts: *attempts,
+                retry_local: *failure == Failure::Local,
+                image_gone: *image_gone,
+                check_after: check_after.as_deref(),
+            };
+            fail(tx, version, &why, ts, retry_base)
         }
         Record::Ignored { version, reason } => {
-            fail(
-                tx,
-                version,
-                State::Ignored,
+            let why = NotMade {
+                state: State::Ignored,
                 reason,
-                0,
-                false,
-                false,
-                None,
-                ts,
-                retry_base,
-            )?;
+                attempts: 0,
+                retry_local: false,
+                image_gone: false,
+                check_after: None,
+            };
+            fail(tx, version, &why, ts, retry_base)
         }
-        Record::Touch { version: v } => {
-            tx.prepare_cached(
-                "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, updated_at = ?6
-                 WHERE source_id = ?1 AND key = ?2",
-            )?
-            .execute(params![
-                v.source_id,
-                v.key,
-                v.size as i64,
-                v.mtime_ns,
-                v.etag,
-                ts
-            ])?;
-        }
+        Record::Touch { version } => record_touch(tx, version, ts),
         Record::Checked { source_id, key } => {
             tx.prepare_cached(
                 "UPDATE items SET check_after = NULL WHERE source_id = ?1 AND key = ?2",
             )?
             .execute(params![source_id, key])?;
+            Ok(())
         }
         Record::Removed {
-            version: v,
+            version,
             image_id,
             outcome,
-        } => {
-            tx.prepare_cached("DELETE FROM items WHERE source_id = ?1 AND key = ?2")?
-                .execute(params![v.source_id, v.key])?;
-            tx.prepare_cached(
-                "INSERT INTO tombstones (source_id, key, image_id, sha256, outcome, removed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![v.source_id, v.key, image_id, v.sha256, outcome, ts])?;
-        }
-        Record::Prune { before, keep_runs } => {
-            tx.execute("DELETE FROM tombstones WHERE removed_at < ?1", [before])?;
-            tx.execute(
-                "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                [keep_runs],
-            )?;
-        }
-        Record::RunProgress { run_id, counts } => {
-            record_counts(tx, *run_id, counts, None, ts)?;
-        }
+        } => record_removed(tx, version, image_id.as_deref(), outcome, ts),
+        Record::Prune { before, keep_runs } => prune(tx, before, *keep_runs),
+        Record::RunProgress { run_id, counts } => record_counts(tx, *run_id, counts, None, ts),
         Record::RunFinished {
             run_id,
             counts,
             outcome,
-        } => {
-            record_counts(tx, *run_id, counts, Some(outcome), ts)?;
-        }
+        } => record_counts(tx, *run_id, counts, Some(outcome), ts),
     }
+}
+
+/// An upload of `v` is about to start: the row says `uploading`, with its planned id.
+fn record_intent(
+    tx: &Transaction<'_>,
+    v: &Version,
+    planned_id: Option<&str>,
+    stamp: &str,
+    ts: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, planned_id,
+           state, attempts, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'uploading', 0, ?10, ?10)
+         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+           sha256 = excluded.sha256, stamp = excluded.stamp, planned_id = excluded.planned_id,
+           state = 'uploading', updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, stamp, planned_id, ts
+    ])?;
+    Ok(())
+}
+
+/// An older image of `v` that `--keep-replaced` leaves in place.
+fn record_superseded(tx: &Transaction<'_>, v: &Version, old: &Superseded, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO superseded (image_id, source_id, key, sha256, url, superseded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (image_id) DO NOTHING",
+    )?
+    .execute(params![
+        old.image_id,
+        v.source_id,
+        v.key,
+        old.sha256,
+        old.url,
+        ts
+    ])?;
+    Ok(())
+}
+
+/// What a [`Record::Uploaded`] says about the image now holding a version.
+struct Stored<'a> {
+    image_id: &'a str,
+    url: Option<&'a str>,
+    attempts: u32,
+    replaced: bool,
+    stamp: Option<&'a str>,
+    check_after: Option<&'a str>,
+}
+
+/// `v` is now held by an image: the row says `uploaded` and forgets its failures.
+fn record_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
+           state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
+           CASE WHEN ?14 THEN ?13 END)
+         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
+           sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
+           image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
+           state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
+           failures = 0, retry_at = NULL,
+           check_after = COALESCE(excluded.check_after, items.check_after),
+           updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
+           replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
+    )?
+    .execute(params![
+        v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, up.stamp,
+        up.image_id, up.url, i64::from(up.attempts), up.check_after, ts, up.replaced
+    ])?;
+    Ok(())
+}
+
+/// Only the quick-check fields of `v` changed: refresh them.
+fn record_touch(tx: &Transaction<'_>, v: &Version, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, updated_at = ?6
+         WHERE source_id = ?1 AND key = ?2",
+    )?
+    .execute(params![
+        v.source_id,
+        v.key,
+        v.size as i64,
+        v.mtime_ns,
+        v.etag,
+        ts
+    ])?;
+    Ok(())
+}
+
+/// `v` left its source: its row goes, a tombstone says what became of its image.
+fn record_removed(
+    tx: &Transaction<'_>,
+    v: &Version,
+    image_id: Option<&str>,
+    outcome: &str,
+    ts: &str,
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM items WHERE source_id = ?1 AND key = ?2")?
+        .execute(params![v.source_id, v.key])?;
+    tx.prepare_cached(
+        "INSERT INTO tombstones (source_id, key, image_id, sha256, outcome, removed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![v.source_id, v.key, image_id, v.sha256, outcome, ts])?;
+    Ok(())
+}
+
+/// Forgets tombstones older than `before` and all but the last `keep_runs` runs.
+fn prune(tx: &Transaction<'_>, before: &str, keep_runs: u32) -> Result<()> {
+    tx.execute("DELETE FROM tombstones WHERE removed_at < ?1", [before])?;
+    tx.execute(
+        "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [keep_runs],
+    )?;
     Ok(())
 }
 
@@ -686,21 +750,35 @@ fn record_counts(
     Ok(())
 }
 
+/// What a [`Record::Failed`] or [`Record::Ignored`] says about an item that did not make it.
+struct NotMade<'a> {
+    state: State,
+    reason: &'a str,
+    attempts: u32,
+    /// A local failure (I/O, a changing file): the next run tries again.
+    retry_local: bool,
+    /// The image the row pointed to is gone.
+    image_gone: bool,
+    check_after: Option<&'a str>,
+}
+
 /// Records an item that did not make it; the image it pointed at stays recorded unless it
 /// is gone.
-#[allow(clippy::too_many_arguments)]
 fn fail(
     tx: &Transaction<'_>,
     v: &Version,
-    state: State,
-    reason: &str,
-    attempts: u32,
-    retry_local: bool,
-    image_gone: bool,
-    check_after: Option<&str>,
+    why: &NotMade<'_>,
     ts: &str,
     retry_base: f64,
 ) -> Result<()> {
+    let NotMade {
+        state,
+        reason,
+        attempts,
+        retry_local,
+        image_gone,
+        check_after,
+    } = *why;
     // Failures in a row, and the delay they earn: base, 2 x base, 4 x base, ... capped.
     let failures: i64 = if state == State::Failed {
         tx.prepare_cached("SELECT failures FROM items WHERE source_id = ?1 AND key = ?2")?
@@ -752,4 +830,42 @@ fn fail(
         retry_at
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(account_id: &str) -> Destination {
+        Destination {
+            account_id: account_id.into(),
+            api_base: "https://api.example/client/v4".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_destination_is_a_configuration_error_and_a_failed_write_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, opening, thread) =
+            LedgerWriter::start(&dir.path().join("l.sqlite"), DEFAULT_RETRY_BASE).unwrap();
+        opening.opened().await.unwrap();
+        writer.claim_destination(&destination("a")).await.unwrap();
+        writer.check_destination(&destination("a")).await.unwrap();
+        for refused in [
+            writer.check_destination(&destination("b")).await,
+            writer.claim_destination(&destination("b")).await,
+        ] {
+            match refused {
+                Err(Error::Config(why)) => {
+                    assert!(why[0].contains("belongs to account a"), "{why:?}");
+                    assert!(why[0].contains("--ledger"), "{why:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let failed = Unanswered::Failed("this ledger belongs to nobody: disk full".into());
+        assert!(matches!(failed.into_error(), Error::LedgerWrite(_)));
+        drop(writer);
+        thread.join().unwrap().unwrap();
+    }
 }

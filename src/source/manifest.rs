@@ -23,8 +23,8 @@ use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::config::UrlMode;
 use crate::download::Bounds;
 use crate::error::{Error, Result};
-use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
+use crate::transport::retry;
 
 /// Longest line read; a longer one is reported as bad and skipped, so that a file without
 /// line breaks is never loaded whole.
@@ -85,7 +85,7 @@ impl Manifest {
         path: &Path,
         format: Option<ManifestFormat>,
         mode: UrlMode,
-        fetch_policy: retry::Policy,
+        fetch_policy: retry::RetryPolicy,
         bounds: Bounds,
     ) -> Result<Manifest> {
         let fetcher = match mode {
@@ -785,13 +785,13 @@ fn options(
 #[derive(Debug)]
 pub struct Fetcher {
     client: reqwest::Client,
-    policy: retry::Policy,
+    policy: retry::RetryPolicy,
     bounds: Bounds,
 }
 
 impl Fetcher {
     /// A client with timeouts and a bounded number of redirects, over http(s) only.
-    pub fn new(policy: retry::Policy, bounds: Bounds) -> Result<Fetcher> {
+    pub fn new(policy: retry::RetryPolicy, bounds: Bounds) -> Result<Fetcher> {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
@@ -1171,7 +1171,7 @@ not json
     #[test]
     fn the_format_comes_from_the_extension_or_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = retry::Policy::default();
+        let policy = retry::RetryPolicy::default();
         let p = dir.path().join("list.CSV");
         std::fs::write(&p, "url,extra\n").unwrap();
         let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())

@@ -1,6 +1,14 @@
 //! Uploading one planned item, exactly once: record the intent durably, send the body,
 //! resolve whatever an earlier or ambiguous attempt left on the server by its stamp, replace
 //! the older image of a changed item without ever losing it, and record the outcome.
+//!
+//! - `mod.rs`: the [`Uploader`]: one job's intent, upload, replacement and record
+//! - `conflict.rs`: the answer to a 5409 (the id is taken), a pure function of who holds it
+//! - `lookup.rs`: finding an item's images by stamp; deleting duplicates and orphans
+//!   (the answer to an ambiguous or repeated upload, here and in the settle pass)
+
+pub mod conflict;
+pub mod lookup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,14 +21,15 @@ use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
 use crate::error::{Disposition, Error, Result};
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
-use crate::lookup::{self, Wanted};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
-use crate::retry;
 use crate::source::Locator;
 use crate::stamp::Stamp;
+use crate::transport::retry;
 use crate::transport::{ApiLane, Lanes};
+use conflict::{Holder, OnConflict, on_conflict};
+use lookup::Wanted;
 
 /// Everything a worker needs; shared by all workers of a run.
 #[derive(Debug)]
@@ -310,30 +319,28 @@ impl Uploader {
                 Err(e) if e.is_conflict() => {}
                 Err(e) => return Err(self.put_back(at, e, backup).await),
             }
-            let Some(existing) = self.get_settled(id, &at.spent).await? else {
-                continue;
+            let existing = self.get_settled(id, &at.spent).await?;
+            let stamp = existing.as_ref().and_then(Stamp::of);
+            let holder = match &existing {
+                Some(_) => Holder::Image(stamp.as_ref()),
+                None => Holder::Gone,
             };
-            let theirs = Stamp::of(&existing);
-            // An older version of this same item, by its stamp or because the ledger
-            // records this item holding the id (stamps of cfimg 0.1 hashed the key alone).
-            let ours = theirs
-                .as_ref()
-                .is_some_and(|s| s.source == job.stamp.source)
-                || job.previous.as_deref() == Some(id);
-            match theirs {
-                // This version (an earlier attempt), or identical content: done.
-                Some(s) if s.same_version(&job.stamp) => return Ok(existing),
-                Some(s) if s.sha256.is_some() && s.sha256 == job.stamp.sha256 => {
-                    return Ok(existing);
+            let recorded_here = job.previous.as_deref() == Some(id);
+            match on_conflict(holder, &job.stamp, recorded_here) {
+                OnConflict::PostAgain => {}
+                OnConflict::Keep => {
+                    if let Some(image) = existing {
+                        return Ok(image);
+                    }
                 }
-                _ if ours => {
+                OnConflict::Free => {
                     if backup.is_none() {
                         backup = replace::backup(&self.lane, &at.spent, id).await?;
                     }
                     self.delete_if_present(id, &at.spent).await?;
                 }
-                _ => {
-                    return Err(Error::Invalid(self.taken(job, id, theirs.is_some())).into());
+                OnConflict::Taken { stamped } => {
+                    return Err(Error::Invalid(self.taken(job, id, stamped)).into());
                 }
             }
         }

@@ -3,17 +3,15 @@
 //! Cloudflare counts every request and answers overshoot by blocking the user for minutes,
 //! so the limiter is the only safe place to decide when a request may leave.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::api::client::{Answered, MAX_WAIT};
+use crate::config::DEFAULT_RATE;
 use crate::error::{Error, Result};
-
-/// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
-/// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
-pub const DEFAULT_RATE: f64 = 3.5;
 
 /// First pause after a 429 that said nothing about how long to wait (no `Retry-After`, no
 /// rate-limit reset header): short, because the 429 may have been a brief overshoot.
@@ -24,9 +22,6 @@ pub const PENALTY: Duration = Duration::from_secs(300);
 /// How long an unbroken streak of 429s may last before the run gives up with
 /// [`Error::ThrottledTooLong`]: a 429 never spends an item's attempts, so this is the bound.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30 * 60);
-/// The longest wait any server hint can impose (a huge `Retry-After` or a far date is
-/// clamped to this rather than trusted, and never overflows).
-pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Cloudflare's documented average on the API host: 1,200 requests per 5 minutes per user.
 pub const ACCOUNT_AVERAGE: f64 = 4.0;
@@ -55,22 +50,27 @@ pub fn over_account_limit(rate: f64, processes: u32) -> Option<String> {
     ))
 }
 
-tokio::task_local! {
-    /// Set by [`Limiter::send`] around one request: where the client leaves the reset of
-    /// a budget the server reported as used up.
-    static EXHAUSTED: Arc<Mutex<Option<Duration>>>;
+/// What a request sent through [`Limiter::send`] yields: a plain result, or the client's
+/// [`Answered`], whose rate-limit budget the limiter acts on.
+pub trait Answer {
+    /// The value of a success.
+    type Value;
+    /// The result, and the reset of a budget the server reported as used up.
+    fn split(self) -> (Result<Self::Value>, Option<Duration>);
 }
 
-/// Called by the client when a response's rate-limit headers say no request is left
-/// (`Ratelimit: ...;r=0;t=<reset>`): the limiter that sent the request then holds every
-/// worker back until `reset` has passed, slowing down before a 429 rather than after.
-/// Outside [`Limiter::send`] it does nothing.
-pub fn report_exhausted(reset: Duration) {
-    let _ = EXHAUSTED.try_with(|slot| {
-        if let Ok(mut slot) = slot.lock() {
-            *slot = Some(reset);
-        }
-    });
+impl<T> Answer for Result<T> {
+    type Value = T;
+    fn split(self) -> (Result<T>, Option<Duration>) {
+        (self, None)
+    }
+}
+
+impl<T> Answer for Answered<T> {
+    type Value = T;
+    fn split(self) -> (Result<T>, Option<Duration>) {
+        (self.result, self.exhausted)
+    }
 }
 
 /// The shared cool-off and the 429 streak behind it.
@@ -232,16 +232,18 @@ impl Limiter {
     /// after an unbroken streak of them lasting the give-up limit (30 min) becomes
     /// [`Error::ThrottledTooLong`], which ends the run.
     /// `request` must not have started yet.
-    pub async fn send<T>(
+    /// A used-up budget is what the answer's [`Answer::split`] reports (the response's
+    /// rate-limit headers, `Ratelimit: ...;r=0;t=<reset>`): every worker is then held
+    /// back until it resets, slowing down before a 429 rather than after.
+    pub async fn send<A: Answer>(
         &self,
         spent: &AtomicU32,
-        request: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+        request: impl Future<Output = A>,
+    ) -> Result<A::Value> {
         self.acquire().await;
         let sent_at = Instant::now();
         spent.fetch_add(1, Ordering::Relaxed);
-        let exhausted = Arc::new(Mutex::new(None));
-        let result = EXHAUSTED.scope(exhausted.clone(), request).await;
+        let (result, exhausted) = request.await.split();
         match &result {
             Err(e) if e.is_rate_limited() => {
                 self.throttled_at(sent_at, e.rate_limit_wait());
@@ -255,8 +257,7 @@ impl Limiter {
             Ok(_) | Err(Error::Api { .. } | Error::Protocol { .. }) => self.answered(sent_at),
             Err(_) => {}
         }
-        let reset = exhausted.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(reset) = reset {
+        if let Some(reset) = exhausted {
             self.budget_exhausted(reset);
         }
         result
@@ -487,8 +488,10 @@ mod tests {
         let spent = AtomicU32::new(0);
         limiter
             .send(&spent, async {
-                report_exhausted(Duration::from_secs(30));
-                Ok(())
+                Answered {
+                    result: Ok(()),
+                    exhausted: Some(Duration::from_secs(30)),
+                }
             })
             .await
             .unwrap();
@@ -509,6 +512,35 @@ mod tests {
         // A reset far away is bounded.
         limiter.budget_exhausted(Duration::from_secs(u64::MAX / 4));
         assert_eq!(limiter.cool_off_remaining(), Some(MAX_WAIT));
+    }
+
+    #[tokio::test]
+    async fn a_success_saying_no_request_is_left_pauses_the_limiter() {
+        let client = crate::api::client::tests::serving(
+            200,
+            &[("ratelimit", "\"default\";r=0;t=20")],
+            r#"{"success":true,"errors":[],"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = Limiter::new(100.0, 10);
+        let spent = std::sync::atomic::AtomicU32::new(0);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        let left = limiter.cool_off_remaining().unwrap();
+        assert!(
+            left > Duration::from_secs(15) && left <= Duration::from_secs(20),
+            "{left:?}"
+        );
+        assert_eq!(limiter.throttled_count(), 0);
+        // Remaining requests, or no header at all: no pause.
+        let client = crate::api::client::tests::serving(
+            200,
+            &[("ratelimit", "\"default\";r=5;t=20")],
+            r#"{"success":true,"result":{"count":{"current":1,"allowed":10}}}"#,
+        )
+        .await;
+        let limiter = Limiter::new(100.0, 10);
+        limiter.send(&spent, client.stats()).await.unwrap();
+        assert_eq!(limiter.cool_off_remaining(), None);
     }
 
     async fn sends_in(limiter: &Limiter, window: Duration) -> u32 {

@@ -5,6 +5,14 @@
 //! everything else (lookups, GETs after a 5409, deletes, backups, PATCHes) stays on the
 //! API host, where lists are known to work. A lane owns its pacing and counting, so that
 //! callers ask for a lane, not for a host.
+//!
+//! - `mod.rs`: the lanes ([`ApiLane`], [`BatchLane`], [`Lanes`]), built from `Config` by
+//!   [`ApiLane::from_config`] and [`Lanes::new`], and the run's [`Traffic`]
+//! - `limit.rs`: the shared, adaptive rate limiter (token bucket, AIMD) and the 429 cool-off
+//! - `retry.rs`: backoff with full jitter and attempt budgets (backon)
+
+pub mod limit;
+pub mod retry;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +23,11 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use crate::api::client::{ImagesClient, Sent, Upload};
+use crate::api::types::AccountStats;
 use crate::config::{Config, Transport};
 use crate::error::{Error, Result};
-use crate::limit::Limiter;
-use crate::retry::{self, Policy};
+use limit::{Answer, Limiter};
+use retry::RetryPolicy;
 
 /// The API host: every attempt through the shared limiter, retried by the policy.
 #[derive(Debug, Clone)]
@@ -28,26 +37,72 @@ pub struct ApiLane {
     /// The account's limiter.
     pub limiter: Arc<Limiter>,
     /// Retry settings.
-    pub policy: Policy,
+    pub policy: RetryPolicy,
+}
+
+/// The account's limiter a configuration asks for: `upload.rate` per second, `upload.burst`
+/// at once after idling.
+pub fn api_limiter(cfg: &Config) -> Arc<Limiter> {
+    Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst))
 }
 
 impl ApiLane {
+    /// The API lane a configuration asks for: a client of the account, a new
+    /// [`api_limiter`] and [`RetryPolicy::from_config`]. Sends nothing.
+    pub fn from_config(cfg: &Config) -> Result<ApiLane> {
+        ApiLane::sharing(cfg, api_limiter(cfg))
+    }
+
+    /// [`ApiLane::from_config`] with a limiter that outlives the lane (the daemon's, kept
+    /// across runs and reloads).
+    pub fn sharing(cfg: &Config, limiter: Arc<Limiter>) -> Result<ApiLane> {
+        Ok(ApiLane {
+            client: ImagesClient::new(
+                &cfg.api_base_url,
+                &cfg.account_id,
+                &cfg.api_token,
+                cfg.upload.request_timeout,
+            )?,
+            limiter,
+            policy: RetryPolicy::from_config(cfg),
+        })
+    }
+
+    /// [`ApiLane::sharing`], checked with [`ApiLane::check`]: a bad token or account fails
+    /// here, after one request.
+    pub async fn connect(cfg: &Config, limiter: Arc<Limiter>) -> Result<ApiLane> {
+        let lane = ApiLane::sharing(cfg, limiter)?;
+        lane.check().await?;
+        Ok(lane)
+    }
+
+    /// `GET /v1/stats` through the limiter, with retries: the cheapest proof that the token
+    /// and the account work.
+    pub async fn check(&self) -> Result<AccountStats> {
+        let spent = AtomicU32::new(0);
+        self.call(&spent, || self.client.stats()).await
+    }
+
     /// One API call with its retries; every attempt takes a limiter token and is counted
     /// in `spent`.
-    pub async fn call<T, F, Fut>(&self, spent: &AtomicU32, mut request: F) -> Result<T>
+    pub async fn call<F, Fut>(
+        &self,
+        spent: &AtomicU32,
+        mut request: F,
+    ) -> Result<<Fut::Output as Answer>::Value>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output: Answer>,
     {
         retry::call(self.policy, || self.limiter.send(spent, request())).await
     }
 
     /// One attempt, no retry (the caller decides what an error means).
-    pub async fn once<T>(
+    pub async fn once<A: Answer>(
         &self,
         spent: &AtomicU32,
-        request: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+        request: impl Future<Output = A>,
+    ) -> Result<A::Value> {
         self.limiter.send(spent, request).await
     }
 }
@@ -186,19 +241,19 @@ impl BatchLane {
     }
 
     /// One request on this lane. A 10000 (the token expired or was revoked early) renews
-    /// the token once and sends again; a second refusal is [`Refusal::Token`], for the
+    /// the token once and sends again; a second refusal is [`BatchRefusal::Token`], for the
     /// caller to send elsewhere: a batch token never ends a run.
     async fn send<T, F, Fut>(
         &self,
         api: &ApiLane,
         spent: &AtomicU32,
         request: &F,
-    ) -> std::result::Result<T, Refusal>
+    ) -> std::result::Result<T, BatchRefusal>
     where
         F: Fn(ImagesClient) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output: Answer<Value = T>>,
     {
-        let (client, generation) = self.client(api, spent).await.map_err(Refusal::Other)?;
+        let (client, generation) = self.client(api, spent).await.map_err(BatchRefusal::Other)?;
         match self.limiter.send(spent, request(client)).await {
             Err(e) if e.is_auth_failure() => {
                 tracing::debug!(
@@ -206,23 +261,23 @@ impl BatchLane {
                     "the batch host refused the token: renewing it"
                 );
             }
-            Err(e @ Error::EndpointRefused { .. }) => return Err(Refusal::Endpoint(e)),
-            other => return other.map_err(Refusal::Other),
+            Err(e @ Error::EndpointRefused { .. }) => return Err(BatchRefusal::Endpoint(e)),
+            other => return other.map_err(BatchRefusal::Other),
         }
         let (client, _) = self
             .renew(api, spent, generation)
             .await
-            .map_err(Refusal::Other)?;
+            .map_err(BatchRefusal::Other)?;
         match self.limiter.send(spent, request(client)).await {
-            Err(e) if e.is_auth_failure() => Err(Refusal::Token(e)),
-            Err(e @ Error::EndpointRefused { .. }) => Err(Refusal::Endpoint(e)),
-            other => other.map_err(Refusal::Other),
+            Err(e) if e.is_auth_failure() => Err(BatchRefusal::Token(e)),
+            Err(e @ Error::EndpointRefused { .. }) => Err(BatchRefusal::Endpoint(e)),
+            other => other.map_err(BatchRefusal::Other),
         }
     }
 }
 
 /// Why a batch lane did not deliver an answer.
-enum Refusal {
+enum BatchRefusal {
     /// A freshly renewed token was refused too.
     Token(Error),
     /// The batch host does not serve this endpoint (a bare `{"code":"103",...}`).
@@ -311,12 +366,12 @@ impl Lanes {
         let request = |client: ImagesClient| async move { client.upload(form).await };
         match lane.send(&self.api, spent, &request).await {
             Ok(sent) => Ok(sent),
-            Err(Refusal::Other(e)) => Err(e),
-            Err(Refusal::Token(e)) => {
+            Err(BatchRefusal::Other(e)) => Err(e),
+            Err(BatchRefusal::Token(e)) => {
                 tracing::warn!(lane = lane.index, error = %e, "the batch host refused a freshly renewed batch token: this upload goes to the API host");
                 self.api.once(spent, self.api.client.upload(form)).await
             }
-            Err(Refusal::Endpoint(e)) => {
+            Err(BatchRefusal::Endpoint(e)) => {
                 if !self.batch_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "the batch host refuses uploads: the rest of the run uploads through the API host");
                 }

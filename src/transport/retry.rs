@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use backon::Retryable;
 
+use crate::config::Config;
 use crate::error::{Disposition, Result};
 
-/// Backoff settings.
+/// Backoff settings: how often and how patiently one call is retried.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub struct RetryPolicy {
     /// Attempts per call for transient failures, the first included.
     pub max_attempts: u32,
     /// First backoff ceiling.
@@ -22,9 +23,19 @@ pub struct Policy {
     pub cap: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy {
+impl RetryPolicy {
+    /// The policy of API calls a configuration asks for: `upload.max_attempts` attempts.
+    pub fn from_config(cfg: &Config) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: cfg.upload.max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
             max_attempts: 6,
             base: Duration::from_millis(250),
             cap: Duration::from_secs(30),
@@ -54,8 +65,8 @@ impl Iterator for FullJitter {
 }
 
 /// Runs `op` until it succeeds, fails permanently, or its retries run out. `op` sends its
-/// requests through [`crate::limit::Limiter::send`], so every attempt is rate-limited.
-pub async fn call<T, F, Fut>(policy: Policy, op: F) -> Result<T>
+/// requests through [`crate::transport::limit::Limiter::send`], so every attempt is rate-limited.
+pub async fn call<T, F, Fut>(policy: RetryPolicy, op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -92,7 +103,7 @@ where
 mod tests {
     use super::*;
     use crate::error::{Error, api_error};
-    use crate::limit::Limiter;
+    use crate::transport::limit::Limiter;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn api(status: u16, code: u32) -> Error {
@@ -103,9 +114,9 @@ mod tests {
     async fn retries_transient_errors_a_bounded_number_of_times() {
         let limiter = Limiter::new(1000.0, 100);
         let spent = AtomicU32::new(0);
-        let policy = Policy {
+        let policy = RetryPolicy {
             max_attempts: 4,
-            ..Policy::default()
+            ..RetryPolicy::default()
         };
         let r: Result<()> = call(policy, || limiter.send(&spent, async { Err(api(503, 0)) })).await;
         assert!(r.is_err());
@@ -116,7 +127,7 @@ mod tests {
     async fn does_not_retry_permanent_errors_and_stops_when_it_succeeds() {
         let limiter = Limiter::new(1000.0, 100);
         let spent = AtomicU32::new(0);
-        let r: Result<()> = call(Policy::default(), || {
+        let r: Result<()> = call(RetryPolicy::default(), || {
             limiter.send(&spent, async { Err(api(400, 5455)) })
         })
         .await;
@@ -125,7 +136,7 @@ mod tests {
 
         let spent = AtomicU32::new(0);
         let calls = AtomicU32::new(0);
-        let r = call(Policy::default(), || {
+        let r = call(RetryPolicy::default(), || {
             limiter.send(&spent, async {
                 if calls.fetch_add(1, Ordering::Relaxed) < 2 {
                     Err(api(502, 0))
@@ -155,9 +166,9 @@ mod tests {
     async fn a_429_never_spends_an_attempt() {
         let limiter = Limiter::new(1000.0, 100);
         let spent = AtomicU32::new(0);
-        let policy = Policy {
+        let policy = RetryPolicy {
             max_attempts: 2,
-            ..Policy::default()
+            ..RetryPolicy::default()
         };
         let r = call(policy, || {
             limiter.send(&spent, async {
@@ -179,7 +190,7 @@ mod tests {
         let limiter = Limiter::new(1000.0, 100);
         let spent = AtomicU32::new(0);
         let start = tokio::time::Instant::now();
-        let r: Result<()> = call(Policy::default(), || {
+        let r: Result<()> = call(RetryPolicy::default(), || {
             limiter.send(&spent, async {
                 Err(api_error(429, 971, Some(Duration::from_secs(60))))
             })
@@ -188,13 +199,13 @@ mod tests {
         let e = r.unwrap_err();
         assert!(matches!(e, Error::ThrottledTooLong(_)), "{e:?}");
         assert_eq!(e.disposition(), Disposition::Fatal);
-        assert!(tokio::time::Instant::now() - start >= crate::limit::GIVE_UP_AFTER);
+        assert!(tokio::time::Instant::now() - start >= crate::transport::limit::GIVE_UP_AFTER);
         assert_eq!(spent.load(Ordering::Relaxed), 31);
         assert!(e.to_string().contains("30 minutes"), "{e}");
 
         // A shorter limit for a limiter built with one.
         let limiter = Limiter::new(1000.0, 100).with_give_up_after(Duration::from_secs(10));
-        let r: Result<()> = call(Policy::default(), || {
+        let r: Result<()> = call(RetryPolicy::default(), || {
             limiter.send(&spent, async { Err(api_error(429, 0, None)) })
         })
         .await;
