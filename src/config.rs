@@ -10,47 +10,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::layer::{Layer, raw_section, secs};
 use crate::limit::DEFAULT_RATE;
 use crate::rules;
 use crate::secret::Secret;
 use crate::stamp;
-
-/// Layers one partial configuration over a lower one: every value `over` sets wins.
-trait Layer {
-    /// `self` with every value `over` sets replaced by `over`'s.
-    fn layer(self, over: Self) -> Self;
-}
-
-impl<T> Layer for Option<T> {
-    fn layer(self, over: Self) -> Self {
-        over.or(self)
-    }
-}
-
-/// Declares a configuration section as written and derives its [`Layer`] from the same field
-/// list. A `macro_rules!` rather than the `merge` crate or `figment`: the layers (file,
-/// environment, flags) are already built as `RawConfig`s with serde and clap, so all that was
-/// missing is "each field: over, else self", and this writes it without a new dependency or a
-/// second list of fields that could fall out of step with the struct.
-macro_rules! raw_section {
-    (
-        $(#[$attr:meta])*
-        pub struct $name:ident {
-            $( $(#[$fattr:meta])* pub $field:ident : $ty:ty, )*
-        }
-    ) => {
-        $(#[$attr])*
-        pub struct $name {
-            $( $(#[$fattr])* pub $field: $ty, )*
-        }
-
-        impl Layer for $name {
-            fn layer(self, over: Self) -> Self {
-                $name { $( $field: Layer::layer(self.$field, over.$field), )* }
-            }
-        }
-    };
-}
 
 /// Where images go when no `api_base_url` is set.
 pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -1117,17 +1081,6 @@ fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> 
             None
         }
     }
-}
-
-fn secs(key: &str, value: Option<f64>, default: f64, problems: &mut Vec<String>) -> Duration {
-    let v = value.unwrap_or(default);
-    if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
-        problems.push(format!(
-            "`{key}` is {v}: use a number of seconds above 0 and below 86400 (a day)"
-        ));
-        return Duration::from_secs_f64(default);
-    }
-    Duration::from_secs_f64(v)
 }
 
 /// Parses the `--metadata` flag: a JSON object.
