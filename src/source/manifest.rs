@@ -15,16 +15,52 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
-use crate::config::UrlMode;
 use crate::download::Bounds;
 use crate::error::{Error, Result};
+use crate::layer::raw_section;
 use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
+
+/// How the bytes of a URL item reach Cloudflare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlMode {
+    /// Cloudflare fetches the URL itself (the `url` upload form).
+    #[default]
+    Remote,
+    /// cfimg downloads it first, checks it like a file and uploads the bytes.
+    Local,
+}
+
+raw_section! {
+/// `[manifest]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    /// `remote` or `local`.
+    pub url_mode: Option<UrlMode>,
+}
+}
+
+/// Checked `[manifest]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestConfig {
+    /// How the bytes of URL items reach Cloudflare.
+    pub url_mode: UrlMode,
+}
+
+/// `[manifest]`: nothing to check; the URL mode defaults to remote.
+pub fn validate_manifest(m: RawManifest) -> ManifestConfig {
+    ManifestConfig {
+        url_mode: m.url_mode.unwrap_or_default(),
+    }
+}
 
 /// Longest line read; a longer one is reported as bad and skipped, so that a file without
 /// line breaks is never loaded whole.

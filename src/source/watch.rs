@@ -37,17 +37,141 @@ use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use walkdir::WalkDir;
 
 use super::walk::Walk;
 use super::{Found, Item, Locator, SourceId, Ticket};
-use crate::config::{OnDelete, WatchConfig};
 use crate::error::Result;
 use crate::image_check::{self, ImageProblem};
+use crate::layer::{raw_section, secs};
 use crate::ledger::Ledger;
 use crate::rules;
+
+/// What `watch` does when a file leaves the folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Leave the image (and its ledger row) in place.
+    #[default]
+    Keep,
+    /// Delete the image too (unless another item holds it), within `max_delete` per pass.
+    Delete,
+}
+
+/// A cap on deletes per pass: a number of files, or a share of the source's items.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many.
+    Count(u64),
+    /// At most this percentage of the items recorded for the source.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Deletes allowed in a pass over a source with `items` recorded items.
+    pub fn allowed(self, items: u64) -> u64 {
+        match self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => (items as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::str::FromStr for MaxDelete {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<MaxDelete, String> {
+        let bad = || format!("{s:?} is neither a number of files (100) nor a percentage (5%)");
+        match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxDelete::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+raw_section! {
+/// `[watch]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// Seconds a file's size and mtime must stay unchanged before it is uploaded.
+    pub settle_secs: Option<f64>,
+    /// Longest wait for a file that never stops changing.
+    pub max_settle_secs: Option<f64>,
+    /// Seconds between full rescans (the safety net under events), jittered.
+    pub rescan_interval_secs: Option<f64>,
+    /// `keep` or `delete`.
+    pub on_delete: Option<OnDelete>,
+    /// Most deletes per pass: a number (`100`) or a percentage of the folder (`5%`).
+    pub max_delete: Option<String>,
+    /// First delay before a failed item is retried (doubling up to 6 hours).
+    pub retry_base_secs: Option<f64>,
+}
+}
+
+/// Checked `[watch]` settings.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Quiet time that makes a file stable.
+    pub settle: Duration,
+    /// Longest wait for stability.
+    pub max_settle: Duration,
+    /// Time between full rescans.
+    pub rescan_interval: Duration,
+    /// What a deleted file does to its image.
+    pub on_delete: OnDelete,
+    /// Cap on deletes per pass.
+    pub max_delete: MaxDelete,
+    /// First delay before a failed item is retried.
+    pub retry_base: Duration,
+}
+
+/// `[watch]`: the durations, the delete cap, and a longest wait no shorter than the quiet time.
+pub fn validate_watch(wr: RawWatch, problems: &mut Vec<String>) -> WatchConfig {
+    let watch = WatchConfig {
+        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, problems),
+        max_settle: secs("watch.max_settle_secs", wr.max_settle_secs, 60.0, problems),
+        rescan_interval: secs(
+            "watch.rescan_interval_secs",
+            wr.rescan_interval_secs,
+            3600.0,
+            problems,
+        ),
+        on_delete: wr.on_delete.unwrap_or_default(),
+        max_delete: match wr.max_delete.as_deref().map(str::parse::<MaxDelete>) {
+            None => MaxDelete::Percent(5.0),
+            Some(Ok(m)) => m,
+            Some(Err(why)) => {
+                problems.push(format!("`watch.max_delete` (--max-delete) {why}"));
+                MaxDelete::Count(0)
+            }
+        },
+        retry_base: secs("watch.retry_base_secs", wr.retry_base_secs, 60.0, problems),
+    };
+    if watch.max_settle < watch.settle {
+        problems.push(format!(
+            "`watch.max_settle_secs` (--max-settle) is {} s, shorter than `watch.settle_secs` (--settle) {} s: make it longer",
+            watch.max_settle.as_secs_f64(),
+            watch.settle.as_secs_f64()
+        ));
+    }
+    watch
+}
 
 /// Events waiting for the watch loop; past this the notify thread waits, and the kernel's
 /// own queue overflows into a rescan rather than into memory.
@@ -1324,7 +1448,7 @@ fn network_fs(_: &Path) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MaxDelete, WalkConfig};
+    use crate::source::walk::WalkConfig;
 
     fn settings() -> WatchConfig {
         WatchConfig {
