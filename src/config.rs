@@ -236,6 +236,20 @@ pub struct UploadConfig {
     pub batch_rate: f64,
 }
 
+impl Config {
+    /// What opening a source takes from these settings.
+    pub fn source_settings(&self) -> crate::source::Settings {
+        crate::source::Settings {
+            walk: self.walk.clone(),
+            bucket: self.bucket.clone(),
+            url_mode: self.manifest.url_mode,
+            download: self.download,
+            // Downloads in local mode: a few attempts within the run, then the next run.
+            fetch_attempts: self.upload.max_attempts.min(3),
+        }
+    }
+}
+
 /// Reads the environment variables cfimg honours into a partial configuration.
 pub fn from_env() -> RawConfig {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());

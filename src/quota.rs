@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{BatchedReader, Destination, Ledger, State};
 use crate::plan::{self, Quick};
 use crate::shard::Shard;
-use crate::source::{Found, Source, SourceKind};
+use crate::source::{Found, Recount, Source};
 use crate::transport::ApiLane;
 
 /// What the job is checked with, besides the source.
@@ -173,11 +173,11 @@ async fn preflight(
     let stats = lane.call(&spent, || lane.client.stats()).await?;
     let (current, allowed) = (stats.count.current, stats.count.allowed);
     let room = allowed.saturating_sub(current);
-    let kind = first.id().kind;
-    let countable = match kind {
-        SourceKind::Bucket => room == 0,
-        SourceKind::Manifest => first.id().location != "stdin",
-        _ => true,
+    let recount = first.recount();
+    let countable = match recount {
+        Recount::Cheap => true,
+        Recount::Costly => room == 0,
+        Recount::Never => false,
     };
     // A ledger of another account is refused by the run itself, with its own message.
     let foreign = match Ledger::open_read_only(&cfg.ledger)? {
@@ -188,7 +188,7 @@ async fn preflight(
         return Ok(Ok(Preflight::NotCounted { room }));
     }
     let past_room = room.saturating_add(1);
-    if kind != SourceKind::Bucket && room > 0 {
+    if recount == Recount::Cheap && room > 0 {
         let (items, _) = count(cfg, first, job, past_room, false).await?;
         if items <= room {
             return Ok(Ok(Preflight::Fits {
@@ -199,9 +199,9 @@ async fn preflight(
     }
     // A walk or a file is counted to the end, so that the refusal says by how much; a
     // bucket only until it is past the room (its first item that needs an image).
-    let enough = match kind {
-        SourceKind::Bucket => past_room,
-        _ => u64::MAX,
+    let enough = match recount {
+        Recount::Costly => past_room,
+        Recount::Cheap | Recount::Never => u64::MAX,
     };
     let (to_add, exact) = count(cfg, second, job, enough, true).await?;
     if to_add > room {

@@ -13,13 +13,9 @@ use crate::error::{Error, Result};
 use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
 use crate::quota;
-use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
-use crate::source::Source;
-use crate::source::bucket::Bucket;
-use crate::source::manifest::Manifest;
-use crate::source::walk::Walk;
+use crate::source::{Source, Spec};
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
 /// real account's ledger.
@@ -236,10 +232,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                         .into(),
                 ]));
             }
-            match dir.to_str().filter(|d| d.starts_with("s3://")) {
-                Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
-                None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
-            }
+            Source::open(Spec::Location(dir.clone()), &cfg.source_settings())
         }
         (None, Some(manifest)) => {
             let mut problems = Vec::new();
@@ -260,18 +253,10 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
             if !problems.is_empty() {
                 return Err(Error::Config(problems));
             }
-            // Downloads in local mode: a few attempts within the run, then the next run.
-            let fetch = retry::Policy {
-                max_attempts: cfg.upload.max_attempts.min(3),
-                ..retry::Policy::default()
-            };
-            Ok(Source::Manifest(Manifest::new(
-                manifest,
-                args.manifest_format,
-                cfg.manifest.url_mode,
-                fetch,
-                cfg.download,
-            )?))
+            Source::open(
+                Spec::Manifest(manifest.clone(), args.manifest_format),
+                &cfg.source_settings(),
+            )
         }
         _ => Err(Error::Config(vec![
             "give either a folder or --manifest FILE".into(),

@@ -15,6 +15,7 @@
 //! over with their reason; an empty object is rejected with its reason, as an empty file
 //! is, without a GET.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
+use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
 use crate::layer::raw_section;
@@ -140,6 +141,11 @@ impl std::fmt::Debug for Bucket {
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a location names a bucket (`s3://...`) rather than a folder.
+pub fn claims(location: &str) -> bool {
+    location.starts_with("s3://")
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (empty, or ending with `/`).
@@ -325,9 +331,34 @@ impl Bucket {
         }))
     }
 
+    /// Lists every object under the prefix into `out` (see [`Bucket::list`]).
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        self.list(&out, &stop).await
+    }
+
+    /// The body of an item: its object's (see [`Bucket::object_body`]).
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        match &item.locator {
+            Locator::Object(key) => self.object_body(item, key).await,
+            other => Err(Error::Invalid(format!(
+                "a bucket source cannot read {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// A bucket of millions is costly to list: counted only when the account is full.
+    pub fn recount(&self) -> Recount {
+        Recount::Costly
+    }
+
     /// The body of an object: downloaded into a temporary file (`download`), or a
     /// presigned GET URL that Cloudflare fetches (`presign`).
-    pub async fn body(&self, item: &Item, key: &str) -> Result<Body> {
+    pub async fn object_body(&self, item: &Item, key: &str) -> Result<Body> {
         let path = ObjectPath::parse(key).map_err(|e| Error::Object {
             key: key.to_string(),
             source: e.into(),

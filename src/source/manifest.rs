@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
+use super::{Body, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
 use crate::layer::raw_section;
@@ -190,6 +191,23 @@ impl Manifest {
     /// The source's identity: the manifest's canonical path, or `stdin`.
     pub fn id(&self) -> &SourceId {
         &self.id
+    }
+
+    /// Lists every row into `out` on a thread of the blocking pool.
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        super::run_blocking(move || self.list(&out, &stop)).await
+    }
+
+    /// A file is read again cheaply; stdin cannot be read twice.
+    pub fn recount(&self) -> Recount {
+        match self.input {
+            Input::File(_) => Recount::Cheap,
+            Input::Stdin => Recount::Never,
+        }
     }
 
     /// Lists every row into `out` (blocking) until done or stopped. A read error of the

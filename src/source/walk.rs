@@ -3,6 +3,7 @@
 //! and include/exclude globs applied to the relative path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Found, Item, SourceId, SourceKind};
+use super::{Body, Found, Item, Locator, Recount, SourceId, SourceKind};
 use crate::error::{Error, Result};
 use crate::layer::raw_section;
 
@@ -150,6 +151,31 @@ impl Walk {
     /// The source's identity: the folder's canonical path.
     pub fn id(&self) -> &SourceId {
         &self.id
+    }
+
+    /// Lists every entry into `out` on a thread of the blocking pool.
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        super::run_blocking(move || self.list(&out, &stop)).await
+    }
+
+    /// The file to upload: a folder's items are files.
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        match &item.locator {
+            Locator::File(path) => Ok(Body::file(path.clone())),
+            other => Err(Error::Invalid(format!(
+                "a folder source cannot read {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// A walk is cheap to list again.
+    pub fn recount(&self) -> Recount {
+        Recount::Cheap
     }
 
     /// Lists every entry into `out` (blocking) until done or stopped.

@@ -43,11 +43,10 @@ use tokio_util::sync::CancellationToken;
 use walkdir::WalkDir;
 
 use super::walk::Walk;
-use super::{Found, Item, Locator, SourceId, Ticket};
+use super::{Body, Found, Item, Locator, Recount, SourceId, Ticket};
 use crate::error::Result;
 use crate::image_check::{self, ImageProblem};
 use crate::layer::{raw_section, secs};
-use crate::ledger::Ledger;
 use crate::rules;
 
 /// What `watch` does when a file leaves the folder.
@@ -251,12 +250,31 @@ impl WatchStatus {
     }
 }
 
+/// The ledger as a watched folder sees it, handed in by the command: a source never opens
+/// the ledger itself. Each thread that reads (the watch loop, a scan) opens its own reader.
+pub trait LedgerView: Send + Sync + std::fmt::Debug {
+    /// A reader, `None` while there is no ledger yet (or it cannot be read now).
+    fn open(&self) -> Option<Box<dyn LedgerReads>>;
+}
+
+/// The reads a watched folder makes in the ledger.
+pub trait LedgerReads: Send {
+    /// The ledger's number of a source, `None` until a run recorded it.
+    fn source_number(&self, source: &SourceId) -> Result<Option<i64>>;
+    /// Failed items of a source whose retry delay has passed, oldest due first.
+    fn failed_due(&self, source_id: i64, limit: u32) -> Result<Vec<String>>;
+    /// Items recorded for a source, and how many of them are failed.
+    fn item_counts(&self, source_id: i64) -> Result<(u64, u64)>;
+    /// A page of a source's keys after `after`, in key order, with whether each holds an image.
+    fn keys_after(&self, source_id: i64, after: &str, limit: u32) -> Result<Vec<(String, bool)>>;
+}
+
 /// A folder kept in sync.
 #[derive(Debug)]
 pub struct Watch {
     walk: Walk,
     cfg: tokio::sync::watch::Receiver<WatchConfig>,
-    ledger: PathBuf,
+    ledger: Arc<dyn LedgerView>,
     status: Arc<WatchStatus>,
 }
 
@@ -302,14 +320,19 @@ enum Scanned {
 }
 
 impl Watch {
-    /// A watched folder with live settings (a reload sends new ones) and the ledger it
-    /// reads its failed items and recorded keys from.
-    pub fn new(walk: Walk, cfg: tokio::sync::watch::Receiver<WatchConfig>, ledger: &Path) -> Watch {
+    /// A watched folder with live settings (a reload sends new ones), the ledger it reads
+    /// its failed items and recorded keys from, and the status it keeps up to date.
+    pub fn new(
+        walk: Walk,
+        cfg: tokio::sync::watch::Receiver<WatchConfig>,
+        ledger: Arc<dyn LedgerView>,
+        status: Arc<WatchStatus>,
+    ) -> Watch {
         Watch {
             walk,
             cfg,
-            ledger: ledger.to_path_buf(),
-            status: Arc::new(WatchStatus::default()),
+            ledger,
+            status,
         }
     }
 
@@ -323,11 +346,21 @@ impl Watch {
         self.status.clone()
     }
 
+    /// The file to upload: a watched folder's items are files.
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        self.walk.body(item).await
+    }
+
+    /// A folder is cheap to list again.
+    pub fn recount(&self) -> Recount {
+        Recount::Cheap
+    }
+
     /// Hands items to `out` until `stop` is cancelled.
     pub async fn run(
-        self: &Arc<Self>,
-        out: &mpsc::Sender<Found>,
-        stop: &CancellationToken,
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
     ) -> Result<()> {
         let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
         let (done_tx, mut done) = mpsc::unbounded_channel();
@@ -392,7 +425,7 @@ struct Loop {
     /// Missing files of failed rows kept under `keep`: not looked at again.
     due_skipped: HashSet<String>,
     source_id: Option<i64>,
-    reader: Option<Ledger>,
+    reader: Option<Box<dyn LedgerReads>>,
     /// The last pass of deletes the cap refused: looked at again after a reload.
     refused: Vec<String>,
     /// Where completeness checks report (none in unit tests: they check in place).
@@ -634,11 +667,11 @@ impl Loop {
         self.source_id
     }
 
-    fn reader(&mut self) -> Option<&Ledger> {
+    fn reader(&mut self) -> Option<&dyn LedgerReads> {
         if self.reader.is_none() {
-            self.reader = Ledger::open_read_only(&self.watch.ledger).ok().flatten();
+            self.reader = self.watch.ledger.open();
         }
-        self.reader.as_ref()
+        self.reader.as_deref()
     }
 
     fn scanned(&mut self, scanned: Scanned) {
@@ -1310,7 +1343,7 @@ fn scan(
         }
     }
     let Some(source_id) = missing_of else { return };
-    let Ok(Some(ledger)) = Ledger::open_read_only(&watch.ledger) else {
+    let Some(ledger) = watch.ledger.open() else {
         return;
     };
     let mut after = String::new();
@@ -1450,6 +1483,16 @@ mod tests {
     use super::*;
     use crate::source::walk::WalkConfig;
 
+    /// No ledger yet: nothing recorded, nothing failed.
+    #[derive(Debug)]
+    struct NoLedger;
+
+    impl LedgerView for NoLedger {
+        fn open(&self) -> Option<Box<dyn LedgerReads>> {
+            None
+        }
+    }
+
     fn settings() -> WatchConfig {
         WatchConfig {
             settle: Duration::from_millis(100),
@@ -1467,7 +1510,7 @@ mod tests {
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         let walk = Walk::new(dir.path(), &WalkConfig::default()).unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(settings());
-        let watch = Arc::new(Watch::new(walk, rx, &dir.path().join("l.sqlite")));
+        let watch = Arc::new(Watch::new(walk, rx, Arc::new(NoLedger), Arc::default()));
         let (done, _) = mpsc::unbounded_channel();
         let mut lp = Loop::new(watch.clone(), done);
         let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
@@ -1502,7 +1545,7 @@ mod tests {
             max_delete: MaxDelete::Count(100),
             ..settings()
         });
-        let watch = Arc::new(Watch::new(walk, rx, &parent.path().join("l.sqlite")));
+        let watch = Arc::new(Watch::new(walk, rx, Arc::new(NoLedger), Arc::default()));
         let (done, _) = mpsc::unbounded_channel();
         let mut lp = Loop::new(watch.clone(), done);
         // Files left (their delete events came), then the folder itself went.
