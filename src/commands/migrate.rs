@@ -53,12 +53,12 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         },
     };
     // A job that cannot fit is stopped before its first upload (see `quota.rs`).
-    let job = quota::Job {
+    let scope = quota::Scope {
         shard: args.shard,
         retry_failed: args.retry_failed,
         keep_replaced: cfg.upload.keep_replaced,
     };
-    let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, job, destination.clone())));
+    let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, scope, destination.clone())));
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
