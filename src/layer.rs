@@ -1,6 +1,6 @@
 //! What every configuration section is written with, wherever it lives (`config` for the
 //! run's own sections, each source's file for its own): the [`Layer`] of one partial
-//! configuration over another, the [`raw_section!`] macro that derives it from a section's
+//! configuration over another, the `raw_section!` macro that derives it from a section's
 //! field list, and [`secs`], the check of a duration key. A leaf: it imports nothing of the
 //! crate, so that a source can declare its settings without importing `config`.
 

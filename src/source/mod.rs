@@ -62,7 +62,7 @@ pub enum Found {
 }
 
 /// Every kind of source, behind one interface. Each one, in its own file, has the same four
-/// methods ([`Source`]'s own call them through [`each!`]): `id`, `run` (lists into the
+/// methods ([`Source`]'s own call them through `each!`): `id`, `run` (lists into the
 /// channel until done or stopped), `body` (an item's bytes or URL) and `recount` (how the
 /// quota check may list it again); and [`Source::open`] is the one place that builds them.
 #[derive(Debug)]
