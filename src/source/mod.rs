@@ -212,3 +212,69 @@ async fn run_blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            walk: walk::WalkConfig::default(),
+            bucket: bucket::BucketConfig {
+                endpoint_url: Some("http://127.0.0.1:9/".parse().unwrap()),
+                access_key_id: Some("AKIDOPENTEST".into()),
+                secret_access_key: Some(crate::secret::Secret::new("open-test-secret")),
+                ..bucket::BucketConfig::default()
+            },
+            url_mode: manifest::UrlMode::Remote,
+            download: Bounds::default(),
+            fetch_attempts: 3,
+        }
+    }
+
+    /// The quota check lists a folder or a file again, a bucket only when the account is
+    /// full, and stdin never: each source says so itself.
+    #[test]
+    fn open_picks_the_source_and_each_says_how_it_may_be_listed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("urls.txt");
+        std::fs::write(&file, "https://example.com/a.jpg\n").unwrap();
+        let open = |spec| Source::open(spec, &settings()).unwrap();
+
+        let folder = open(Spec::Location(dir.path().to_path_buf()));
+        assert_eq!(folder.id().kind, SourceKind::Dir);
+        assert_eq!(folder.recount(), Recount::Cheap);
+
+        let bucket = open(Spec::Location("s3://photos/2019".into()));
+        assert_eq!(bucket.id().kind, SourceKind::Bucket);
+        assert_eq!(bucket.recount(), Recount::Costly);
+
+        let manifest = open(Spec::Manifest(file, None));
+        assert_eq!(manifest.id().kind, SourceKind::Manifest);
+        assert_eq!(manifest.recount(), Recount::Cheap);
+
+        let stdin = open(Spec::Manifest("-".into(), None));
+        assert_eq!(stdin.id().location, "stdin");
+        assert_eq!(stdin.recount(), Recount::Never);
+
+        let (_tx, live) = tokio::sync::watch::channel(crate::source::watch::validate_watch(
+            Default::default(),
+            &mut Vec::new(),
+        ));
+        #[derive(Debug)]
+        struct NoLedger;
+        impl watch::LedgerView for NoLedger {
+            fn open(&self) -> Option<Box<dyn watch::LedgerReads>> {
+                None
+            }
+        }
+        let watched = open(Spec::Watched {
+            dir: dir.path().to_path_buf(),
+            settings: live,
+            ledger: Arc::new(NoLedger),
+            status: Arc::default(),
+        });
+        // The same identity as the folder migrated: one ledger history for both.
+        assert_eq!(watched.id(), folder.id());
+    }
+}
