@@ -341,11 +341,6 @@ impl Watch {
         self.walk.id()
     }
 
-    /// Its status, shared with the service manager and the metrics endpoint.
-    pub fn status(&self) -> Arc<WatchStatus> {
-        self.status.clone()
-    }
-
     /// The file to upload: a watched folder's items are files.
     pub async fn body(&self, item: &Item) -> Result<Body> {
         self.walk.body(item).await
