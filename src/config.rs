@@ -244,8 +244,9 @@ impl Config {
             bucket: self.bucket.clone(),
             url_mode: self.manifest.url_mode,
             download: self.download,
-            // Downloads in local mode: a few attempts within the run, then the next run.
-            fetch_attempts: self.upload.max_attempts.min(3),
+            // Set by the command that downloads URLs (`migrate`): the retry policy is the
+            // transport's, which config does not reach.
+            fetch_retry: None,
         }
     }
 }

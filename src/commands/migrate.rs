@@ -13,9 +13,11 @@ use crate::error::{Error, Result};
 use crate::ledger::Destination;
 use crate::pipeline::{self, MigrateOptions};
 use crate::quota;
+use crate::retry;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
-use crate::source::{Source, Spec};
+use crate::source::manifest::{Attempt, Retrier};
+use crate::source::{Settings, Source, Spec};
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
 /// real account's ledger.
@@ -222,6 +224,29 @@ pub(super) async fn start_emulator(
     Ok((handle, data_dir))
 }
 
+/// What opening the source takes: the settings, and the retries of a URL's download.
+fn source_settings(cfg: &Config) -> Settings {
+    // Downloads in local mode: a few attempts within the run, then the next run.
+    let fetch = retry::Policy {
+        max_attempts: cfg.upload.max_attempts.min(3),
+        ..retry::Policy::default()
+    };
+    Settings {
+        fetch_retry: Some(Arc::new(Backoff(fetch))),
+        ..cfg.source_settings()
+    }
+}
+
+/// The crate's backoff, for a manifest URL's download.
+#[derive(Debug)]
+struct Backoff(retry::Policy);
+
+impl Retrier for Backoff {
+    fn run<'a>(&'a self, attempt: &'a (dyn Fn() -> Attempt<'a> + Send + Sync)) -> Attempt<'a> {
+        Box::pin(retry::call(self.0, attempt))
+    }
+}
+
 /// The source the arguments name: a folder, a bucket (`s3://...`), or a manifest of URLs.
 fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
     match (&args.dir, &args.manifest) {
@@ -232,7 +257,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                         .into(),
                 ]));
             }
-            Source::open(Spec::Location(dir.clone()), &cfg.source_settings())
+            Source::open(Spec::Location(dir.clone()), &source_settings(cfg))
         }
         (None, Some(manifest)) => {
             let mut problems = Vec::new();
@@ -255,7 +280,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
             }
             Source::open(
                 Spec::Manifest(manifest.clone(), args.manifest_format),
-                &cfg.source_settings(),
+                &source_settings(cfg),
             )
         }
         _ => Err(Error::Config(vec![

@@ -25,7 +25,6 @@ use super::{Body, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKi
 use crate::download::Bounds;
 use crate::error::{Error, Result};
 use crate::layer::raw_section;
-use crate::retry;
 use crate::rules::MAX_FILE_BYTES;
 
 /// How the bytes of a URL item reach Cloudflare.
@@ -122,12 +121,12 @@ impl Manifest {
         path: &Path,
         format: Option<ManifestFormat>,
         mode: UrlMode,
-        fetch_policy: retry::Policy,
+        retry: Option<Arc<dyn Retrier>>,
         bounds: Bounds,
     ) -> Result<Manifest> {
         let fetcher = match mode {
             UrlMode::Remote => None,
-            UrlMode::Local => Some(Fetcher::new(fetch_policy, bounds)?),
+            UrlMode::Local => Some(Fetcher::new(retry, bounds)?),
         };
         if path == Path::new("-") {
             return Ok(Manifest {
@@ -835,17 +834,30 @@ fn options(
     })
 }
 
+/// One attempt of a URL's download, as a [`Retrier`] runs it.
+pub type Attempt<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Body>> + Send + 'a>>;
+
+/// Tries a URL's download again after a transient failure, with the crate's backoff. The
+/// command hands it in, so that a source never reaches the transport (which reads `config`,
+/// which composes the sources' settings).
+pub trait Retrier: Send + Sync + std::fmt::Debug {
+    /// Runs `attempt` until it succeeds, fails for good or the attempts are spent.
+    fn run<'a>(&'a self, attempt: &'a (dyn Fn() -> Attempt<'a> + Send + Sync)) -> Attempt<'a>;
+}
+
 /// Downloads URL items into temporary files (local mode).
 #[derive(Debug)]
 pub struct Fetcher {
     client: reqwest::Client,
-    policy: retry::Policy,
+    /// `None`: one attempt, and the next run tries again.
+    retry: Option<Arc<dyn Retrier>>,
     bounds: Bounds,
 }
 
 impl Fetcher {
     /// A client with timeouts and a bounded number of redirects, over http(s) only.
-    pub fn new(policy: retry::Policy, bounds: Bounds) -> Result<Fetcher> {
+    pub fn new(retry: Option<Arc<dyn Retrier>>, bounds: Bounds) -> Result<Fetcher> {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
@@ -865,7 +877,7 @@ impl Fetcher {
             .map_err(|e| Error::Config(vec![format!("cannot build the download client: {e}")]))?;
         Ok(Fetcher {
             client,
-            policy,
+            retry,
             bounds,
         })
     }
@@ -873,11 +885,14 @@ impl Fetcher {
     /// Downloads a URL, retrying transient failures a few times with backoff.
     pub async fn fetch(&self, url: &str) -> Result<Body> {
         let attempts = AtomicU32::new(0);
-        let result = retry::call(self.policy, || {
+        let attempt = || -> Attempt<'_> {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.fetch_once(url)
-        })
-        .await;
+            Box::pin(self.fetch_once(url))
+        };
+        let result = match &self.retry {
+            Some(retry) => retry.run(&attempt).await,
+            None => attempt().await,
+        };
         match result {
             Err(Error::Origin {
                 url,
@@ -1225,10 +1240,9 @@ not json
     #[test]
     fn the_format_comes_from_the_extension_or_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = retry::Policy::default();
         let p = dir.path().join("list.CSV");
         std::fs::write(&p, "url,extra\n").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
+        let err = Manifest::new(&p, None, UrlMode::Remote, None, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -1239,7 +1253,7 @@ not json
             &p,
             Some(ManifestFormat::Text),
             UrlMode::Remote,
-            policy,
+            None,
             Bounds::default(),
         )
         .unwrap();
@@ -1251,7 +1265,7 @@ not json
         );
         let p = dir.path().join("list.dat");
         std::fs::write(&p, "").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
+        let err = Manifest::new(&p, None, UrlMode::Remote, None, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--manifest-format"), "{err}");
@@ -1259,7 +1273,7 @@ not json
             Path::new("-"),
             None,
             UrlMode::Local,
-            policy,
+            None,
             Bounds::default(),
         )
         .unwrap();
@@ -1270,7 +1284,7 @@ not json
                 &dir.path().join("missing.txt"),
                 None,
                 UrlMode::Remote,
-                policy,
+                None,
                 Bounds::default()
             )
             .is_err()

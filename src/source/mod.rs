@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::download::Bounds;
 use crate::error::Result;
-use crate::retry;
 
 pub mod bucket;
 pub mod manifest;
@@ -120,8 +119,10 @@ pub struct Settings {
     pub url_mode: manifest::UrlMode,
     /// Time limits of downloads.
     pub download: Bounds,
-    /// Attempts of a manifest URL's download within the run (local URL mode).
-    pub fetch_attempts: u32,
+    /// How a manifest URL's download is tried again within the run (local URL mode);
+    /// `None`: once, and the next run tries again. The command sets it (see
+    /// [`manifest::Retrier`]).
+    pub fetch_retry: Option<Arc<dyn manifest::Retrier>>,
 }
 
 /// How the pre-flight quota check may list a source once more before the run.
@@ -152,10 +153,7 @@ impl Source {
                 &file,
                 format,
                 settings.url_mode,
-                retry::Policy {
-                    max_attempts: settings.fetch_attempts,
-                    ..retry::Policy::default()
-                },
+                settings.fetch_retry.clone(),
                 settings.download,
             )?)),
             Spec::Watched {
@@ -228,7 +226,7 @@ mod tests {
             },
             url_mode: manifest::UrlMode::Remote,
             download: Bounds::default(),
-            fetch_attempts: 3,
+            fetch_retry: None,
         }
     }
 
