@@ -10,50 +10,25 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::layer::{Layer, raw_section, secs};
 use crate::rules;
 use crate::secret::Secret;
+use crate::source::bucket::validate_bucket;
+use crate::source::manifest::validate_manifest;
+use crate::source::walk::validate_walk;
+use crate::source::watch::validate_watch;
 use crate::stamp;
+
+// Each source's section lives with the source; named here too, for the commands and the
+// CLI that reach them through `config::`.
+pub use crate::source::bucket::{BucketConfig, RawBucket, S3Mode};
+pub use crate::source::manifest::{ManifestConfig, RawManifest, UrlMode};
+pub use crate::source::walk::{RawWalk, WalkConfig};
+pub use crate::source::watch::{MaxDelete, OnDelete, RawWatch, WatchConfig};
 
 /// Default request rate: Cloudflare allows 1200 requests per 300 s (4/s) per user, counted
 /// over every client of that user; 3.5/s leaves an eighth of it for the dashboard and others.
 pub const DEFAULT_RATE: f64 = 3.5;
-
-/// Layers one partial configuration over a lower one: every value `over` sets wins.
-trait Layer {
-    /// `self` with every value `over` sets replaced by `over`'s.
-    fn layer(self, over: Self) -> Self;
-}
-
-impl<T> Layer for Option<T> {
-    fn layer(self, over: Self) -> Self {
-        over.or(self)
-    }
-}
-
-/// Declares a configuration section as written and derives its [`Layer`] from the same field
-/// list. A `macro_rules!` rather than the `merge` crate or `figment`: the layers (file,
-/// environment, flags) are already built as `RawConfig`s with serde and clap, so all that was
-/// missing is "each field: over, else self", and this writes it without a new dependency or a
-/// second list of fields that could fall out of step with the struct.
-macro_rules! raw_section {
-    (
-        $(#[$attr:meta])*
-        pub struct $name:ident {
-            $( $(#[$fattr:meta])* pub $field:ident : $ty:ty, )*
-        }
-    ) => {
-        $(#[$attr])*
-        pub struct $name {
-            $( $(#[$fattr])* pub $field: $ty, )*
-        }
-
-        impl Layer for $name {
-            fn layer(self, over: Self) -> Self {
-                $name { $( $field: Layer::layer(self.$field, over.$field), )* }
-            }
-        }
-    };
-}
 
 /// Where images go when no `api_base_url` is set.
 pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -105,28 +80,6 @@ impl IdMode {
     }
 }
 
-/// How the bytes of a URL item reach Cloudflare.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UrlMode {
-    /// Cloudflare fetches the URL itself (the `url` upload form).
-    #[default]
-    Remote,
-    /// cfimg downloads it first, checks it like a file and uploads the bytes.
-    Local,
-}
-
-/// How a bucket object's bytes reach Cloudflare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum S3Mode {
-    /// cfimg downloads each object, checks and hashes it, then uploads it.
-    #[default]
-    Download,
-    /// Cloudflare fetches a presigned GET URL (valid one hour); cfimg never holds the bytes.
-    Presign,
-}
-
 raw_section! {
 /// The configuration file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -168,107 +121,6 @@ pub struct RawConfig {
 }
 }
 
-/// What `watch` does when a file leaves the folder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDelete {
-    /// Leave the image (and its ledger row) in place.
-    #[default]
-    Keep,
-    /// Delete the image too (unless another item holds it), within `max_delete` per pass.
-    Delete,
-}
-
-/// A cap on deletes per pass: a number of files, or a share of the source's items.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxDelete {
-    /// At most this many.
-    Count(u64),
-    /// At most this percentage of the items recorded for the source.
-    Percent(f64),
-}
-
-impl MaxDelete {
-    /// Deletes allowed in a pass over a source with `items` recorded items.
-    pub fn allowed(self, items: u64) -> u64 {
-        match self {
-            MaxDelete::Count(n) => n,
-            MaxDelete::Percent(p) => (items as f64 * p / 100.0).floor() as u64,
-        }
-    }
-}
-
-impl std::str::FromStr for MaxDelete {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<MaxDelete, String> {
-        let bad = || format!("{s:?} is neither a number of files (100) nor a percentage (5%)");
-        match s.trim().strip_suffix('%') {
-            Some(p) => match p.trim().parse::<f64>() {
-                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxDelete::Percent(p)),
-                _ => Err(bad()),
-            },
-            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
-        }
-    }
-}
-
-impl std::fmt::Display for MaxDelete {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MaxDelete::Count(n) => write!(f, "{n}"),
-            MaxDelete::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
-
-raw_section! {
-/// `[watch]` as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWatch {
-    /// Seconds a file's size and mtime must stay unchanged before it is uploaded.
-    pub settle_secs: Option<f64>,
-    /// Longest wait for a file that never stops changing.
-    pub max_settle_secs: Option<f64>,
-    /// Seconds between full rescans (the safety net under events), jittered.
-    pub rescan_interval_secs: Option<f64>,
-    /// `keep` or `delete`.
-    pub on_delete: Option<OnDelete>,
-    /// Most deletes per pass: a number (`100`) or a percentage of the folder (`5%`).
-    pub max_delete: Option<String>,
-    /// First delay before a failed item is retried (doubling up to 6 hours).
-    pub retry_base_secs: Option<f64>,
-}
-}
-
-/// Checked `[watch]` settings.
-#[derive(Debug, Clone)]
-pub struct WatchConfig {
-    /// Quiet time that makes a file stable.
-    pub settle: Duration,
-    /// Longest wait for stability.
-    pub max_settle: Duration,
-    /// Time between full rescans.
-    pub rescan_interval: Duration,
-    /// What a deleted file does to its image.
-    pub on_delete: OnDelete,
-    /// Cap on deletes per pass.
-    pub max_delete: MaxDelete,
-    /// First delay before a failed item is retried.
-    pub retry_base: Duration,
-}
-
-raw_section! {
-/// `[manifest]` as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawManifest {
-    /// `remote` or `local`.
-    pub url_mode: Option<UrlMode>,
-}
-}
-
 raw_section! {
 /// `[download]` as written: time limits of cfimg's own downloads (manifest URLs in local
 /// mode, bucket objects in download mode).
@@ -282,46 +134,6 @@ pub struct RawDownload {
     /// Longest time one download may take, in seconds.
     pub deadline_secs: Option<f64>,
 }
-}
-
-raw_section! {
-/// `[bucket]` as written; the credentials come from the environment only.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBucket {
-    /// The S3 API endpoint of an S3-compatible service (R2, MinIO); AWS when unset.
-    pub endpoint_url: Option<String>,
-    /// The region to sign for.
-    pub region: Option<String>,
-    /// `download` or `presign`.
-    pub mode: Option<S3Mode>,
-    /// `AWS_ACCESS_KEY_ID`.
-    #[serde(skip)]
-    pub access_key_id: Option<String>,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    #[serde(skip)]
-    pub secret_access_key: Option<Secret>,
-    /// `AWS_SESSION_TOKEN`.
-    #[serde(skip)]
-    pub session_token: Option<Secret>,
-}
-}
-
-/// Checked `[bucket]` settings and credentials.
-#[derive(Debug, Clone, Default)]
-pub struct BucketConfig {
-    /// The endpoint; AWS when `None`.
-    pub endpoint_url: Option<Url>,
-    /// The region; the source's default when `None`.
-    pub region: Option<String>,
-    /// How objects reach Cloudflare.
-    pub mode: S3Mode,
-    /// The access key id.
-    pub access_key_id: Option<String>,
-    /// The secret key.
-    pub secret_access_key: Option<Secret>,
-    /// The session token of temporary credentials.
-    pub session_token: Option<Secret>,
 }
 
 raw_section! {
@@ -363,22 +175,6 @@ pub struct RawUpload {
 }
 }
 
-raw_section! {
-/// `[walk]` as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWalk {
-    /// Follow symbolic links.
-    pub follow_symlinks: Option<bool>,
-    /// Include hidden files and folders (names starting with `.`).
-    pub include_hidden: Option<bool>,
-    /// Only paths matching one of these globs (relative to the folder).
-    pub include: Option<Vec<String>>,
-    /// Skip paths matching one of these globs.
-    pub exclude: Option<Vec<String>>,
-}
-}
-
 /// A checked configuration; only [`load`] makes one.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -406,13 +202,6 @@ pub struct Config {
     pub watch: WatchConfig,
     /// `cfimg serve` settings.
     pub serve: ServeConfig,
-}
-
-/// Checked `[manifest]` settings.
-#[derive(Debug, Clone, Default)]
-pub struct ManifestConfig {
-    /// How the bytes of URL items reach Cloudflare.
-    pub url_mode: UrlMode,
 }
 
 /// Checked `[upload]` settings.
@@ -450,17 +239,19 @@ pub struct UploadConfig {
     pub batch_rate: f64,
 }
 
-/// Checked `[walk]` settings.
-#[derive(Debug, Clone, Default)]
-pub struct WalkConfig {
-    /// Follow symbolic links.
-    pub follow_symlinks: bool,
-    /// Include hidden files and folders.
-    pub include_hidden: bool,
-    /// Only paths matching one of these globs.
-    pub include: Vec<String>,
-    /// Skip paths matching one of these globs.
-    pub exclude: Vec<String>,
+impl Config {
+    /// What opening a source takes from these settings.
+    pub fn source_settings(&self) -> crate::source::Settings {
+        crate::source::Settings {
+            walk: self.walk.clone(),
+            bucket: self.bucket.clone(),
+            url_mode: self.manifest.url_mode,
+            download: self.download,
+            // Set by the command that downloads URLs (`migrate`): the retry policy is the
+            // transport's, which config does not reach.
+            fetch_retry: None,
+        }
+    }
 }
 
 /// Reads the environment variables cfimg honours into a partial configuration.
@@ -579,9 +370,7 @@ pub fn validate(raw: RawConfig, needs_credentials: bool) -> Result<Config> {
         ledger: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER)),
         upload,
         walk,
-        manifest: ManifestConfig {
-            url_mode: raw.manifest.url_mode.unwrap_or_default(),
-        },
+        manifest: validate_manifest(raw.manifest),
         bucket,
         download,
         watch,
@@ -752,89 +541,6 @@ fn validate_ids(
             "`upload.id_prefix` {id_prefix:?} starts with '/': ids must not; drop the leading slash"
         ));
     }
-}
-
-/// `[walk]`: every glob must compile.
-fn validate_walk(w: RawWalk, problems: &mut Vec<String>) -> WalkConfig {
-    let walk = WalkConfig {
-        follow_symlinks: w.follow_symlinks.unwrap_or(false),
-        include_hidden: w.include_hidden.unwrap_or(false),
-        include: w.include.unwrap_or_default(),
-        exclude: w.exclude.unwrap_or_default(),
-    };
-    for (key, globs) in [
-        ("walk.include", &walk.include),
-        ("walk.exclude", &walk.exclude),
-    ] {
-        for g in globs {
-            if let Err(e) = globset::Glob::new(g) {
-                problems.push(format!("`{key}` pattern {g:?} is not a valid glob: {e}"));
-            }
-        }
-    }
-    walk
-}
-
-/// `[bucket]`: the endpoint and the region; the credentials are passed through.
-fn validate_bucket(b: RawBucket, problems: &mut Vec<String>) -> BucketConfig {
-    let endpoint_url = b.endpoint_url.as_deref().and_then(|e| match Url::parse(e) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-        _ => {
-            problems.push(format!(
-                "`bucket.endpoint_url` (--endpoint-url, AWS_ENDPOINT_URL) {e:?} is not an http(s) URL, \
-                 e.g. https://ACCOUNT.r2.cloudflarestorage.com or http://127.0.0.1:9000"
-            ));
-            None
-        }
-    });
-    let region = b.region.map(|r| r.trim().to_string());
-    if let Some(r) = &region
-        && (r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-    {
-        problems.push(format!(
-            "`bucket.region` (--region, AWS_REGION) {r:?} is not a region name, e.g. us-east-1 or auto"
-        ));
-    }
-    BucketConfig {
-        endpoint_url,
-        region,
-        mode: b.mode.unwrap_or_default(),
-        access_key_id: b.access_key_id.map(|k| k.trim().to_string()),
-        secret_access_key: b.secret_access_key,
-        session_token: b.session_token,
-    }
-}
-
-/// `[watch]`: the durations, the delete cap, and a longest wait no shorter than the quiet time.
-fn validate_watch(wr: RawWatch, problems: &mut Vec<String>) -> WatchConfig {
-    let watch = WatchConfig {
-        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, problems),
-        max_settle: secs("watch.max_settle_secs", wr.max_settle_secs, 60.0, problems),
-        rescan_interval: secs(
-            "watch.rescan_interval_secs",
-            wr.rescan_interval_secs,
-            3600.0,
-            problems,
-        ),
-        on_delete: wr.on_delete.unwrap_or_default(),
-        max_delete: match wr.max_delete.as_deref().map(str::parse::<MaxDelete>) {
-            None => MaxDelete::Percent(5.0),
-            Some(Ok(m)) => m,
-            Some(Err(why)) => {
-                problems.push(format!("`watch.max_delete` (--max-delete) {why}"));
-                MaxDelete::Count(0)
-            }
-        },
-        retry_base: secs("watch.retry_base_secs", wr.retry_base_secs, 60.0, problems),
-    };
-    if watch.max_settle < watch.settle {
-        problems.push(format!(
-            "`watch.max_settle_secs` (--max-settle) is {} s, shorter than `watch.settle_secs` (--settle) {} s: make it longer",
-            watch.max_settle.as_secs_f64(),
-            watch.settle.as_secs_f64()
-        ));
-    }
-    watch
 }
 
 fn validate_download(d: &RawDownload, problems: &mut Vec<String>) -> crate::download::Bounds {
@@ -1120,17 +826,6 @@ fn parse_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> 
             None
         }
     }
-}
-
-fn secs(key: &str, value: Option<f64>, default: f64, problems: &mut Vec<String>) -> Duration {
-    let v = value.unwrap_or(default);
-    if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
-        problems.push(format!(
-            "`{key}` is {v}: use a number of seconds above 0 and below 86400 (a day)"
-        ));
-        return Duration::from_secs_f64(default);
-    }
-    Duration::from_secs_f64(v)
 }
 
 /// Parses the `--metadata` flag: a JSON object.

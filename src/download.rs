@@ -1,6 +1,7 @@
 //! The one copy loop from a remote body into a temporary file, bounded in size and in
 //! time: a manifest URL in local mode and a bucket object in download mode both come
-//! through here. A body that trickles (under `floor_bytes` over `floor_window`) or that
+//! through here; and the one temporary file ([`Spool`]) that it and a replacement's
+//! backup write into. A body that trickles (under `floor_bytes` over `floor_window`) or that
 //! has not ended by the deadline is cut off, so one slow origin cannot hold a worker for
 //! minutes per attempt; dropping the future (a stop signal) deletes what was written.
 
@@ -44,6 +45,40 @@ pub const DEFAULT_FLOOR_WINDOW: Duration = Duration::from_secs(30);
 /// 10 MB (the largest image Cloudflare takes) at about 35 kB/s.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 
+/// A new temporary file that is deleted when dropped, or, once it is an upload [`Body`],
+/// when the last holder of that body lets it go: every spooled download, bucket object and
+/// replacement backup is made here.
+#[derive(Debug)]
+pub struct Spool(tempfile::TempPath);
+
+impl Spool {
+    /// Creates an empty temporary file named `prefix…`, open for writing.
+    pub fn create(prefix: &str) -> Result<(Spool, std::fs::File)> {
+        let file = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let (file, path) = file.into_parts();
+        Ok((Spool(path), file))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The file as an upload body, deleted with the body's last clone.
+    pub fn into_body(self) -> Body {
+        Body::File {
+            path: self.0.to_path_buf(),
+            spool: Some(Arc::new(self.0)),
+        }
+    }
+}
+
 /// Copies `body` into a new temporary file named `prefix…`. `what` names the item in
 /// errors; `max_bytes` caps the size (`too_large` says why); stream errors go through
 /// `on_error`. `deadline` is when the whole transfer (request included) must be done.
@@ -61,16 +96,9 @@ pub async fn spool<S, E>(
 where
     S: Stream<Item = std::result::Result<Bytes, E>>,
 {
-    let spool = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempfile()
-        .map_err(|source| Error::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let (file, path) = spool.into_parts();
+    let (spool, file) = Spool::create(prefix)?;
     let io = |source| Error::Io {
-        path: path.to_path_buf(),
+        path: spool.path().to_path_buf(),
         source,
     };
     let mut file = tokio::fs::File::from_std(file);
@@ -85,7 +113,7 @@ where
                 written += chunk.len() as u64;
                 window_bytes += chunk.len() as u64;
                 if written > max_bytes {
-                    // Dropping `path` deletes what was written.
+                    // Dropping `spool` deletes what was written.
                     return Err(too_large(written));
                 }
                 file.write_all(&chunk).await.map_err(io)?;
@@ -122,10 +150,7 @@ where
     }
     file.flush().await.map_err(io)?;
     drop(file);
-    Ok(Body::File {
-        path: path.to_path_buf(),
-        spool: Some(Arc::new(path)),
-    })
+    Ok(spool.into_body())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod error;
 pub mod existing;
 pub mod image_check;
 pub mod item;
+pub mod layer;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;

@@ -32,12 +32,12 @@ use crate::error::{Error, Result};
 use crate::ledger::{BatchedReader, Destination, Ledger, State};
 use crate::plan::{self, Quick};
 use crate::shard::Shard;
-use crate::source::{Found, Source, SourceKind};
+use crate::source::{Found, Recount, Source};
 use crate::transport::ApiLane;
 
-/// What the job is checked with, besides the source.
+/// Which of the job's items count, and how: what the check needs besides the source.
 #[derive(Debug, Clone, Copy)]
-pub struct Job {
+pub struct Scope {
     /// Only this shard's items count.
     pub shard: Option<Shard>,
     /// Failed items are tried again, so they count.
@@ -63,9 +63,9 @@ pub enum Preflight {
     },
 }
 
-/// Why a job cannot fit (the figures of [`Error::WouldExceedQuota`]).
+/// By how much a job cannot fit (the figures of [`Error::WouldExceedQuota`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Refusal {
+struct Shortfall {
     to_add: u64,
     exact: bool,
     current: u64,
@@ -78,15 +78,15 @@ pub struct Gate {
     cfg: Config,
     /// Two more instances of the job's source: one per counting pass.
     sources: std::sync::Mutex<Option<(Source, Source)>>,
-    job: Job,
+    scope: Scope,
     destination: Destination,
-    verdict: tokio::sync::OnceCell<Option<Refusal>>,
+    verdict: tokio::sync::OnceCell<Option<Shortfall>>,
 }
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
-            .field("job", &self.job)
+            .field("scope", &self.scope)
             .field("verdict", &self.verdict.get())
             .finish_non_exhaustive()
     }
@@ -97,13 +97,13 @@ impl Gate {
     pub fn new(
         cfg: &Config,
         counting: (Source, Source),
-        job: Job,
+        scope: Scope,
         destination: Destination,
     ) -> Gate {
         Gate {
             cfg: cfg.clone(),
             sources: std::sync::Mutex::new(Some(counting)),
-            job,
+            scope,
             destination,
             verdict: tokio::sync::OnceCell::new(),
         }
@@ -125,14 +125,14 @@ impl Gate {
         }
     }
 
-    async fn check(&self, lane: &ApiLane) -> Option<Refusal> {
+    async fn check(&self, lane: &ApiLane) -> Option<Shortfall> {
         let sources = self.sources.lock().ok().and_then(|mut s| s.take());
         let (first, second) = sources?;
         match preflight(
             &self.cfg,
             lane,
             (first, second),
-            self.job,
+            self.scope,
             &self.destination,
         )
         .await
@@ -151,7 +151,7 @@ impl Gate {
                 }
                 None
             }
-            Ok(Err(refusal)) => Some(refusal),
+            Ok(Err(shortfall)) => Some(shortfall),
             Err(e) => {
                 // The run's own requests meet the same trouble; the quota still stops it.
                 tracing::warn!(error = %e, "the pre-flight quota check could not be made; going on");
@@ -166,18 +166,18 @@ async fn preflight(
     cfg: &Config,
     lane: &ApiLane,
     (first, second): (Source, Source),
-    job: Job,
+    scope: Scope,
     destination: &Destination,
-) -> Result<std::result::Result<Preflight, Refusal>> {
+) -> Result<std::result::Result<Preflight, Shortfall>> {
     let spent = std::sync::atomic::AtomicU32::new(0);
     let stats = lane.call(&spent, || lane.client.stats()).await?;
     let (current, allowed) = (stats.count.current, stats.count.allowed);
     let room = allowed.saturating_sub(current);
-    let kind = first.id().kind;
-    let countable = match kind {
-        SourceKind::Bucket => room == 0,
-        SourceKind::Manifest => first.id().location != "stdin",
-        _ => true,
+    let recount = first.recount();
+    let countable = match recount {
+        Recount::Cheap => true,
+        Recount::Costly => room == 0,
+        Recount::Never => false,
     };
     // A ledger of another account is refused by the run itself, with its own message.
     let foreign = match Ledger::open_read_only(&cfg.ledger)? {
@@ -188,8 +188,8 @@ async fn preflight(
         return Ok(Ok(Preflight::NotCounted { room }));
     }
     let past_room = room.saturating_add(1);
-    if kind != SourceKind::Bucket && room > 0 {
-        let (items, _) = count(cfg, first, job, past_room, false).await?;
+    if recount == Recount::Cheap && room > 0 {
+        let (items, _) = count(cfg, first, scope, past_room, false).await?;
         if items <= room {
             return Ok(Ok(Preflight::Fits {
                 to_add: items,
@@ -199,13 +199,13 @@ async fn preflight(
     }
     // A walk or a file is counted to the end, so that the refusal says by how much; a
     // bucket only until it is past the room (its first item that needs an image).
-    let enough = match kind {
-        SourceKind::Bucket => past_room,
-        _ => u64::MAX,
+    let enough = match recount {
+        Recount::Costly => past_room,
+        Recount::Cheap | Recount::Never => u64::MAX,
     };
-    let (to_add, exact) = count(cfg, second, job, enough, true).await?;
+    let (to_add, exact) = count(cfg, second, scope, enough, true).await?;
     if to_add > room {
-        return Ok(Err(Refusal {
+        return Ok(Err(Shortfall {
             to_add,
             exact,
             current,
@@ -220,7 +220,7 @@ async fn preflight(
 async fn count(
     cfg: &Config,
     source: Source,
-    job: Job,
+    scope: Scope,
     enough: u64,
     lookup: bool,
 ) -> Result<(u64, bool)> {
@@ -246,7 +246,7 @@ async fn count(
         let stop = stop.clone();
         let source = source.clone();
         // Ledger reads block: on the blocking pool, like the pipeline's quick check.
-        tokio::task::spawn_blocking(move || tally(&source, rx, reader, job, enough, &stop))
+        tokio::task::spawn_blocking(move || tally(&source, rx, reader, scope, enough, &stop))
     };
     let counted = match counting.await {
         Ok(r) => r,
@@ -266,7 +266,7 @@ fn tally(
     source: &Source,
     mut found: mpsc::Receiver<Found>,
     mut reader: Option<(BatchedReader, i64)>,
-    job: Job,
+    scope: Scope,
     enough: u64,
     stop: &CancellationToken,
 ) -> Result<(u64, bool)> {
@@ -276,7 +276,7 @@ fn tally(
             return Ok((n, false));
         }
         let Found::Item(item) = f else { continue };
-        if let Some(shard) = &job.shard
+        if let Some(shard) = &scope.shard
             && !shard.owns(source.id(), &item.key)
         {
             continue;
@@ -285,14 +285,14 @@ fn tally(
             Some((r, source_id)) => r.quick(*source_id, &item.key)?,
             None => None,
         };
-        let retry = match job.retry_failed {
+        let retry = match scope.retry_failed {
             true => plan::Retry::Always,
             false => plan::Retry::Local,
         };
         let adds = match plan::quick_check(row.as_ref(), &item, retry) {
             // A changed item replaces its own image (deleted after the upload).
             Quick::Examine => {
-                job.keep_replaced || row.as_ref().is_none_or(|r| r.state != State::Uploaded)
+                scope.keep_replaced || row.as_ref().is_none_or(|r| r.state != State::Uploaded)
             }
             _ => false,
         };

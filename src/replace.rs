@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::api::client::Upload;
 use crate::api::types::Image;
+use crate::download::Spool;
 use crate::error::{Error, Result};
 use crate::rules;
 use crate::source::Body;
@@ -28,17 +29,10 @@ pub async fn backup(lane: &ApiLane, spent: &AtomicU32, id: &str) -> Result<Optio
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
-    let spool = tempfile::Builder::new()
-        .prefix("cfimg-backup-")
-        .tempfile()
-        .map_err(|source| Error::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let path = spool.into_temp_path();
+    let (spool, _) = Spool::create("cfimg-backup-")?;
     let copied = lane
         .call(spent, || {
-            let p = path.to_path_buf();
+            let p = spool.path().to_path_buf();
             async move {
                 // A fresh file per attempt: a retry after a broken transfer starts over.
                 match tokio::fs::File::create(&p).await {
@@ -51,10 +45,7 @@ pub async fn backup(lane: &ApiLane, spent: &AtomicU32, id: &str) -> Result<Optio
     match copied {
         Ok(()) => Ok(Some(Backup {
             image,
-            bytes: Body::File {
-                path: path.to_path_buf(),
-                spool: Some(std::sync::Arc::new(path)),
-            },
+            bytes: spool.into_body(),
         })),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),

@@ -15,10 +15,8 @@ use crate::pipeline::{self, MigrateOptions};
 use crate::quota;
 use crate::secret::Secret;
 use crate::shutdown::{INTERRUPTED_EXIT, Shutdown};
-use crate::source::Source;
-use crate::source::bucket::Bucket;
-use crate::source::manifest::Manifest;
-use crate::source::walk::Walk;
+use crate::source::manifest::{Attempt, Retrier};
+use crate::source::{Settings, Source, Spec};
 use crate::transport::retry;
 
 /// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
@@ -57,12 +55,12 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         },
     };
     // A job that cannot fit is stopped before its first upload (see `quota.rs`).
-    let job = quota::Job {
+    let scope = quota::Scope {
         shard: args.shard,
         retry_failed: args.retry_failed,
         keep_replaced: cfg.upload.keep_replaced,
     };
-    let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, job, destination.clone())));
+    let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, scope, destination.clone())));
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
@@ -226,6 +224,29 @@ pub(super) async fn start_emulator(
     Ok((handle, data_dir))
 }
 
+/// What opening the source takes: the settings, and the retries of a URL's download.
+fn source_settings(cfg: &Config) -> Settings {
+    // Downloads in local mode: a few attempts within the run, then the next run.
+    let fetch = retry::RetryPolicy {
+        max_attempts: cfg.upload.max_attempts.min(3),
+        ..retry::RetryPolicy::default()
+    };
+    Settings {
+        fetch_retry: Some(Arc::new(Backoff(fetch))),
+        ..cfg.source_settings()
+    }
+}
+
+/// The crate's backoff, for a manifest URL's download.
+#[derive(Debug)]
+struct Backoff(retry::RetryPolicy);
+
+impl Retrier for Backoff {
+    fn run<'a>(&'a self, attempt: &'a (dyn Fn() -> Attempt<'a> + Send + Sync)) -> Attempt<'a> {
+        Box::pin(retry::call(self.0, attempt))
+    }
+}
+
 /// The source the arguments name: a folder, a bucket (`s3://...`), or a manifest of URLs.
 fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
     match (&args.dir, &args.manifest) {
@@ -236,10 +257,7 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
                         .into(),
                 ]));
             }
-            match dir.to_str().filter(|d| d.starts_with("s3://")) {
-                Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
-                None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
-            }
+            Source::open(Spec::Location(dir.clone()), &source_settings(cfg))
         }
         (None, Some(manifest)) => {
             let mut problems = Vec::new();
@@ -260,18 +278,10 @@ fn source(args: &MigrateArgs, cfg: &Config) -> Result<Source> {
             if !problems.is_empty() {
                 return Err(Error::Config(problems));
             }
-            // Downloads in local mode: a few attempts within the run, then the next run.
-            let fetch = retry::RetryPolicy {
-                max_attempts: cfg.upload.max_attempts.min(3),
-                ..retry::RetryPolicy::default()
-            };
-            Ok(Source::Manifest(Manifest::new(
-                manifest,
-                args.manifest_format,
-                cfg.manifest.url_mode,
-                fetch,
-                cfg.download,
-            )?))
+            Source::open(
+                Spec::Manifest(manifest.clone(), args.manifest_format),
+                &source_settings(cfg),
+            )
         }
         _ => Err(Error::Config(vec![
             "give either a folder or --manifest FILE".into(),

@@ -14,27 +14,22 @@ use crate::error::{Error, Result};
 use crate::ledger::{Destination, Maintenance};
 use crate::progress::plural;
 use crate::reconcile::rebuild::{self, Matched};
-use crate::source::Source;
-use crate::source::bucket::Bucket;
-use crate::source::manifest::Manifest;
-use crate::source::walk::Walk;
+use crate::source::{Settings, Source, Spec};
 
 /// The source the flags name, as `migrate` would build it (so that its identity, and so
 /// every stamp hash, is the same).
 fn source(args: &RebuildArgs, cfg: &Config) -> Result<Source> {
-    match (&args.source, &args.manifest) {
-        (Some(dir), None) => match dir.to_str().filter(|d| d.starts_with("s3://")) {
-            Some(url) => Ok(Source::Bucket(Bucket::new(url, &cfg.bucket, cfg.download)?)),
-            None => Ok(Source::Walk(Walk::new(dir, &cfg.walk)?)),
-        },
+    let settings = Settings {
         // The URL mode does not change a manifest's identity or keys; remote needs no client.
-        (None, Some(file)) => Ok(Source::Manifest(Manifest::new(
-            file,
-            args.manifest_format,
-            UrlMode::Remote,
-            crate::transport::retry::RetryPolicy::default(),
-            cfg.download,
-        )?)),
+        url_mode: UrlMode::Remote,
+        ..cfg.source_settings()
+    };
+    match (&args.source, &args.manifest) {
+        (Some(dir), None) => Source::open(Spec::Location(dir.clone()), &settings),
+        (None, Some(file)) => Source::open(
+            Spec::Manifest(file.clone(), args.manifest_format),
+            &settings,
+        ),
         _ => Err(Error::Usage(
             "give the migrated source: --source DIR|s3://BUCKET/PREFIX, or --manifest FILE".into(),
         )),

@@ -13,16 +13,17 @@ use super::{EXIT_OK, exit_code, hint};
 use crate::cli::{Cli, WatchArgs};
 use crate::config::{self, Config, RawConfig};
 use crate::error::Result;
+use crate::item::SourceId;
 use crate::ledger::Destination;
+use crate::ledger::Ledger;
 use crate::metrics;
 use crate::pipeline::{self, Live, MigrateOptions};
 use crate::plan::Retry;
 use crate::progress::Stats;
 use crate::service;
 use crate::shutdown::Shutdown;
-use crate::source::Source;
-use crate::source::walk::Walk;
-use crate::source::watch::Watch;
+use crate::source::watch::{LedgerReads, LedgerView, WatchStatus};
+use crate::source::{Source, Spec};
 use crate::transport::limit::Limiter;
 
 /// Tombstones of removed files are kept this long, then pruned.
@@ -33,18 +34,21 @@ const KEEP_RUNS: u32 = 1000;
 /// Runs the daemon until a stop signal; returns the exit code (0 after a clean stop).
 pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     let (mut cfg, flags) = configure(cli, args)?;
-    // Events name absolute paths: the walk's root must be the folder's canonical path.
-    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
-    let walk = Walk::new(&dir, &cfg.walk)?;
+    let (settings_tx, settings) = tokio::sync::watch::channel(cfg.watch.clone());
+    let status = Arc::new(WatchStatus::default());
+    let watched = Spec::Watched {
+        dir: args.dir.clone(),
+        settings,
+        ledger: Arc::new(LedgerFile(cfg.ledger.clone())),
+        status: status.clone(),
+    };
+    let source = Source::open(watched, &cfg.source_settings())?;
     let emulator = if args.emulator {
         Some(start_emulator(&mut cfg).await?)
     } else {
         None
     };
 
-    let (settings_tx, settings) = tokio::sync::watch::channel(cfg.watch.clone());
-    let watch = Arc::new(Watch::new(walk, settings, &cfg.ledger));
-    let status = watch.status();
     let stats = Arc::new(Stats::default());
     let limiter = crate::transport::api_limiter(&cfg);
     let traffic = Arc::new(OnceLock::new());
@@ -56,7 +60,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
             traffic: traffic.clone(),
             watch: status.clone(),
             ledger: cfg.ledger.clone(),
-            source: watch.id().clone(),
+            source: source.id().clone(),
             unhealthy_after: Duration::from_secs_f64(args.unhealthy_after.max(0.0)),
         };
         metrics::serve(addr, sources, side.clone()).await?;
@@ -103,7 +107,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
         }),
     };
     tracing::info!(folder = %args.dir.display(), ledger = %cfg.ledger.display(), "watching the folder");
-    let result = pipeline::migrate(&cfg, Source::Watch(watch), &opts, shutdown.clone()).await;
+    let result = pipeline::migrate(&cfg, source, &opts, shutdown.clone()).await;
     service::stopping();
     side.cancel();
     if let Some((handle, _)) = emulator {
@@ -142,6 +146,36 @@ fn configure(cli: &Cli, args: &WatchArgs) -> Result<(Config, RawConfig)> {
         tracing::warn!("{w}");
     }
     Ok((cfg, flags))
+}
+
+/// The daemon's ledger as the watched folder reads it: a read-only connection per reader,
+/// opened once the ledger exists.
+#[derive(Debug)]
+struct LedgerFile(PathBuf);
+
+impl LedgerView for LedgerFile {
+    fn open(&self) -> Option<Box<dyn LedgerReads>> {
+        let ledger = Ledger::open_read_only(&self.0).ok().flatten()?;
+        Some(Box::new(ledger))
+    }
+}
+
+impl LedgerReads for Ledger {
+    fn source_number(&self, source: &SourceId) -> Result<Option<i64>> {
+        Ledger::source_number(self, source)
+    }
+
+    fn failed_due(&self, source_id: i64, limit: u32) -> Result<Vec<String>> {
+        Ledger::failed_due(self, source_id, limit)
+    }
+
+    fn item_counts(&self, source_id: i64) -> Result<(u64, u64)> {
+        Ledger::item_counts(self, source_id)
+    }
+
+    fn keys_after(&self, source_id: i64, after: &str, limit: u32) -> Result<Vec<(String, bool)>> {
+        Ledger::keys_after(self, source_id, after, limit)
+    }
 }
 
 /// What a reload needs: where the configuration came from, and what it can change live.

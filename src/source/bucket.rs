@@ -15,6 +15,7 @@
 //! over with their reason; an empty object is rejected with its reason, as an empty file
 //! is, without a GET.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,13 +23,97 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
+use reqwest::Url;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
-use crate::config::{BucketConfig, S3Mode};
+use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
+use crate::layer::raw_section;
+use crate::secret::Secret;
+
+/// How a bucket object's bytes reach Cloudflare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum S3Mode {
+    /// cfimg downloads each object, checks and hashes it, then uploads it.
+    #[default]
+    Download,
+    /// Cloudflare fetches a presigned GET URL (valid one hour); cfimg never holds the bytes.
+    Presign,
+}
+
+raw_section! {
+/// `[bucket]` as written; the credentials come from the environment only.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    /// The S3 API endpoint of an S3-compatible service (R2, MinIO); AWS when unset.
+    pub endpoint_url: Option<String>,
+    /// The region to sign for.
+    pub region: Option<String>,
+    /// `download` or `presign`.
+    pub mode: Option<S3Mode>,
+    /// `AWS_ACCESS_KEY_ID`.
+    #[serde(skip)]
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    #[serde(skip)]
+    pub secret_access_key: Option<Secret>,
+    /// `AWS_SESSION_TOKEN`.
+    #[serde(skip)]
+    pub session_token: Option<Secret>,
+}
+}
+
+/// Checked `[bucket]` settings and credentials.
+#[derive(Debug, Clone, Default)]
+pub struct BucketConfig {
+    /// The endpoint; AWS when `None`.
+    pub endpoint_url: Option<Url>,
+    /// The region; the source's default when `None`.
+    pub region: Option<String>,
+    /// How objects reach Cloudflare.
+    pub mode: S3Mode,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret key.
+    pub secret_access_key: Option<Secret>,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// `[bucket]`: the endpoint and the region; the credentials are passed through.
+pub fn validate_bucket(b: RawBucket, problems: &mut Vec<String>) -> BucketConfig {
+    let endpoint_url = b.endpoint_url.as_deref().and_then(|e| match Url::parse(e) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ => {
+            problems.push(format!(
+                "`bucket.endpoint_url` (--endpoint-url, AWS_ENDPOINT_URL) {e:?} is not an http(s) URL, \
+                 e.g. https://ACCOUNT.r2.cloudflarestorage.com or http://127.0.0.1:9000"
+            ));
+            None
+        }
+    });
+    let region = b.region.map(|r| r.trim().to_string());
+    if let Some(r) = &region
+        && (r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        problems.push(format!(
+            "`bucket.region` (--region, AWS_REGION) {r:?} is not a region name, e.g. us-east-1 or auto"
+        ));
+    }
+    BucketConfig {
+        endpoint_url,
+        region,
+        mode: b.mode.unwrap_or_default(),
+        access_key_id: b.access_key_id.map(|k| k.trim().to_string()),
+        secret_access_key: b.secret_access_key,
+        session_token: b.session_token,
+    }
+}
 
 /// How long a presigned GET stays valid: long enough for Cloudflare's fetch and every
 /// retry of the upload that carries it.
@@ -56,6 +141,11 @@ impl std::fmt::Debug for Bucket {
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a location names a bucket (`s3://...`) rather than a folder.
+pub fn claims(location: &str) -> bool {
+    location.starts_with("s3://")
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (empty, or ending with `/`).
@@ -241,9 +331,34 @@ impl Bucket {
         }))
     }
 
+    /// Lists every object under the prefix into `out` (see [`Bucket::list`]).
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        self.list(&out, &stop).await
+    }
+
+    /// The body of an item: its object's (see [`Bucket::object_body`]).
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        match &item.locator {
+            Locator::Object(key) => self.object_body(item, key).await,
+            other => Err(Error::Invalid(format!(
+                "a bucket source cannot read {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// A bucket of millions is costly to list: counted only when the account is full.
+    pub fn recount(&self) -> Recount {
+        Recount::Costly
+    }
+
     /// The body of an object: downloaded into a temporary file (`download`), or a
     /// presigned GET URL that Cloudflare fetches (`presign`).
-    pub async fn body(&self, item: &Item, key: &str) -> Result<Body> {
+    pub async fn object_body(&self, item: &Item, key: &str) -> Result<Body> {
         let path = ObjectPath::parse(key).map_err(|e| Error::Object {
             key: key.to_string(),
             source: e.into(),

@@ -12,19 +12,55 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Found, Item, ItemOptions, Locator, SourceId, SourceKind};
-use crate::config::UrlMode;
+use super::{Body, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
+use crate::layer::raw_section;
 use crate::rules::MAX_FILE_BYTES;
-use crate::transport::retry;
+
+/// How the bytes of a URL item reach Cloudflare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlMode {
+    /// Cloudflare fetches the URL itself (the `url` upload form).
+    #[default]
+    Remote,
+    /// cfimg downloads it first, checks it like a file and uploads the bytes.
+    Local,
+}
+
+raw_section! {
+/// `[manifest]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    /// `remote` or `local`.
+    pub url_mode: Option<UrlMode>,
+}
+}
+
+/// Checked `[manifest]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestConfig {
+    /// How the bytes of URL items reach Cloudflare.
+    pub url_mode: UrlMode,
+}
+
+/// `[manifest]`: nothing to check; the URL mode defaults to remote.
+pub fn validate_manifest(m: RawManifest) -> ManifestConfig {
+    ManifestConfig {
+        url_mode: m.url_mode.unwrap_or_default(),
+    }
+}
 
 /// Longest line read; a longer one is reported as bad and skipped, so that a file without
 /// line breaks is never loaded whole.
@@ -85,12 +121,12 @@ impl Manifest {
         path: &Path,
         format: Option<ManifestFormat>,
         mode: UrlMode,
-        fetch_policy: retry::RetryPolicy,
+        retry: Option<Arc<dyn Retrier>>,
         bounds: Bounds,
     ) -> Result<Manifest> {
         let fetcher = match mode {
             UrlMode::Remote => None,
-            UrlMode::Local => Some(Fetcher::new(fetch_policy, bounds)?),
+            UrlMode::Local => Some(Fetcher::new(retry, bounds)?),
         };
         if path == Path::new("-") {
             return Ok(Manifest {
@@ -154,6 +190,23 @@ impl Manifest {
     /// The source's identity: the manifest's canonical path, or `stdin`.
     pub fn id(&self) -> &SourceId {
         &self.id
+    }
+
+    /// Lists every row into `out` on a thread of the blocking pool.
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        super::run_blocking(move || self.list(&out, &stop)).await
+    }
+
+    /// A file is read again cheaply; stdin cannot be read twice.
+    pub fn recount(&self) -> Recount {
+        match self.input {
+            Input::File(_) => Recount::Cheap,
+            Input::Stdin => Recount::Never,
+        }
     }
 
     /// Lists every row into `out` (blocking) until done or stopped. A read error of the
@@ -781,17 +834,30 @@ fn options(
     })
 }
 
+/// One attempt of a URL's download, as a [`Retrier`] runs it.
+pub type Attempt<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Body>> + Send + 'a>>;
+
+/// Tries a URL's download again after a transient failure, with the crate's backoff. The
+/// command hands it in, so that a source never reaches the transport (which reads `config`,
+/// which composes the sources' settings).
+pub trait Retrier: Send + Sync + std::fmt::Debug {
+    /// Runs `attempt` until it succeeds, fails for good or the attempts are spent.
+    fn run<'a>(&'a self, attempt: &'a (dyn Fn() -> Attempt<'a> + Send + Sync)) -> Attempt<'a>;
+}
+
 /// Downloads URL items into temporary files (local mode).
 #[derive(Debug)]
 pub struct Fetcher {
     client: reqwest::Client,
-    policy: retry::RetryPolicy,
+    /// `None`: one attempt, and the next run tries again.
+    retry: Option<Arc<dyn Retrier>>,
     bounds: Bounds,
 }
 
 impl Fetcher {
     /// A client with timeouts and a bounded number of redirects, over http(s) only.
-    pub fn new(policy: retry::RetryPolicy, bounds: Bounds) -> Result<Fetcher> {
+    pub fn new(retry: Option<Arc<dyn Retrier>>, bounds: Bounds) -> Result<Fetcher> {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
@@ -811,7 +877,7 @@ impl Fetcher {
             .map_err(|e| Error::Config(vec![format!("cannot build the download client: {e}")]))?;
         Ok(Fetcher {
             client,
-            policy,
+            retry,
             bounds,
         })
     }
@@ -819,11 +885,14 @@ impl Fetcher {
     /// Downloads a URL, retrying transient failures a few times with backoff.
     pub async fn fetch(&self, url: &str) -> Result<Body> {
         let attempts = AtomicU32::new(0);
-        let result = retry::call(self.policy, || {
+        let attempt = || -> Attempt<'_> {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.fetch_once(url)
-        })
-        .await;
+            Box::pin(self.fetch_once(url))
+        };
+        let result = match &self.retry {
+            Some(retry) => retry.run(&attempt).await,
+            None => attempt().await,
+        };
         match result {
             Err(Error::Origin {
                 url,
@@ -1171,10 +1240,9 @@ not json
     #[test]
     fn the_format_comes_from_the_extension_or_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = retry::RetryPolicy::default();
         let p = dir.path().join("list.CSV");
         std::fs::write(&p, "url,extra\n").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
+        let err = Manifest::new(&p, None, UrlMode::Remote, None, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -1185,7 +1253,7 @@ not json
             &p,
             Some(ManifestFormat::Text),
             UrlMode::Remote,
-            policy,
+            None,
             Bounds::default(),
         )
         .unwrap();
@@ -1197,7 +1265,7 @@ not json
         );
         let p = dir.path().join("list.dat");
         std::fs::write(&p, "").unwrap();
-        let err = Manifest::new(&p, None, UrlMode::Remote, policy, Bounds::default())
+        let err = Manifest::new(&p, None, UrlMode::Remote, None, Bounds::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--manifest-format"), "{err}");
@@ -1205,7 +1273,7 @@ not json
             Path::new("-"),
             None,
             UrlMode::Local,
-            policy,
+            None,
             Bounds::default(),
         )
         .unwrap();
@@ -1216,7 +1284,7 @@ not json
                 &dir.path().join("missing.txt"),
                 None,
                 UrlMode::Remote,
-                policy,
+                None,
                 Bounds::default()
             )
             .is_err()

@@ -3,17 +3,69 @@
 //! and include/exclude globs applied to the relative path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use walkdir::{DirEntry, WalkDir};
 
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Found, Item, SourceId, SourceKind};
-use crate::config::WalkConfig;
+use super::{Body, Found, Item, Locator, Recount, SourceId, SourceKind};
 use crate::error::{Error, Result};
+use crate::layer::raw_section;
+
+raw_section! {
+/// `[walk]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWalk {
+    /// Follow symbolic links.
+    pub follow_symlinks: Option<bool>,
+    /// Include hidden files and folders (names starting with `.`).
+    pub include_hidden: Option<bool>,
+    /// Only paths matching one of these globs (relative to the folder).
+    pub include: Option<Vec<String>>,
+    /// Skip paths matching one of these globs.
+    pub exclude: Option<Vec<String>>,
+}
+}
+
+/// Checked `[walk]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct WalkConfig {
+    /// Follow symbolic links.
+    pub follow_symlinks: bool,
+    /// Include hidden files and folders.
+    pub include_hidden: bool,
+    /// Only paths matching one of these globs.
+    pub include: Vec<String>,
+    /// Skip paths matching one of these globs.
+    pub exclude: Vec<String>,
+}
+
+/// `[walk]`: every glob must compile.
+pub fn validate_walk(w: RawWalk, problems: &mut Vec<String>) -> WalkConfig {
+    let walk = WalkConfig {
+        follow_symlinks: w.follow_symlinks.unwrap_or(false),
+        include_hidden: w.include_hidden.unwrap_or(false),
+        include: w.include.unwrap_or_default(),
+        exclude: w.exclude.unwrap_or_default(),
+    };
+    for (key, globs) in [
+        ("walk.include", &walk.include),
+        ("walk.exclude", &walk.exclude),
+    ] {
+        for g in globs {
+            if let Err(e) = globset::Glob::new(g) {
+                problems.push(format!("`{key}` pattern {g:?} is not a valid glob: {e}"));
+            }
+        }
+    }
+    walk
+}
 
 /// Why a hidden file is passed over.
 const HIDDEN_FILE: &str =
@@ -99,6 +151,31 @@ impl Walk {
     /// The source's identity: the folder's canonical path.
     pub fn id(&self) -> &SourceId {
         &self.id
+    }
+
+    /// Lists every entry into `out` on a thread of the blocking pool.
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        super::run_blocking(move || self.list(&out, &stop)).await
+    }
+
+    /// The file to upload: a folder's items are files.
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        match &item.locator {
+            Locator::File(path) => Ok(Body::file(path.clone())),
+            other => Err(Error::Invalid(format!(
+                "a folder source cannot read {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// A walk is cheap to list again.
+    pub fn recount(&self) -> Recount {
+        Recount::Cheap
     }
 
     /// Lists every entry into `out` (blocking) until done or stopped.

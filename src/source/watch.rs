@@ -37,17 +37,140 @@ use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use walkdir::WalkDir;
 
 use super::walk::Walk;
-use super::{Found, Item, Locator, SourceId, Ticket};
-use crate::config::{OnDelete, WatchConfig};
+use super::{Body, Found, Item, Locator, Recount, SourceId, Ticket};
 use crate::error::Result;
 use crate::image_check::{self, ImageProblem};
-use crate::ledger::Ledger;
+use crate::layer::{raw_section, secs};
 use crate::rules;
+
+/// What `watch` does when a file leaves the folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Leave the image (and its ledger row) in place.
+    #[default]
+    Keep,
+    /// Delete the image too (unless another item holds it), within `max_delete` per pass.
+    Delete,
+}
+
+/// A cap on deletes per pass: a number of files, or a share of the source's items.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many.
+    Count(u64),
+    /// At most this percentage of the items recorded for the source.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Deletes allowed in a pass over a source with `items` recorded items.
+    pub fn allowed(self, items: u64) -> u64 {
+        match self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => (items as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::str::FromStr for MaxDelete {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<MaxDelete, String> {
+        let bad = || format!("{s:?} is neither a number of files (100) nor a percentage (5%)");
+        match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxDelete::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+raw_section! {
+/// `[watch]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// Seconds a file's size and mtime must stay unchanged before it is uploaded.
+    pub settle_secs: Option<f64>,
+    /// Longest wait for a file that never stops changing.
+    pub max_settle_secs: Option<f64>,
+    /// Seconds between full rescans (the safety net under events), jittered.
+    pub rescan_interval_secs: Option<f64>,
+    /// `keep` or `delete`.
+    pub on_delete: Option<OnDelete>,
+    /// Most deletes per pass: a number (`100`) or a percentage of the folder (`5%`).
+    pub max_delete: Option<String>,
+    /// First delay before a failed item is retried (doubling up to 6 hours).
+    pub retry_base_secs: Option<f64>,
+}
+}
+
+/// Checked `[watch]` settings.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Quiet time that makes a file stable.
+    pub settle: Duration,
+    /// Longest wait for stability.
+    pub max_settle: Duration,
+    /// Time between full rescans.
+    pub rescan_interval: Duration,
+    /// What a deleted file does to its image.
+    pub on_delete: OnDelete,
+    /// Cap on deletes per pass.
+    pub max_delete: MaxDelete,
+    /// First delay before a failed item is retried.
+    pub retry_base: Duration,
+}
+
+/// `[watch]`: the durations, the delete cap, and a longest wait no shorter than the quiet time.
+pub fn validate_watch(wr: RawWatch, problems: &mut Vec<String>) -> WatchConfig {
+    let watch = WatchConfig {
+        settle: secs("watch.settle_secs", wr.settle_secs, 2.0, problems),
+        max_settle: secs("watch.max_settle_secs", wr.max_settle_secs, 60.0, problems),
+        rescan_interval: secs(
+            "watch.rescan_interval_secs",
+            wr.rescan_interval_secs,
+            3600.0,
+            problems,
+        ),
+        on_delete: wr.on_delete.unwrap_or_default(),
+        max_delete: match wr.max_delete.as_deref().map(str::parse::<MaxDelete>) {
+            None => MaxDelete::Percent(5.0),
+            Some(Ok(m)) => m,
+            Some(Err(why)) => {
+                problems.push(format!("`watch.max_delete` (--max-delete) {why}"));
+                MaxDelete::Count(0)
+            }
+        },
+        retry_base: secs("watch.retry_base_secs", wr.retry_base_secs, 60.0, problems),
+    };
+    if watch.max_settle < watch.settle {
+        problems.push(format!(
+            "`watch.max_settle_secs` (--max-settle) is {} s, shorter than `watch.settle_secs` (--settle) {} s: make it longer",
+            watch.max_settle.as_secs_f64(),
+            watch.settle.as_secs_f64()
+        ));
+    }
+    watch
+}
 
 /// Events waiting for the watch loop; past this the notify thread waits, and the kernel's
 /// own queue overflows into a rescan rather than into memory.
@@ -127,12 +250,31 @@ impl WatchStatus {
     }
 }
 
+/// The ledger as a watched folder sees it, handed in by the command: a source never opens
+/// the ledger itself. Each thread that reads (the watch loop, a scan) opens its own reader.
+pub trait LedgerView: Send + Sync + std::fmt::Debug {
+    /// A reader, `None` while there is no ledger yet (or it cannot be read now).
+    fn open(&self) -> Option<Box<dyn LedgerReads>>;
+}
+
+/// The reads a watched folder makes in the ledger.
+pub trait LedgerReads: Send {
+    /// The ledger's number of a source, `None` until a run recorded it.
+    fn source_number(&self, source: &SourceId) -> Result<Option<i64>>;
+    /// Failed items of a source whose retry delay has passed, oldest due first.
+    fn failed_due(&self, source_id: i64, limit: u32) -> Result<Vec<String>>;
+    /// Items recorded for a source, and how many of them are failed.
+    fn item_counts(&self, source_id: i64) -> Result<(u64, u64)>;
+    /// A page of a source's keys after `after`, in key order, with whether each holds an image.
+    fn keys_after(&self, source_id: i64, after: &str, limit: u32) -> Result<Vec<(String, bool)>>;
+}
+
 /// A folder kept in sync.
 #[derive(Debug)]
 pub struct Watch {
     walk: Walk,
     cfg: tokio::sync::watch::Receiver<WatchConfig>,
-    ledger: PathBuf,
+    ledger: Arc<dyn LedgerView>,
     status: Arc<WatchStatus>,
 }
 
@@ -178,14 +320,19 @@ enum Scanned {
 }
 
 impl Watch {
-    /// A watched folder with live settings (a reload sends new ones) and the ledger it
-    /// reads its failed items and recorded keys from.
-    pub fn new(walk: Walk, cfg: tokio::sync::watch::Receiver<WatchConfig>, ledger: &Path) -> Watch {
+    /// A watched folder with live settings (a reload sends new ones), the ledger it reads
+    /// its failed items and recorded keys from, and the status it keeps up to date.
+    pub fn new(
+        walk: Walk,
+        cfg: tokio::sync::watch::Receiver<WatchConfig>,
+        ledger: Arc<dyn LedgerView>,
+        status: Arc<WatchStatus>,
+    ) -> Watch {
         Watch {
             walk,
             cfg,
-            ledger: ledger.to_path_buf(),
-            status: Arc::new(WatchStatus::default()),
+            ledger,
+            status,
         }
     }
 
@@ -194,16 +341,21 @@ impl Watch {
         self.walk.id()
     }
 
-    /// Its status, shared with the service manager and the metrics endpoint.
-    pub fn status(&self) -> Arc<WatchStatus> {
-        self.status.clone()
+    /// The file to upload: a watched folder's items are files.
+    pub async fn body(&self, item: &Item) -> Result<Body> {
+        self.walk.body(item).await
+    }
+
+    /// A folder is cheap to list again.
+    pub fn recount(&self) -> Recount {
+        Recount::Cheap
     }
 
     /// Hands items to `out` until `stop` is cancelled.
     pub async fn run(
-        self: &Arc<Self>,
-        out: &mpsc::Sender<Found>,
-        stop: &CancellationToken,
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
     ) -> Result<()> {
         let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
         let (done_tx, mut done) = mpsc::unbounded_channel();
@@ -268,7 +420,7 @@ struct Loop {
     /// Missing files of failed rows kept under `keep`: not looked at again.
     due_skipped: HashSet<String>,
     source_id: Option<i64>,
-    reader: Option<Ledger>,
+    reader: Option<Box<dyn LedgerReads>>,
     /// The last pass of deletes the cap refused: looked at again after a reload.
     refused: Vec<String>,
     /// Where completeness checks report (none in unit tests: they check in place).
@@ -510,11 +662,11 @@ impl Loop {
         self.source_id
     }
 
-    fn reader(&mut self) -> Option<&Ledger> {
+    fn reader(&mut self) -> Option<&dyn LedgerReads> {
         if self.reader.is_none() {
-            self.reader = Ledger::open_read_only(&self.watch.ledger).ok().flatten();
+            self.reader = self.watch.ledger.open();
         }
-        self.reader.as_ref()
+        self.reader.as_deref()
     }
 
     fn scanned(&mut self, scanned: Scanned) {
@@ -1186,7 +1338,7 @@ fn scan(
         }
     }
     let Some(source_id) = missing_of else { return };
-    let Ok(Some(ledger)) = Ledger::open_read_only(&watch.ledger) else {
+    let Some(ledger) = watch.ledger.open() else {
         return;
     };
     let mut after = String::new();
@@ -1324,7 +1476,17 @@ fn network_fs(_: &Path) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MaxDelete, WalkConfig};
+    use crate::source::walk::WalkConfig;
+
+    /// No ledger yet: nothing recorded, nothing failed.
+    #[derive(Debug)]
+    struct NoLedger;
+
+    impl LedgerView for NoLedger {
+        fn open(&self) -> Option<Box<dyn LedgerReads>> {
+            None
+        }
+    }
 
     fn settings() -> WatchConfig {
         WatchConfig {
@@ -1343,7 +1505,7 @@ mod tests {
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         let walk = Walk::new(dir.path(), &WalkConfig::default()).unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(settings());
-        let watch = Arc::new(Watch::new(walk, rx, &dir.path().join("l.sqlite")));
+        let watch = Arc::new(Watch::new(walk, rx, Arc::new(NoLedger), Arc::default()));
         let (done, _) = mpsc::unbounded_channel();
         let mut lp = Loop::new(watch.clone(), done);
         let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
@@ -1378,7 +1540,7 @@ mod tests {
             max_delete: MaxDelete::Count(100),
             ..settings()
         });
-        let watch = Arc::new(Watch::new(walk, rx, &parent.path().join("l.sqlite")));
+        let watch = Arc::new(Watch::new(walk, rx, Arc::new(NoLedger), Arc::default()));
         let (done, _) = mpsc::unbounded_channel();
         let mut lp = Loop::new(watch.clone(), done);
         // Files left (their delete events came), then the folder itself went.
