@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
+use crate::config::UploadConfig;
 use crate::error::{Disposition, Error, Result};
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
 use crate::lookup::{self, Wanted};
@@ -22,31 +23,58 @@ use crate::source::Locator;
 use crate::stamp::Stamp;
 use crate::transport::{ApiLane, Lanes};
 
-/// Everything a worker needs; shared by all workers of a run.
+/// Everything a worker needs; shared by all workers of a run. Built by [`Uploader::new`];
+/// no other stage reaches into it.
 #[derive(Debug)]
 pub struct Uploader {
     /// Where requests go: the API host.
-    pub lane: ApiLane,
+    lane: ApiLane,
     /// Where uploads (`POST /v1`) go: the batch lanes with `transport = "batch"`, else
     /// the API lane.
-    pub lanes: Arc<Lanes>,
+    lanes: Arc<Lanes>,
     /// The user's metadata for every image.
-    pub metadata: Map<String, Value>,
+    metadata: Map<String, Value>,
     /// Upload private images.
-    pub require_signed_urls: bool,
+    require_signed_urls: bool,
     /// Leave replaced images in place (recorded as superseded).
-    pub keep_replaced: bool,
+    keep_replaced: bool,
     /// How long lists may lag behind uploads: after an ambiguous answer, duplicates are
     /// looked for again once this has passed.
-    pub settle: Duration,
+    settle: Duration,
     /// One log line per upload (a daemon's log is its record; a migration has its bar).
-    pub log_each: bool,
+    log_each: bool,
     /// Where intents and outcomes go.
-    pub ledger: LedgerWriter,
+    ledger: LedgerWriter,
     /// For checking whether another item shares an image before deleting it.
-    pub reader: Arc<SharedReader>,
+    reader: Arc<SharedReader>,
     /// Run counters.
-    pub stats: Arc<Stats>,
+    stats: Arc<Stats>,
+}
+
+impl Uploader {
+    /// The workers' uploader for `[upload]`'s settings; `log_each` logs every upload.
+    pub fn new(
+        lane: ApiLane,
+        lanes: Arc<Lanes>,
+        settings: &UploadConfig,
+        ledger: LedgerWriter,
+        reader: Arc<SharedReader>,
+        stats: Arc<Stats>,
+        log_each: bool,
+    ) -> Uploader {
+        Uploader {
+            lane,
+            lanes,
+            metadata: settings.metadata.clone(),
+            require_signed_urls: settings.require_signed_urls,
+            keep_replaced: settings.keep_replaced,
+            settle: settings.settle,
+            log_each,
+            ledger,
+            reader,
+            stats,
+        }
+    }
 }
 
 /// How one job ended, for the caller.
