@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod limit;
 pub mod lookup;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

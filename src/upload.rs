@@ -12,9 +12,10 @@ use serde_json::{Map, Value};
 use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
 use crate::config::UploadConfig;
-use crate::error::{Disposition, Error, Result};
+use crate::error::{Error, Result, Stage};
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
 use crate::lookup::{self, Wanted};
+use crate::outcome::{Failed, How, Outcome, Stored};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
@@ -144,21 +145,22 @@ impl Uploader {
             .ambiguous
             .load(Ordering::Relaxed)
             .then(|| crate::ledger::timestamp(Utc::now() + self.settle));
-        let record = match result {
+        let outcome = match result {
             Ok(image) => self.finish(&at, image, check_after).await,
-            Err(refused) => match refused.error.disposition() {
-                Disposition::Fatal => return Ended::Fatal(refused.error),
-                disposition => self.failed(&at, refused, disposition, check_after),
+            Err(refused) => match refused.error.failure(Stage::Sending) {
+                None => return Ended::Fatal(refused.error),
+                Some(failure) => self.failed(&at, refused, failure, check_after),
             },
         };
+        let record = outcome.end(&self.stats, &job.source, self.log_each);
         match self.ledger.record(record).await {
             Ok(()) => Ended::Recorded,
             Err(e) => Ended::Fatal(e),
         }
     }
 
-    /// The record of a stored image, after removing what it replaces.
-    async fn finish(&self, at: &Attempt<'_>, image: Image, check_after: Option<String>) -> Record {
+    /// The outcome of a stored image, after removing what it replaces.
+    async fn finish(&self, at: &Attempt<'_>, image: Image, check_after: Option<String>) -> Outcome {
         let job = at.job;
         let mut superseded = None;
         for old in [job.previous.as_deref(), job.abandoned.as_deref()]
@@ -181,25 +183,13 @@ impl Uploader {
         // identical files under hash ids in one run): nothing was uploaded for this one.
         let shared = job.action == Action::Upload
             && Stamp::of(&image).is_some_and(|s| s.source != job.stamp.source);
-        if shared {
-            Stats::bump(&self.stats.deduplicated);
-            // The item's own older image still went away: it was replaced by the shared one.
-            if job.previous.is_some() {
-                Stats::bump(&self.stats.replaced);
-            }
-            if self.log_each {
-                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, "deduplicated: another item holds the same content");
-            }
-        } else if job.action == Action::Upload {
-            self.stats
-                .uploaded(job.version.size, job.previous.is_some());
-            if self.log_each {
-                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, bytes = job.version.size, replaced = job.previous.is_some(), "uploaded");
-            }
-        } else {
-            Stats::bump(&self.stats.updated);
-        }
-        Record::Uploaded {
+        let how = match job.action {
+            Action::Upload if shared => How::Deduplicated,
+            Action::Upload => How::Uploaded,
+            Action::Update { .. } => How::Updated,
+        };
+        Outcome::Stored(Stored {
+            how,
             version: job.version.clone(),
             url: delivery_url(&image),
             image_id: image.id,
@@ -208,25 +198,19 @@ impl Uploader {
             stamp: Some(job.stamp.source.clone()),
             check_after,
             superseded,
-        }
+        })
     }
 
-    /// The record of an item that did not make it.
+    /// The outcome of an item that did not make it.
     fn failed(
         &self,
         at: &Attempt<'_>,
         refused: Refused,
-        disposition: Disposition,
+        failure: Failure,
         check_after: Option<String>,
-    ) -> Record {
+    ) -> Outcome {
         let attempts = at.spent.load(Ordering::Relaxed);
         let e = &refused.error;
-        let failure = match (disposition, e) {
-            (_, Error::Io { .. } | Error::ChangedWhileUploading(_)) => Failure::Local,
-            (Disposition::Reject, _) => Failure::Rejected,
-            _ => Failure::Deferred,
-        };
-        self.stats.failed(failure == Failure::Rejected);
         let mut reason = match failure {
             Failure::Rejected => e.to_string(),
             Failure::Local => format!("{e}; the next run tries again"),
@@ -241,15 +225,14 @@ impl Uploader {
             reason.push_str("; ");
             reason.push_str(note);
         }
-        tracing::warn!(source = %at.job.source, key = %at.job.item.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
-        Record::Failed {
+        Outcome::Failed(Failed {
             version: at.job.version.clone(),
             reason,
             attempts,
             failure,
             image_gone: refused.image_gone,
             check_after,
-        }
+        })
     }
 
     /// The upload form of a job.

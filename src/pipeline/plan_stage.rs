@@ -11,8 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::quick::Candidate;
 use super::run::Run;
 use super::sink::Sink;
-use crate::error::{Disposition, Error, Result};
-use crate::ledger::{Failure, Record, SharedReader, Version};
+use crate::error::{Error, Result, Stage};
+use crate::ledger::{Failure, SharedReader, Version};
+use crate::outcome::{How, Outcome, Stored};
 use crate::plan::{self, Decision, Examined, Job, Policy};
 use crate::progress::Stats;
 use crate::source::walk::mtime_ns as mtime_ns_of;
@@ -111,12 +112,13 @@ async fn examine_and_decide(
     Ok((version, decision))
 }
 
-/// What a source's error about one item means for it; a fatal one stops the run.
+/// What a source's error about one item means for it (see [`Error::failure`]); a fatal
+/// one stops the run.
 fn failure_decision(e: Error) -> Result<Decision> {
-    Ok(match e.disposition() {
-        Disposition::Fatal => return Err(e),
-        Disposition::Reject => Decision::Reject(e.to_string()),
-        Disposition::Retry { .. } | Disposition::Defer => Decision::Fail(e.to_string()),
+    Ok(match e.failure(Stage::Reading) {
+        None => return Err(e),
+        Some(Failure::Rejected) => Decision::Reject(e.to_string()),
+        Some(Failure::Local | Failure::Deferred) => Decision::Fail(e.to_string()),
     })
 }
 
@@ -127,52 +129,48 @@ async fn route(
     version: Version,
     jobs: &mpsc::Sender<Job>,
 ) -> Result<()> {
-    let stats = &run.stats;
-    let record = match decision {
-        Decision::Touch => {
-            Stats::bump(&stats.skipped);
-            Record::Touch { version }
-        }
-        Decision::Share { image_id, url } => {
-            Stats::bump(&stats.deduplicated);
-            Record::Uploaded {
-                version,
-                image_id,
-                url,
-                attempts: 0,
-                replaced: false,
-                stamp: None,
-                check_after: None,
-                superseded: None,
-            }
-        }
+    let outcome = match decision {
+        Decision::Touch => Outcome::Touched(version),
+        Decision::Share { image_id, url } => Outcome::Stored(Stored {
+            how: How::Deduplicated,
+            version,
+            image_id,
+            url,
+            attempts: 0,
+            replaced: false,
+            stamp: None,
+            check_after: None,
+            superseded: None,
+        }),
         Decision::Reject(reason) => return run.reject(version, reason, Failure::Rejected).await,
         Decision::Fail(reason) => return run.reject(version, reason, Failure::Local).await,
         Decision::Do(job) => {
-            if matches!(run.sink, Sink::Dry) {
-                tracing::info!(
-                    key = %job.item.key,
-                    bytes = job.version.size,
-                    id = job.id.as_deref().unwrap_or("(assigned by Cloudflare)"),
-                    replaces = job.previous.as_deref().unwrap_or("-"),
-                    "would upload"
-                );
-                Stats::bump(&stats.would_upload);
-                stats
-                    .would_upload_bytes
-                    .fetch_add(job.version.size, Ordering::Relaxed);
-                return Ok(());
-            }
-            // Once intake stops, the workers take no more jobs: drop it rather than wait.
-            tokio::select! {
-                _ = jobs.send(*job) => {}
-                _ = run.shutdown.intake.cancelled() => {}
-            }
+            hand_over(run, *job, jobs).await;
             return Ok(());
         }
     };
-    match run.writer() {
-        Some(w) => w.record(record).await,
-        None => Ok(()),
+    run.end(outcome).await
+}
+
+/// Hands a job to the workers, or says what it would upload in a dry run.
+async fn hand_over(run: &Run, job: Job, jobs: &mpsc::Sender<Job>) {
+    if matches!(run.sink, Sink::Dry) {
+        tracing::info!(
+            key = %job.item.key,
+            bytes = job.version.size,
+            id = job.id.as_deref().unwrap_or("(assigned by Cloudflare)"),
+            replaces = job.previous.as_deref().unwrap_or("-"),
+            "would upload"
+        );
+        Stats::bump(&run.stats.would_upload);
+        run.stats
+            .would_upload_bytes
+            .fetch_add(job.version.size, Ordering::Relaxed);
+        return;
+    }
+    // Once intake stops, the workers take no more jobs: drop it rather than wait.
+    tokio::select! {
+        _ = jobs.send(job) => {}
+        _ = run.shutdown.intake.cancelled() => {}
     }
 }

@@ -6,7 +6,8 @@ use tokio::task::JoinHandle;
 
 use super::sink::Sink;
 use crate::error::{Error, Result};
-use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Version};
+use crate::ledger::{Failure, LedgerWriter, SharedReader, Version};
+use crate::outcome::{Failed, Outcome};
 use crate::progress::Stats;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
@@ -95,13 +96,30 @@ impl Run {
         }
     }
 
-    /// Counts and records an item refused before any request.
-    pub async fn reject(&self, version: Version, reason: String, failure: Failure) -> Result<()> {
-        let record = self.rejection(version, reason, failure);
+    /// Counts, logs and records the end of an item decided without a request. Only its
+    /// failures are logged one by one: a daemon's workers log what they store, the plan's
+    /// own decisions (unchanged, deduplicated by content) are counted.
+    pub async fn end(&self, outcome: Outcome) -> Result<()> {
+        let record = outcome.end(&self.stats, &self.source, false);
         match self.writer() {
             Some(w) => w.record(record).await,
             None => Ok(()),
         }
+    }
+
+    /// [`Run::end`] from a blocking thread.
+    pub fn end_blocking(&self, outcome: Outcome) -> Result<()> {
+        let record = outcome.end(&self.stats, &self.source, false);
+        match self.writer() {
+            Some(w) => w.record_blocking(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts and records an item refused before any request.
+    pub async fn reject(&self, version: Version, reason: String, failure: Failure) -> Result<()> {
+        let failed = Failed::before_sending(version, reason, failure);
+        self.end(Outcome::Failed(failed)).await
     }
 
     /// [`Run::reject`] from a blocking thread.
@@ -111,23 +129,7 @@ impl Run {
         reason: String,
         failure: Failure,
     ) -> Result<()> {
-        let record = self.rejection(version, reason, failure);
-        match self.writer() {
-            Some(w) => w.record_blocking(record),
-            None => Ok(()),
-        }
-    }
-
-    fn rejection(&self, version: Version, reason: String, failure: Failure) -> Record {
-        tracing::warn!(source = %self.source, key = %version.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
-        self.stats.failed(failure == Failure::Rejected);
-        Record::Failed {
-            version,
-            reason,
-            attempts: 0,
-            failure,
-            image_gone: false,
-            check_after: None,
-        }
+        let failed = Failed::before_sending(version, reason, failure);
+        self.end_blocking(Outcome::Failed(failed))
     }
 }
