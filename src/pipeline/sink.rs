@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::run::Run;
 use crate::error::Disposition;
 use crate::ledger::{LedgerWriter, SharedReader};
-use crate::settle;
+use crate::recheck as settle;
 use crate::transport::ApiLane;
 use crate::upload::Uploader;
 
