@@ -41,7 +41,7 @@ pub struct Uploader {
     keep_replaced: bool,
     /// How long lists may lag behind uploads: after an ambiguous answer, duplicates are
     /// looked for again once this has passed.
-    settle: Duration,
+    list_lag: Duration,
     /// One log line per upload (a daemon's log is its record; a migration has its bar).
     log_each: bool,
     /// Where intents and outcomes go.
@@ -69,7 +69,7 @@ impl Uploader {
             metadata: settings.metadata.clone(),
             require_signed_urls: settings.require_signed_urls,
             keep_replaced: settings.keep_replaced,
-            settle: settings.settle,
+            list_lag: settings.list_lag,
             log_each,
             ledger,
             reader,
@@ -144,7 +144,7 @@ impl Uploader {
         let check_after = at
             .ambiguous
             .load(Ordering::Relaxed)
-            .then(|| crate::ledger::timestamp(Utc::now() + self.settle));
+            .then(|| crate::ledger::timestamp(Utc::now() + self.list_lag));
         let outcome = match result {
             Ok(image) => self.finish(&at, image, check_after).await,
             Err(refused) => match refused.error.failure(Stage::Sending) {

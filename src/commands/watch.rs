@@ -96,7 +96,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
             traffic,
             upkeep_every: cfg
                 .upload
-                .settle
+                .list_lag
                 .clamp(Duration::from_secs(1), Duration::from_secs(30)),
             keep_tombstones: KEEP_TOMBSTONES,
             keep_runs: KEEP_RUNS,

@@ -151,7 +151,7 @@ async fn open_upload(
         reader,
         uploader: Arc::new(uploader),
         run_id,
-        settle: cfg.upload.settle,
+        list_lag: cfg.upload.list_lag,
     };
     Ok((up, traffic, source_id, thread))
 }

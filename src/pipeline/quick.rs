@@ -1,5 +1,5 @@
 //! Stage 1: the quick check of every listed item against the ledger, on a blocking thread
-//! with its own batched reader; what it cannot settle goes on as a candidate.
+//! with its own batched reader; what it cannot decide goes on as a candidate.
 
 use tokio::sync::mpsc;
 
@@ -11,7 +11,7 @@ use crate::progress::Stats;
 use crate::remove::Removal;
 use crate::source::{Found, Item, SourceKind, Ticket};
 
-/// An item the quick check could not settle.
+/// An item the quick check could not decide.
 pub(super) struct Candidate {
     /// The item.
     pub item: Item,
@@ -20,7 +20,7 @@ pub(super) struct Candidate {
 }
 
 /// Stage 1: the quick check of every listed item against the ledger, on a blocking thread
-/// with its own reader; what it cannot settle goes on as a candidate.
+/// with its own reader; what it cannot decide goes on as a candidate.
 pub(super) fn check(
     run: &Run,
     mut found: mpsc::Receiver<Found>,

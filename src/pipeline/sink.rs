@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::run::Run;
 use crate::error::Disposition;
 use crate::ledger::{LedgerWriter, SharedReader};
-use crate::recheck as settle;
+use crate::recheck;
 use crate::transport::ApiLane;
 use crate::upload::Uploader;
 
@@ -33,20 +33,20 @@ pub(super) struct Upload {
     /// This run's row in the ledger.
     pub run_id: i64,
     /// How long lists may lag behind uploads.
-    pub settle: Duration,
+    pub list_lag: Duration,
 }
 
 impl Upload {
-    /// The second look after ambiguous answers (see `settle.rs`), counted. A fatal error
+    /// The second look after ambiguous answers (see `recheck.rs`), counted. A fatal error
     /// stops the run (returns false); any other is logged, ending with `later` (when it is
     /// tried again).
     pub async fn recheck(&self, run: &Run, later: &str) -> bool {
-        let done = settle::settle(
+        let done = recheck::recheck(
             &self.lane,
             &self.reader,
             &self.writer,
             run.source_id,
-            self.settle,
+            self.list_lag,
             &run.shutdown.intake,
         )
         .await;
