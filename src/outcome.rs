@@ -2,6 +2,8 @@
 //! planning, an upload worker), it is counted, logged and turned into its ledger record
 //! here.
 
+use std::sync::atomic::Ordering;
+
 use crate::error::Failure;
 use crate::item::SourceId;
 use crate::ledger::{Record, Superseded, Version};
@@ -10,8 +12,37 @@ use crate::progress::Stats;
 /// How one item ended in this run.
 #[derive(Debug)]
 pub enum Outcome {
+    /// Its record still describes it: nothing to do, nothing written.
+    Unchanged,
     /// Unchanged since its record, which is refreshed.
     Touched(Version),
+    /// Failed (`rejected`: rejected) in an earlier run and not tried again in this one.
+    StillFailed {
+        /// It was rejected, not failed.
+        rejected: bool,
+    },
+    /// Passed over with a reason (a symlink not followed, a hidden file, a FIFO...).
+    PassedOver {
+        /// The entry.
+        version: Version,
+        /// Why.
+        reason: String,
+        /// A hidden or temporary file, or a hidden folder.
+        hidden: bool,
+        /// The ledger records it as passed over already: not written again.
+        known: bool,
+    },
+    /// A dry run would upload it.
+    WouldUpload {
+        /// The item.
+        key: String,
+        /// Its size.
+        bytes: u64,
+        /// The id it would get (`None`: assigned by Cloudflare).
+        id: Option<String>,
+        /// The image it would replace.
+        replaces: Option<String>,
+    },
     /// An image holds it now.
     Stored(Stored),
     /// It did not make it.
@@ -84,18 +115,53 @@ impl Failed {
 }
 
 impl Outcome {
-    /// Counts and logs the end, and returns the record the ledger keeps of it. Failures
-    /// are always logged; stored items only with `log_each` (a daemon's log is its record,
-    /// a migration has its bar).
-    pub fn end(self, stats: &Stats, source: &SourceId, log_each: bool) -> Record {
+    /// Counts and logs the end, and returns the record the ledger keeps of it, if any.
+    /// Failures, passed-over entries and a dry run's uploads are always logged; stored
+    /// items only with `log_each` (a daemon's log is its record, a migration has its bar).
+    pub fn end(self, stats: &Stats, source: &SourceId, log_each: bool) -> Option<Record> {
         match self {
+            Outcome::Unchanged => Stats::bump(&stats.skipped),
             Outcome::Touched(version) => {
                 Stats::bump(&stats.skipped);
-                Record::Touch { version }
+                return Some(Record::Touch { version });
             }
-            Outcome::Stored(s) => s.end(stats, source, log_each),
-            Outcome::Failed(f) => f.end(stats, source),
+            Outcome::StillFailed { rejected: true } => Stats::bump(&stats.rejected_earlier),
+            Outcome::StillFailed { rejected: false } => Stats::bump(&stats.failed_earlier),
+            Outcome::PassedOver {
+                version,
+                reason,
+                hidden,
+                known,
+            } => {
+                tracing::info!(key = %version.key, %reason, "passed over");
+                Stats::bump(&stats.ignored);
+                if hidden {
+                    Stats::bump(&stats.hidden_or_temporary);
+                }
+                // Recorded once: a rerun over a tree with a `.DS_Store` in every folder
+                // reads these rows, it does not write them again.
+                return (!known).then_some(Record::Ignored { version, reason });
+            }
+            Outcome::WouldUpload {
+                key,
+                bytes,
+                id,
+                replaces,
+            } => {
+                tracing::info!(
+                    %key,
+                    bytes,
+                    id = id.as_deref().unwrap_or("(assigned by Cloudflare)"),
+                    replaces = replaces.as_deref().unwrap_or("-"),
+                    "would upload"
+                );
+                Stats::bump(&stats.would_upload);
+                stats.would_upload_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Outcome::Stored(s) => return Some(s.end(stats, source, log_each)),
+            Outcome::Failed(f) => return Some(f.end(stats, source)),
         }
+        None
     }
 }
 
@@ -153,7 +219,6 @@ impl Failed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     fn version(size: u64) -> Version {
         Version {
@@ -191,7 +256,7 @@ mod tests {
         };
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let r = stored(How::Uploaded, true).end(&stats, &source, true);
-        assert!(matches!(r, Record::Uploaded { replaced: true, .. }));
+        assert!(matches!(r, Some(Record::Uploaded { replaced: true, .. })));
         assert_eq!((get(&stats.uploaded), get(&stats.replaced)), (1, 1));
         assert_eq!(get(&stats.bytes), 10);
         stored(How::Deduplicated, true).end(&stats, &source, false);
@@ -199,7 +264,7 @@ mod tests {
         stored(How::Updated, false).end(&stats, &source, false);
         assert_eq!(get(&stats.updated), 1);
         let r = Outcome::Touched(version(0)).end(&stats, &source, false);
-        assert!(matches!(r, Record::Touch { .. }));
+        assert!(matches!(r, Some(Record::Touch { .. })));
         assert_eq!(get(&stats.skipped), 1);
         for (failure, rejected, failed) in [
             (Failure::Rejected, 1, 0),
@@ -208,7 +273,7 @@ mod tests {
         ] {
             let f = Failed::before_sending(version(0), "why".into(), failure);
             let r = Outcome::Failed(f).end(&stats, &source, false);
-            assert!(matches!(r, Record::Failed { failure: f, .. } if f == failure));
+            assert!(matches!(r, Some(Record::Failed { failure: f, .. }) if f == failure));
             assert_eq!(
                 (get(&stats.rejected), get(&stats.failed)),
                 (rejected, failed)
@@ -216,5 +281,41 @@ mod tests {
         }
         // Uploaded, deduplicated, updated, touched, and three failed: each once.
         assert_eq!(stats.finished(), 7);
+        assert!(Outcome::Unchanged.end(&stats, &source, false).is_none());
+        Outcome::StillFailed { rejected: true }.end(&stats, &source, false);
+        Outcome::StillFailed { rejected: false }.end(&stats, &source, false);
+        assert_eq!(get(&stats.skipped), 2);
+        assert_eq!(
+            (get(&stats.rejected_earlier), get(&stats.failed_earlier)),
+            (1, 1)
+        );
+        let passed = |known| Outcome::PassedOver {
+            version: version(0),
+            reason: "a hidden file".into(),
+            hidden: true,
+            known,
+        };
+        // Recorded once: a known entry is counted again, not written again.
+        assert!(matches!(
+            passed(false).end(&stats, &source, false),
+            Some(Record::Ignored { .. })
+        ));
+        assert!(passed(true).end(&stats, &source, false).is_none());
+        assert_eq!(
+            (get(&stats.ignored), get(&stats.hidden_or_temporary)),
+            (2, 2)
+        );
+        let would = Outcome::WouldUpload {
+            key: "a.png".into(),
+            bytes: 5,
+            id: None,
+            replaces: None,
+        };
+        assert!(would.end(&stats, &source, false).is_none());
+        assert_eq!(
+            (get(&stats.would_upload), get(&stats.would_upload_bytes)),
+            (1, 5)
+        );
+        assert_eq!(stats.finished(), 7 + 3 + 2 + 1);
     }
 }

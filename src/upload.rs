@@ -152,7 +152,9 @@ impl Uploader {
                 Some(failure) => self.failed(&at, refused, failure, check_after),
             },
         };
-        let record = outcome.end(&self.stats, &job.source, self.log_each);
+        let Some(record) = outcome.end(&self.stats, &job.source, self.log_each) else {
+            return Ended::Recorded;
+        };
         match self.ledger.record(record).await {
             Ok(()) => Ended::Recorded,
             Err(e) => Ended::Fatal(e),

@@ -2,7 +2,6 @@
 //! decided; uploads go on to the workers.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -15,7 +14,6 @@ use crate::error::{Error, Result, Stage};
 use crate::ledger::{Failure, SharedReader, Version};
 use crate::outcome::{How, Outcome, Stored};
 use crate::plan::{self, Decision, Examined, Job, Policy};
-use crate::progress::Stats;
 use crate::source::walk::mtime_ns as mtime_ns_of;
 use crate::source::{Fingerprint, Locator, Source};
 
@@ -144,33 +142,26 @@ async fn route(
         }),
         Decision::Reject(reason) => return run.reject(version, reason, Failure::Rejected).await,
         Decision::Fail(reason) => return run.reject(version, reason, Failure::Local).await,
-        Decision::Do(job) => {
-            hand_over(run, *job, jobs).await;
-            return Ok(());
-        }
+        Decision::Do(job) => return hand_over(run, *job, jobs).await,
     };
     run.end(outcome).await
 }
 
 /// Hands a job to the workers, or says what it would upload in a dry run.
-async fn hand_over(run: &Run, job: Job, jobs: &mpsc::Sender<Job>) {
+async fn hand_over(run: &Run, job: Job, jobs: &mpsc::Sender<Job>) -> Result<()> {
     if matches!(run.sink, Sink::Dry) {
-        tracing::info!(
-            key = %job.item.key,
-            bytes = job.version.size,
-            id = job.id.as_deref().unwrap_or("(assigned by Cloudflare)"),
-            replaces = job.previous.as_deref().unwrap_or("-"),
-            "would upload"
-        );
-        Stats::bump(&run.stats.would_upload);
-        run.stats
-            .would_upload_bytes
-            .fetch_add(job.version.size, Ordering::Relaxed);
-        return;
+        let would = Outcome::WouldUpload {
+            key: job.item.key,
+            bytes: job.version.size,
+            id: job.id,
+            replaces: job.previous,
+        };
+        return run.end(would).await;
     }
     // Once intake stops, the workers take no more jobs: drop it rather than wait.
     tokio::select! {
         _ = jobs.send(job) => {}
         _ = run.shutdown.intake.cancelled() => {}
     }
+    Ok(())
 }

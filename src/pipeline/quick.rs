@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 use super::run::Run;
 use crate::error::Result;
 use crate::ledger::{BatchedReader, Failure, Record, Row};
+use crate::outcome::Outcome;
 use crate::plan::{self, Examined, Quick, Retry};
 use crate::progress::Stats;
 use crate::remove::Removal;
@@ -116,9 +117,9 @@ fn quick_check(
         None => None,
     };
     match plan::quick_check(quick.as_ref(), &item, retry) {
-        Quick::Unchanged => Stats::bump(&run.stats.skipped),
-        Quick::StillRejected => Stats::bump(&run.stats.rejected_earlier),
-        Quick::StillFailed => Stats::bump(&run.stats.failed_earlier),
+        Quick::Unchanged => run.end_blocking(Outcome::Unchanged)?,
+        Quick::StillRejected => run.end_blocking(Outcome::StillFailed { rejected: true })?,
+        Quick::StillFailed => run.end_blocking(Outcome::StillFailed { rejected: false })?,
         Quick::Reject(reason) => {
             let v = plan::version(run.source_id, &item, &Examined::remote());
             run.reject_blocking(v, reason, Failure::Rejected)?;
@@ -163,26 +164,18 @@ fn passed_over(
     key: String,
     reason: String,
 ) -> Result<()> {
-    tracing::info!(%key, %reason, "passed over");
-    Stats::bump(&run.stats.ignored);
-    if crate::source::walk::is_hidden_or_temporary(&reason) {
-        Stats::bump(&run.stats.hidden_or_temporary);
-    }
-    // Recorded once: a rerun over a tree with a `.DS_Store` in every folder reads these
-    // rows, it does not write them again.
     let known = match reader {
         Some(r) => r
             .quick(run.source_id, &key)?
             .is_some_and(|q| q.state == crate::ledger::State::Ignored),
         None => false,
     };
-    if !known && let Some(w) = run.writer() {
-        w.record_blocking(Record::Ignored {
-            version: run.version(key),
-            reason,
-        })?;
-    }
-    Ok(())
+    run.end_blocking(Outcome::PassedOver {
+        version: run.version(key),
+        hidden: crate::source::walk::is_hidden_or_temporary(&reason),
+        reason,
+        known,
+    })
 }
 
 /// Removes the records of manifest lines (bad rows, passed-over duplicates) that a complete

@@ -96,23 +96,21 @@ impl Run {
         }
     }
 
-    /// Counts, logs and records the end of an item decided without a request. Only its
-    /// failures are logged one by one: a daemon's workers log what they store, the plan's
+    /// Counts, logs and records the end of an item decided without a request. What it
+    /// stores is not logged one by one: a daemon's workers log their uploads, the plan's
     /// own decisions (unchanged, deduplicated by content) are counted.
     pub async fn end(&self, outcome: Outcome) -> Result<()> {
-        let record = outcome.end(&self.stats, &self.source, false);
-        match self.writer() {
-            Some(w) => w.record(record).await,
-            None => Ok(()),
+        match (outcome.end(&self.stats, &self.source, false), self.writer()) {
+            (Some(record), Some(w)) => w.record(record).await,
+            _ => Ok(()),
         }
     }
 
     /// [`Run::end`] from a blocking thread.
     pub fn end_blocking(&self, outcome: Outcome) -> Result<()> {
-        let record = outcome.end(&self.stats, &self.source, false);
-        match self.writer() {
-            Some(w) => w.record_blocking(record),
-            None => Ok(()),
+        match (outcome.end(&self.stats, &self.source, false), self.writer()) {
+            (Some(record), Some(w)) => w.record_blocking(record),
+            _ => Ok(()),
         }
     }
 
