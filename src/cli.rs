@@ -731,8 +731,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub ignore_existing: bool,
     /// Seconds lists may lag behind uploads: duplicates of an ambiguous upload are looked for after this [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub settle_secs: Option<f64>,
+    #[arg(long, value_name = "SECS", alias = "settle-secs")]
+    pub list_lag_secs: Option<f64>,
     /// `--endpoint-url` and `--region`.
     #[command(flatten)]
     pub bucket: BucketFlags,
@@ -775,7 +775,7 @@ impl MigrateArgs {
         RawConfig {
             ledger,
             upload: RawUpload {
-                settle_secs: self.settle_secs,
+                list_lag_secs: self.list_lag_secs,
                 ..self.upload.raw(metadata)
             },
             walk: self.walk.raw(),

@@ -36,9 +36,9 @@ pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const DEFAULT_BATCH_BASE_URL: &str = "https://batch.imagedelivery.net";
 /// The ledger file used when none is configured.
 pub const DEFAULT_LEDGER: &str = "cfimg.sqlite";
-/// Default settle delay: lists have been seen lagging uploads by seconds, so look for
+/// Default list lag: lists have been seen lagging uploads by seconds, so look for
 /// duplicates of an ambiguous upload half a minute later.
-pub const DEFAULT_SETTLE_SECS: f64 = 30.0;
+pub const DEFAULT_LIST_LAG_SECS: f64 = 30.0;
 
 /// Requests per second per batch token: the batch host allows 200; just under it so that
 /// timer jitter never tips a token over.
@@ -164,8 +164,9 @@ pub struct RawUpload {
     /// Leave replaced images in place, recorded as superseded.
     pub keep_replaced: Option<bool>,
     /// Seconds lists may lag behind uploads: after an ambiguous answer, duplicates are
-    /// looked for again once this has passed.
-    pub settle_secs: Option<f64>,
+    /// looked for again once this has passed (`settle_secs`, its old name, is accepted).
+    #[serde(alias = "settle_secs")]
+    pub list_lag_secs: Option<f64>,
     /// `api` or `batch`: where uploads go.
     pub transport: Option<Transport>,
     /// Batch tokens used in parallel (`transport = "batch"`).
@@ -230,7 +231,7 @@ pub struct UploadConfig {
     /// Leave replaced images in place, recorded as superseded.
     pub keep_replaced: bool,
     /// How long lists may lag behind uploads.
-    pub settle: Duration,
+    pub list_lag: Duration,
     /// Where uploads go.
     pub transport: Transport,
     /// Batch tokens used in parallel.
@@ -469,10 +470,10 @@ fn validate_upload(u: RawUpload, problems: &mut Vec<String>) -> UploadConfig {
         30.0,
         problems,
     );
-    let settle = secs(
-        "upload.settle_secs",
-        u.settle_secs,
-        DEFAULT_SETTLE_SECS,
+    let list_lag = secs(
+        "upload.list_lag_secs",
+        u.list_lag_secs,
+        DEFAULT_LIST_LAG_SECS,
         problems,
     );
     let batch_tokens = u.batch_tokens.unwrap_or(1);
@@ -508,7 +509,7 @@ fn validate_upload(u: RawUpload, problems: &mut Vec<String>) -> UploadConfig {
         require_signed_urls,
         shutdown_grace,
         keep_replaced: u.keep_replaced.unwrap_or(false),
-        settle,
+        list_lag,
         transport: u.transport.unwrap_or_default(),
         batch_tokens,
         batch_rate,

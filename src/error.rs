@@ -38,6 +38,26 @@ pub enum Disposition {
     Fatal,
 }
 
+/// How an item that did not make it ended (what its failure record says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Retries ran out: tried again with `--retry-failed`.
+    Deferred,
+    /// A local failure (I/O, a file changing under us): the next run tries again.
+    Local,
+    /// The item itself is bad: tried again only when it changes.
+    Rejected,
+}
+
+/// Where an item met an error: reading it from its source, or sending it to Cloudflare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Fetching or reading its body, before any request of the account was spent on it.
+    Reading,
+    /// Uploading it (or updating its image), requests of the account spent.
+    Sending,
+}
+
 /// Everything that can go wrong in cfimg's library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -349,6 +369,84 @@ impl Error {
             | Error::Config(_)
             | Error::WouldExceedQuota { .. }
             | Error::Panicked(_) => Disposition::Fatal,
+        }
+    }
+
+    /// What an item that met this error records; `None`: nothing, the run stops (Fatal).
+    ///
+    /// The two stages map `Retry` (retries ran out) and `Defer` differently, on purpose: an
+    /// item its source could not hand over (a slow origin, a bucket object gone or
+    /// forbidden, an unreadable file) spent none of the account's budget and its cause is
+    /// outside Cloudflare, so the next run tries it again by itself (`Local`, as
+    /// `DownloadTooSlow`'s message promises); an item whose requests ran out or that the
+    /// service deferred waits for `--retry-failed` (`Deferred`), so that reruns do not spend
+    /// the budget again on the same answer. Local I/O is `Local` at either stage.
+    pub fn failure(&self, stage: Stage) -> Option<Failure> {
+        match (self.disposition(), self) {
+            (Disposition::Fatal, _) => None,
+            (_, Error::Io { .. } | Error::ChangedWhileUploading(_)) => Some(Failure::Local),
+            (Disposition::Reject, _) => Some(Failure::Rejected),
+            (Disposition::Retry { .. } | Disposition::Defer, _) => Some(match stage {
+                Stage::Reading => Failure::Local,
+                Stage::Sending => Failure::Deferred,
+            }),
+        }
+    }
+
+    /// What to do about an error that ended a command: the line printed after its message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Api {
+                code: codes::AUTH | codes::MALFORMED_AUTH,
+                ..
+            } => Some(
+                "check CLOUDFLARE_API_TOKEN and the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview): Cloudflare gives this answer both for a token it refuses and for an account id the token may not use; the token needs the Account > Cloudflare Images > Edit permission for that account",
+            ),
+            Error::Api {
+                code: codes::NOT_AUTHORISED,
+                ..
+            } => Some(
+                "check the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview), and that Cloudflare Images is enabled on that account",
+            ),
+            Error::Api {
+                status: 404,
+                code: codes::NO_ROUTE,
+                ..
+            } => Some(
+                "Cloudflare has no route for that URL: check that `api_base_url` (CFIMG_API_BASE_URL) ends in /client/v4 (the default is https://api.cloudflare.com/client/v4) and that the account id is the 32-character id from dashboard > Images > Overview",
+            ),
+            Error::Api {
+                code: codes::QUOTA_REACHED,
+                ..
+            } => Some(
+                "the account has reached its Cloudflare Images quota: delete images it no longer needs, or raise the limit (dashboard: Images > Plans), then run again; the ledger resumes where this run stopped",
+            ),
+            e if e.is_forbidden() => Some(
+                "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission for this account id (a read-only token can only read, and a token of another account cannot use this one); `cfimg validate` checks it",
+            ),
+            Error::Api {
+                code: codes::NOT_FOUND,
+                ..
+            } => Some(
+                "no such image, variant or key in this account: check the id (`cfimg images list`, `cfimg variants list`, `cfimg keys list`)",
+            ),
+            Error::Api {
+                code: codes::ALREADY_EXISTS,
+                ..
+            } => Some(
+                "it exists already: choose another name, or change the existing one with `update`",
+            ),
+            Error::Api {
+                code: codes::BAD_REQUEST,
+                ..
+            } => Some(
+                "Cloudflare refused the request as given: see its message, fix the arguments, run again",
+            ),
+            Error::Transport(_) => Some("check the network and `api_base_url`"),
+            Error::BucketListing { .. } => Some(
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the bucket name, --endpoint-url and --region",
+            ),
+            _ => None,
         }
     }
 
@@ -721,6 +819,59 @@ mod tests {
         );
         assert!(api(502, 0).is_ambiguous());
         assert!(!api(400, 5455).is_ambiguous());
+    }
+
+    #[test]
+    fn an_item_records_one_failure_kind_per_error_and_stage() {
+        let slow = Error::DownloadTooSlow {
+            what: "http://o/a.png".into(),
+            reason: "under the rate floor".into(),
+        };
+        let refused = Error::EndpointRefused {
+            status: 403,
+            code: "103".into(),
+            message: "forbidden endpoint".into(),
+        };
+        for (e, reading, sending) in [
+            // Retries ran out on Cloudflare's side: only --retry-failed sends it again.
+            (api(503, 0), Failure::Local, Failure::Deferred),
+            (refused, Failure::Local, Failure::Deferred),
+            // Before any request: the next run tries again by itself.
+            (slow, Failure::Local, Failure::Deferred),
+            (
+                io(std::io::ErrorKind::Other),
+                Failure::Local,
+                Failure::Local,
+            ),
+            (
+                Error::ChangedWhileUploading("a.png".into()),
+                Failure::Local,
+                Failure::Local,
+            ),
+            (api(400, 5455), Failure::Rejected, Failure::Rejected),
+            (
+                Error::Invalid("x".into()),
+                Failure::Rejected,
+                Failure::Rejected,
+            ),
+        ] {
+            assert_eq!(e.failure(Stage::Reading), Some(reading), "{e}");
+            assert_eq!(e.failure(Stage::Sending), Some(sending), "{e}");
+        }
+        // Fatal: nothing is recorded for the item, the run stops.
+        assert_eq!(api(401, 10000).failure(Stage::Reading), None);
+        assert_eq!(api(403, 9109).failure(Stage::Sending), None);
+    }
+
+    #[test]
+    fn a_fatal_error_comes_with_what_to_do() {
+        let hint = |e: Error| e.hint().unwrap_or_default();
+        assert!(hint(api(401, 10000)).contains("CLOUDFLARE_API_TOKEN"));
+        assert!(hint(api(403, 5403)).contains("Cloudflare Images is enabled"));
+        assert!(hint(api(400, 5453)).contains("quota"));
+        assert!(hint(api(403, 9109)).contains("Edit permission"));
+        assert!(hint(api(404, 7003)).contains("/client/v4"));
+        assert!(api(400, 5455).hint().is_none());
     }
 
     fn io(kind: std::io::ErrorKind) -> Error {

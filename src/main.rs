@@ -114,7 +114,7 @@ fn main() -> ExitCode {
                 cfimg::error::Error::Config(_) => eprintln!("cfimg: {e}"),
                 _ => eprintln!("cfimg: {}", cfimg::shown::Shown(&e.to_string())),
             }
-            if let Some(h) = commands::hint(&e) {
+            if let Some(h) = e.hint() {
                 eprintln!("cfimg: {h}");
             }
             e.exit_code()

@@ -357,7 +357,7 @@ async fn delete(
             Err(e) => {
                 failed += 1;
                 eprintln!("cfimg: {}: {}", Shown(id), Shown(&e.to_string()));
-                if let Some(h) = super::hint(&e) {
+                if let Some(h) = e.hint() {
                     eprintln!("cfimg: {h}");
                 }
                 if e.disposition() == crate::error::Disposition::Fatal {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code, hint};
+use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code};
 use crate::cli::{Cli, MigrateArgs};
 use crate::config::{self, Config, IdMode, UrlMode};
 use crate::emulator::{self, EmulatorConfig};
@@ -125,7 +125,7 @@ async fn report(
     }
     if let Some(e) = &result.fatal {
         eprintln!("cfimg: {e}");
-        if let Some(h) = hint(e) {
+        if let Some(h) = e.hint() {
             eprintln!("cfimg: {h}");
         }
         if e.is_quota_reached()

@@ -1,5 +1,5 @@
-//! The commands behind the CLI, and the hints that follow a fatal error. Exit codes are
-//! decided in `error.rs` ([`Error::exit_code`]) and re-exported here.
+//! The commands behind the CLI. Exit codes ([`Error::exit_code`]) and the hints that follow
+//! a fatal error ([`Error::hint`]) are decided in `error.rs`; the codes are re-exported here.
 //!
 //! - `direct_upload.rs`: `direct-upload create|status`, one-time upload URLs from the shell.
 //! - `export.rs`: `export`, the ledger as CSV or JSON lines, streamed.
@@ -16,7 +16,6 @@
 //! - `verify.rs`: `verify`, its flags and printing (the algorithm is in `reconcile`).
 //! - `watch.rs`: `watch`, the daemon: pipeline on a watched folder, notify, metrics, SIGHUP.
 
-use crate::api::types::codes;
 use crate::cli::{Cli, Command};
 pub use crate::error::{
     EXIT_FATAL_API, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE,
@@ -95,63 +94,6 @@ pub(crate) fn api_lane_with(
 /// The exit code for an error that ended a command (see [`Error::exit_code`]).
 pub fn exit_code(e: &Error) -> i32 {
     e.exit_code()
-}
-
-/// A hint that follows a fatal error's message.
-pub fn hint(e: &Error) -> Option<&'static str> {
-    match e {
-        Error::Api {
-            code: codes::AUTH | codes::MALFORMED_AUTH,
-            ..
-        } => Some(
-            "check CLOUDFLARE_API_TOKEN and the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview): Cloudflare gives this answer both for a token it refuses and for an account id the token may not use; the token needs the Account > Cloudflare Images > Edit permission for that account",
-        ),
-        Error::Api {
-            code: codes::NOT_AUTHORISED,
-            ..
-        } => Some(
-            "check the account id (CLOUDFLARE_ACCOUNT_ID or `account_id`, dashboard > Images > Overview), and that Cloudflare Images is enabled on that account",
-        ),
-        Error::Api {
-            status: 404,
-            code: codes::NO_ROUTE,
-            ..
-        } => Some(
-            "Cloudflare has no route for that URL: check that `api_base_url` (CFIMG_API_BASE_URL) ends in /client/v4 (the default is https://api.cloudflare.com/client/v4) and that the account id is the 32-character id from dashboard > Images > Overview",
-        ),
-        Error::Api {
-            code: codes::QUOTA_REACHED,
-            ..
-        } => Some(
-            "the account has reached its Cloudflare Images quota: delete images it no longer needs, or raise the limit (dashboard: Images > Plans), then run again; the ledger resumes where this run stopped",
-        ),
-        e if e.is_forbidden() => Some(
-            "the token may not do this: uploads need a token with the Account > Cloudflare Images > Edit permission for this account id (a read-only token can only read, and a token of another account cannot use this one); `cfimg validate` checks it",
-        ),
-        Error::Api {
-            code: codes::NOT_FOUND,
-            ..
-        } => Some(
-            "no such image, variant or key in this account: check the id (`cfimg images list`, `cfimg variants list`, `cfimg keys list`)",
-        ),
-        Error::Api {
-            code: codes::ALREADY_EXISTS,
-            ..
-        } => {
-            Some("it exists already: choose another name, or change the existing one with `update`")
-        }
-        Error::Api {
-            code: codes::BAD_REQUEST,
-            ..
-        } => Some(
-            "Cloudflare refused the request as given: see its message, fix the arguments, run again",
-        ),
-        Error::Transport(_) => Some("check the network and `api_base_url`"),
-        Error::BucketListing { .. } => Some(
-            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the bucket name, --endpoint-url and --region",
-        ),
-        _ => None,
-    }
 }
 
 /// The account's image count from `GET /v1/stats` (one request, no retry), e.g. to say by

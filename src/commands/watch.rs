@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::migrate::{EMULATOR_LEDGER, start_emulator};
-use super::{EXIT_OK, exit_code, hint};
+use super::{EXIT_OK, exit_code};
 use crate::cli::{Cli, WatchArgs};
 use crate::config::{self, Config, RawConfig};
 use crate::error::Result;
@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
             traffic,
             upkeep_every: cfg
                 .upload
-                .settle
+                .list_lag
                 .clamp(Duration::from_secs(1), Duration::from_secs(30)),
             keep_tombstones: KEEP_TOMBSTONES,
             keep_runs: KEEP_RUNS,
@@ -117,7 +117,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
     tracing::info!(summary = %result.summary.to_text().trim_end().replace('\n', "; "), "stopped");
     if let Some(e) = &result.fatal {
         eprintln!("cfimg: {e}");
-        if let Some(h) = hint(e) {
+        if let Some(h) = e.hint() {
             eprintln!("cfimg: {h}");
         }
         return Ok(exit_code(e));

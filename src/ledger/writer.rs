@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lock::lock_exclusively;
 use super::{Destination, Ledger, RunCounts, State, Version, now};
+pub use crate::error::Failure;
 use crate::error::{Error, Result};
 use crate::item::SourceId;
 
@@ -22,17 +23,6 @@ pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(60);
 
 /// The longest delay between retries of a failed item: minutes to hours, never forgotten.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(6 * 3600);
-
-/// How an item that did not make it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Retries ran out: tried again with `--retry-failed`.
-    Deferred,
-    /// A local failure (I/O, a file changing under us): the next run tries again.
-    Local,
-    /// The item itself is bad: tried again only when it changes.
-    Rejected,
-}
 
 /// An older image that `--keep-replaced` leaves in place.
 #[derive(Debug, Clone)]

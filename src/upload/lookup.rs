@@ -1,7 +1,7 @@
 //! Finding an item's images on the server by their stamp, for uploads whose earlier
 //! attempt may have stored something (a kill, a 5xx after storing, a dropped connection).
-//! Lists lag behind uploads, so a lookup that finds nothing proves nothing; the `settle`
-//! stage repeats it once lists have caught up.
+//! Lists lag behind uploads, so a lookup that finds nothing proves nothing; the recheck
+//! (`recheck.rs`) repeats it once lists have caught up.
 
 use std::sync::atomic::AtomicU32;
 

@@ -5,7 +5,7 @@
 //! - `mod.rs`: the [`Uploader`]: one job's intent, upload, replacement and record
 //! - `conflict.rs`: the answer to a 5409 (the id is taken), a pure function of who holds it
 //! - `lookup.rs`: finding an item's images by stamp; deleting duplicates and orphans
-//!   (the answer to an ambiguous or repeated upload, here and in the settle pass)
+//!   (the answer to an ambiguous or repeated upload, here and in the recheck)
 
 pub mod conflict;
 pub mod lookup;
@@ -19,8 +19,10 @@ use serde_json::{Map, Value};
 
 use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
-use crate::error::{Disposition, Error, Result};
+use crate::config::UploadConfig;
+use crate::error::{Error, Result, Stage};
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
+use crate::outcome::{Failed, How, Outcome, Stored};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
@@ -31,31 +33,58 @@ use crate::transport::{ApiLane, Lanes};
 use conflict::{Holder, OnConflict, on_conflict};
 use lookup::Wanted;
 
-/// Everything a worker needs; shared by all workers of a run.
+/// Everything a worker needs; shared by all workers of a run. Built by [`Uploader::new`];
+/// no other stage reaches into it.
 #[derive(Debug)]
 pub struct Uploader {
     /// Where requests go: the API host.
-    pub lane: ApiLane,
+    lane: ApiLane,
     /// Where uploads (`POST /v1`) go: the batch lanes with `transport = "batch"`, else
     /// the API lane.
-    pub lanes: Arc<Lanes>,
+    lanes: Arc<Lanes>,
     /// The user's metadata for every image.
-    pub metadata: Map<String, Value>,
+    metadata: Map<String, Value>,
     /// Upload private images.
-    pub require_signed_urls: bool,
+    require_signed_urls: bool,
     /// Leave replaced images in place (recorded as superseded).
-    pub keep_replaced: bool,
+    keep_replaced: bool,
     /// How long lists may lag behind uploads: after an ambiguous answer, duplicates are
     /// looked for again once this has passed.
-    pub settle: Duration,
+    list_lag: Duration,
     /// One log line per upload (a daemon's log is its record; a migration has its bar).
-    pub log_each: bool,
+    log_each: bool,
     /// Where intents and outcomes go.
-    pub ledger: LedgerWriter,
+    ledger: LedgerWriter,
     /// For checking whether another item shares an image before deleting it.
-    pub reader: Arc<SharedReader>,
+    reader: Arc<SharedReader>,
     /// Run counters.
-    pub stats: Arc<Stats>,
+    stats: Arc<Stats>,
+}
+
+impl Uploader {
+    /// The workers' uploader for `[upload]`'s settings; `log_each` logs every upload.
+    pub fn new(
+        lane: ApiLane,
+        lanes: Arc<Lanes>,
+        settings: &UploadConfig,
+        ledger: LedgerWriter,
+        reader: Arc<SharedReader>,
+        stats: Arc<Stats>,
+        log_each: bool,
+    ) -> Uploader {
+        Uploader {
+            lane,
+            lanes,
+            metadata: settings.metadata.clone(),
+            require_signed_urls: settings.require_signed_urls,
+            keep_replaced: settings.keep_replaced,
+            list_lag: settings.list_lag,
+            log_each,
+            ledger,
+            reader,
+            stats,
+        }
+    }
 }
 
 /// How one job ended, for the caller.
@@ -124,13 +153,16 @@ impl Uploader {
         let check_after = at
             .ambiguous
             .load(Ordering::Relaxed)
-            .then(|| crate::ledger::timestamp(Utc::now() + self.settle));
-        let record = match result {
+            .then(|| crate::ledger::timestamp(Utc::now() + self.list_lag));
+        let outcome = match result {
             Ok(image) => self.finish(&at, image, check_after).await,
-            Err(refused) => match refused.error.disposition() {
-                Disposition::Fatal => return Ended::Fatal(refused.error),
-                disposition => self.failed(&at, refused, disposition, check_after),
+            Err(refused) => match refused.error.failure(Stage::Sending) {
+                None => return Ended::Fatal(refused.error),
+                Some(failure) => self.failed(&at, refused, failure, check_after),
             },
+        };
+        let Some(record) = outcome.end(&self.stats, &job.source, self.log_each) else {
+            return Ended::Recorded;
         };
         match self.ledger.record(record).await {
             Ok(()) => Ended::Recorded,
@@ -138,8 +170,8 @@ impl Uploader {
         }
     }
 
-    /// The record of a stored image, after removing what it replaces.
-    async fn finish(&self, at: &Attempt<'_>, image: Image, check_after: Option<String>) -> Record {
+    /// The outcome of a stored image, after removing what it replaces.
+    async fn finish(&self, at: &Attempt<'_>, image: Image, check_after: Option<String>) -> Outcome {
         let job = at.job;
         let mut superseded = None;
         for old in [job.previous.as_deref(), job.abandoned.as_deref()]
@@ -162,25 +194,13 @@ impl Uploader {
         // identical files under hash ids in one run): nothing was uploaded for this one.
         let shared = job.action == Action::Upload
             && Stamp::of(&image).is_some_and(|s| s.source != job.stamp.source);
-        if shared {
-            Stats::bump(&self.stats.deduplicated);
-            // The item's own older image still went away: it was replaced by the shared one.
-            if job.previous.is_some() {
-                Stats::bump(&self.stats.replaced);
-            }
-            if self.log_each {
-                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, "deduplicated: another item holds the same content");
-            }
-        } else if job.action == Action::Upload {
-            self.stats
-                .uploaded(job.version.size, job.previous.is_some());
-            if self.log_each {
-                tracing::info!(source = %job.source, key = %job.item.key, image_id = %image.id, bytes = job.version.size, replaced = job.previous.is_some(), "uploaded");
-            }
-        } else {
-            Stats::bump(&self.stats.updated);
-        }
-        Record::Uploaded {
+        let how = match job.action {
+            Action::Upload if shared => How::Deduplicated,
+            Action::Upload => How::Uploaded,
+            Action::Update { .. } => How::Updated,
+        };
+        Outcome::Stored(Stored {
+            how,
             version: job.version.clone(),
             url: delivery_url(&image),
             image_id: image.id,
@@ -189,25 +209,19 @@ impl Uploader {
             stamp: Some(job.stamp.source.clone()),
             check_after,
             superseded,
-        }
+        })
     }
 
-    /// The record of an item that did not make it.
+    /// The outcome of an item that did not make it.
     fn failed(
         &self,
         at: &Attempt<'_>,
         refused: Refused,
-        disposition: Disposition,
+        failure: Failure,
         check_after: Option<String>,
-    ) -> Record {
+    ) -> Outcome {
         let attempts = at.spent.load(Ordering::Relaxed);
         let e = &refused.error;
-        let failure = match (disposition, e) {
-            (_, Error::Io { .. } | Error::ChangedWhileUploading(_)) => Failure::Local,
-            (Disposition::Reject, _) => Failure::Rejected,
-            _ => Failure::Deferred,
-        };
-        self.stats.failed(failure == Failure::Rejected);
         let mut reason = match failure {
             Failure::Rejected => e.to_string(),
             Failure::Local => format!("{e}; the next run tries again"),
@@ -222,15 +236,14 @@ impl Uploader {
             reason.push_str("; ");
             reason.push_str(note);
         }
-        tracing::warn!(source = %at.job.source, key = %at.job.item.key, %reason, "{}", if failure == Failure::Rejected { "rejected" } else { "failed" });
-        Record::Failed {
+        Outcome::Failed(Failed {
             version: at.job.version.clone(),
             reason,
             attempts,
             failure,
             image_gone: refused.image_gone,
             check_after,
-        }
+        })
     }
 
     /// The upload form of a job.

@@ -66,9 +66,12 @@ impl TestEnv {
         for (key, default) in [
             ("rate", "2000"),
             ("concurrency", "8"),
-            ("settle_secs", "0.5"),
+            ("list_lag_secs", "0.5"),
         ] {
-            if !upload_toml.contains(key) {
+            // A test may set the list lag under its old name, `settle_secs`.
+            let set = upload_toml.contains(key)
+                || (key == "list_lag_secs" && upload_toml.contains("settle_secs"));
+            if !set {
                 upload.push_str(&format!("\n{key} = {default}"));
             }
         }

@@ -1,4 +1,5 @@
-//! The second look after ambiguous answers. Lists lag behind uploads, so a stamp lookup
+//! The recheck: the second look after ambiguous answers (`upload.list_lag_secs`; "settle"
+//! is the watch's quiet time, not this). Lists lag behind uploads, so a stamp lookup
 //! right after a 5xx or a dropped connection may miss an image that was stored; the upload
 //! then goes again and two images hold one item. Every item that had an ambiguous answer
 //! records when to look again (`check_after`, in the ledger, so a kill does not lose it);
@@ -18,9 +19,9 @@ use crate::transport::ApiLane;
 use crate::transport::retry;
 use crate::upload::lookup::{self, Wanted};
 
-/// What the settle stage did.
+/// What the recheck did.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Settled {
+pub struct Rechecked {
     /// Items checked.
     pub checked: u64,
     /// Duplicates deleted.
@@ -31,15 +32,15 @@ pub struct Settled {
 
 /// Checks every pending item of a source once its time has come; returns early, leaving
 /// the rest pending, when `stop` is cancelled.
-pub async fn settle(
+pub async fn recheck(
     lane: &ApiLane,
     reader: &SharedReader,
     writer: &LedgerWriter,
     source_id: i64,
-    settle: Duration,
+    list_lag: Duration,
     stop: &CancellationToken,
-) -> Result<Settled> {
-    let mut done = Settled::default();
+) -> Result<Rechecked> {
+    let mut done = Rechecked::default();
     let spent = AtomicU32::new(0);
     let mut seen = std::collections::HashSet::new();
     // Until a pass finds nothing new: outcomes recorded while a pass ran show up in the next.
@@ -63,9 +64,9 @@ pub async fn settle(
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_else(Utc::now);
-            // A shorter settle than the one recorded applies at once: the wait is never longer
-            // than the configured settle.
-            if let Ok(wait) = (due - Utc::now()).to_std().map(|w| w.min(settle)) {
+            // A shorter list lag than the one recorded applies at once: the wait is never
+            // longer than the configured lag.
+            if let Ok(wait) = (due - Utc::now()).to_std().map(|w| w.min(list_lag)) {
                 tracing::info!(
                     key = %row.key,
                     wait_secs = wait.as_secs_f64(),
@@ -86,7 +87,7 @@ pub async fn settle(
             };
             let keep = reader.with(|l| l.superseded_ids(row.source_id, &row.key))?;
             let since = due
-                - chrono::TimeDelta::from_std(settle).unwrap_or_default()
+                - chrono::TimeDelta::from_std(list_lag).unwrap_or_default()
                 - chrono::TimeDelta::minutes(1);
             let resolved = retry::call(lane.policy, || {
                 let wanted = Wanted {
@@ -113,4 +114,41 @@ pub async fn settle(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::config::{self, RawConfig};
+
+    fn lag_of(toml: &str) -> std::time::Duration {
+        let raw: RawConfig = toml::from_str(toml).unwrap();
+        let creds = RawConfig {
+            account_id: Some("abc123".into()),
+            api_token: Some(crate::secret::Secret::new("tok")),
+            ..RawConfig::default()
+        };
+        config::validate(creds.merge(raw), true)
+            .unwrap()
+            .upload
+            .list_lag
+    }
+
+    #[test]
+    fn the_list_lag_keeps_its_old_name_settle_as_an_alias() {
+        let secs = std::time::Duration::from_secs_f64;
+        assert_eq!(lag_of(""), secs(config::DEFAULT_LIST_LAG_SECS));
+        assert_eq!(lag_of("[upload]\nlist_lag_secs = 4.5"), secs(4.5));
+        // The key's name before the rename still works.
+        assert_eq!(lag_of("[upload]\nsettle_secs = 3.5"), secs(3.5));
+        for flag in ["--list-lag-secs", "--settle-secs"] {
+            let cli = Cli::try_parse_from(["cfimg", "migrate", "photos", flag, "2.5"]).unwrap();
+            let Command::Migrate(args) = cli.command else {
+                panic!("not migrate")
+            };
+            assert_eq!(args.list_lag_secs, Some(2.5), "{flag}");
+        }
+    }
 }

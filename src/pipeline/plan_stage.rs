@@ -1,0 +1,167 @@
+//! Stage 2: each candidate's body is fetched, read and hashed on the blocking pool, and
+//! decided; uploads go on to the workers.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::quick::Candidate;
+use super::run::Run;
+use super::sink::Sink;
+use crate::error::{Error, Result, Stage};
+use crate::ledger::{Failure, SharedReader, Version};
+use crate::outcome::{How, Outcome, Stored};
+use crate::plan::{self, Decision, Examined, Job, Policy};
+use crate::source::walk::mtime_ns as mtime_ns_of;
+use crate::source::{Fingerprint, Locator, Source};
+
+/// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
+/// and hand uploads to the workers; several candidates at once.
+pub(super) async fn plan_stage(
+    run: Run,
+    source: Arc<Source>,
+    policy: Policy,
+    candidates: mpsc::Receiver<Candidate>,
+    jobs: mpsc::Sender<Job>,
+) -> Result<()> {
+    let reader = run.reader.clone();
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut decisions = ReceiverStream::new(candidates)
+        .map(|c| examine_and_decide(&run, &source, &policy, reader.as_deref(), c))
+        .buffer_unordered(readers);
+    loop {
+        // A stop abandons downloads in flight at once (their temporary files go with
+        // them): no new upload starts after it, so finishing them is wasted time.
+        let decided = tokio::select! {
+            biased;
+            _ = run.shutdown.intake.cancelled() => break,
+            decided = decisions.next() => decided,
+        };
+        let Some(decided) = decided else { break };
+        let (version, decision) = decided?;
+        route(&run, decision, version, &jobs).await?;
+    }
+    Ok(())
+}
+
+/// Fetches, reads and decides one candidate. Returns the version for records.
+async fn examine_and_decide(
+    run: &Run,
+    source: &Source,
+    policy: &Policy,
+    reader: Option<&SharedReader>,
+    c: Candidate,
+) -> Result<(Version, Decision)> {
+    let body = match source.body(&c.item).await {
+        Ok(body) => body,
+        Err(e) => {
+            let v = plan::version(run.source_id, &c.item, &Examined::remote());
+            return Ok((v, failure_decision(e)?));
+        }
+    };
+    let reading = body.clone();
+    let examined = match tokio::task::spawn_blocking(move || plan::examine(&reading)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            let v = plan::version(run.source_id, &c.item, &Examined::remote());
+            let reason = format!("cannot read {}: {e}", c.item.key);
+            return Ok((v, Decision::Fail(reason)));
+        }
+        Err(_) => return Err(Error::Panicked(format!("reading {}", c.item.key))),
+    };
+    let version = plan::version(run.source_id, &c.item, &examined);
+    // Read and hashed: a file that changed meanwhile is not the version that was hashed.
+    if let (Locator::File(path), Some(Fingerprint::SizeMtime { size, mtime_ns })) =
+        (&c.item.locator, &c.item.fingerprint)
+        && std::fs::metadata(path).is_ok_and(|m| (m.len(), mtime_ns_of(&m)) != (*size, *mtime_ns))
+    {
+        let reason = format!(
+            "{} changed while it was read; it is tried again once it is stable",
+            c.item.key
+        );
+        return Ok((version, Decision::Fail(reason)));
+    }
+    let source_id = run.source_id;
+    let key = c.item.key.clone();
+    let same_content = |sha: &str| {
+        reader.and_then(|r| {
+            r.with(|l| l.uploaded_with_content(source_id, sha, &key))
+                .ok()
+                .flatten()
+        })
+    };
+    if let Some(decision) = plan::follow_content(policy, &examined, c.row.as_ref(), same_content) {
+        return Ok((version, decision));
+    }
+    let holder =
+        |id: &str| reader.and_then(|r| r.with(|l| l.holder_of(id, source_id, &key)).ok().flatten());
+    let decision = plan::decide(
+        policy,
+        c.item,
+        source.id(),
+        source_id,
+        body,
+        examined,
+        c.row.as_ref(),
+        holder,
+    );
+    Ok((version, decision))
+}
+
+/// What a source's error about one item means for it (see [`Error::failure`]); a fatal
+/// one stops the run.
+fn failure_decision(e: Error) -> Result<Decision> {
+    Ok(match e.failure(Stage::Reading) {
+        None => return Err(e),
+        Some(Failure::Rejected) => Decision::Reject(e.to_string()),
+        Some(Failure::Local | Failure::Deferred) => Decision::Fail(e.to_string()),
+    })
+}
+
+/// Records a decision, or hands its job to the workers.
+async fn route(
+    run: &Run,
+    decision: Decision,
+    version: Version,
+    jobs: &mpsc::Sender<Job>,
+) -> Result<()> {
+    let outcome = match decision {
+        Decision::Touch => Outcome::Touched(version),
+        Decision::Share { image_id, url } => Outcome::Stored(Stored {
+            how: How::Deduplicated,
+            version,
+            image_id,
+            url,
+            attempts: 0,
+            replaced: false,
+            stamp: None,
+            check_after: None,
+            superseded: None,
+        }),
+        Decision::Reject(reason) => return run.reject(version, reason, Failure::Rejected).await,
+        Decision::Fail(reason) => return run.reject(version, reason, Failure::Local).await,
+        Decision::Do(job) => return hand_over(run, *job, jobs).await,
+    };
+    run.end(outcome).await
+}
+
+/// Hands a job to the workers, or says what it would upload in a dry run.
+async fn hand_over(run: &Run, job: Job, jobs: &mpsc::Sender<Job>) -> Result<()> {
+    if matches!(run.sink, Sink::Dry) {
+        let would = Outcome::WouldUpload {
+            key: job.item.key,
+            bytes: job.version.size,
+            id: job.id,
+            replaces: job.previous,
+        };
+        return run.end(would).await;
+    }
+    // Once intake stops, the workers take no more jobs: drop it rather than wait.
+    tokio::select! {
+        _ = jobs.send(job) => {}
+        _ = run.shutdown.intake.cancelled() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Stage 1: the quick check of every listed item against the ledger, on a blocking thread
+//! with its own batched reader; what it cannot decide goes on as a candidate.
+
+use tokio::sync::mpsc;
+
+use super::run::Run;
+use crate::error::Result;
+use crate::ledger::{BatchedReader, Failure, Record, Row};
+use crate::outcome::Outcome;
+use crate::plan::{self, Examined, Quick, Retry};
+use crate::progress::Stats;
+use crate::remove::Removal;
+use crate::source::{Found, Item, SourceKind, Ticket};
+
+/// An item the quick check could not decide.
+pub(super) struct Candidate {
+    /// The item.
+    pub item: Item,
+    /// Its row in the ledger, if any.
+    pub row: Option<Row>,
+}
+
+/// Stage 1: the quick check of every listed item against the ledger, on a blocking thread
+/// with its own reader; what it cannot decide goes on as a candidate.
+pub(super) fn check(
+    run: &Run,
+    mut found: mpsc::Receiver<Found>,
+    mut reader: Option<BatchedReader>,
+    retry: Retry,
+    out: &mpsc::Sender<Candidate>,
+    gone: &mpsc::Sender<Removal>,
+) -> Result<()> {
+    // A manifest's bad lines are keyed by content: once a whole, unsharded pass has been
+    // read, the line records it did not meet again (fixed or deleted lines) are stale.
+    let mut line_keys =
+        (run.source.kind == SourceKind::Manifest && run.shard.is_none() && run.writer().is_some())
+            .then(std::collections::HashSet::<String>::new);
+    loop {
+        let next = match found.try_recv() {
+            Ok(f) => Some(f),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Hold no read snapshot while waiting, so the WAL can be checkpointed.
+                if let Some(r) = reader.as_mut() {
+                    r.pause()?;
+                }
+                found.blocking_recv()
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some(found) = next else {
+            if let (Some(seen), Some(r)) = (line_keys.as_ref(), reader.as_mut()) {
+                forget_stale_lines(run, r, seen)?;
+            }
+            break;
+        };
+        if run.shutdown.intake.is_cancelled() {
+            break;
+        }
+        if let (Some(seen), Found::Bad { key, .. } | Found::Ignored { key, .. }) =
+            (line_keys.as_mut(), &found)
+        {
+            seen.insert(key.clone());
+        }
+        if let Some(shard) = &run.shard {
+            let key = match &found {
+                Found::Item(item) => &item.key,
+                Found::Bad { key, .. } | Found::Ignored { key, .. } | Found::Gone { key, .. } => {
+                    key
+                }
+            };
+            if !shard.owns(&run.source, key) {
+                continue;
+            }
+        }
+        let go_on = match found {
+            Found::Gone { key, ticket } => send_gone(run, reader.as_mut(), gone, key, ticket)?,
+            Found::Item(item) => {
+                Stats::bump(&run.stats.discovered);
+                quick_check(run, reader.as_mut(), item, retry, out)?
+            }
+            Found::Bad { key, reason } => {
+                Stats::bump(&run.stats.discovered);
+                run.reject_blocking(run.version(key), reason, Failure::Local)?;
+                true
+            }
+            Found::Ignored { key, reason } => {
+                Stats::bump(&run.stats.discovered);
+                passed_over(run, reader.as_mut(), key, reason)?;
+                true
+            }
+        };
+        if !go_on {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One listed item against its record: counted when nothing is to be done, rejected, or
+/// sent on as a candidate. False once the next stage has gone.
+fn quick_check(
+    run: &Run,
+    mut reader: Option<&mut BatchedReader>,
+    item: Item,
+    retry: Retry,
+    out: &mpsc::Sender<Candidate>,
+) -> Result<bool> {
+    let quick = match reader.as_deref_mut() {
+        Some(r) => {
+            // An item a source may hand over again (a watched file) must see the outcome
+            // of its previous pass: a fresh snapshot, not the batch's.
+            if item.ticket.is_held() {
+                r.pause()?;
+            }
+            r.quick(run.source_id, &item.key)?
+        }
+        None => None,
+    };
+    match plan::quick_check(quick.as_ref(), &item, retry) {
+        Quick::Unchanged => run.end_blocking(Outcome::Unchanged)?,
+        Quick::StillRejected => run.end_blocking(Outcome::StillFailed { rejected: true })?,
+        Quick::StillFailed => run.end_blocking(Outcome::StillFailed { rejected: false })?,
+        Quick::Reject(reason) => {
+            let v = plan::version(run.source_id, &item, &Examined::remote());
+            run.reject_blocking(v, reason, Failure::Rejected)?;
+        }
+        Quick::Examine => {
+            let row = match (quick, reader.as_deref_mut()) {
+                (Some(_), Some(r)) => r.lookup(run.source_id, &item.key)?,
+                _ => None,
+            };
+            return Ok(send_unpinned(out, Candidate { item, row }, reader).is_ok());
+        }
+    }
+    Ok(true)
+}
+
+/// An item that left its source: its row, if it has one, goes to the removal stage.
+/// False once that stage has gone.
+fn send_gone(
+    run: &Run,
+    mut reader: Option<&mut BatchedReader>,
+    gone: &mpsc::Sender<Removal>,
+    key: String,
+    ticket: Ticket,
+) -> Result<bool> {
+    let row = match reader.as_deref_mut() {
+        Some(r) => {
+            r.pause()?;
+            r.lookup(run.source_id, &key)?
+        }
+        None => None,
+    };
+    Ok(match row {
+        Some(row) => send_unpinned(gone, Removal::of(row, ticket), reader).is_ok(),
+        None => true,
+    })
+}
+
+/// An entry passed over with a reason: counted, logged, and recorded once.
+fn passed_over(
+    run: &Run,
+    reader: Option<&mut BatchedReader>,
+    key: String,
+    reason: String,
+) -> Result<()> {
+    let known = match reader {
+        Some(r) => r
+            .quick(run.source_id, &key)?
+            .is_some_and(|q| q.state == crate::ledger::State::Ignored),
+        None => false,
+    };
+    run.end_blocking(Outcome::PassedOver {
+        version: run.version(key),
+        hidden: crate::source::walk::is_hidden_or_temporary(&reason),
+        reason,
+        known,
+    })
+}
+
+/// Removes the records of manifest lines (bad rows, passed-over duplicates) that a complete
+/// pass over the manifest did not meet again: their line was fixed or deleted, and they
+/// would stay in `failures` for ever.
+fn forget_stale_lines(
+    run: &Run,
+    reader: &mut BatchedReader,
+    seen: &std::collections::HashSet<String>,
+) -> Result<()> {
+    let Some(w) = run.writer() else {
+        return Ok(());
+    };
+    for prefix in [crate::source::manifest::BAD_LINE_PREFIX, "line "] {
+        let mut after = prefix.to_string();
+        loop {
+            let page = reader.keys_after(run.source_id, &after, 1000)?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            let mut done = false;
+            for (key, holds_image) in page {
+                if !key.starts_with(prefix) {
+                    done = true;
+                    break;
+                }
+                if holds_image || !crate::source::manifest::is_line_key(&key) || seen.contains(&key)
+                {
+                    continue;
+                }
+                tracing::info!(%key, "a manifest line recorded earlier is gone (fixed or deleted): its record is dropped");
+                w.record_blocking(Record::Removed {
+                    version: run.version(key),
+                    image_id: None,
+                    outcome: "the line is no longer in the manifest (fixed or deleted)".into(),
+                })?;
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends from the quick check's thread; when the next stage is full (uploads are the
+/// bottleneck of a first run), the read snapshot is released before waiting, or SQLite
+/// could never restart the WAL and it would grow by every commit of the run.
+fn send_unpinned<T>(
+    out: &mpsc::Sender<T>,
+    value: T,
+    reader: Option<&mut BatchedReader>,
+) -> std::result::Result<(), ()> {
+    match out.try_send(value) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        Err(mpsc::error::TrySendError::Full(value)) => {
+            if let Some(r) = reader {
+                r.pause().map_err(|_| ())?;
+            }
+            out.blocking_send(value).map_err(|_| ())
+        }
+    }
+}

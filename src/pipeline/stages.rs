@@ -1,0 +1,94 @@
+//! The spawned stages of a run, and the one way to wait for them.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::MigrateOptions;
+use super::quick::{self, Candidate};
+use super::run::Run;
+use super::sink::Sink;
+use super::{plan_stage, upkeep, workers};
+use crate::config::Config;
+use crate::error::Result;
+use crate::ledger::{BatchedReader, Ledger};
+use crate::plan::{Job, Policy};
+use crate::quota::Gate;
+use crate::remove::Removal;
+use crate::source::{Found, Source};
+
+/// Items waiting between the quick check and reading.
+const CANDIDATE_QUEUE: usize = 256;
+/// Listed items waiting for the quick check.
+const FOUND_QUEUE: usize = 4096;
+
+/// The running stages, each named for the error that stops the run if it fails, in the
+/// order they are waited for (each ends once the one before it has).
+pub(super) struct Stages(Vec<(&'static str, JoinHandle<Result<()>>)>);
+
+impl Stages {
+    /// Spawns every stage, wired by bounded channels.
+    pub fn start(
+        run: &Run,
+        cfg: &Config,
+        source: &Arc<Source>,
+        opts: &MigrateOptions,
+        gate: Option<Arc<Gate>>,
+    ) -> Result<Stages> {
+        let reader = Ledger::open_read_only(&cfg.ledger)?
+            .map(BatchedReader::new)
+            .transpose()?;
+        let (found_tx, found_rx) = mpsc::channel::<Found>(FOUND_QUEUE);
+        let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
+        let (gone_tx, gone_rx) = mpsc::channel::<Removal>(CANDIDATE_QUEUE);
+        let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.upload.concurrency * 2);
+        let lister = tokio::spawn(source.clone().list(found_tx, run.shutdown.intake.clone()));
+        let checker = {
+            let run = run.clone();
+            let retry = opts.retry;
+            tokio::task::spawn_blocking(move || {
+                quick::check(&run, found_rx, reader, retry, &cand_tx, &gone_tx)
+            })
+        };
+        let policy = Policy {
+            id_mode: cfg.upload.id_mode,
+            id_prefix: cfg.upload.id_prefix.clone(),
+            require_signed_urls: cfg.upload.require_signed_urls,
+            follow_content: run.daemon,
+        };
+        let planner = tokio::spawn(plan_stage::plan_stage(
+            run.clone(),
+            source.clone(),
+            policy,
+            cand_rx,
+            job_tx,
+        ));
+        let mut stages = vec![
+            ("listing", lister),
+            ("quick check", checker),
+            ("planning", planner),
+        ];
+        match &run.sink {
+            Sink::Upload(up) => {
+                let started = workers::start(run, up, job_rx, cfg.upload.concurrency, gate);
+                stages.extend(started.into_iter().map(|w| ("upload", w)));
+            }
+            Sink::Dry => drop(job_rx),
+        }
+        let remover = tokio::spawn(workers::remove_stage(run.clone(), gone_rx));
+        stages.push(("removal", remover));
+        if let (Some(live), Sink::Upload(up)) = (&opts.live, &run.sink) {
+            let task = upkeep::upkeep(run.clone(), live.clone(), up.clone());
+            stages.push(("upkeep", tokio::spawn(task)));
+        }
+        Ok(Stages(stages))
+    }
+
+    /// Waits for every stage in order; a failed or panicked one stops the run.
+    pub async fn wait(self, run: &Run) {
+        for (stage, task) in self.0 {
+            run.join(stage, task).await;
+        }
+    }
+}
