@@ -15,8 +15,8 @@ use crate::api::client::ListQuery;
 use crate::api::types::codes;
 use crate::config::IdMode;
 use crate::error::{Error, Result};
+use crate::item::{SourceId, SourceKind};
 use crate::shard::Shard;
-use crate::source::{SourceId, SourceKind};
 use crate::stamp::{self, Stamp};
 use crate::transport::ApiLane;
 
@@ -150,7 +150,8 @@ pub fn rebuild_command(
             },
             None => format!("--source {}", quote(&source.location)),
         },
-        SourceKind::Dir | SourceKind::Drafts => format!("--source {}", quote(&source.location)),
+        // Any other source is named by its location: a folder, or a URL `Source::open` claims.
+        _ => format!("--source {}", quote(&source.location)),
     };
     let shard = shard.map(|s| format!(" --shard {s}")).unwrap_or_default();
     format!("cfimg --ledger {ledger} ledger rebuild {what}{shard}")

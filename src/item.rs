@@ -10,40 +10,47 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-/// What kind of store a source is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceKind {
-    /// A folder tree (migrated or watched: the same source).
-    Dir,
-    /// A manifest of URLs.
-    Manifest,
-    /// An S3-compatible bucket and prefix.
-    Bucket,
-    /// Direct creator uploads minted by `cfimg serve`.
-    Drafts,
+/// Declares [`SourceKind`] from one line per kind (its doc, variant and name in the ledger),
+/// so that a new kind of source is one line here.
+macro_rules! source_kinds {
+    ($($(#[doc = $doc:literal])* $kind:ident => $name:literal,)+) => {
+        /// What kind of store a source is.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum SourceKind {
+            $($(#[doc = $doc])* $kind,)+
+        }
+
+        impl SourceKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [SourceKind] = &[$(SourceKind::$kind,)+];
+
+            /// The name stored in the ledger.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(SourceKind::$kind => $name,)+
+                }
+            }
+
+            /// The kind of a stored name.
+            pub fn parse(s: &str) -> Option<SourceKind> {
+                match s {
+                    $($name => Some(SourceKind::$kind),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl SourceKind {
-    /// The name stored in the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Dir => "dir",
-            SourceKind::Manifest => "manifest",
-            SourceKind::Bucket => "bucket",
-            SourceKind::Drafts => "drafts",
-        }
-    }
-
-    /// The kind of a stored name.
-    pub fn parse(s: &str) -> Option<SourceKind> {
-        Some(match s {
-            "dir" => SourceKind::Dir,
-            "manifest" => SourceKind::Manifest,
-            "bucket" => SourceKind::Bucket,
-            "drafts" => SourceKind::Drafts,
-            _ => return None,
-        })
-    }
+source_kinds! {
+    /// A folder tree (migrated or watched: the same source).
+    Dir => "dir",
+    /// A manifest of URLs.
+    Manifest => "manifest",
+    /// An S3-compatible bucket and prefix.
+    Bucket => "bucket",
+    /// Direct creator uploads minted by `cfimg serve`.
+    Drafts => "drafts",
 }
 
 /// The identity of a source: its kind and canonical location (a folder's canonical absolute
@@ -275,6 +282,22 @@ impl Eq for Ticket {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_ledger_name_and_no_two_share_one() {
+        let names: std::collections::HashSet<_> =
+            SourceKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), SourceKind::ALL.len());
+        for kind in SourceKind::ALL {
+            assert_eq!(SourceKind::parse(kind.as_str()), Some(*kind));
+        }
+        // The names already in ledgers on disk never change.
+        assert_eq!(SourceKind::Dir.as_str(), "dir");
+        assert_eq!(SourceKind::Bucket.as_str(), "bucket");
+        assert_eq!(SourceKind::Manifest.as_str(), "manifest");
+        assert_eq!(SourceKind::Drafts.as_str(), "drafts");
+        assert_eq!(SourceKind::parse("gcs"), None);
+    }
 
     #[test]
     fn the_key_comes_back_once_the_last_clone_is_dropped() {

@@ -21,9 +21,9 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::item::SourceId;
 use crate::ledger::Ledger;
 use crate::progress::Stats;
-use crate::source::SourceId;
 use crate::source::watch::WatchStatus;
 use crate::transport::Traffic;
 

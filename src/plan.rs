@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::IdMode;
 use crate::image_check::{self, ImageProblem};
+use crate::item::{Body, Fingerprint, Item, Locator, SourceId};
 use crate::ledger::{QuickRow, Row, State, Version};
 use crate::rules::{self, ImageFormat, MAX_FILE_BYTES, SNIFF_BYTES};
-use crate::source::{Body, Fingerprint, Item, Locator, SourceId};
 use crate::stamp::Stamp;
 
 /// Read size while hashing.
@@ -627,7 +627,7 @@ fn job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceKind;
+    use crate::item::SourceKind;
 
     fn src() -> SourceId {
         SourceId::new(SourceKind::Dir, "/s")

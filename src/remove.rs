@@ -6,8 +6,8 @@
 use std::sync::atomic::AtomicU32;
 
 use crate::error::Result;
+use crate::item::Ticket;
 use crate::ledger::{LedgerWriter, Record, Row, SharedReader, Version};
-use crate::source::Ticket;
 use crate::transport::ApiLane;
 
 /// An item to remove, as the ledger last recorded it.

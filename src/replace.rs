@@ -11,8 +11,8 @@ use crate::api::client::Upload;
 use crate::api::types::Image;
 use crate::download::Spool;
 use crate::error::{Error, Result};
+use crate::item::Body;
 use crate::rules;
-use crate::source::Body;
 use crate::transport::ApiLane;
 
 /// A live image copied aside: its record and its original bytes in a temporary file.

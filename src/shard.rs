@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::source::SourceId;
+use crate::item::SourceId;
 use crate::stamp;
 
 /// This run's part of the source: shard `index` of `count`, counted from 0.
@@ -78,7 +78,7 @@ impl fmt::Display for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceKind;
+    use crate::item::SourceKind;
 
     #[test]
     fn every_item_belongs_to_exactly_one_shard_and_shards_are_even() {

@@ -242,8 +242,7 @@ fn print_orphans_and_unrecorded(r: &Findings, ledger: &std::path::Path, shard: O
     }
     if let Some(u) = r.unrecorded.first() {
         let source = u.source.split_once(':').and_then(|(kind, location)| {
-            crate::source::SourceKind::parse(kind)
-                .map(|k| crate::source::SourceId::new(k, location))
+            crate::item::SourceKind::parse(kind).map(|k| crate::item::SourceId::new(k, location))
         });
         let rebuild = source
             .map(|s| crate::existing::rebuild_command(&s, ledger, shard))

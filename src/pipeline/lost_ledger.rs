@@ -3,9 +3,9 @@
 
 use crate::config::Config;
 use crate::error::{Disposition, Error, Result};
+use crate::item::SourceId;
 use crate::ledger::Ledger;
 use crate::shard::Shard;
-use crate::source::SourceId;
 use crate::transport::ApiLane;
 
 /// Before the first upload of a source this ledger has no row for, looks for the source's
@@ -28,7 +28,7 @@ pub(super) async fn check(
         Some(l) => l.has_items(source_id)?,
         None => false,
     };
-    if known || source.kind == crate::source::SourceKind::Drafts {
+    if known || source.kind == crate::item::SourceKind::Drafts {
         return Ok(());
     }
     let mode = cfg.upload.id_mode;

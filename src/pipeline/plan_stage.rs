@@ -11,11 +11,12 @@ use super::quick::Candidate;
 use super::run::Run;
 use super::sink::Sink;
 use crate::error::{Error, Result, Stage};
+use crate::item::{Fingerprint, Locator};
 use crate::ledger::{Failure, SharedReader, Version};
 use crate::outcome::{How, Outcome, Stored};
 use crate::plan::{self, Decision, Examined, Job, Policy};
+use crate::source::Source;
 use crate::source::walk::mtime_ns as mtime_ns_of;
-use crate::source::{Fingerprint, Locator, Source};
 
 /// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
 /// and hand uploads to the workers; several candidates at once.

@@ -5,12 +5,13 @@ use tokio::sync::mpsc;
 
 use super::run::Run;
 use crate::error::Result;
+use crate::item::{Item, SourceKind, Ticket};
 use crate::ledger::{BatchedReader, Failure, Record, Row};
 use crate::outcome::Outcome;
 use crate::plan::{self, Examined, Quick, Retry};
 use crate::progress::Stats;
 use crate::remove::Removal;
-use crate::source::{Found, Item, SourceKind, Ticket};
+use crate::source::Found;
 
 /// An item the quick check could not decide.
 pub(super) struct Candidate {

@@ -6,12 +6,12 @@ use tokio::task::JoinHandle;
 
 use super::sink::Sink;
 use crate::error::{Error, Result};
+use crate::item::SourceId;
 use crate::ledger::{Failure, LedgerWriter, SharedReader, Version};
 use crate::outcome::{Failed, Outcome};
 use crate::progress::Stats;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
-use crate::source::SourceId;
 use crate::transport::Traffic;
 
 /// What every stage shares: counters, where decisions go, the stop tokens and the first

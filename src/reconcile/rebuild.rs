@@ -21,9 +21,10 @@ use std::sync::atomic::AtomicU32;
 
 use crate::api::client::ListQuery;
 use crate::error::{Error, Result};
+use crate::item::{Fingerprint, Locator};
 use crate::ledger::{Destination, Maintenance, RebuiltRow};
 use crate::shard::Shard;
-use crate::source::{Fingerprint, Found, Locator, Source};
+use crate::source::{Found, Source};
 use crate::stamp::{self, Stamp};
 use crate::transport::ApiLane;
 

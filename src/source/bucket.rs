@@ -28,9 +28,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Fingerprint, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
+use super::{Found, Recount};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
+use crate::item::{Body, Fingerprint, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::layer::raw_section;
 use crate::secret::Secret;
 

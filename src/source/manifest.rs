@@ -21,9 +21,10 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Found, Item, ItemOptions, Locator, Recount, SourceId, SourceKind};
+use super::{Found, Recount};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
+use crate::item::{Body, Item, ItemOptions, Locator, SourceId, SourceKind};
 use crate::layer::raw_section;
 use crate::rules::MAX_FILE_BYTES;
 

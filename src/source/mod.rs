@@ -18,17 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::download::Bounds;
 use crate::error::Result;
+use crate::item::{Body, Item, Locator, SourceId, Ticket};
 
 pub mod bucket;
 pub mod manifest;
 pub mod walk;
 pub mod watch;
-
-// The vocabulary moved to `crate::item` (issue 19); named here too for the stages that
-// reach it through `source::`.
-pub use crate::item::{
-    Body, Fingerprint, Item, ItemOptions, Locator, SourceId, SourceKind, Ticket,
-};
 
 /// What a source produces.
 #[derive(Debug)]
@@ -214,6 +209,7 @@ async fn run_blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::item::SourceKind;
 
     fn settings() -> Settings {
         Settings {

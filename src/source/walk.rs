@@ -13,8 +13,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Found, Item, Locator, Recount, SourceId, SourceKind};
+use super::{Found, Recount};
 use crate::error::{Error, Result};
+use crate::item::{Body, Item, Locator, SourceId, SourceKind};
 use crate::layer::raw_section;
 
 raw_section! {

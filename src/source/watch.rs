@@ -43,9 +43,10 @@ use tokio_util::sync::CancellationToken;
 use walkdir::WalkDir;
 
 use super::walk::Walk;
-use super::{Body, Found, Item, Locator, Recount, SourceId, Ticket};
+use super::{Found, Recount};
 use crate::error::Result;
 use crate::image_check::{self, ImageProblem};
+use crate::item::{Body, Item, Locator, SourceId, Ticket};
 use crate::layer::{raw_section, secs};
 use crate::rules;
 
@@ -1413,7 +1414,7 @@ fn incomplete(path: &Path) -> Option<String> {
 /// The (size, mtime) of a file item.
 fn file_stamp(item: &Item) -> Option<(u64, i64)> {
     match (&item.locator, &item.fingerprint) {
-        (Locator::File(_), Some(super::Fingerprint::SizeMtime { size, mtime_ns })) => {
+        (Locator::File(_), Some(crate::item::Fingerprint::SizeMtime { size, mtime_ns })) => {
             Some((*size, *mtime_ns))
         }
         _ => None,

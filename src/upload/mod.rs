@@ -21,12 +21,12 @@ use crate::api::client::{ImageUpdate, Upload};
 use crate::api::types::Image;
 use crate::config::UploadConfig;
 use crate::error::{Error, Result, Stage};
+use crate::item::Locator;
 use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
 use crate::outcome::{Failed, How, Outcome, Stored};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
 use crate::replace::{self, Backup};
-use crate::source::Locator;
 use crate::stamp::Stamp;
 use crate::transport::retry;
 use crate::transport::{ApiLane, Lanes};
@@ -261,7 +261,7 @@ impl Uploader {
                 .unwrap_or(self.require_signed_urls),
             creator: job.item.options.creator.as_deref(),
             // The bytes that were read and hashed; a file body's examined size.
-            size: matches!(job.body, crate::source::Body::File { .. }).then_some(job.version.size),
+            size: matches!(job.body, crate::item::Body::File { .. }).then_some(job.version.size),
         }
     }
 

@@ -304,8 +304,8 @@ impl TestEnv {
 /// The stamp hash of an item of a folder source.
 pub fn stamp_in(folder: &Path, key: &str) -> String {
     let canonical = std::fs::canonicalize(folder).expect("canonical folder");
-    let source = cfimg::source::SourceId::new(
-        cfimg::source::SourceKind::Dir,
+    let source = cfimg::item::SourceId::new(
+        cfimg::item::SourceKind::Dir,
         canonical.to_str().expect("utf-8 path"),
     );
     cfimg::stamp::source_hash(&source, key)
