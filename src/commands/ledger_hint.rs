@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::migrate::EMULATOR_LEDGER;
+/// The ledger `--emulator` runs (`migrate`, `watch`, `serve`) use unless one is given, so
+/// that a demo never mixes with a real account's ledger.
+pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
 
 /// A hint naming a ledger that exists when none is at `path`: the emulator runs' ledger
 /// beside it or in the current folder. `None` when `path` exists or nothing else does.

@@ -19,9 +19,7 @@ use crate::source::manifest::{Attempt, Retrier};
 use crate::source::{Settings, Source, Spec};
 use crate::transport::retry;
 
-/// The ledger `--emulator` runs use unless one is given, so that a demo never mixes with a
-/// real account's ledger.
-pub(super) const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
+use super::ledger_hint::EMULATOR_LEDGER;
 
 /// Runs a migration and returns the exit code.
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {

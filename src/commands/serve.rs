@@ -11,8 +11,7 @@ use crate::config::{self, Config, RawConfig, RawServe};
 use crate::emulator::WebhookDestination;
 use crate::error::{Error, Result};
 
-/// The ledger `serve --emulator` uses unless one is given, as `migrate --emulator` does.
-const EMULATOR_LEDGER: &str = "cfimg-emulator.sqlite";
+use super::ledger_hint::EMULATOR_LEDGER;
 
 /// Runs the service until a stop signal.
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::migrate::{EMULATOR_LEDGER, start_emulator};
+use super::ledger_hint::EMULATOR_LEDGER;
+use super::migrate::start_emulator;
 use super::{EXIT_OK, exit_code};
 use crate::cli::{Cli, WatchArgs};
 use crate::config::{self, Config, RawConfig};

@@ -130,7 +130,7 @@ pub async fn migrate_gated(
     if let Sink::Upload(up) = &run.sink
         && !run.shutdown.intake.is_cancelled()
     {
-        up.recheck(&run, "the next run repeats it").await;
+        run.recheck(up, "the next run repeats it").await;
     }
     display.finish();
     finish(cfg, opts, run, writer_thread, started).await

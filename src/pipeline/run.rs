@@ -1,15 +1,17 @@
 //! What every stage of a run shares.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use super::sink::Sink;
-use crate::error::{Error, Result};
+use super::sink::{Sink, Upload};
+use crate::error::{Disposition, Error, Result};
 use crate::item::SourceId;
 use crate::ledger::{Failure, LedgerWriter, SharedReader, Version};
 use crate::outcome::{Failed, Outcome};
 use crate::progress::Stats;
+use crate::recheck;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::transport::Traffic;
@@ -42,6 +44,36 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// The second look after ambiguous answers (see `recheck.rs`), counted. A fatal error
+    /// stops the run (returns false); any other is logged, ending with `later` (when it is
+    /// tried again).
+    pub async fn recheck(&self, up: &Upload, later: &str) -> bool {
+        let done = recheck::recheck(
+            &up.lane,
+            &up.reader,
+            &up.writer,
+            self.source_id,
+            up.list_lag,
+            &self.shutdown.intake,
+        )
+        .await;
+        match done {
+            Ok(done) => {
+                self.stats
+                    .duplicates_deleted
+                    .fetch_add(done.deleted, Ordering::Relaxed);
+            }
+            Err(e) if e.disposition() == Disposition::Fatal => {
+                self.stop(e);
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the duplicate check after ambiguous answers failed; {later}")
+            }
+        }
+        true
+    }
+
     /// The ledger writer, unless this is a dry run.
     pub fn writer(&self) -> Option<&LedgerWriter> {
         match &self.sink {
