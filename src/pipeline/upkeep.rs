@@ -38,7 +38,7 @@ pub(super) async fn upkeep(run: Run, live: Live, up: Arc<Upload>) -> Result<()> 
                 counts: run.stats.counts(&run.traffic),
             })
             .await?;
-        if !run.recheck(up, "it is tried again later").await {
+        if !run.recheck(&up, "it is tried again later").await {
             return Ok(());
         }
     }
