@@ -43,6 +43,47 @@ fn part_filename(name: &str) -> String {
 /// that 16 concurrent 10 MB uploads stay a few MB of buffers.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
+/// Bodies up to this size are read in one go rather than streamed: the file is already
+/// in memory once (one [`UPLOAD_CHUNK`] buffer), and each streamed read of a `tokio::fs`
+/// file is a round trip through the blocking pool, which costs a small upload more CPU
+/// than everything else it does.
+const READ_WHOLE_UP_TO: u64 = UPLOAD_CHUNK as u64;
+
+/// An upload body's file, opened: read whole when small, else to be streamed.
+enum Opened {
+    Read(Vec<u8>),
+    Stream(tokio::fs::File),
+}
+
+/// Opens a file body in one trip to the blocking pool: its size (at most `examined`, the
+/// bytes that were hashed when planning) and either its bytes or the open file.
+async fn open_body(path: std::path::PathBuf, examined: Option<u64>) -> Result<(Opened, u64)> {
+    let io = |path: &std::path::Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let blocking = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = std::fs::File::open(&path).map_err(|e| io(&path, e))?;
+        let size = file.metadata().map_err(|e| io(&path, e))?.len();
+        let size = examined.map_or(size, |s| s.min(size));
+        if size > READ_WHOLE_UP_TO {
+            return Ok((Opened::Stream(tokio::fs::File::from_std(file)), size));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io(&path, e))?;
+        // The part declares `size` bytes: a file that shrank meanwhile is read short, and
+        // sending fewer bytes than declared would fail as a malformed request.
+        let size = bytes.len() as u64;
+        Ok((Opened::Read(bytes), size))
+    });
+    blocking
+        .await
+        .map_err(|_| Error::Panicked("opening an upload body".into()))?
+}
+
 /// The longest wait any server hint can impose (a huge `Retry-After` or a far date is
 /// clamped to this rather than trusted, and never overflows).
 pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -276,34 +317,32 @@ impl ImagesClient {
         let mut hashed = None;
         match up.body {
             Body::File { path, .. } => {
-                let file = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|source| Error::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let size = file
-                    .metadata()
-                    .await
-                    .map_err(|source| Error::Io {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .len();
-                let size = up.size.map_or(size, |s| s.min(size));
-                let hasher = Arc::new(Mutex::new(Some(Sha256::new())));
-                let tap = hasher.clone();
-                let file = tokio::io::AsyncReadExt::take(file, size);
-                let stream = ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
-                    if let (Ok(bytes), Ok(mut h)) = (&chunk, tap.lock())
-                        && let Some(h) = h.as_mut()
-                    {
-                        h.update(bytes);
+                let (opened, size) = open_body(path.clone(), up.size).await?;
+                let part = match opened {
+                    Opened::Read(bytes) => {
+                        let mut h = Sha256::new();
+                        h.update(&bytes);
+                        hashed = Some(Arc::new(Mutex::new(Some(h))));
+                        Part::bytes(bytes)
                     }
-                    chunk
-                });
-                hashed = Some(hasher);
-                let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                    Opened::Stream(file) => {
+                        let hasher = Arc::new(Mutex::new(Some(Sha256::new())));
+                        let tap = hasher.clone();
+                        let file = tokio::io::AsyncReadExt::take(file, size);
+                        let stream =
+                            ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
+                                if let (Ok(bytes), Ok(mut h)) = (&chunk, tap.lock())
+                                    && let Some(h) = h.as_mut()
+                                {
+                                    h.update(bytes);
+                                }
+                                chunk
+                            });
+                        hashed = Some(hasher);
+                        Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                    }
+                };
+                let part = part
                     .file_name(part_filename(up.filename))
                     .mime_str(up.mime)
                     .map_err(|e| Error::Invalid(format!("bad content type {}: {e}", up.mime)))?;

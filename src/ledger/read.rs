@@ -15,6 +15,15 @@ const ROW_COLUMNS: &str = "i.source_id, s.kind || ':' || s.location, i.key, i.si
 
 const ROW_FROM: &str = "FROM items i JOIN sources s ON s.id = i.source_id";
 
+/// The query of [`Ledger::holder_of`].
+pub(super) fn holder_of_sql() -> String {
+    format!(
+        "SELECT {ROW_COLUMNS} {ROW_FROM}
+         WHERE (i.image_id = ?1 OR i.planned_id = ?1) AND NOT (i.source_id = ?2 AND i.key = ?3)
+         ORDER BY i.state = 'uploaded' DESC LIMIT 1"
+    )
+}
+
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
         source_id: r.get(0)?,
@@ -77,11 +86,7 @@ impl Ledger {
 
     /// Another item that holds `image_id` or is writing it now, if any.
     pub fn holder_of(&self, image_id: &str, source_id: i64, key: &str) -> Result<Option<Row>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} {ROW_FROM}
-             WHERE (i.image_id = ?1 OR i.planned_id = ?1) AND NOT (i.source_id = ?2 AND i.key = ?3)
-             ORDER BY i.state = 'uploaded' DESC LIMIT 1"
-        ))?;
+        let mut stmt = self.conn.prepare_cached(&holder_of_sql())?;
         Ok(stmt
             .query_row(params![image_id, source_id, key], read_row)
             .optional()?)

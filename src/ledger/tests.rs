@@ -316,3 +316,32 @@ async fn the_writer_lock_is_on_the_file_whatever_its_name_and_seen_from_outside(
     holder.wait().unwrap();
     assert!(!is_locked(&other));
 }
+
+#[tokio::test]
+async fn a_cached_reader_query_is_not_compiled_again_for_each_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let a = writer
+        .source(&SourceId::new(SourceKind::Dir, "/a"))
+        .await
+        .unwrap();
+    writer
+        .commit(Record::Intent {
+            version: version(a, "x.jpg", "s1"),
+            planned_id: Some("x.jpg".into()),
+            stamp: "st".into(),
+        })
+        .await
+        .unwrap();
+    let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+    for id in ["x.jpg", "y.jpg", "z.jpg", "x.jpg"] {
+        let _ = reader.holder_of(id, a, "other.jpg").unwrap();
+    }
+    let stmt = reader.conn.prepare_cached(&read::holder_of_sql()).unwrap();
+    // Recompiling at every new binding made the statement cache worthless (issue 20).
+    assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    drop(stmt);
+    drop(writer);
+    thread.join().unwrap().unwrap();
+}
