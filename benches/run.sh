@@ -11,7 +11,8 @@
 #      4 GB of disk in 4 kB blocks), THROUGHPUT_FILES (default 5000),
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
 #      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s),
-#      BATCH_SERVERS (default "headers plain"; also "bucket", the emulator's default limit).
+#      BATCH_SERVERS (default "headers plain"; also "bucket", the emulator's default limit),
+#      BATCH_RATE (default empty: cfimg's own --batch-rate default; e.g. 200, a token's exact share).
 #      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
@@ -29,6 +30,7 @@ THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 BATCH_SECS=${BATCH_SECS:-10}
 BATCH_SERVERS=${BATCH_SERVERS:-headers plain}
+BATCH_RATE=${BATCH_RATE:-}
 MANAGE_ROWS=${MANAGE_ROWS:-100000}
 WATCH_FILES=${WATCH_FILES:-100000}
 WATCH_BURST=${WATCH_BURST:-10000}
@@ -175,14 +177,15 @@ PY
 
 # The batch transport at the batch host's real limit (200/s per batch token) with the API
 # host's 1200/300 s scaled down to 40/10 s (the same 4/s), for each kind of batch server in
-# BATCH_SERVERS and N = 1 and 3 tokens, at cfimg's default --batch-rate: uploads/s as a
+# BATCH_SERVERS and N = 1 and 3 tokens, at cfimg's default --batch-rate (or BATCH_RATE): uploads/s as a
 # share of N x 200/s, 429s served, API requests spent on tokens. Servers:
 #   headers  the strict server of issue 20: a 1 s sliding window per token, and
 #            `Ratelimit: "default";r=..;t=..` (whole seconds) + `Ratelimit-Policy` on every answer
 #   plain    the same sliding window, no Ratelimit headers (429s still carry retry-after)
 #   bucket   the emulator's default: a token bucket with a 1 s penalty, "burst" policy headers
 batch() {
-  local dir="$WORK/batch" n server flags
+  local dir="$WORK/batch" n server flags rate=()
+  [ -z "$BATCH_RATE" ] || rate=(--batch-rate "$BATCH_RATE")
   for server in $BATCH_SERVERS; do
     case $server in
       headers) flags=(--batch-window sliding) ;;
@@ -196,13 +199,13 @@ batch() {
       start_emulator --rate-limit 40/10s --batch-rate-limit 200/1s "${flags[@]}"
       rm -f "$WORK/batch.sqlite"*
       timed batch "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/batch.sqlite" --transport batch \
-        --batch-tokens "$tokens" --concurrency $((16 * tokens)) --json >"$WORK/batch.json"
+        --batch-tokens "$tokens" --concurrency $((16 * tokens)) "${rate[@]}" --json >"$WORK/batch.json"
       curl -sf "${API%/client/v4}/__emulator/state" >"$WORK/batch-state.json"
-      python3 - "$server" "$n" "$tokens" "$WORK/batch.json" "$WORK/batch-state.json" "$USER_S" "$SYS_S" <<'PY'
+      python3 - "${BATCH_RATE:-default}" "$server" "$n" "$tokens" "$WORK/batch.json" "$WORK/batch-state.json" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
-server, n, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s, st = json.load(open(sys.argv[4])), json.load(open(sys.argv[5]))
-us, sy = float(sys.argv[6]), float(sys.argv[7])
+rate, server, n, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+s, st = json.load(open(sys.argv[5])), json.load(open(sys.argv[6]))
+us, sy = float(sys.argv[7]), float(sys.argv[8])
 assert s["uploaded"] == n and s["failed"] == 0, s
 served = lambda route, status=None: sum(r["count"] for r in st["requests"]
     if r["route"] == route and (status is None or r["status"] == status))
@@ -211,7 +214,7 @@ api_429 = sum(r["count"] for r in st["requests"]
     if r["route"].split(" ", 1)[-1].startswith("/client/v4") and r["status"] == 429)
 tokens_spent = served("GET /client/v4/accounts/{account_id}/images/v1/batch_token")
 ups = n / s["elapsed_secs"]
-print(f"batch, server {server}, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
+print(f"batch, server {server}, --batch-rate {rate}, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
       f"({ups / (200 * tokens):.3f} of {200 * tokens}/s; batch host {s['batch_req_per_sec']:.1f} req/s); "
       f"429s served: batch {batch_429}, API {api_429}; API requests {s['api_requests']} "
       f"({tokens_spent} for tokens); client CPU {us + sy:.1f} s")
