@@ -7,9 +7,12 @@
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
 # Env: BENCH_DIR (scratch space, default a new temp dir; the large case writes 1.8 GB),
-#      NOOP_FILES (default 100000), THROUGHPUT_FILES (default 5000),
+#      NOOP_FILES (default 100000; 1000000 is the million-file case, 1,000 folders, about
+#      4 GB of disk in 4 kB blocks), THROUGHPUT_FILES (default 5000),
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
-#      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s).
+#      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s),
+#      BATCH_SERVERS (default "headers plain"; also "bucket", the emulator's default limit),
+#      BATCH_RATE (default empty: cfimg's own --batch-rate default; e.g. 200, a token's exact share).
 #      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
@@ -26,6 +29,8 @@ MANIFEST_LINES=${MANIFEST_LINES:-1000000}
 THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 BATCH_SECS=${BATCH_SECS:-10}
+BATCH_SERVERS=${BATCH_SERVERS:-headers plain}
+BATCH_RATE=${BATCH_RATE:-}
 MANAGE_ROWS=${MANAGE_ROWS:-100000}
 WATCH_FILES=${WATCH_FILES:-100000}
 WATCH_BURST=${WATCH_BURST:-10000}
@@ -111,12 +116,20 @@ PY
   python3 -c "import sys; c,x=map(float,sys.argv[1:3]); n=int(sys.argv[3]); print(f'throughput: xargs -P 16 curl: {x:.2f} s wall, {n/x:.0f} files/s; cfimg is {x/c:.1f}x faster')" "$c_el" "$ELAPSED" "$n"
 }
 
+# NOOP_FILES small files in folders of 1,000 (1,000 folders at NOOP_FILES=1000000), migrated
+# once (not timed), then the unchanged rerun against `find -printf` over the same tree.
 noop() {
-  local n=$NOOP_FILES dir="$WORK/noop"
-  [ -d "$dir" ] || make_files "$dir" "$n" 64 1000
-  start_emulator --rate-limit off
+  local n=$NOOP_FILES dir="$WORK/noop-$NOOP_FILES"
+  if [ ! -d "$dir" ]; then
+    local t0=$SECONDS
+    make_files "$dir" "$n" 64 1000
+    echo "no-op: generated $n files in $(find "$dir" -mindepth 1 -maxdepth 1 -type d | wc -l) folders in $((SECONDS - t0)) s (not counted)"
+  fi
+  # The emulator's image quota (100,000 by default) must hold every file.
+  start_emulator --rate-limit off --max-images $((n + 1000))
   rm -f "$WORK/noop.sqlite"*
-  "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
+  timed noop-first "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
+  echo "no-op: first run (uploads, not counted) ${ELAPSED} s"
   find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
   timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
   local f_el=$ELAPSED
@@ -162,24 +175,37 @@ print(f"rate limit 50/s on both sides: {s['requests']} requests in {s['elapsed_s
 PY
 }
 
-# The batch transport at the batch host's real limit (200/s per batch token, 1 s penalty)
-# with the API host's 1200/300 s scaled down to 40/10 s (the same 4/s): uploads/s as a
-# share of N x 200 for N = 1 and 3 tokens, 429s served, API requests spent on tokens.
+# The batch transport at the batch host's real limit (200/s per batch token) with the API
+# host's 1200/300 s scaled down to 40/10 s (the same 4/s), for each kind of batch server in
+# BATCH_SERVERS and N = 1 and 3 tokens, at cfimg's default --batch-rate (or BATCH_RATE): uploads/s as a
+# share of N x 200/s, 429s served, API requests spent on tokens. Servers:
+#   headers  the strict server of issue 20: a 1 s sliding window per token, and
+#            `Ratelimit: "default";r=..;t=..` (whole seconds) + `Ratelimit-Policy` on every answer
+#   plain    the same sliding window, no Ratelimit headers (429s still carry retry-after)
+#   bucket   the emulator's default: a token bucket with a 1 s penalty, "burst" policy headers
 batch() {
-  local dir="$WORK/batch" n
-  for tokens in 1 3; do
-    n=$((BATCH_SECS * 200 * tokens))
-    rm -rf "$dir"; make_files "$dir" "$n" 2000 1000
-    start_emulator --rate-limit 40/10s --batch-rate-limit 200/1s --penalty 1
-    rm -f "$WORK/batch.sqlite"*
-    timed batch "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/batch.sqlite" --transport batch \
-      --batch-tokens "$tokens" --concurrency $((16 * tokens)) --json >"$WORK/batch.json"
-    curl -sf "${API%/client/v4}/__emulator/state" >"$WORK/batch-state.json"
-    python3 - "$n" "$tokens" "$WORK/batch.json" "$WORK/batch-state.json" "$USER_S" "$SYS_S" <<'PY'
+  local dir="$WORK/batch" n server flags rate=()
+  [ -z "$BATCH_RATE" ] || rate=(--batch-rate "$BATCH_RATE")
+  for server in $BATCH_SERVERS; do
+    case $server in
+      headers) flags=(--batch-window sliding) ;;
+      plain) flags=(--batch-window sliding --no-batch-ratelimit-headers) ;;
+      bucket) flags=(--penalty 1) ;;
+      *) echo "BATCH_SERVERS: unknown server $server (headers, plain or bucket)"; exit 2 ;;
+    esac
+    for tokens in 1 3; do
+      n=$((BATCH_SECS * 200 * tokens))
+      rm -rf "$dir"; make_files "$dir" "$n" 2000 1000
+      start_emulator --rate-limit 40/10s --batch-rate-limit 200/1s "${flags[@]}"
+      rm -f "$WORK/batch.sqlite"*
+      timed batch "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/batch.sqlite" --transport batch \
+        --batch-tokens "$tokens" --concurrency $((16 * tokens)) "${rate[@]}" --json >"$WORK/batch.json"
+      curl -sf "${API%/client/v4}/__emulator/state" >"$WORK/batch-state.json"
+      python3 - "${BATCH_RATE:-default}" "$server" "$n" "$tokens" "$WORK/batch.json" "$WORK/batch-state.json" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
-n, tokens = int(sys.argv[1]), int(sys.argv[2])
-s, st = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
-us, sy = float(sys.argv[5]), float(sys.argv[6])
+rate, server, n, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+s, st = json.load(open(sys.argv[5])), json.load(open(sys.argv[6]))
+us, sy = float(sys.argv[7]), float(sys.argv[8])
 assert s["uploaded"] == n and s["failed"] == 0, s
 served = lambda route, status=None: sum(r["count"] for r in st["requests"]
     if r["route"] == route and (status is None or r["status"] == status))
@@ -188,11 +214,12 @@ api_429 = sum(r["count"] for r in st["requests"]
     if r["route"].split(" ", 1)[-1].startswith("/client/v4") and r["status"] == 429)
 tokens_spent = served("GET /client/v4/accounts/{account_id}/images/v1/batch_token")
 ups = n / s["elapsed_secs"]
-print(f"batch, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
+print(f"batch, server {server}, --batch-rate {rate}, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
       f"({ups / (200 * tokens):.3f} of {200 * tokens}/s; batch host {s['batch_req_per_sec']:.1f} req/s); "
       f"429s served: batch {batch_429}, API {api_429}; API requests {s['api_requests']} "
       f"({tokens_spent} for tokens); client CPU {us + sy:.1f} s")
 PY
+    done
   done
 }
 

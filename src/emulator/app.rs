@@ -9,7 +9,7 @@ use axum::http::Method;
 
 use super::auth::BatchTokens;
 use super::faults::FaultInjector;
-use super::ratelimit::TokenBuckets;
+use super::ratelimit::HostLimit;
 use super::store::{ImageRec, State, Store};
 use sha2::{Digest, Sha256};
 
@@ -31,9 +31,9 @@ pub struct App {
     /// Images, variants, keys, config.
     pub store: Store,
     /// The API host's rate limit (a bucket per API token), if on.
-    pub api_buckets: Option<TokenBuckets>,
+    pub api_buckets: Option<HostLimit>,
     /// The batch host's rate limit (a bucket per batch token), if on.
-    pub batch_buckets: Option<TokenBuckets>,
+    pub batch_buckets: Option<HostLimit>,
     /// Fault knobs.
     pub faults: FaultInjector,
     /// Issued batch tokens.

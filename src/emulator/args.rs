@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{DEFAULT_ACCOUNT_ID, DEFAULT_API_TOKEN, EmulatorConfig, Faults, RateLimit, start};
+use super::{
+    DEFAULT_ACCOUNT_ID, DEFAULT_API_TOKEN, EmulatorConfig, Faults, LimitWindow, RateLimit, start,
+};
 
 /// Flags of `cfimg emulator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,7 +30,16 @@ pub struct EmulatorArgs {
     /// Batch-host limit per batch token: N/WINDOW or off.
     #[arg(long, default_value = "200/1s", value_parser = parse_rate_limit_arg)]
     pub batch_rate_limit: LimitArg,
-    /// Seconds a token stays blocked once over a limit (default: the limit's window).
+    /// How the batch host counts its limit: `bucket` refills continuously and blocks for
+    /// the penalty once dry; `sliding` admits at most N in any WINDOW (no penalty), the
+    /// server the `Ratelimit` headers describe (policy `"default"`, whole-second `t`).
+    #[arg(long, value_enum, value_name = "KIND", default_value = "bucket")]
+    pub batch_window: LimitWindow,
+    /// Leave `Ratelimit` and `Ratelimit-Policy` off the batch host's answers (its 429s
+    /// keep `retry-after`), as a server that does not send them.
+    #[arg(long)]
+    pub no_batch_ratelimit_headers: bool,
+    /// Seconds a token stays blocked once over a bucket limit (default: the limit's window).
     #[arg(long)]
     pub penalty: Option<u64>,
     /// Lifetime of batch tokens, in seconds.
@@ -167,6 +178,8 @@ impl EmulatorArgs {
             data_dir: self.data.clone(),
             api_rate_limit: limit(self.rate_limit.0),
             batch_rate_limit: limit(self.batch_rate_limit.0),
+            batch_window: self.batch_window,
+            batch_ratelimit_headers: !self.no_batch_ratelimit_headers,
             faults: Faults {
                 seed: self.fault_seed,
                 p_500: self.fault_500,
@@ -308,9 +321,23 @@ mod tests {
         assert!(config.faults.edge_429 && config.faults.edge_429_retry_after);
         assert_eq!(config.read_only_tokens, ["a", "b"]);
         assert_eq!(config.max_images, 7);
+        let strict = Cli::try_parse_from([
+            "emulator",
+            "--batch-window",
+            "sliding",
+            "--no-batch-ratelimit-headers",
+        ])
+        .unwrap()
+        .args
+        .config();
+        assert_eq!(strict.batch_window, LimitWindow::Sliding);
+        assert!(!strict.batch_ratelimit_headers);
+        assert!(Cli::try_parse_from(["emulator", "--batch-window", "fixed"]).is_err());
         let defaults = Cli::try_parse_from(["emulator"]).unwrap().args.config();
         assert_eq!(defaults.list_lag, Duration::ZERO);
         assert!(defaults.read_only_tokens.is_empty());
+        assert_eq!(defaults.batch_window, LimitWindow::Bucket);
+        assert!(defaults.batch_ratelimit_headers);
         assert_eq!(defaults.max_images, super::super::DEFAULT_MAX_IMAGES);
         assert!(Cli::try_parse_from(["emulator", "--list-lag", "-1"]).is_err());
     }

@@ -11,9 +11,11 @@
 //! - `images.rs`: image handlers (upload, get, patch, delete, blob, stats, both lists).
 //! - `inspect.rs`: the inspection view (stored images with their sha256, request counts).
 //! - `keys.rs`: signing keys and the account's image config.
-//! - `ratelimit.rs`: `TokenBuckets`, the service's per-token rate limit with its penalty.
+//! - `ratelimit.rs`: `TokenBuckets`, the service's per-token rate limit with its penalty,
+//!   and `HostLimit`, a host's limit (bucket or sliding window) with its headers.
 //! - `reply.rs`: the Cloudflare envelope, error items and edge pages.
 //! - `routes.rs`: the router and the per-request order auth, rate limit, route, faults.
+//! - `sliding.rs`: `SlidingWindows`, the strict sliding-window limit of `--batch-window sliding`.
 //! - `server.rs`: the accept loop, with a kill switch per connection for "drop" faults.
 //! - `store.rs`: images, variants, keys and config, and their optional journal on disk.
 //! - `util.rs`: hex, base64, HMAC and percent-encoding, spelled one way.
@@ -55,6 +57,17 @@
 //!   knob the limiter's refusals are instead the edge's HTML page "Error 1015 - You are
 //!   being rate limited" (429, text/html, no `Ratelimit` headers), with `retry-after` only
 //!   when `edge_429_retry_after` is set.
+//! - **The strict batch host** (`batch_window: Sliding`, `--batch-window sliding`): the
+//!   batch limit becomes a sliding window per batch token, at most `requests` admitted in
+//!   any `window` (refused requests are not counted, and there is no penalty: a token is
+//!   free again the moment its oldest counted request ages out). Every batch-host answer
+//!   then carries `Ratelimit: "default";r=<remaining>;t=<reset>` and `Ratelimit-Policy:
+//!   "default";q=<requests>;w=<window>`, where `t` is the whole seconds, rounded up, until
+//!   the oldest counted request leaves the window (so `t >= 1` whenever `r=0`); a 429 adds
+//!   `retry-after` equal to `t`. This is the server issue 20 describes; whether the real
+//!   batch host sends these headers is undocumented. `batch_ratelimit_headers: false`
+//!   (`--no-batch-ratelimit-headers`) leaves `Ratelimit` and `Ratelimit-Policy` off the
+//!   batch host's answers in either mode.
 //! - **Faults** are drawn after auth and rate limiting (so a faulted attempt still counted
 //!   against the limit, as at Cloudflare), from one seeded RNG: six numbers per request
 //!   on the Cloudflare hosts, so a seed plus a request order reproduces a run (concurrent
@@ -147,6 +160,7 @@ mod ratelimit;
 mod reply;
 mod routes;
 mod server;
+mod sliding;
 mod store;
 mod util;
 mod variants;
@@ -163,7 +177,7 @@ use tokio::task::JoinHandle;
 pub use args::{EmulatorArgs, parse_rate_limit, run};
 pub use faults::Faults;
 pub use inspect::{InspectedImage, Inspection, RouteCount};
-pub use ratelimit::RateLimit;
+pub use ratelimit::{LimitWindow, RateLimit};
 pub use webhook::Destination as WebhookDestination;
 
 use app::App;
@@ -181,6 +195,12 @@ pub struct EmulatorConfig {
     pub api_rate_limit: Option<RateLimit>,
     /// Batch-host limit per batch token; `None` turns it off.
     pub batch_rate_limit: Option<RateLimit>,
+    /// How the batch host counts its limit: a token bucket with a penalty (default) or a
+    /// strict sliding window (no penalty; the policy header is named `default`).
+    pub batch_window: LimitWindow,
+    /// Whether batch-host answers carry `Ratelimit` and `Ratelimit-Policy` (default on;
+    /// its 429s carry `retry-after` either way).
+    pub batch_ratelimit_headers: bool,
     /// Fault knobs.
     pub faults: Faults,
     /// Lifetime of batch tokens.
@@ -222,6 +242,8 @@ impl Default for EmulatorConfig {
                 window: Duration::from_secs(1),
                 penalty: Duration::from_secs(1),
             }),
+            batch_window: LimitWindow::Bucket,
+            batch_ratelimit_headers: true,
             faults: Faults::default(),
             batch_token_ttl: Duration::from_secs(3600),
             list_lag: Duration::ZERO,
@@ -262,8 +284,12 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         read_only_tokens: config.read_only_tokens,
         origin: origin.clone(),
         store,
-        api_buckets: config.api_rate_limit.map(ratelimit::TokenBuckets::new),
-        batch_buckets: config.batch_rate_limit.map(ratelimit::TokenBuckets::new),
+        api_buckets: config
+            .api_rate_limit
+            .map(|l| ratelimit::HostLimit::new(l, LimitWindow::Bucket, true)),
+        batch_buckets: config.batch_rate_limit.map(|l| {
+            ratelimit::HostLimit::new(l, config.batch_window, config.batch_ratelimit_headers)
+        }),
         faults: faults::FaultInjector::new(config.faults),
         batch_tokens: auth::BatchTokens::default(),
         batch_token_ttl: config.batch_token_ttl,

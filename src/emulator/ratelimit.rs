@@ -1,10 +1,13 @@
-//! Per-token rate limiting: a token bucket with a penalty period once it runs dry.
+//! Per-token rate limiting: a token bucket with a penalty period once it runs dry, or a
+//! strict sliding window (`sliding.rs`), and the headers that describe either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
+
+use super::sliding::SlidingWindows;
 
 /// A rate-limit policy: `requests` per `window`; going over blocks for `penalty`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +111,58 @@ impl TokenBuckets {
             }
         }
     }
+}
 
-    /// The `Ratelimit`, `Ratelimit-Policy` and (when limited) `retry-after` headers.
+/// How a host counts its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitWindow {
+    /// A token bucket refilled continuously, with a penalty once it runs dry.
+    #[default]
+    Bucket,
+    /// At most the quota in any window, no penalty: the server of the standard headers.
+    Sliding,
+}
+
+enum Counter {
+    Bucket(TokenBuckets),
+    Sliding(SlidingWindows),
+}
+
+/// One host's rate limit: how it counts, and what its answers say about it.
+pub struct HostLimit {
+    policy: RateLimit,
+    counter: Counter,
+    headers: bool,
+}
+
+impl HostLimit {
+    /// A limit enforcing `policy` counted the `window` way; `headers` says whether answers
+    /// carry `Ratelimit` and `Ratelimit-Policy` (`retry-after` on a 429 always).
+    pub fn new(policy: RateLimit, window: LimitWindow, headers: bool) -> Self {
+        let counter = match window {
+            LimitWindow::Bucket => Counter::Bucket(TokenBuckets::new(policy)),
+            LimitWindow::Sliding => {
+                Counter::Sliding(SlidingWindows::new(policy.requests, policy.window))
+            }
+        };
+        HostLimit {
+            policy,
+            counter,
+            headers,
+        }
+    }
+
+    /// Counts one request of `key` and decides it.
+    pub fn check(&self, key: &str) -> Admission {
+        match &self.counter {
+            Counter::Bucket(b) => b.check(key),
+            Counter::Sliding(w) => w.check(key),
+        }
+    }
+
+    /// The `Ratelimit`, `Ratelimit-Policy` (when on) and, when limited, `retry-after`
+    /// headers. The policy is named `burst` for the bucket, as the API host's answers
+    /// have it, and `default` for the sliding window, as the standard form has it.
     pub fn headers(&self, admission: Admission, headers: &mut HeaderMap) {
         let (remaining, reset) = match admission {
             Admission::Allowed { remaining, reset } => (remaining, reset),
@@ -118,8 +171,15 @@ impl TokenBuckets {
                 (0, retry_after)
             }
         };
+        if !self.headers {
+            return;
+        }
+        let name = match self.counter {
+            Counter::Bucket(_) => "burst",
+            Counter::Sliding(_) => "default",
+        };
         let policy = format!(
-            "\"burst\";q={};w={}",
+            "\"{name}\";q={};w={}",
             self.policy.requests,
             ceil_secs(self.policy.window)
         );
@@ -133,7 +193,8 @@ impl TokenBuckets {
     }
 }
 
-fn ceil_secs(d: Duration) -> u64 {
+/// `d` in whole seconds, rounded up.
+pub(super) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

@@ -229,25 +229,29 @@ async fn pipeline(
             b.headers(a, resp.headers_mut());
             return resp;
         }
-        let Some((route, _)) = target else {
-            return ApiError::no_route().into_response();
-        };
-        if read_only && route.writes() {
-            return unauthorized_write();
-        }
-        let draw = app.faults.draw(route == Route::Upload);
-        if let Some(latency) = draw.latency {
-            tokio::time::sleep(latency).await;
-        }
-        let mut resp = match draw.error {
-            Some(e) => edge_error(e),
-            None => {
-                let kill = req.extensions().get::<ConnKill>().cloned();
-                dispatch(app, route, req, &draw, kill, &method, template)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response)
+        // Every answer to a counted request describes the limit, refusals included.
+        let mut resp = async {
+            let Some((route, _)) = target else {
+                return ApiError::no_route().into_response();
+            };
+            if read_only && route.writes() {
+                return unauthorized_write();
             }
-        };
+            let draw = app.faults.draw(route == Route::Upload);
+            if let Some(latency) = draw.latency {
+                tokio::time::sleep(latency).await;
+            }
+            match draw.error {
+                Some(e) => edge_error(e),
+                None => {
+                    let kill = req.extensions().get::<ConnKill>().cloned();
+                    dispatch(app, route, req, &draw, kill, &method, template)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }
+            }
+        }
+        .await;
         if let Some((b, a)) = admission {
             b.headers(a, resp.headers_mut());
         }

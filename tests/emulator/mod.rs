@@ -11,6 +11,7 @@ mod lag;
 mod misc;
 mod ratelimit;
 mod schema;
+mod strict_batch;
 
 use std::time::Duration;
 
