@@ -618,6 +618,16 @@ pub struct UploadFlags {
 }
 
 impl UploadFlags {
+    /// `--metadata` parsed: a JSON object, or an error naming the flag.
+    pub fn metadata(
+        &self,
+    ) -> crate::error::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        self.metadata
+            .as_deref()
+            .map(crate::config::parse_metadata_flag)
+            .transpose()
+    }
+
     /// The `[upload]` settings these flags set; `metadata` is parsed by the caller.
     fn raw(&self, metadata: Option<serde_json::Map<String, serde_json::Value>>) -> RawUpload {
         RawUpload {

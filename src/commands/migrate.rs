@@ -146,12 +146,7 @@ async fn report(
 /// The validated configuration: file, environment and flags, with a shard's own ledger and
 /// share of the rate, and the emulator's ledger.
 fn configure(cli: &Cli, args: &MigrateArgs) -> Result<Config> {
-    let metadata = args
-        .upload
-        .metadata
-        .as_deref()
-        .map(config::parse_metadata_flag)
-        .transpose()?;
+    let metadata = args.upload.metadata()?;
     let mut raw = config::load_raw(
         cli.config.as_deref(),
         args.overrides(cli.ledger(), metadata),

@@ -131,12 +131,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
 /// The validated configuration of file, environment and flags (with the emulator's ledger
 /// under --emulator), and the flags, which a reload applies again.
 fn configure(cli: &Cli, args: &WatchArgs) -> Result<(Config, RawConfig)> {
-    let metadata = args
-        .upload
-        .metadata
-        .as_deref()
-        .map(config::parse_metadata_flag)
-        .transpose()?;
+    let metadata = args.upload.metadata()?;
     let mut flags = args.overrides(cli.ledger(), metadata);
     if args.emulator && flags.ledger.is_none() {
         flags.ledger = Some(PathBuf::from(EMULATOR_LEDGER));

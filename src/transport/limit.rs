@@ -409,12 +409,8 @@ fn growing_cool_off(streak: u32) -> Duration {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_429_pauses_every_caller_until_retry_after() {
-        let limiter = std::sync::Arc::new(Limiter::new(1000.0, 10));
-        limiter.acquire().await;
-        let start = Instant::now();
-        limiter.throttled(Some(Duration::from_secs(7)));
+    /// Three callers acquiring at once; when each got through.
+    async fn three_waiters(limiter: &std::sync::Arc<Limiter>) -> Vec<Instant> {
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let l = limiter.clone();
@@ -424,8 +420,21 @@ mod tests {
                 })
             })
             .collect();
+        let mut passed = Vec::new();
         for w in waiters {
-            assert!(w.await.unwrap() - start >= Duration::from_secs(7));
+            passed.push(w.await.unwrap());
+        }
+        passed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_caller_until_retry_after() {
+        let limiter = std::sync::Arc::new(Limiter::new(1000.0, 10));
+        limiter.acquire().await;
+        let start = Instant::now();
+        limiter.throttled(Some(Duration::from_secs(7)));
+        for passed in three_waiters(&limiter).await {
+            assert!(passed - start >= Duration::from_secs(7));
         }
         assert_eq!((limiter.requests(), limiter.throttled_count()), (4, 1));
     }
@@ -496,17 +505,8 @@ mod tests {
             .await
             .unwrap();
         let start = Instant::now();
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let l = limiter.clone();
-                tokio::spawn(async move {
-                    l.acquire().await;
-                    Instant::now()
-                })
-            })
-            .collect();
-        for w in waiters {
-            assert!(w.await.unwrap() - start >= Duration::from_secs(30));
+        for passed in three_waiters(&limiter).await {
+            assert!(passed - start >= Duration::from_secs(30));
         }
         assert_eq!(limiter.throttled_count(), 0);
         // A reset far away is bounded.
