@@ -279,6 +279,20 @@ pub fn from_env() -> RawConfig {
             access_key_id: var("AWS_ACCESS_KEY_ID"),
             secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret::new),
             session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
+            google_service_account: var("GOOGLE_SERVICE_ACCOUNT")
+                .or_else(|| var("GOOGLE_SERVICE_ACCOUNT_PATH")),
+            google_service_account_key: var("GOOGLE_SERVICE_ACCOUNT_KEY").map(Secret::new),
+            google_application_credentials: var("GOOGLE_APPLICATION_CREDENTIALS"),
+            storage_emulator_host: var("STORAGE_EMULATOR_HOST"),
+            azure_account: var("AZURE_STORAGE_ACCOUNT_NAME")
+                .or_else(|| var("AZURE_STORAGE_ACCOUNT")),
+            azure_access_key: var("AZURE_STORAGE_ACCOUNT_KEY")
+                .or_else(|| var("AZURE_STORAGE_KEY"))
+                .map(Secret::new),
+            azure_sas_token: var("AZURE_STORAGE_SAS_TOKEN").map(Secret::new),
+            azure_client_id: var("AZURE_CLIENT_ID"),
+            azure_client_secret: var("AZURE_CLIENT_SECRET").map(Secret::new),
+            azure_tenant_id: var("AZURE_TENANT_ID"),
         },
         ..RawConfig::default()
     }

@@ -189,7 +189,7 @@ pub enum Error {
     /// endpoint): nothing in it can be migrated.
     #[error("cannot list {location}: {message}")]
     BucketListing {
-        /// `s3://bucket/prefix/`.
+        /// `s3://bucket/prefix/` (or `gs://`, `az://`).
         location: String,
         /// What the store said.
         message: String,
@@ -443,6 +443,12 @@ impl Error {
                 "Cloudflare refused the request as given: see its message, fix the arguments, run again",
             ),
             Error::Transport(_) => Some("check the network and `api_base_url`"),
+            Error::BucketListing { location, .. } if location.starts_with("gs://") => Some(
+                "check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY), the bucket name and --endpoint-url",
+            ),
+            Error::BucketListing { location, .. } if location.starts_with("az://") => Some(
+                "check AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_TOKEN, AZURE_CLIENT_*), the container name and --endpoint-url",
+            ),
             Error::BucketListing { .. } => Some(
                 "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the bucket name, --endpoint-url and --region",
             ),

@@ -7,7 +7,9 @@
 //!   listing yields ([`Found`]), and how the quota check may list a source again ([`Recount`])
 //! - `walk.rs`: a folder tree, and the `[walk]` settings
 //! - `manifest.rs`: URL manifests (text, CSV, JSON Lines) and their downloads, and `[manifest]`
-//! - `bucket.rs`: an S3-compatible bucket and prefix, and `[bucket]`
+//! - `bucket.rs`: a bucket and prefix (S3 and S3-compatible, GCS, Azure Blob Storage), and `[bucket]`
+//! - `azure_sas.rs`: the signed read URL of an Azure blob (presign mode)
+//! - `gcs.rs`: Google Cloud Storage's JSON API, which lists and reads a `gs://` bucket
 //! - `watch.rs`: a folder kept in sync (`watch`), the ledger reads it needs, and `[watch]`
 
 use std::path::PathBuf;
@@ -20,7 +22,9 @@ use crate::download::Bounds;
 use crate::error::Result;
 use crate::item::{Body, Item, Locator, SourceId, Ticket};
 
+pub mod azure_sas;
 pub mod bucket;
+pub mod gcs;
 pub mod manifest;
 pub mod walk;
 pub mod watch;
@@ -65,7 +69,7 @@ pub enum Source {
     Walk(Arc<walk::Walk>),
     /// A manifest of URLs.
     Manifest(Arc<manifest::Manifest>),
-    /// An S3-compatible bucket and prefix.
+    /// A bucket and prefix (S3, GCS, Azure).
     Bucket(Arc<bucket::Bucket>),
     /// A folder kept in sync (`watch`): listed until the run stops.
     Watch(Arc<watch::Watch>),
@@ -86,7 +90,7 @@ macro_rules! each {
 /// Which source to open, as the command line names it.
 #[derive(Debug)]
 pub enum Spec {
-    /// A folder, or a bucket URL (`s3://BUCKET/PREFIX`): `migrate DIR`, `ledger rebuild --source`.
+    /// A folder, or a bucket URL (`s3://`, `gs://`, `az://`): `migrate DIR`, `ledger rebuild --source`.
     Location(PathBuf),
     /// A manifest of URLs (`-` reads stdin), in this format (else told by its name).
     Manifest(PathBuf, Option<manifest::ManifestFormat>),

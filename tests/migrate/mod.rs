@@ -4,6 +4,7 @@ mod backup_onto_itself;
 mod basics;
 mod batch;
 mod bucket;
+mod bucket_clouds;
 mod crash;
 mod exactly_once;
 mod exit_codes;
