@@ -277,7 +277,7 @@ pub struct BackupArgs {
 /// Flags of `cfimg ledger rebuild`.
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
-    /// The folder or bucket (s3://BUCKET/PREFIX) that was migrated: its items are matched to the stamps.
+    /// The folder or bucket (s3://, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX) that was migrated: its items are matched to the stamps.
     #[arg(
         long,
         value_name = "DIR|s3://BUCKET/PREFIX",
@@ -650,7 +650,7 @@ impl UploadFlags {
 /// Where a bucket is, for `migrate` and `ledger rebuild` (which must be given the same).
 #[derive(Debug, Args)]
 pub struct BucketFlags {
-    /// S3 API endpoint of the bucket (R2, MinIO, ...) [env: AWS_ENDPOINT_URL] [default: AWS].
+    /// API endpoint of the bucket: S3-compatible (R2, MinIO, ...), a GCS base URL, or an Azure account's blob endpoint [env: AWS_ENDPOINT_URL] [default: the store's public one].
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// Region of the bucket [env: AWS_REGION, AWS_DEFAULT_REGION] [default: us-east-1].
@@ -709,7 +709,7 @@ impl WalkFlags {
 /// Flags of `cfimg migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The folder to migrate, or an S3-compatible bucket: s3://BUCKET/PREFIX (or give --manifest).
+    /// The folder to migrate, or a bucket: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (or give --manifest).
     #[arg(
         value_name = "DIR",
         required_unless_present = "manifest",

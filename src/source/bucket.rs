@@ -958,6 +958,76 @@ mod tests {
     }
 
     #[test]
+    fn gcs_and_azure_identities_name_their_endpoint_and_never_print_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let adc = dir.path().join("adc.json");
+        std::fs::write(
+            &adc,
+            r#"{"type":"authorized_user","client_id":"c","client_secret":"very-secret","refresh_token":"very-secret-r"}"#,
+        )
+        .unwrap();
+        let gcs = BucketConfig {
+            google_application_credentials: Some(adc.display().to_string()),
+            ..BucketConfig::default()
+        };
+        let g = Bucket::new("gs://photos/media/2019", &gcs, Bounds::default()).unwrap();
+        // The public endpoint is GCS's one namespace: nothing after the prefix.
+        assert_eq!(g.id().location, "gs://photos/media/2019/");
+        let emulated = BucketConfig {
+            storage_emulator_host: Some("http://127.0.0.1:9023".parse().unwrap()),
+            ..BucketConfig::default()
+        };
+        let e = Bucket::new("gs://photos", &emulated, Bounds::default()).unwrap();
+        assert_eq!(e.id().location, "gs://photos/@http://127.0.0.1:9023");
+
+        let az = BucketConfig {
+            azure_account: Some("acct".into()),
+            azure_access_key: Some(Secret::new("dmVyeS1zZWNyZXQta2V5")),
+            ..BucketConfig::default()
+        };
+        let a = Bucket::new("az://photos/x", &az, Bounds::default()).unwrap();
+        assert_eq!(
+            a.id().location,
+            "az://photos/x/@https://acct.blob.core.windows.net"
+        );
+        let shown = format!("{g:?} {a:?} {gcs:?} {az:?}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("dmVyeS1z"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn gcs_and_azure_without_credentials_name_the_variables_to_set() {
+        let err = |url: &str, cfg: &BucketConfig| {
+            let e = Bucket::new(url, cfg, Bounds::default()).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{e}");
+            e.to_string()
+        };
+        let none = BucketConfig::default();
+        assert!(err("gs://photos", &none).contains("GOOGLE_APPLICATION_CREDENTIALS"));
+        assert!(err("az://photos", &none).contains("AZURE_STORAGE_ACCOUNT_NAME"));
+        let account_only = BucketConfig {
+            azure_account: Some("acct".into()),
+            ..BucketConfig::default()
+        };
+        assert!(err("az://photos", &account_only).contains("AZURE_STORAGE_ACCOUNT_KEY"));
+        // Presign needs what signs: Azure's account key (not a SAS), GCS's service-account key.
+        let sas_presign = BucketConfig {
+            azure_sas_token: Some(Secret::new("sv=2023&sig=x")),
+            mode: S3Mode::Presign,
+            ..account_only
+        };
+        assert!(err("az://photos", &sas_presign).contains("presign"));
+        let emulated_presign = BucketConfig {
+            storage_emulator_host: Some("http://127.0.0.1:9023".parse().unwrap()),
+            mode: S3Mode::Presign,
+            ..BucketConfig::default()
+        };
+        assert!(err("gs://photos", &emulated_presign).contains("GOOGLE_SERVICE_ACCOUNT"));
+    }
+
+    #[test]
     fn bucket_without_credentials_is_a_config_error() {
         let err = Bucket::new(
             "s3://photos",
