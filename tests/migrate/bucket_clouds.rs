@@ -1078,3 +1078,51 @@ async fn gcs_presign_mode_lets_cloudflare_fetch_each_object_through_a_signed_url
     );
     assert!(!all.contains("PRIVATE KEY"), "{all}");
 }
+
+async fn lost_ledger_stops_an_auto_id_run_with_the_rebuild_command_for_that_bucket(kind: Kind) {
+    let Some(c) = Cloud::start(kind).await else {
+        return;
+    };
+    let env = TestEnv::new().await;
+    for i in 0..3 {
+        c.put(&format!("p/img{i}.png"), &png(i, 2500)).await;
+    }
+    let auto = ["--id-mode", "auto"];
+    let (code, summary, out) = c.migrate(&env, "p", &auto).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(3)), "{out}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.ledger.display()));
+    }
+    let posts = env.upload_posts();
+    let (code, _, out) = c.migrate(&env, "p", &auto).await;
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(env.upload_posts(), posts, "nothing uploaded: {out}");
+    assert!(out.contains("3 images"), "{out}");
+    // The command names this bucket as the flags spell it, its endpoint included.
+    let named = format!(
+        "ledger rebuild --source {} --endpoint-url {}",
+        c.url(BUCKET, "p/"),
+        c.endpoint()
+    );
+    assert!(out.contains(&named), "{out}");
+
+    let url = c.url(BUCKET, "p");
+    let (code, _, out) = c
+        .cfimg(&env, &["ledger", "rebuild", "--source", url.as_str()])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, summary, out) = c.migrate(&env, "p", &auto).await;
+    assert_eq!((code, summary["uploaded"].as_u64()), (0, Some(0)), "{out}");
+    assert_eq!(env.upload_posts(), posts);
+    assert_eq!(env.inspect().images.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_lost_ledger_stops_an_auto_id_run_with_the_rebuild_command_for_that_bucket() {
+    lost_ledger_stops_an_auto_id_run_with_the_rebuild_command_for_that_bucket(Kind::Gcs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_lost_ledger_stops_an_auto_id_run_with_the_rebuild_command_for_that_container() {
+    lost_ledger_stops_an_auto_id_run_with_the_rebuild_command_for_that_bucket(Kind::Azure).await;
+}
