@@ -41,8 +41,8 @@ pub const MIGRATE: &str = concat!(
     " Not needed with --dry-run or --emulator. A bucket (s3://...) reads AWS_ACCESS_KEY_ID, \
      AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; gs://... GOOGLE_APPLICATION_CREDENTIALS (or \
      GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY); az://... AZURE_STORAGE_ACCOUNT_NAME with \
-     AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_TOKEN, AZURE_CLIENT_ID/SECRET/TENANT_ID); --transport batch mints its batch tokens with \
-     the API token. CFIMG_SHARD sets --shard."
+     AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_TOKEN, AZURE_CLIENT_ID/SECRET/TENANT_ID); \
+     --transport batch mints its batch tokens with the API token. CFIMG_SHARD sets --shard."
 );
 
 /// `cfimg watch --help`.
