@@ -18,6 +18,7 @@
 //! algorithm is `reconcile::verify`; this file opens the ledger, takes the flags and prints.
 //! `--repair` re-queues the missing (after a GET confirms each is really gone, since lists
 //! lag) and deletes the duplicates, keeping the recorded image; the rest is reported only.
+//! `--deep` compares the stored pictures with their sources instead (`reconcile::deep`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -29,6 +30,7 @@ use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance};
 use crate::progress::plural;
+use crate::reconcile::deep::{self, Sample, Verdict};
 use crate::reconcile::verify::{self, Findings, Index, Repaired};
 use crate::shard::Shard;
 use crate::shown::Shown;
@@ -41,6 +43,9 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             "no ledger at {}: nothing to verify (a lost ledger: `cfimg ledger rebuild --source DIR`)",
             path.display()
         )));
+    }
+    if args.deep {
+        return deep(cli, args, &path).await;
     }
     let (_cfg, lane) = api_lane(cli)?;
     let maintenance = if args.repair {
@@ -99,6 +104,103 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         print_text(&report, &path);
     }
     Ok(if clean { EXIT_OK } else { EXIT_INCOMPLETE })
+}
+
+/// `verify --deep`: the stored originals against their sources, one line per image that is
+/// not `ok` or `recompressed` as it is known, then the summary.
+async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i32> {
+    let (cfg, lane) = api_lane(cli)?;
+    let ledger = Ledger::open_existing(path)?;
+    let only = match &args.source {
+        Some(s) => Some(
+            ledger
+                .find_source(s)?
+                .ok_or_else(|| Error::Usage(format!("the ledger has no source {s}")))?,
+        ),
+        None => None,
+    };
+    let sample = args.sample.unwrap_or(Sample::All);
+    let spent = AtomicU32::new(0);
+    let json = args.output.json;
+    let tally = deep::run(
+        ledger,
+        only,
+        sample,
+        cfg.source_settings(),
+        &lane,
+        &spent,
+        |c| {
+            if !c.verdict.listed() {
+                return;
+            }
+            if json {
+                println!("{}", json!(c));
+            } else {
+                println!(
+                    "{}\t{}\t{}\t{}{}",
+                    c.verdict.word(),
+                    Shown(&c.target.source),
+                    Shown(&c.target.key),
+                    Shown(&c.target.image_id),
+                    deep_detail(&c.verdict)
+                );
+            }
+        },
+    )
+    .await?;
+    let requests = spent.load(Ordering::Relaxed);
+    if json {
+        println!(
+            "{}",
+            json!({ "summary": { "clean": tally.clean(), "requests": requests, "counts": tally } })
+        );
+    } else {
+        println!(
+            "{} of {} checked ({requests} requests, {} bytes of originals): {} ok, {} recompressed, \
+             {} same dimensions (format not decoded), {} different, {} missing, {} source gone, \
+             {} source changed, {} unchecked",
+            tally.checked,
+            plural(tally.mapped, "mapped image", "mapped images"),
+            tally.blob_bytes,
+            tally.ok,
+            tally.recompressed,
+            tally.same_dimensions,
+            tally.different,
+            tally.missing,
+            tally.source_gone,
+            tally.source_changed,
+            tally.unchecked
+        );
+        if tally.clean() {
+            println!("clean: the account holds the pictures of their sources");
+        }
+    }
+    Ok(if tally.clean() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}
+
+/// What a listed verdict adds after the image id.
+fn deep_detail(v: &Verdict) -> String {
+    match v {
+        Verdict::Different { reason } => format!(": {}", Shown(reason)),
+        Verdict::SourceGone { reason } | Verdict::Unchecked { reason } => {
+            format!(": {}", Shown(reason))
+        }
+        Verdict::SameDimensions { format } => {
+            format!(": {format} is not decoded; its dimensions and frames match")
+        }
+        Verdict::Missing => {
+            ": the account has no such image (`cfimg verify --repair` re-queues it)".into()
+        }
+        Verdict::SourceChanged => {
+            ": the source changed since its upload; the next `cfimg migrate` replaces the image"
+                .into()
+        }
+        Verdict::Ok | Verdict::Recompressed { .. } => String::new(),
+    }
 }
 
 /// What a run found and did, for printing.

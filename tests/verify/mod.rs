@@ -1,0 +1,3 @@
+//! `cfimg verify` beyond the listing: `--deep` compares the stored pictures with their sources.
+
+mod deep;
