@@ -5,9 +5,11 @@
 //! Each file is [`look`]ed at on its own: its format (sniffed, not trusted from a name), its
 //! dimensions and frame count (`image_check`, the same header reading the planner and the
 //! emulator use), and, for the formats cfimg decodes (JPEG, PNG, GIF, WebP; the first frame
-//! of an animation), a perceptual hash (`image_hasher`, a gradient hash of 16x16 bits).
-//! [`compare`] then calls them close when the dimensions and frames agree and the hashes are
-//! within [`CLOSE_BITS`] of each other. SVG, HEIC and AVIF are not decoded: they are
+//! of an animation), a perceptual hash (`image_hasher`, a gradient hash of 16x16 bits) and
+//! its colours (an 8x8 thumbnail: the hash reads brightness only, so a recoloured picture
+//! keeps its hash). [`compare`] then calls them close when the dimensions and frames agree,
+//! the hashes are within [`CLOSE_BITS`] of each other and the thumbnails within
+//! [`CLOSE_COLOUR`]. SVG, HEIC and AVIF are not decoded: they are
 //! compared by dimensions (an SVG's from its root element) and said to be.
 //!
 //! Memory: decoding is held to the service's limits ([`MAX_SIDE_PX`] per side, and at most
@@ -28,6 +30,11 @@ const HASH_SIDE: u32 = 16;
 /// JPEG re-encode at quality 75-95 moves a gradient hash by a few bits; an unrelated
 /// picture by about half of them (128); a picture with a changed region by tens.
 pub const CLOSE_BITS: u32 = 24;
+/// Thumbnails whose channels differ by at most this much on average (of 255) have the same
+/// colours: a JPEG re-encode moves them by a few units, a recolouring by tens.
+pub const CLOSE_COLOUR: u32 = 12;
+/// Side of the colour thumbnail, in pixels.
+const THUMB_SIDE: u32 = 8;
 /// The most memory one decoded picture may take: 100 megapixels (the service's limit) of
 /// 8-bit RGBA, with room for 16-bit greys.
 pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
@@ -43,8 +50,9 @@ pub struct Look {
     pub height: u32,
     /// Frames (1 for stills).
     pub frames: u32,
-    /// The perceptual hash of its (first) frame, for the formats cfimg decodes.
-    pub hash: Option<ImageHash>,
+    /// The perceptual hash of its (first) frame and its colour thumbnail (8x8 RGB), for the
+    /// formats cfimg decodes.
+    pub hash: Option<(ImageHash, Vec<u8>)>,
 }
 
 /// How a stored original compares with its source, once their bytes differ.
@@ -97,8 +105,8 @@ pub fn look(path: &Path) -> Result<Look, String> {
     })
 }
 
-/// Decodes the (first frame of the) picture within the limits and hashes it.
-fn hash(path: &Path) -> Result<ImageHash, String> {
+/// Decodes the (first frame of the) picture within the limits; hashes it and shrinks it.
+fn hash(path: &Path) -> Result<(ImageHash, Vec<u8>), String> {
     let mut reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| format!("cannot read it: {e}"))?;
@@ -114,7 +122,15 @@ fn hash(path: &Path) -> Result<ImageHash, String> {
         .hash_size(HASH_SIDE, HASH_SIDE)
         .hash_alg(HashAlg::Gradient)
         .to_hasher();
-    Ok(hasher.hash_image(&picture))
+    let thumb = picture
+        .resize_exact(
+            THUMB_SIDE,
+            THUMB_SIDE,
+            image::imageops::FilterType::Triangle,
+        )
+        .to_rgb8()
+        .into_raw();
+    Ok((hasher.hash_image(&picture), thumb))
 }
 
 /// Compares a stored original with its source.
@@ -132,13 +148,22 @@ pub fn compare(source: &Look, stored: &Look) -> Likeness {
         ));
     }
     match (&source.hash, &stored.hash) {
-        (Some(a), Some(b)) => match a.dist(b) {
-            distance if distance <= CLOSE_BITS => Likeness::Close { distance },
-            distance => Likeness::Far(format!(
-                "another picture: perceptual hashes {distance} of {} bits apart (close is at most {CLOSE_BITS})",
-                HASH_SIDE * HASH_SIDE
-            )),
-        },
+        (Some((a, a_thumb)), Some((b, b_thumb))) => {
+            let distance = a.dist(b);
+            let colour = colour_difference(a_thumb, b_thumb);
+            if distance > CLOSE_BITS {
+                Likeness::Far(format!(
+                    "another picture: perceptual hashes {distance} of {} bits apart (close is at most {CLOSE_BITS})",
+                    HASH_SIDE * HASH_SIDE
+                ))
+            } else if colour > CLOSE_COLOUR {
+                Likeness::Far(format!(
+                    "other colours: the thumbnails differ by {colour} of 255 on average (close is at most {CLOSE_COLOUR})"
+                ))
+            } else {
+                Likeness::Close { distance }
+            }
+        }
         _ if source.width == 0 && source.height == 0 => Likeness::Far(format!(
             "the bytes differ and neither side's dimensions can be read ({} at the source, {} stored)",
             source.format.extension(),
@@ -155,6 +180,19 @@ pub fn compare(source: &Look, stored: &Look) -> Likeness {
             }
         }
     }
+}
+
+/// The mean absolute difference of two thumbnails' channels (of 255).
+fn colour_difference(a: &[u8], b: &[u8]) -> u32 {
+    if a.len() != b.len() || a.is_empty() {
+        return u32::MAX;
+    }
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    (sum / a.len() as u64) as u32
 }
 
 /// The format as people write it.
@@ -296,5 +334,16 @@ mod tests {
         };
         assert!(why.contains("64x48 at the source, 8x8 stored"), "{why}");
         assert!(look(&dir.path().join("none")).is_err());
+        // The same shapes in other colours keep their brightness hash, not their colours.
+        let tinted = dir.path().join("t.png");
+        let mut img = image::open(&png).unwrap().to_rgb8();
+        for p in img.pixels_mut() {
+            p.0[2] = p.0[2].saturating_add(90);
+        }
+        img.save(&tinted).unwrap();
+        let Likeness::Far(why) = compare(&a, &look(&tinted).unwrap()) else {
+            panic!("a recoloured picture is far")
+        };
+        assert!(why.contains("other colours"), "{why}");
     }
 }

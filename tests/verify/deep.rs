@@ -220,3 +220,42 @@ async fn another_stored_picture_is_a_finding_listed_with_its_source_and_image() 
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_urls_are_downloaded_again_and_a_url_that_answers_404_is_a_gone_source() {
+    let env = env().await;
+    let origin = crate::common::origin::Origin::start().await;
+    origin.put("a.png", picture(0, 32, 24, false));
+    origin.put("b.png", picture(2, 32, 24, false));
+    let list = env.dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!("{}\n{}\n", origin.img("a.png"), origin.img("b.png")),
+    )
+    .unwrap();
+    let out = env
+        .run(&["migrate", "--manifest", list.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    origin.remove("b.png");
+    // The manifest file itself is not needed: its rows are in the ledger.
+    std::fs::remove_file(&list).unwrap();
+    let hits = origin.hits("/img/a.png");
+
+    let (code, listed, summary, said) = deep_json(&env, &[]).await;
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(summary["counts"]["ok"], 1, "{said}");
+    assert_eq!(summary["counts"]["source_gone"], 1, "{said}");
+    assert_eq!(listed.len(), 1, "{said}");
+    assert_eq!(listed[0]["verdict"], "source_gone");
+    assert_eq!(listed[0]["key"], origin.img("b.png"));
+    assert!(
+        listed[0]["reason"].as_str().unwrap().contains("404"),
+        "{said}"
+    );
+    assert_eq!(
+        origin.hits("/img/a.png"),
+        hits + 1,
+        "read again from its origin"
+    );
+}
