@@ -259,3 +259,36 @@ async fn manifest_urls_are_downloaded_again_and_a_url_that_answers_404_is_a_gone
         "read again from its origin"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_deleted_behind_the_ledger_is_missing_and_a_finding() {
+    let env = env().await;
+    env.write("kept.png", &picture(0, 32, 24, false));
+    env.write("deleted.png", &picture(2, 32, 24, false));
+    migrate(&env).await;
+    let id = image_id(&env, "deleted.png");
+    let url = format!(
+        "{}/accounts/{}/images/v1/{id}",
+        env.emu.api_base(),
+        env.emu.account_id()
+    );
+    let resp = reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(crate::common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let out = env.run(&["verify", "--deep"]).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.lines().any(|l| l.starts_with("missing\t")
+            && l.contains("\tdeleted.png\t")
+            && l.contains(&id)
+            && l.contains("verify --repair")),
+        "{said}"
+    );
+    assert!(said.contains("1 ok,") && said.contains("1 missing"), "{said}");
+}
