@@ -5,7 +5,8 @@
 //!
 //! - `--reencode-originals-above BYTES`: an original over BYTES that decodes (JPEG, PNG,
 //!   GIF, WebP) is served re-encoded as a JPEG at `--reencode-quality`: the same picture in
-//!   other bytes. What does not decode (SVG, HEIC, AVIF) is served as stored.
+//!   other bytes. What does not decode (SVG, HEIC, AVIF) and animations (a JPEG would keep
+//!   one frame) are served as stored.
 //! - `--alter-original ID=FILE` (and [`super::EmulatorHandle::alter_original`]): image ID's
 //!   original is served as FILE's bytes, whatever was uploaded: an account that holds
 //!   another picture than its source, which only a comparison of pictures can tell.
@@ -112,8 +113,14 @@ impl Originals {
     }
 }
 
-/// The picture in `bytes` as a JPEG of this quality; `None` when it does not decode.
+/// The picture in `bytes` as a JPEG of this quality; `None` when it does not decode or
+/// is an animation.
 fn reencode(bytes: &[u8], quality: u8) -> Option<Bytes> {
+    let format = rules::sniff_format(&bytes[..bytes.len().min(rules::SNIFF_BYTES)])?;
+    let dims = crate::image_check::check(format, Cursor::new(bytes)).ok()?;
+    if dims.frames > 1 {
+        return None;
+    }
     let picture = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .ok()?
@@ -170,6 +177,30 @@ mod tests {
             ("image/gif", Bytes::from_static(b"GIF89a"))
         );
         assert_eq!(on.serve("b", &blob).0, "image/jpeg");
+    }
+
+    #[test]
+    fn an_animation_is_served_as_stored() {
+        let mut gif = Vec::new();
+        {
+            let mut enc = gif::Encoder::new(&mut gif, 4, 4, &[0, 0, 0, 255, 255, 255]).unwrap();
+            for i in 0..2u8 {
+                let frame = gif::Frame {
+                    width: 4,
+                    height: 4,
+                    buffer: std::borrow::Cow::Owned(vec![i; 16]),
+                    ..gif::Frame::default()
+                };
+                enc.write_frame(&frame).unwrap();
+            }
+        }
+        let blob = Blob::new(Bytes::from(gif), "image/gif");
+        let on = Originals::new(&OriginalsArgs {
+            reencode_originals_above: Some(1),
+            ..OriginalsArgs::default()
+        })
+        .unwrap();
+        assert_eq!(on.serve("g", &blob), ("image/gif", blob.bytes.clone()));
     }
 
     #[test]

@@ -290,5 +290,8 @@ async fn an_image_deleted_behind_the_ledger_is_missing_and_a_finding() {
             && l.contains("verify --repair")),
         "{said}"
     );
-    assert!(said.contains("1 ok,") && said.contains("1 missing"), "{said}");
+    assert!(
+        said.contains("1 ok,") && said.contains("1 missing"),
+        "{said}"
+    );
 }
