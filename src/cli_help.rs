@@ -116,7 +116,6 @@ pub const VERIFY: &str = concat!(
     "Examples:
   cfimg verify
   cfimg verify --repair          # re-queue missing images, delete duplicates
-  cfimg verify --json --ledger cfimg-shard-0-of-3.sqlite
   cfimg verify --deep --sample 5%  # the stored pictures of 5% of the items, against their sources
 
 --deep lists one line per image that is not `ok` or `recompressed` (different, missing,
