@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::json;
 
 use super::ledger_views::ledger_path;
-use super::{EXIT_INCOMPLETE, EXIT_OK, api_lane};
+use super::{EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, api_lane};
 use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance};
@@ -122,6 +122,10 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
     let sample = args.sample.unwrap_or(Sample::All);
     let spent = AtomicU32::new(0);
     let json = args.output.json;
+    // The first SIGINT/SIGTERM ends the checks in flight (their files are deleted) and
+    // prints what was found so far; a second one quits at once.
+    let stop = crate::shutdown::Shutdown::new();
+    stop.listen(std::time::Duration::ZERO);
     let tally = deep::run(
         ledger,
         only,
@@ -129,6 +133,7 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
         cfg.source_settings(),
         &lane,
         &spent,
+        &stop.work,
         |c| {
             if !c.verdict.listed() {
                 return;
@@ -155,12 +160,19 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
             json!({ "summary": { "clean": tally.clean(), "requests": requests, "counts": tally } })
         );
     } else {
+        let of = if tally.interrupted {
+            "checked before the interruption".to_string()
+        } else {
+            format!(
+                "of {} checked",
+                plural(tally.mapped, "mapped image", "mapped images")
+            )
+        };
         println!(
-            "{} of {} checked ({requests} requests, {} bytes of originals): {} ok, {} recompressed, \
+            "{} {of} ({requests} requests, {} bytes of originals): {} ok, {} recompressed, \
              {} same dimensions (format not decoded), {} different, {} missing, {} source gone, \
              {} source changed, {} unchecked",
             tally.checked,
-            plural(tally.mapped, "mapped image", "mapped images"),
             tally.blob_bytes,
             tally.ok,
             tally.recompressed,
@@ -171,11 +183,15 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
             tally.source_changed,
             tally.unchecked
         );
-        if tally.clean() {
+        if tally.interrupted {
+            println!("interrupted: the images not checked yet were left out");
+        } else if tally.clean() {
             println!("clean: the account holds the pictures of their sources");
         }
     }
-    Ok(if tally.clean() {
+    Ok(if tally.interrupted {
+        EXIT_INTERRUPTED
+    } else if tally.clean() {
         EXIT_OK
     } else {
         EXIT_INCOMPLETE

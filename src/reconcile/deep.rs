@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::likeness::{self, Likeness};
 use crate::download::Spool;
@@ -178,6 +179,8 @@ pub struct Tally {
     pub unchecked: u64,
     /// Blob bytes downloaded.
     pub blob_bytes: u64,
+    /// Stopped by a signal before the end (`mapped` is then not known: 0).
+    pub interrupted: bool,
 }
 
 impl Tally {
@@ -203,7 +206,10 @@ impl Tally {
 
 /// Checks the chosen mapped images of `ledger` (of source `only`, when given), telling
 /// `report` each result as it is known. `settings` opens the sources again (a manifest's
-/// URLs are always downloaded here, whatever its URL mode).
+/// URLs are always downloaded here, whatever its URL mode). When `stop` is cancelled, the
+/// checks in flight are abandoned (their temporary files deleted) and the tally so far is
+/// returned, marked interrupted.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ledger: Ledger,
     only: Option<i64>,
@@ -211,6 +217,7 @@ pub async fn run(
     settings: source::Settings,
     lane: &ApiLane,
     spent: &AtomicU32,
+    stop: &CancellationToken,
     mut report: impl FnMut(&Checked),
 ) -> Result<Tally> {
     let (tx, rx) = mpsc::channel::<Target>(IN_FLIGHT * 4);
@@ -219,7 +226,7 @@ pub async fn run(
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) });
     let mut sources = Sources::new(settings);
     let decoding = Arc::new(Semaphore::new(1));
-    let mut checks = std::pin::pin!(
+    let mut checks = Box::pin(
         targets
             .map(|t| {
                 let opened = sources.get(&t.source);
@@ -229,10 +236,19 @@ pub async fn run(
                     Ok::<_, Error>((Checked { target: t, verdict }, bytes))
                 }
             })
-            .buffer_unordered(IN_FLIGHT)
+            .buffer_unordered(IN_FLIGHT),
     );
     let mut tally = Tally::default();
-    while let Some(done) = checks.next().await {
+    loop {
+        let next = tokio::select! {
+            next = checks.next() => next,
+            () = stop.cancelled() => {
+                // Dropping the checks deletes their files; the reader stops at its next send.
+                tally.interrupted = true;
+                return Ok(tally);
+            }
+        };
+        let Some(done) = next else { break };
         let (checked, bytes) = done?;
         tally.blob_bytes += bytes;
         tally.add(&checked.verdict);

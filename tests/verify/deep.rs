@@ -295,3 +295,60 @@ async fn an_image_deleted_behind_the_ledger_is_missing_and_a_finding() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_the_checks_in_flight_deletes_their_files_and_prints_what_was_found() {
+    let env = env().await;
+    for i in 0..6 {
+        env.write(&format!("{i}.png"), &picture(i, 32, 24, false));
+    }
+    migrate(&env).await;
+    // Every answer now takes 30 s: the checks hang on their blobs.
+    env.emu.set_faults(cfimg::emulator::Faults {
+        p_latency: 1.0,
+        latency_ms: 30_000,
+        ..cfimg::emulator::Faults::default()
+    });
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let spooled = |tmp: &std::path::Path| {
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("cfimg-"))
+            .count()
+    };
+    let child = env
+        .cmd(&["verify", "--deep"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while spooled(&tmp) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no blob download started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("cfimg verify --deep ends soon after SIGINT")
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(said.contains("0 checked before the interruption"), "{said}");
+    assert!(
+        said.contains("interrupted: the images not checked yet"),
+        "{said}"
+    );
+    assert_eq!(spooled(&tmp), 0, "the downloads in flight are deleted");
+}
