@@ -122,10 +122,7 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
     let sample = args.sample.unwrap_or(Sample::All);
     let spent = AtomicU32::new(0);
     let json = args.output.json;
-    // The first SIGINT/SIGTERM ends the checks in flight (their files are deleted) and
-    // prints what was found so far; a second one quits at once.
-    let stop = crate::shutdown::Shutdown::new();
-    stop.listen(std::time::Duration::ZERO);
+    let stop = stop_on_signal()?;
     let tally = deep::run(
         ledger,
         only,
@@ -133,7 +130,7 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
         cfg.source_settings(),
         &lane,
         &spent,
-        &stop.work,
+        &stop,
         |c| {
             if !c.verdict.listed() {
                 return;
@@ -196,6 +193,35 @@ async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i3
     } else {
         EXIT_INCOMPLETE
     })
+}
+
+/// The first SIGINT/SIGTERM cancels the token (the checks in flight end, their files are
+/// deleted, the summary so far is printed); a second one quits at once. The handlers are in
+/// place when this returns, before any download starts.
+fn stop_on_signal() -> Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let io = |source| Error::Io {
+        path: "(signal handler)".into(),
+        source,
+    };
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        token.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("cfimg: quitting now");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    Ok(stop)
 }
 
 /// What a listed verdict adds after the image id.
