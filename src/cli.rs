@@ -230,6 +230,12 @@ pub struct VerifyArgs {
     /// The ledger is shard K of N (`migrate --shard`): images of the other shards are counted, not judged [default: from a ledger named *-shard-K-of-N.sqlite].
     #[arg(long, value_name = "K/N", env = "CFIMG_SHARD", hide_env_values = true)]
     pub shard: Option<crate::shard::Shard>,
+    /// Compare the stored pictures with their sources instead: download each mapped image's original (`GET v1/{id}/blob`) and read its source again; equal bytes are `ok`, the same picture re-encoded `recompressed`, another picture `different` (exit 1).
+    #[arg(long, conflicts_with = "repair")]
+    pub deep: bool,
+    /// With --deep: check only a random sample, N images or PCT% of them (e.g. 200, 5%).
+    #[arg(long, value_name = "PCT%|N", requires = "deep")]
+    pub sample: Option<crate::reconcile::deep::Sample>,
     /// `--json`.
     #[command(flatten)]
     pub output: OutputArgs,

@@ -118,7 +118,13 @@ pub const VERIFY: &str = concat!(
     "Examples:
   cfimg verify
   cfimg verify --repair          # re-queue missing images, delete duplicates
-  cfimg verify --json --ledger cfimg-shard-0-of-3.sqlite
+  cfimg verify --deep --sample 5%  # the stored pictures of 5% of the items, against their sources
+
+--deep lists one line per image that is not `ok` or `recompressed` (different, missing,
+source gone, source changed, same dimensions, unchecked), then a summary; with --json each
+is a JSON object on its own line ({\"verdict\", \"source\", \"key\", \"image_id\", ...}) and
+the last line is {\"summary\": {...}}. Exit 1 when an image is different or missing, or
+could not be checked.
 
 ",
     api_credentials!()

@@ -18,17 +18,19 @@
 //! algorithm is `reconcile::verify`; this file opens the ledger, takes the flags and prints.
 //! `--repair` re-queues the missing (after a GET confirms each is really gone, since lists
 //! lag) and deletes the duplicates, keeping the recorded image; the rest is reported only.
+//! `--deep` compares the stored pictures with their sources instead (`reconcile::deep`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 
 use super::ledger_views::ledger_path;
-use super::{EXIT_INCOMPLETE, EXIT_OK, api_lane};
+use super::{EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, api_lane};
 use crate::cli::{Cli, VerifyArgs};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Maintenance};
 use crate::progress::plural;
+use crate::reconcile::deep::{self, Sample, Verdict};
 use crate::reconcile::verify::{self, Findings, Index, Repaired};
 use crate::shard::Shard;
 use crate::shown::Shown;
@@ -41,6 +43,9 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
             "no ledger at {}: nothing to verify (a lost ledger: `cfimg ledger rebuild --source DIR`)",
             path.display()
         )));
+    }
+    if args.deep {
+        return deep(cli, args, &path).await;
     }
     let (_cfg, lane) = api_lane(cli)?;
     let maintenance = if args.repair {
@@ -99,6 +104,145 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<i32> {
         print_text(&report, &path);
     }
     Ok(if clean { EXIT_OK } else { EXIT_INCOMPLETE })
+}
+
+/// `verify --deep`: the stored originals against their sources, one line per image that is
+/// not `ok` or `recompressed` as it is known, then the summary.
+async fn deep(cli: &Cli, args: &VerifyArgs, path: &std::path::Path) -> Result<i32> {
+    let (cfg, lane) = api_lane(cli)?;
+    let ledger = Ledger::open_existing(path)?;
+    let only = match &args.source {
+        Some(s) => Some(
+            ledger
+                .find_source(s)?
+                .ok_or_else(|| Error::Usage(format!("the ledger has no source {s}")))?,
+        ),
+        None => None,
+    };
+    let sample = args.sample.unwrap_or(Sample::All);
+    let spent = AtomicU32::new(0);
+    let json = args.output.json;
+    let stop = stop_on_signal()?;
+    let tally = deep::run(
+        ledger,
+        only,
+        sample,
+        cfg.source_settings(),
+        &lane,
+        &spent,
+        &stop,
+        |c| {
+            if !c.verdict.listed() {
+                return;
+            }
+            if json {
+                println!("{}", json!(c));
+            } else {
+                println!(
+                    "{}\t{}\t{}\t{}{}",
+                    c.verdict.word(),
+                    Shown(&c.target.source),
+                    Shown(&c.target.key),
+                    Shown(&c.target.image_id),
+                    deep_detail(&c.verdict)
+                );
+            }
+        },
+    )
+    .await?;
+    let requests = spent.load(Ordering::Relaxed);
+    if json {
+        println!(
+            "{}",
+            json!({ "summary": { "clean": tally.clean(), "requests": requests, "counts": tally } })
+        );
+    } else {
+        let of = if tally.interrupted {
+            "checked before the interruption".to_string()
+        } else {
+            format!(
+                "of {} checked",
+                plural(tally.mapped, "mapped image", "mapped images")
+            )
+        };
+        println!(
+            "{} {of} ({requests} requests, {} bytes of originals): {} ok, {} recompressed, \
+             {} same dimensions (format not decoded), {} different, {} missing, {} source gone, \
+             {} source changed, {} unchecked",
+            tally.checked,
+            tally.blob_bytes,
+            tally.ok,
+            tally.recompressed,
+            tally.same_dimensions,
+            tally.different,
+            tally.missing,
+            tally.source_gone,
+            tally.source_changed,
+            tally.unchecked
+        );
+        if tally.interrupted {
+            println!("interrupted: the images not checked yet were left out");
+        } else if tally.clean() {
+            println!("clean: the account holds the pictures of their sources");
+        }
+    }
+    Ok(if tally.interrupted {
+        EXIT_INTERRUPTED
+    } else if tally.clean() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}
+
+/// The first SIGINT/SIGTERM cancels the token (the checks in flight end, their files are
+/// deleted, the summary so far is printed); a second one quits at once. The handlers are in
+/// place when this returns, before any download starts.
+fn stop_on_signal() -> Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let io = |source| Error::Io {
+        path: "(signal handler)".into(),
+        source,
+    };
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        token.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("cfimg: quitting now");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    Ok(stop)
+}
+
+/// What a listed verdict adds after the image id.
+fn deep_detail(v: &Verdict) -> String {
+    match v {
+        Verdict::Different { reason } => format!(": {}", Shown(reason)),
+        Verdict::SourceGone { reason } | Verdict::Unchecked { reason } => {
+            format!(": {}", Shown(reason))
+        }
+        Verdict::SameDimensions { format } => {
+            format!(": {format} is not decoded; its dimensions and frames match")
+        }
+        Verdict::Missing => {
+            ": the account has no such image (`cfimg verify --repair` re-queues it)".into()
+        }
+        Verdict::SourceChanged => {
+            ": the source changed since its upload; the next `cfimg migrate` replaces the image"
+                .into()
+        }
+        Verdict::Ok | Verdict::Recompressed { .. } => String::new(),
+    }
 }
 
 /// What a run found and did, for printing.

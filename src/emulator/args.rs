@@ -102,6 +102,9 @@ pub struct EmulatorArgs {
     /// A token that may read but not change anything (403 code 9109); repeatable.
     #[arg(long = "read-only-token", value_name = "TOKEN")]
     pub read_only_tokens: Vec<String>,
+    /// `--reencode-originals-above`, `--alter-original` (`originals.rs`).
+    #[command(flatten)]
+    pub originals: super::OriginalsArgs,
 }
 
 /// A parsed `--rate-limit` value. A newtype, because clap treats a field of type
@@ -198,6 +201,7 @@ impl EmulatorArgs {
             batch_token_ttl: Duration::from_secs(self.batch_token_ttl),
             list_lag: Duration::from_secs_f64(self.list_lag),
             max_images: self.max_images,
+            originals: self.originals.clone(),
             webhook: self
                 .webhook_url
                 .clone()

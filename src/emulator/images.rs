@@ -224,7 +224,8 @@ pub fn delete(app: &App, id: &str) -> Reply {
 pub fn blob(app: &App, id: &str) -> Reply {
     let rec = app.store.get(id).ok_or_else(ApiError::image_not_found)?;
     let blob = rec.blob.as_ref().ok_or_else(ApiError::image_not_found)?;
-    Ok(([(header::CONTENT_TYPE, blob.mime)], blob.bytes.clone()).into_response())
+    let (mime, bytes) = app.originals.serve(&rec.id, blob);
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 
 /// `GET /v1/stats`.

@@ -11,6 +11,7 @@
 //! - `images.rs`: image handlers (upload, get, patch, delete, blob, stats, both lists).
 //! - `inspect.rs`: the inspection view (stored images with their sha256, request counts).
 //! - `keys.rs`: signing keys and the account's image config.
+//! - `originals.rs`: what blob downloads serve: large originals re-encoded, altered ones.
 //! - `ratelimit.rs`: `TokenBuckets`, the service's per-token rate limit with its penalty,
 //!   and `HostLimit`, a host's limit (bucket or sliding window) with its headers.
 //! - `reply.rs`: the Cloudflare envelope, error items and edge pages.
@@ -156,6 +157,7 @@ mod form;
 mod images;
 mod inspect;
 mod keys;
+mod originals;
 mod ratelimit;
 mod reply;
 mod routes;
@@ -177,6 +179,7 @@ use tokio::task::JoinHandle;
 pub use args::{EmulatorArgs, parse_rate_limit, run};
 pub use faults::Faults;
 pub use inspect::{InspectedImage, Inspection, RouteCount};
+pub use originals::OriginalsArgs;
 pub use ratelimit::{LimitWindow, RateLimit};
 pub use webhook::Destination as WebhookDestination;
 
@@ -216,6 +219,8 @@ pub struct EmulatorConfig {
     pub max_images: u64,
     /// Where notifications of direct uploads go (`None`: nowhere, as without webhooks).
     pub webhook: Option<WebhookDestination>,
+    /// What `GET v1/{id}/blob` serves: re-encoded large originals, altered ones (`originals.rs`).
+    pub originals: OriginalsArgs,
 }
 
 /// The default image quota (the allowance of the smallest paid plan).
@@ -250,6 +255,7 @@ impl Default for EmulatorConfig {
             read_only_tokens: Vec::new(),
             max_images: DEFAULT_MAX_IMAGES,
             webhook: None,
+            originals: OriginalsArgs::default(),
         }
     }
 }
@@ -298,6 +304,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         quota_gate: std::sync::Mutex::new(()),
         counters: app::Counters::default(),
         webhooks: webhook::Webhooks::new(config.webhook, http.clone()),
+        originals: originals::Originals::new(&config.originals)?,
         http,
     });
     let (shutdown, rx) = watch::channel(false);
@@ -382,6 +389,12 @@ impl EmulatorHandle {
     /// Notifications delivered so far (any answer from the receiver).
     pub fn webhooks_delivered(&self) -> u64 {
         self.app.webhooks.delivered()
+    }
+
+    /// From now on, `GET v1/{id}/blob` of image `id` answers `bytes` (for tests: an account
+    /// that holds another picture than its source).
+    pub fn alter_original(&self, id: &str, bytes: impl Into<bytes::Bytes>) {
+        self.app.originals.alter(id, bytes.into());
     }
 
     /// Stored images, request counts and 429s, as `GET /__emulator/state` shows them.

@@ -60,6 +60,11 @@ impl Origin {
             .insert(name.to_string(), bytes);
     }
 
+    /// Removes a file: `/img/<name>` answers 404 from now on.
+    pub fn remove(&self, name: &str) {
+        self.shared.files.lock().unwrap().remove(name);
+    }
+
     /// The URL of a path on this origin (`path` starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
