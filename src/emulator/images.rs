@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::app::App;
 use super::faults::Draw;
 use super::form::{self, check_custom_id, check_image};
+use super::meta_filter::MetaFilter;
 use super::reply::{ApiError, Reply, ok};
 use super::server::ConnKill;
 use super::store::{Blob, ImageRec};
@@ -279,33 +280,6 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     })
 }
 
-/// A `meta.<path>[eq]=<value>` filter.
-struct MetaFilter {
-    path: Vec<String>,
-    value: String,
-}
-
-impl MetaFilter {
-    /// Strings compare as they are; numbers and booleans by their JSON text; null,
-    /// objects and arrays never match.
-    fn matches(&self, meta: &Map<String, Value>) -> bool {
-        let mut current: Option<&Value> = None;
-        for (i, key) in self.path.iter().enumerate() {
-            current = if i == 0 {
-                meta.get(key)
-            } else {
-                current.and_then(|v| v.get(key))
-            };
-        }
-        match current {
-            Some(Value::String(s)) => *s == self.value,
-            Some(Value::Number(n)) => n.to_string() == self.value,
-            Some(Value::Bool(b)) => b.to_string() == self.value,
-            _ => false,
-        }
-    }
-}
-
 const TOKEN_PREFIX: &str = "ct1.";
 
 /// `GET /v2`: newest first by default, continuation tokens, creator and metadata filters.
@@ -314,7 +288,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
     let mut asc = false;
     let mut after: Option<u64> = None;
     let mut creator: Option<String> = None;
-    let mut filters = Vec::new();
+    let mut meta_pairs = Vec::new();
     for (k, v) in parse_query(query) {
         match k.as_str() {
             "per_page" => per = Some(v),
@@ -339,23 +313,11 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
                 after = Some(seq);
             }
             "creator" => creator = Some(v),
-            key if key.starts_with("meta.") => {
-                let path = key["meta.".len()..]
-                    .strip_suffix("[eq]")
-                    .filter(|p| !p.is_empty())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "Bad request: unsupported metadata filter {key:?}: use meta.<field>[eq]=<value>"
-                        ))
-                    })?;
-                filters.push(MetaFilter {
-                    path: path.split('.').map(str::to_owned).collect(),
-                    value: v,
-                });
-            }
+            key if key.starts_with("meta.") => meta_pairs.push((k, v)),
             _ => {}
         }
     }
+    let filters = MetaFilter::parse_all(&meta_pairs)?;
     let per_page = per_page(per.as_deref())?;
     let listed = app.listed();
     let (recs, more, names) = {

@@ -113,10 +113,14 @@
 //! - **Lists.** Drafts are never listed. v1 lists oldest first (page from 1); v2 sorts by
 //!   upload time (ties by arrival), default `desc`; its continuation token is opaque
 //!   (`ct1.<position>`) and stays valid across inserts and deletes. per_page outside
-//!   10..=10000 is 5400. `meta.<path>[eq]=<value>` filters (dotted paths reach into nested
-//!   objects) compare strings as they are and numbers/booleans by their JSON text
-//!   (`meta.n[eq]=5` matches `5` and `"5"`); null, objects and arrays never match; other
-//!   operators are 5400. Unknown query parameters are ignored.
+//!   10..=10000 is 5400. v2 takes the 2026 metadata filters (`meta_filter.rs`):
+//!   `meta.<path>[<op>]=<value>` with `eq`, `eq:string`, `eq:number`, `eq:boolean`, `gt`,
+//!   `gte`, `lt`, `lte` (numbers), `in`, `in:string`, `in:number` (`|`-separated, at most
+//!   10); dotted paths reach into nested objects (at most 5 levels); at most 5 filters,
+//!   combined with AND. Untyped `eq` compares strings as they are and numbers/booleans by
+//!   their JSON text; null, objects and arrays never match. Past a limit, an unknown
+//!   operator or a value its operator cannot take: 400 code 5400 naming it. Unknown query
+//!   parameters are ignored.
 //! - **Direct upload.** A draft gets its upload time and list position when its file
 //!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one
 //!   after expiry 400 code 5400, an unknown draft 404 code 5404. Expired drafts stay
@@ -156,6 +160,7 @@ mod form;
 mod images;
 mod inspect;
 mod keys;
+mod meta_filter;
 mod ratelimit;
 mod reply;
 mod routes;

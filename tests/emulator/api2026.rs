@@ -1,0 +1,137 @@
+//! What the Images API gained by 2026 (issue 21): v2 metadata filters with every operator
+//! and their limits, `creator` on both lists, the flat variant, the deprecated JSON direct
+//! upload, bracket-form metadata, expired drafts freeing their ids, rate-limit headers.
+
+use reqwest::multipart::Form;
+use serde_json::{Value, json};
+
+use super::{Emu, code, file_part, png, status_json};
+
+/// Uploads `png(n)` with custom id `id`, JSON metadata `meta` and an optional creator.
+async fn put(emu: &Emu, n: u32, id: &str, meta: Value, creator: Option<&str>) {
+    let mut form = Form::new()
+        .part("file", file_part(png(n), "a.png"))
+        .text("id", id.to_owned())
+        .text("metadata", meta.to_string());
+    if let Some(c) = creator {
+        form = form.text("creator", c.to_owned());
+    }
+    let (status, body) = emu.upload(form).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The ids a list answer holds, sorted.
+fn ids(body: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = body["result"]["images"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+async fn list(emu: &Emu, path_and_query: &str) -> (u16, Value) {
+    status_json(emu.get(path_and_query).send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn v2_metadata_filters_take_every_documented_operator() {
+    let emu = Emu::start().await;
+    put(
+        &emu,
+        1,
+        "a.png",
+        json!({"status": "active", "priority": 5, "ok": true, "region": {"name": "eu"}}),
+        None,
+    )
+    .await;
+    put(
+        &emu,
+        2,
+        "b.png",
+        json!({"status": "pending", "priority": 2, "ok": false}),
+        None,
+    )
+    .await;
+    put(
+        &emu,
+        3,
+        "c.png",
+        json!({"status": "5", "priority": "5"}),
+        None,
+    )
+    .await;
+    for (query, want) in [
+        ("meta.status[eq]=active", vec!["a.png"]),
+        ("meta.status[eq:string]=5", vec!["c.png"]),
+        ("meta.priority[eq:number]=5", vec!["a.png"]),
+        ("meta.ok[eq:boolean]=false", vec!["b.png"]),
+        ("meta.priority[gt]=2", vec!["a.png"]),
+        ("meta.priority[gte:number]=2", vec!["a.png", "b.png"]),
+        ("meta.priority[lt]=5", vec!["b.png"]),
+        ("meta.priority[lte]=5", vec!["a.png", "b.png"]),
+        ("meta.status[in]=pending%7Cactive", vec!["a.png", "b.png"]),
+        ("meta.priority[in:number]=2%7C9", vec!["b.png"]),
+        ("meta.region.name[eq]=eu", vec!["a.png"]),
+        // AND, and a contradiction is an empty list, not an error.
+        (
+            "meta.priority[gte]=2&meta.ok[eq:boolean]=true",
+            vec!["a.png"],
+        ),
+        (
+            "meta.priority[eq:number]=5&meta.priority[lte:number]=3",
+            vec![],
+        ),
+    ] {
+        let (status, body) = list(&emu, &format!("/v2?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(&body), want, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn v2_metadata_filters_past_a_limit_are_5400_naming_it() {
+    let emu = Emu::start().await;
+    let six = (1..=6)
+        .map(|i| format!("meta.k{i}[eq]=v"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let eleven = (1..=11)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("%7C");
+    for (query, named) in [
+        (
+            six.as_str(),
+            "Too many metadata filters: 6 provided, maximum 5 allowed",
+        ),
+        (
+            "meta.a.b.c.d.e.f[eq]=x",
+            "6 levels provided, maximum 5 allowed",
+        ),
+        (
+            &format!("meta.n[in]={eleven}") as &str,
+            "11 provided, maximum 10 allowed",
+        ),
+        ("meta.n[like]=x", "operator \"like\""),
+        ("meta.n[gt]=many", "takes a number"),
+    ] {
+        let (status, body) = list(&emu, &format!("/v2?{query}")).await;
+        assert_eq!((status, code(&body)), (400, 5400), "{query}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{query}: {message}");
+    }
+    // At the limits, it is answered.
+    let five = (1..=5)
+        .map(|i| format!("meta.k{i}[eq]=v"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let (status, body) = list(&emu, &format!("/v2?{five}&meta.a.b.c.d.e[eq]=x")).await;
+    assert_eq!(status, 400, "six filters in all: {body}");
+    let (status, body) = list(&emu, &format!("/v2?{five}")).await;
+    assert_eq!(status, 200, "{body}");
+}
