@@ -253,6 +253,7 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     let q = parse_query(query);
     let find = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let per_page = per_page(find("per_page"))?;
+    let creator = find("creator");
     let page = match find("page") {
         None => 1,
         Some(p) => p
@@ -269,6 +270,7 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
             .values()
             .filter_map(|id| st.images.get(id))
             .filter(|r| listed(r))
+            .filter(|r| creator_matches(creator, r))
             .skip((page - 1).saturating_mul(per_page))
             .take(per_page)
             .cloned()
@@ -278,6 +280,15 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     ok(ImageList {
         images: recs.iter().map(|r| app.wire(r, &names)).collect(),
     })
+}
+
+/// The lists' `creator` filter: absent lists all; empty lists the images without a creator.
+fn creator_matches(creator: Option<&str>, rec: &ImageRec) -> bool {
+    match creator {
+        None => true,
+        Some("") => rec.creator.as_deref().is_none_or(str::is_empty),
+        Some(c) => rec.creator.as_deref() == Some(c),
+    }
 }
 
 const TOKEN_PREFIX: &str = "ct1.";
@@ -336,7 +347,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
         let mut matching = iter
             .filter_map(|(_, id)| st.images.get(id))
             .filter(|r| listed(r))
-            .filter(|r| creator.is_none() || r.creator == creator)
+            .filter(|r| creator_matches(creator.as_deref(), r))
             .filter(|r| filters.iter().all(|f| f.matches(&r.meta)));
         let recs: Vec<Arc<ImageRec>> = matching.by_ref().take(per_page).cloned().collect();
         let more = matching.next().is_some();

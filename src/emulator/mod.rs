@@ -119,7 +119,8 @@
 //!   10); dotted paths reach into nested objects (at most 5 levels); at most 5 filters,
 //!   combined with AND. Untyped `eq` compares strings as they are and numbers/booleans by
 //!   their JSON text; null, objects and arrays never match. Past a limit, an unknown
-//!   operator or a value its operator cannot take: 400 code 5400 naming it. Unknown query
+//!   operator or a value its operator cannot take: 400 code 5400 naming it. Both lists
+//!   take `creator` (`creator=` empty: the images without a creator). Unknown query
 //!   parameters are ignored.
 //! - **Direct upload.** A draft gets its upload time and list position when its file
 //!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one

@@ -135,3 +135,23 @@ async fn v2_metadata_filters_past_a_limit_are_5400_naming_it() {
     let (status, body) = list(&emu, &format!("/v2?{five}")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn creator_filters_both_lists_and_empty_means_without_one() {
+    let emu = Emu::start().await;
+    put(&emu, 1, "mine.png", json!({}), Some("user1")).await;
+    put(&emu, 2, "theirs.png", json!({}), Some("user2")).await;
+    put(&emu, 3, "nobody.png", json!({}), None).await;
+    for list_path in ["/v1?", "/v2?"] {
+        let (status, body) = list(&emu, &format!("{list_path}creator=user1")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids(&body), vec!["mine.png"], "{list_path}creator=user1");
+        let (_, body) = list(&emu, &format!("{list_path}creator=")).await;
+        assert_eq!(ids(&body), vec!["nobody.png"], "{list_path}creator=");
+        let (_, body) = list(&emu, list_path).await;
+        assert_eq!(ids(&body).len(), 3, "{list_path} without creator");
+    }
+    // With a metadata filter too: AND.
+    let (_, body) = list(&emu, "/v2?creator=user2&meta.x[eq]=1").await;
+    assert_eq!(ids(&body), Vec::<String>::new());
+}
