@@ -143,7 +143,10 @@
 //!   prefix; variants with `neverRequireSignedURLs` skip the check.
 //! - **Variants**: ids are 1 to 99 letters and digits; a duplicate is 409 code 5409; a
 //!   missing one 404 code 5404. **Keys**: `PUT` creates or rotates; `default` cannot be
-//!   deleted (5400). **Config**: `GET`/`PATCH /v1/config` echo `{"flexible_variants": bool}`.
+//!   deleted (5400). `GET /v1/variants/{id}/flat` (2026) is the variant without the
+//!   `{"variant": ...}` wrapper. **Direct upload v1** (deprecated, 2026 document): `POST
+//!   /v1/direct_upload` with an optional JSON body `{expiry, metadata, requireSignedURLs,
+//!   creator}` (no custom id) makes the same draft as v2. **Config**: `GET`/`PATCH /v1/config` echo `{"flexible_variants": bool}`.
 //! - Unknown paths or methods under the Cloudflare prefixes are 404 code 7003 (after auth).
 //! - **Persistence** (`--data DIR`): blobs as `DIR/blobs/<sha256>`, every mutation as a
 //!   line of `DIR/journal.jsonl`, replayed at start (a torn last line is skipped). Writes

@@ -35,6 +35,7 @@ enum Route {
     ListV1,
     ListV2,
     DirectUpload,
+    DirectUploadV1,
     Stats,
     BatchToken,
     GetConfig,
@@ -42,6 +43,7 @@ enum Route {
     ListVariants,
     CreateVariant,
     GetVariant(String),
+    GetVariantFlat(String),
     PatchVariant(String),
     DeleteVariant(String),
     ListKeys,
@@ -65,6 +67,7 @@ impl Route {
                 | Route::GetConfig
                 | Route::ListVariants
                 | Route::GetVariant(_)
+                | Route::GetVariantFlat(_)
                 | Route::ListKeys
                 | Route::GetImage(_)
                 | Route::Blob(_)
@@ -116,6 +119,9 @@ fn resolve(app: &App, host: Host, method: &Method, tail: &str) -> Option<(Route,
         (["v2", "direct_upload"], "POST") => {
             (Route::DirectUpload, template!(host, "v2/direct_upload"))
         }
+        (["v1", "direct_upload"], "POST") => {
+            (Route::DirectUploadV1, template!(host, "v1/direct_upload"))
+        }
         (["v1", "stats"], "GET") => (Route::Stats, template!(host, "v1/stats")),
         (["v1", "batch_token"], "GET") => (Route::BatchToken, template!(host, "v1/batch_token")),
         (["v1", "config"], "GET") => (Route::GetConfig, template!(host, "v1/config")),
@@ -132,6 +138,10 @@ fn resolve(app: &App, host: Host, method: &Method, tail: &str) -> Option<(Route,
             };
             (route, template!(host, "v1/variants/{variant_id}"))
         }
+        (["v1", "variants", v, "flat"], "GET") => (
+            Route::GetVariantFlat(dec(v)?),
+            template!(host, "v1/variants/{variant_id}/flat"),
+        ),
         (["v1", "keys"], "GET") => (Route::ListKeys, template!(host, "v1/keys")),
         (["v1", "keys", k], m) => {
             let k = dec(k)?;
@@ -301,6 +311,7 @@ async fn dispatch(
         Route::ListV1 => images::list_v1(app, query),
         Route::ListV2 => images::list_v2(app, query),
         Route::DirectUpload => direct_upload::create(app, req).await,
+        Route::DirectUploadV1 => direct_upload::create_v1(app, req).await,
         Route::Stats => images::stats(app),
         Route::BatchToken => images::batch_token(app),
         Route::GetConfig => keys::get_config(app),
@@ -308,6 +319,7 @@ async fn dispatch(
         Route::ListVariants => variants::list(app),
         Route::CreateVariant => variants::create(app, req).await,
         Route::GetVariant(v) => variants::get(app, &v),
+        Route::GetVariantFlat(v) => variants::get_flat(app, &v),
         Route::PatchVariant(v) => variants::patch(app, &v, req).await,
         Route::DeleteVariant(v) => variants::delete(app, &v),
         Route::ListKeys => keys::list(app),

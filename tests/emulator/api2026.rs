@@ -155,3 +155,44 @@ async fn creator_filters_both_lists_and_empty_means_without_one() {
     let (_, body) = list(&emu, "/v2?creator=user2&meta.x[eq]=1").await;
     assert_eq!(ids(&body), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn flat_variant_and_the_deprecated_v1_direct_upload() {
+    let emu = Emu::start().await;
+    let (status, body) = list(&emu, "/v1/variants/public/flat").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["id"], "public", "no wrapper: {body}");
+    assert!(body["result"]["options"].is_object(), "{body}");
+    let (status, body) = list(&emu, "/v1/variants/nosuch/flat").await;
+    assert_eq!((status, code(&body)), (404, 5404), "{body}");
+
+    let expiry = (chrono::Utc::now() + chrono::Duration::minutes(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, body) = emu
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/direct_upload",
+            &json!({"expiry": expiry, "metadata": {"k": "v"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["result"]["id"].as_str().expect("an id").to_owned();
+    let url = body["result"]["uploadURL"].as_str().expect("an uploadURL");
+    let (_, draft) = list(&emu, &format!("/v1/{id}")).await;
+    assert_eq!(draft["result"]["draft"], true, "{draft}");
+    assert_eq!(draft["result"]["meta"]["k"], "v", "{draft}");
+    let form = Form::new().part("file", file_part(png(1), "d.png"));
+    let resp = emu.http.post(url).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, done) = list(&emu, &format!("/v1/{id}")).await;
+    assert!(done["result"]["draft"].is_null(), "{done}");
+    // An expiry outside 2 minutes .. 6 hours is refused, as on v2.
+    let (status, body) = emu
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/direct_upload",
+            &json!({"expiry": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, 5400), "{body}");
+}
