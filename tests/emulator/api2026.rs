@@ -196,3 +196,23 @@ async fn flat_variant_and_the_deprecated_v1_direct_upload() {
         .await;
     assert_eq!((status, code(&body)), (400, 5400), "{body}");
 }
+
+#[tokio::test]
+async fn bracket_form_metadata_becomes_nested_objects() {
+    let emu = Emu::start().await;
+    let form = Form::new()
+        .part("file", file_part(png(1), "a.png"))
+        .text("metadata[a][b]", "c")
+        .text("metadata[tags][]", "x")
+        .text("metadata[tags][]", "y")
+        .text("metadata[flat]", "v");
+    let (status, body) = emu.upload(form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["meta"],
+        json!({"a": {"b": "c"}, "tags": ["x", "y"], "flat": "v"})
+    );
+    // And the v2 filters reach into what it built.
+    let (_, listed) = list(&emu, "/v2?meta.a.b[eq]=c").await;
+    assert_eq!(listed["result"]["images"].as_array().map(Vec::len), Some(1));
+}
