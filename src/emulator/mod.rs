@@ -125,7 +125,8 @@
 //! - **Direct upload.** A draft gets its upload time and list position when its file
 //!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one
 //!   after expiry 400 code 5400, an unknown draft 404 code 5404. Expired drafts stay
-//!   visible as drafts (the service's clean-up time is undocumented).
+//!   visible as drafts (the service's clean-up time is undocumented), but an expired draft
+//!   that never got its file no longer holds its id: an upload or a new draft may take it.
 //! - **Webhooks** (`--webhook-url`, `--webhook-secret`, [`EmulatorHandle::set_webhook`]):
 //!   one POST per completed or failed direct upload, sent in the background after the
 //!   upload's answer, in the generic notifications envelope with `alert_type:
