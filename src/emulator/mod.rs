@@ -52,7 +52,9 @@
 //!   authenticated request counts, failed ones included; limiting happens after
 //!   authentication (unknown tokens get 10000, not 429). Headers: `Ratelimit:
 //!   "default";r=<remaining>;t=<secs>` and `Ratelimit-Policy: "burst";q=<requests>;w=<window>`
-//!   on every answer, `retry-after` (remaining penalty, rounded up) on 429s. The direct-upload
+//!   on every answer of the API host, `retry-after` (remaining penalty, rounded up) on
+//!   429s; answers that were not counted (refused credentials, a path outside any account)
+//!   carry them too, with the whole quota left (`r=<requests>;t=0`). The direct-upload
 //!   URL and delivery are not limited (no token pays for them). With the `edge_429` fault
 //!   knob the limiter's refusals are instead the edge's HTML page "Error 1015 - You are
 //!   being rate limited" (429, text/html, no `Ratelimit` headers), with `retry-after` only

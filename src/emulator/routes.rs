@@ -192,7 +192,11 @@ async fn api_entry(State(app): State<Arc<App>>, req: Request) -> Response {
         .and_then(|(account, r)| Some((account, r.strip_prefix("images/")?)));
     let Some((account, tail)) = parsed else {
         app.counters.record(req.method(), "(no route)", 404);
-        return ApiError::no_route().into_response();
+        let mut resp = ApiError::no_route().into_response();
+        if let Some(b) = &app.api_buckets {
+            b.unmetered_headers(resp.headers_mut());
+        }
+        return resp;
     };
     let auth = auth::api(&app, req.headers(), account);
     pipeline(&app, Host::Api, tail, auth, req).await
@@ -215,14 +219,21 @@ async fn pipeline(
     let method = req.method().clone();
     let target = resolve(app, host, &method, tail);
     let template = target.as_ref().map_or("(no route)", |t| t.1);
+    let buckets = match host {
+        Host::Api => app.api_buckets.as_ref(),
+        Host::Batch => app.batch_buckets.as_ref(),
+    };
     let response = async {
         let (token, read_only) = match auth {
             Ok(caller) => (caller.token, caller.read_only),
-            Err(denied) => return denied.into_response(),
-        };
-        let buckets = match host {
-            Host::Api => app.api_buckets.as_ref(),
-            Host::Batch => app.batch_buckets.as_ref(),
+            Err(denied) => {
+                // Not counted (there is no user to count it against), but described.
+                let mut resp = denied.into_response();
+                if let Some(b) = buckets {
+                    b.unmetered_headers(resp.headers_mut());
+                }
+                return resp;
+            }
         };
         let admission = buckets.map(|b| (b, b.check(&token)));
         if let Some((b, a @ Admission::Limited { retry_after })) = admission {

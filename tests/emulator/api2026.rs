@@ -216,3 +216,49 @@ async fn bracket_form_metadata_becomes_nested_objects() {
     let (_, listed) = list(&emu, "/v2?meta.a.b[eq]=c").await;
     assert_eq!(listed["result"]["images"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn every_api_host_answer_describes_the_rate_limit() {
+    let emu = Emu::start_with(|c| {
+        c.api_rate_limit = Some(cfimg::emulator::RateLimit {
+            requests: 1200,
+            window: std::time::Duration::from_secs(300),
+            penalty: std::time::Duration::from_secs(300),
+        })
+    })
+    .await;
+    emu.upload_png(1, Some("a.png")).await;
+    let base = emu.handle.api_base();
+    let account = emu.handle.account_id();
+    let cases = [
+        ("ok", emu.get("/v1/a.png")),
+        ("not found", emu.get("/v1/nope.png")),
+        ("bad filter", emu.get("/v2?meta.x[like]=1")),
+        ("no route in the account", emu.get("/v9/x")),
+        (
+            "wrong token",
+            emu.http.get(emu.url("/v1/stats")).bearer_auth("wrong"),
+        ),
+        (
+            "no token",
+            emu.http
+                .get(format!("{base}/accounts/{account}/images/v1/stats")),
+        ),
+        (
+            "outside any account",
+            emu.http
+                .get(format!("{base}/zones/x"))
+                .bearer_auth(emu.handle.token()),
+        ),
+    ];
+    for (what, req) in cases {
+        let resp = req.send().await.unwrap();
+        let h = resp.headers();
+        assert!(
+            h.get("ratelimit").is_some() && h.get("ratelimit-policy").is_some(),
+            "{what} (HTTP {}): headers {h:?}",
+            resp.status()
+        );
+        assert_eq!(h["ratelimit-policy"], "\"burst\";q=1200;w=300", "{what}");
+    }
+}
