@@ -53,6 +53,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Notifications of direct uploads.
     pub webhooks: super::webhook::Webhooks,
+    /// Account and service switches.
+    pub switches: super::switches::Switches,
 }
 
 /// The stable account hash: a digest of the account id, in the service's 22-character form.

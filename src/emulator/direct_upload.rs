@@ -124,7 +124,11 @@ pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
     let (bytes, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
-    let mime = match check_image(&bytes).await {
+    let checked = match check_image(&bytes).await {
+        Ok(mime) => form::check_account_takes(app, mime).map(|()| mime),
+        Err(e) => Err(e),
+    };
+    let mime = match checked {
         Ok(mime) => mime,
         Err(refused) => {
             // Only a pending draft's upload is one the service would report.

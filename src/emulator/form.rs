@@ -231,7 +231,7 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             codes::UNSUPPORTED_TYPE,
-            "Unsupported image type: use JPEG, PNG, GIF, WebP or SVG",
+            "Unsupported image type: use JPEG, PNG, GIF, WebP, SVG or HEIC",
         )
     })?;
     // Decoding a large image takes a while: keep it off the async workers.
@@ -252,6 +252,19 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
             format!("Bad request: the image is too large: {why}"),
         )),
     }
+}
+
+/// What the account's plan refuses of a decodable image: AVIF unless it is Enterprise
+/// (the switch `avif_input`). 415 code 5455, with the service's words.
+pub fn check_account_takes(app: &super::app::App, mime: &str) -> Result<(), ApiError> {
+    if mime == "image/avif" && !app.switches.avif_input {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_TYPE,
+            "AVIF input is not enabled for this account",
+        ));
+    }
+    Ok(())
 }
 
 /// 400 code 9422.

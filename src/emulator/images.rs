@@ -55,6 +55,7 @@ pub async fn upload(
         }
     };
     let mime = check_image(&bytes).await?;
+    form::check_account_takes(app, mime)?;
     let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,
@@ -195,19 +196,33 @@ pub async fn patch(app: &App, id: &str, req: Request) -> Reply {
     if existing.custom_id && body.require_signed_urls == Some(true) {
         check_custom_id(id, true)?;
     }
-    let rec = app
-        .store
-        .update(id, |rec| {
-            if let Some(meta) = body.metadata {
-                rec.meta = meta;
-            }
-            if let Some(private) = body.require_signed_urls {
-                rec.require_signed_urls = private;
-            }
-            if let Some(creator) = body.creator {
-                rec.creator = Some(creator);
-            }
+    // "Returns a new UID on a change": with the switch on, a change of requireSignedURLs
+    // moves the image to a fresh id.
+    let moves = app.switches.new_id_on_signed_change
+        && body
+            .require_signed_urls
+            .is_some_and(|p| p != existing.require_signed_urls);
+    let change = |rec: &mut ImageRec| {
+        if let Some(meta) = body.metadata {
+            rec.meta = meta;
+        }
+        if let Some(private) = body.require_signed_urls {
+            rec.require_signed_urls = private;
+        }
+        if let Some(creator) = body.creator {
+            rec.creator = Some(creator);
+        }
+    };
+    let rec = if moves {
+        let new_id = uuid::Uuid::new_v4().to_string();
+        app.store.rename(id, &new_id, |rec| {
+            rec.custom_id = false;
+            change(rec);
         })
+    } else {
+        app.store.update(id, change)
+    };
+    let rec = rec
         .map_err(io_error)?
         .ok_or_else(ApiError::image_not_found)?;
     ok(app.wire_one(&rec))
@@ -238,13 +253,16 @@ pub fn stats(app: &App) -> Reply {
     })
 }
 
-fn per_page(value: Option<&str>) -> Result<usize, ApiError> {
-    let Some(v) = value else { return Ok(1000) };
+fn per_page(app: &App, value: Option<&str>) -> Result<usize, ApiError> {
+    let max = app.switches.max_per_page as usize;
+    let Some(v) = value else {
+        return Ok(1000.min(max));
+    };
     match v.parse::<usize>() {
-        Ok(n) if (10..=10_000).contains(&n) => Ok(n),
-        _ => Err(ApiError::bad_request(
-            "Bad request: per_page must be between 10 and 10000",
-        )),
+        Ok(n) if (10..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "Bad request: per_page must be between 10 and {max}"
+        ))),
     }
 }
 
@@ -252,7 +270,7 @@ fn per_page(value: Option<&str>) -> Result<usize, ApiError> {
 pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     let q = parse_query(query);
     let find = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    let per_page = per_page(find("per_page"))?;
+    let per_page = per_page(app, find("per_page"))?;
     let creator = find("creator");
     let page = match find("page") {
         None => 1,
@@ -329,7 +347,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
         }
     }
     let filters = MetaFilter::parse_all(&meta_pairs)?;
-    let per_page = per_page(per.as_deref())?;
+    let per_page = per_page(app, per.as_deref())?;
     let listed = app.listed();
     let (recs, more, names) = {
         let st = app.store.lock();

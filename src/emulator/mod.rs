@@ -174,6 +174,7 @@ mod routes;
 mod server;
 mod sliding;
 mod store;
+mod switches;
 mod util;
 mod variants;
 mod webhook;
@@ -190,6 +191,7 @@ pub use args::{EmulatorArgs, parse_rate_limit, run};
 pub use faults::Faults;
 pub use inspect::{InspectedImage, Inspection, RouteCount};
 pub use ratelimit::{LimitWindow, RateLimit};
+pub use switches::Switches;
 pub use webhook::Destination as WebhookDestination;
 
 use app::App;
@@ -228,6 +230,8 @@ pub struct EmulatorConfig {
     pub max_images: u64,
     /// Where notifications of direct uploads go (`None`: nowhere, as without webhooks).
     pub webhook: Option<WebhookDestination>,
+    /// Account and service switches (`switches.rs`).
+    pub switches: Switches,
 }
 
 /// The default image quota (the allowance of the smallest paid plan).
@@ -262,6 +266,7 @@ impl Default for EmulatorConfig {
             read_only_tokens: Vec::new(),
             max_images: DEFAULT_MAX_IMAGES,
             webhook: None,
+            switches: Switches::default(),
         }
     }
 }
@@ -310,6 +315,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         quota_gate: std::sync::Mutex::new(()),
         counters: app::Counters::default(),
         webhooks: webhook::Webhooks::new(config.webhook, http.clone()),
+        switches: config.switches,
         http,
     });
     let (shutdown, rx) = watch::channel(false);

@@ -269,6 +269,37 @@ impl Store {
         Ok(Some(rec))
     }
 
+    /// Moves an image to `new_id` (same list position) with `change` applied; `Ok(None)`
+    /// when there is no image `old_id` or `new_id` is taken.
+    pub fn rename(
+        &self,
+        old_id: &str,
+        new_id: &str,
+        change: impl FnOnce(&mut ImageRec),
+    ) -> io::Result<Option<Arc<ImageRec>>> {
+        let mut st = self.lock();
+        if st.images.contains_key(new_id) {
+            return Ok(None);
+        }
+        let Some(old) = st.images.get(old_id) else {
+            return Ok(None);
+        };
+        let mut rec = ImageRec::clone(old);
+        rec.id = new_id.to_owned();
+        change(&mut rec);
+        self.journal(&Entry::Delete {
+            id: old_id.to_owned(),
+        })?;
+        self.journal(&Entry::Put {
+            image: stored(&rec, self.dir.is_some()),
+        })?;
+        st.images.remove(old_id);
+        let rec = Arc::new(rec);
+        st.order.insert(rec.seq, rec.id.clone());
+        st.images.insert(rec.id.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
     /// Deletes an image; false when there was none.
     pub fn delete(&self, id: &str) -> io::Result<bool> {
         let mut st = self.lock();
