@@ -293,7 +293,7 @@ pub fn assign_id(
 
 /// Checks a custom id and its combination with `requireSignedURLs`.
 pub fn check_custom_id(id: &str, require_signed_urls: bool) -> Result<(), ApiError> {
-    rules::validate_custom_id(id).map_err(|reason| {
+    rules::validate_service_custom_id(id).map_err(|reason| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             codes::INVALID_ID,

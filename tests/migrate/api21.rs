@@ -154,3 +154,37 @@ async fn images_update_records_the_new_id_the_patch_answers() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_ids_that_shadow_api_routes_are_refused_locally_naming_the_rule() {
+    let env = TestEnv::new().await;
+    env.write("stats", &png(1, 300));
+    env.write("variants/thumb.png", &png(2, 300));
+    env.write("a.png/blob", &png(3, 300));
+    env.write("fine/stats.png", &png(4, 300));
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_ne!(code, 0, "{}", text(&out));
+    assert_eq!(
+        (summary["uploaded"].as_u64(), summary["rejected"].as_u64()),
+        (Some(1), Some(3)),
+        "{summary}"
+    );
+    assert_eq!(env.upload_posts(), 1, "nothing refused reached the service");
+    let out = env.run(&["failures", "--all", "--json"]).await;
+    let failures: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let reason = |key: &str| {
+        failures
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["key"] == key))
+            .and_then(|f| f["reason"].as_str())
+            .unwrap_or_else(|| panic!("{key} not in {failures}"))
+            .to_owned()
+    };
+    assert!(reason("stats").contains("API route"), "{}", reason("stats"));
+    assert!(reason("variants/thumb.png").contains("API route"));
+    assert!(
+        reason("a.png/blob").contains("/blob"),
+        "{}",
+        reason("a.png/blob")
+    );
+}
