@@ -1,8 +1,13 @@
 //! The Images service's own rules on what it accepts, shared by the local checks that
 //! save a request (`plan`) and the emulator that enforces them, so both agree by construction.
 
-/// Largest file the upload endpoint accepts (10 MB, decimal as Cloudflare states it).
-pub const MAX_FILE_BYTES: u64 = 10 * 1000 * 1000;
+/// Largest file cfimg sends: 10 MiB. Cloudflare says "10 MB" without saying whether it
+/// means 10^7 bytes or 10 MiB, so a file in between goes to the service and its answer is
+/// recorded (a refusal is a `rejected` item with Cloudflare's reason), not refused on a guess.
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// The service's limit as the emulator enforces it: the stricter reading of "10 MB"
+/// (10^7 bytes), so that the client is tested against the refusal it may meet.
+pub const SERVICE_MAX_FILE_BYTES: u64 = 10 * 1000 * 1000;
 /// Largest `metadata` JSON text, in bytes.
 pub const MAX_METADATA_BYTES: usize = 1024;
 /// Longest custom id, in characters.

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::reply::ApiError;
 use crate::api::types::codes;
 use crate::image_check::{self, ImageProblem};
-use crate::rules::{self, MAX_CREATOR_CHARS, MAX_FILE_BYTES};
+use crate::rules::{self, MAX_CREATOR_CHARS, SERVICE_MAX_FILE_BYTES};
 
 /// The fields of an upload form.
 #[derive(Default)]
@@ -66,7 +66,7 @@ pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         codes::TOO_LARGE,
-        format!("Uploaded image must have a size of at most {MAX_FILE_BYTES} bytes"),
+        format!("Uploaded image must have a size of at most {SERVICE_MAX_FILE_BYTES} bytes"),
     )
 }
 
@@ -91,7 +91,7 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
             let mut len = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 len += chunk.len() as u64;
-                if len > MAX_FILE_BYTES {
+                if len > SERVICE_MAX_FILE_BYTES {
                     return Err(too_large());
                 }
                 chunks.push(chunk);
@@ -223,7 +223,7 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
     if bytes.is_empty() {
         return Err(undecodable("the file is empty"));
     }
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > SERVICE_MAX_FILE_BYTES {
         return Err(too_large());
     }
     let head = &bytes[..bytes.len().min(rules::SNIFF_BYTES)];

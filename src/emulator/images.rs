@@ -20,7 +20,7 @@ use super::server::ConnKill;
 use super::store::{Blob, ImageRec};
 use super::util::parse_query;
 use crate::api::types::{AccountStats, ImageCount, ImageList, ImageListV2, codes};
-use crate::rules::MAX_FILE_BYTES;
+use crate::rules::SERVICE_MAX_FILE_BYTES;
 
 fn io_error(e: std::io::Error) -> ApiError {
     ApiError::internal(format!("emulator storage failed: {e}"))
@@ -157,7 +157,7 @@ async fn fetch(app: &App, url: &str) -> Result<(Bytes, Option<String>), ApiError
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
-        if (body.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
+        if (body.len() + chunk.len()) as u64 > SERVICE_MAX_FILE_BYTES {
             return Err(form::too_large());
         }
         body.extend_from_slice(&chunk);

@@ -17,7 +17,7 @@ use super::server::ConnKill;
 use super::util::percent_decode;
 use super::{auth, delivery, direct_upload, images, inspect, keys, variants};
 use crate::api::types::{Envelope, codes};
-use crate::rules::MAX_FILE_BYTES;
+use crate::rules::SERVICE_MAX_FILE_BYTES;
 
 /// Which Cloudflare host a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub fn router(app: Arc<App>) -> Router {
         // Room for a 10 MB file plus form overhead, so the 10 MB limit is ours to answer
         // with 5413; far larger bodies hit this limit and get 5413 too.
         .layer(DefaultBodyLimit::max(
-            2 * MAX_FILE_BYTES as usize + 1024 * 1024,
+            2 * SERVICE_MAX_FILE_BYTES as usize + 1024 * 1024,
         ))
         .with_state(app)
 }

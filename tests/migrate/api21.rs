@@ -188,3 +188,33 @@ async fn custom_ids_that_shadow_api_routes_are_refused_locally_naming_the_rule()
         reason("a.png/blob")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_between_10_mb_and_10_mib_go_to_the_service_and_its_refusal_is_recorded() {
+    let env = TestEnv::new().await;
+    // Over 10^7 bytes but not over 10 MiB: the emulator takes the strict reading.
+    env.write("between.png", &png(1, 10_200_000));
+    // Over 10 MiB: refused locally, as before.
+    env.write("over.png", &png(2, 10 * 1024 * 1024 + 1));
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_ne!(code, 0, "{}", text(&out));
+    assert_eq!(summary["rejected"], 2, "{summary}");
+    assert_eq!(env.upload_posts(), 1, "only the file in between was sent");
+    let out = env.run(&["failures", "--all", "--json"]).await;
+    let failures: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let find = |key: &str| {
+        failures
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["key"] == key))
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} not in {failures}"))
+    };
+    let between = find("between.png");
+    assert_eq!(between["state"], "rejected", "{between}");
+    let reason = between["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("5413"),
+        "Cloudflare's answer is recorded: {reason}"
+    );
+    assert_eq!(find("over.png")["state"], "rejected");
+}
