@@ -218,3 +218,50 @@ async fn files_between_10_mb_and_10_mib_go_to_the_service_and_its_refusal_is_rec
     );
     assert_eq!(find("over.png")["state"], "rejected");
 }
+
+/// A minimal HEIC: the AVIF fixture with HEIC brands.
+fn heic(n: u8) -> Vec<u8> {
+    let mut v = crate::common::formats::avif(n, 64);
+    v[8..12].copy_from_slice(b"heic");
+    v[16..20].copy_from_slice(b"heic");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avif_refused_by_the_account_is_rejected_with_its_reason_and_heic_is_accepted() {
+    let env = TestEnv::with(
+        env_config(Switches {
+            avif_input: false,
+            ..Switches::default()
+        }),
+        "",
+    )
+    .await;
+    env.write("photo.avif", &crate::common::formats::avif(1, 64));
+    env.write("photo.heic", &heic(2));
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_ne!(code, 0, "{}", text(&out));
+    assert_eq!(
+        (summary["uploaded"].as_u64(), summary["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+    let out = env.run(&["failures", "--all", "--json"]).await;
+    let failures: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let avif = failures
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["key"] == "photo.avif"))
+        .cloned()
+        .unwrap_or_else(|| panic!("photo.avif not in {failures}"));
+    assert_eq!(avif["state"], "rejected", "{avif}");
+    assert!(
+        avif["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("AVIF input is not enabled for this account")),
+        "{avif}"
+    );
+    assert_eq!(env.upload_posts(), 2, "both went to the service, once each");
+    let stored = env.inspect().images;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, "photo.heic");
+}
