@@ -131,10 +131,12 @@
 //!   that never got its file no longer holds its id: an upload or a new draft may take it.
 //! - **Webhooks** (`--webhook-url`, `--webhook-secret`, [`EmulatorHandle::set_webhook`]):
 //!   one POST per completed or failed direct upload, sent in the background after the
-//!   upload's answer, in the generic notifications envelope with `alert_type:
-//!   "image_notification"` and `data: {image_id, status, filename, error}` (Cloudflare's
-//!   `data` fields are undocumented: these are our choice), the secret in `cf-webhook-auth`;
-//!   one attempt, no retry. `POST /__emulator/webhook/test` sends the dashboard's test POST.
+//!   upload's answer, in Cloudflare's notification envelope (`name`, `text`, `data`, `ts`,
+//!   `account_id`, `policy_id`, `policy_name`, `alert_type: "image_notification"`,
+//!   `alert_correlation_id`, `alert_event`) with `data: {image_id, status, filename, error}`
+//!   (Cloudflare's `data` fields are undocumented: these are our choice), the secret in
+//!   `cf-webhook-auth`; one attempt, no retry. `POST /__emulator/webhook/test` sends the
+//!   dashboard's test POST, `{"text": "Hello World! This is a test message ..."}` alone.
 //!   A direct upload refused for its content (9422, 5455, 5413, 5400) is a failed one.
 //! - **CORS on upload URLs**: the one-time URL answers preflights (`OPTIONS`) for any origin
 //!   and adds `Access-Control-Allow-Origin: *` to its answers, so that a page's `fetch` can
@@ -383,7 +385,7 @@ impl EmulatorHandle {
 
     /// Sends the dashboard's test notification now; returns the receiver's HTTP status.
     pub async fn send_test_webhook(&self) -> Result<u16, String> {
-        self.app.webhooks.send_test(&self.app.account_id).await
+        self.app.webhooks.send_test().await
     }
 
     /// Moves a draft's expiry to `at` (for tests: a URL that expired without waiting for

@@ -399,7 +399,7 @@ async fn upload_preflight(req: Request) -> Response {
 }
 
 async fn webhook_test_entry(State(app): State<Arc<App>>) -> Response {
-    match app.webhooks.send_test(&app.account_id).await {
+    match app.webhooks.send_test().await {
         Ok(status) => json(
             StatusCode::OK,
             &serde_json::json!({ "receiver_status": status }),
