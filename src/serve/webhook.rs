@@ -70,8 +70,8 @@ impl Unmatched {
 /// `GET /v1/webhook/unmatched`: the kept notices, oldest first; the webhook secret is the
 /// credential, as for deliveries.
 pub async fn unmatched(State(svc): State<Arc<Service>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check_secret(&svc, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&svc, &headers) {
+        return refusal;
     }
     (
         StatusCode::OK,
@@ -80,10 +80,10 @@ pub async fn unmatched(State(svc): State<Arc<Service>>, headers: HeaderMap) -> R
         .into_response()
 }
 
-/// The `cf-webhook-auth` check, in constant time; the refusal to send otherwise.
-fn check_secret(svc: &Service, headers: &HeaderMap) -> Result<(), Response> {
+/// The `cf-webhook-auth` check, in constant time: `Some(refusal)` to send when it fails.
+fn refused(svc: &Service, headers: &HeaderMap) -> Option<Response> {
     let Some(secret) = &svc.webhook_secret else {
-        return Err(Fail::new(
+        return Some(Fail::new(
             StatusCode::NOT_FOUND,
             "cf-webhook-auth",
             "webhooks are off: set serve.webhook_secret (or CFIMG_WEBHOOK_SECRET) and the same secret in Cloudflare's webhook destination",
@@ -96,20 +96,22 @@ fn check_secret(svc: &Service, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or_default();
     if !bool::from(secret.expose().as_bytes().ct_eq(given)) {
         tracing::warn!("webhook refused: wrong or missing cf-webhook-auth");
-        return Err(Fail::new(
-            StatusCode::UNAUTHORIZED,
-            "cf-webhook-auth",
-            "wrong or missing webhook secret",
-        )
-        .into_response());
+        return Some(
+            Fail::new(
+                StatusCode::UNAUTHORIZED,
+                "cf-webhook-auth",
+                "wrong or missing webhook secret",
+            )
+            .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 /// `POST /v1/webhook`.
 pub async fn receive(State(svc): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = check_secret(&svc, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&svc, &headers) {
+        return refusal;
     }
     let note: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
