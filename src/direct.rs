@@ -240,8 +240,8 @@ pub async fn refresh(lane: &ApiLane, book: &Mutex<DraftBook>, draft: &Draft) -> 
     Ok(lock()?.get(&draft.id)?.unwrap_or_else(|| draft.clone()))
 }
 
-/// Records what a notification says of a draft, confirming with `GET /v1/{id}` when it
-/// says the upload completed (the delivery URL comes from there) or says nothing clear.
+/// Records what a notification says of a draft, confirming with `GET /v1/{id}` whatever it
+/// says (the delivery URL comes from there; a "failed" draft may be stored after all).
 /// Returns whether the ledger changed.
 pub async fn apply_notice(
     lane: &ApiLane,
@@ -261,13 +261,22 @@ pub async fn apply_notice(
     if draft.state == DraftState::Completed {
         return Ok(DraftChange::Unchanged);
     }
+    let before = draft.state;
     if claim == Some(DraftState::Failed) {
+        // Confirmed like any outcome: the lookup may show the image stored after all (a
+        // misread `data`, a retried upload that succeeded).
+        match refresh(lane, book, &draft).await {
+            Ok(after) if after.state == DraftState::Completed => return Ok(DraftChange::Changed),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(id, error = %e, "could not confirm a failed upload; recorded from the notice");
+            }
+        }
         return lock()?.fail(
             id,
             reason.unwrap_or("Cloudflare reported the upload as failed"),
         );
     }
-    let before = draft.state;
     match refresh(lane, book, &draft).await {
         Ok(after) if after.state != before => Ok(DraftChange::Changed),
         Ok(_) if claim == Some(DraftState::Completed) => {

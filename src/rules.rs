@@ -1,8 +1,13 @@
 //! The Images service's own rules on what it accepts, shared by the local checks that
 //! save a request (`plan`) and the emulator that enforces them, so both agree by construction.
 
-/// Largest file the upload endpoint accepts (10 MB, decimal as Cloudflare states it).
-pub const MAX_FILE_BYTES: u64 = 10 * 1000 * 1000;
+/// Largest file cfimg sends: 10 MiB. Cloudflare says "10 MB" without saying whether it
+/// means 10^7 bytes or 10 MiB, so a file in between goes to the service and its answer is
+/// recorded (a refusal is a `rejected` item with Cloudflare's reason), not refused on a guess.
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// The service's limit as the emulator enforces it: the stricter reading of "10 MB"
+/// (10^7 bytes), so that the client is tested against the refusal it may meet.
+pub const SERVICE_MAX_FILE_BYTES: u64 = 10 * 1000 * 1000;
 /// Largest `metadata` JSON text, in bytes.
 pub const MAX_METADATA_BYTES: usize = 1024;
 /// Longest custom id, in characters.
@@ -135,6 +140,44 @@ const NON_IMAGE_EXTENSIONS: &[&str] = &[
 
 /// Checks a custom id against Cloudflare's rules; the error says which rule it breaks.
 pub fn validate_custom_id(id: &str) -> Result<(), String> {
+    validate_service_custom_id(id)?;
+    if let Some(rule) = shadowed_route(id) {
+        return Err(rule);
+    }
+    Ok(())
+}
+
+/// API routes under `v1/` that a custom id would collide with: `GET v1/{id}` of such an id
+/// reaches the route, never the image, so cfimg could not read it back.
+const SHADOWED_ROUTES: &[&str] = &[
+    "stats",
+    "keys",
+    "variants",
+    "config",
+    "batch_token",
+    "direct_upload",
+];
+
+/// The rule a custom id breaks by shadowing an API route, if any.
+fn shadowed_route(id: &str) -> Option<String> {
+    let first = id.split('/').next().unwrap_or(id);
+    if SHADOWED_ROUTES.contains(&id) || (matches!(first, "keys" | "variants") && id.contains('/')) {
+        return Some(format!(
+            "the id must not be an API route's name ({first:?}: GET v1/{id} would reach the route, not the image)"
+        ));
+    }
+    if id.ends_with("/blob") {
+        return Some(
+            "the id must not end in \"/blob\" (GET v1/<id> would read another image's original)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The custom-id rules the service itself enforces (code 5411), without cfimg's own
+/// refusal of ids that shadow API routes (which the service accepts, and cannot serve).
+pub fn validate_service_custom_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the id is empty".into());
     }
@@ -249,6 +292,27 @@ mod tests {
                 .contains("1024")
         );
         assert!(validate_custom_id(&"é".repeat(1024)).is_ok());
+        for shadow in [
+            "stats",
+            "keys",
+            "variants",
+            "config",
+            "batch_token",
+            "direct_upload",
+            "variants/public",
+            "keys/default",
+            "photos/cat.png/blob",
+        ] {
+            let why = validate_custom_id(shadow).expect_err(shadow);
+            assert!(
+                why.contains("API route") || why.contains("/blob"),
+                "{shadow}: {why}"
+            );
+            assert!(validate_service_custom_id(shadow).is_ok(), "{shadow}");
+        }
+        assert!(validate_custom_id("stats.png").is_ok());
+        assert!(validate_custom_id("photos/stats").is_ok());
+        assert!(validate_custom_id("blob").is_ok());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli, cmd: &ImagesCommand) -> Result<i32> {
             print_image(&image, output.json);
             Ok(EXIT_OK)
         }
-        ImagesCommand::Update(args) => update(&lane, &spent, args).await,
+        ImagesCommand::Update(args) => update(&cfg, &lane, &spent, args).await,
         ImagesCommand::Delete(args) => delete(&cfg, &lane, &spent, args).await,
         ImagesCommand::Blob { id, output } => {
             let mut file = tokio::fs::File::create(output)
@@ -203,7 +203,12 @@ async fn list(lane: &ApiLane, spent: &AtomicU32, args: &ImagesListArgs) -> Resul
     Ok(EXIT_OK)
 }
 
-async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> Result<i32> {
+async fn update(
+    cfg: &Config,
+    lane: &ApiLane,
+    spent: &AtomicU32,
+    args: &ImagesUpdateArgs,
+) -> Result<i32> {
     let metadata = match &args.metadata {
         Some(text) => {
             let mut new: Map<String, Value> = serde_json::from_str(text)
@@ -240,9 +245,33 @@ async fn update(lane: &ApiLane, spent: &AtomicU32, args: &ImagesUpdateArgs) -> R
             args.id
         );
     }
+    // "Returns a new UID on a change" (the API on requireSignedURLs): a ledger that maps
+    // this image is locked first, so that the new id can be recorded once it is answered.
+    let maintenance = match change.require_signed_urls {
+        Some(_) if !mapped_items(cfg, std::slice::from_ref(&args.id))?.is_empty() => {
+            Some(Maintenance::open(&cfg.ledger)?)
+        }
+        _ => None,
+    };
     let image = lane
         .call(spent, || lane.client.update(&args.id, &change))
         .await?;
+    if image.id != args.id {
+        eprintln!(
+            "cfimg: Cloudflare answered with a new id: {} is now {}",
+            Shown(&args.id),
+            Shown(&image.id)
+        );
+        if let Some(m) = &maintenance {
+            let url = crate::upload::delivery_url(&image);
+            let moved = m.move_image(&args.id, &image.id, url.as_deref())?;
+            eprintln!(
+                "cfimg: ledger {}: {moved} item(s) now record {}",
+                cfg.ledger.display(),
+                Shown(&image.id)
+            );
+        }
+    }
     print_image(&image, args.output.json);
     Ok(EXIT_OK)
 }

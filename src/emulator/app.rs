@@ -55,6 +55,8 @@ pub struct App {
     pub webhooks: super::webhook::Webhooks,
     /// What blob downloads serve (`originals.rs`).
     pub originals: super::originals::Originals,
+    /// Account and service switches.
+    pub switches: super::switches::Switches,
 }
 
 /// The stable account hash: a digest of the account id, in the service's 22-character form.

@@ -105,6 +105,18 @@ pub struct EmulatorArgs {
     /// `--reencode-originals-above`, `--alter-original` (`originals.rs`).
     #[command(flatten)]
     pub originals: super::OriginalsArgs,
+    /// Refuse list `per_page` above N with 400 code 5400 (the 2026 description says "up to
+    /// 1000 results per page"; the schema allows 10000).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_per_page: u32,
+    /// A PATCH changing requireSignedURLs gives the image a new id ("Returns a new UID on
+    /// a change"), as the API allows.
+    #[arg(long)]
+    pub new_id_on_signed_change: bool,
+    /// The account is not Enterprise: AVIF uploads are refused ("AVIF input is not enabled
+    /// for this account").
+    #[arg(long)]
+    pub no_avif_input: bool,
 }
 
 /// A parsed `--rate-limit` value. A newtype, because clap treats a field of type
@@ -202,6 +214,11 @@ impl EmulatorArgs {
             list_lag: Duration::from_secs_f64(self.list_lag),
             max_images: self.max_images,
             originals: self.originals.clone(),
+            switches: super::Switches {
+                max_per_page: self.max_per_page,
+                new_id_on_signed_change: self.new_id_on_signed_change,
+                avif_input: !self.no_avif_input,
+            },
             webhook: self
                 .webhook_url
                 .clone()

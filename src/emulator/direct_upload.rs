@@ -26,6 +26,49 @@ pub async fn create(app: &App, req: Request) -> Reply {
     } else {
         form::read(req).await?
     };
+    draft(app, form)
+}
+
+/// The deprecated `POST /v1/direct_upload`: a JSON body (every field optional: `expiry`,
+/// `metadata`, `requireSignedURLs`, `creator`; no custom id), the same draft and answer.
+pub async fn create_v1(app: &App, req: Request) -> Reply {
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Bad request: {e}")))?;
+    let v1: V1Body = if body.iter().all(u8::is_ascii_whitespace) {
+        V1Body::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Bad request: invalid JSON body: {e}")))?
+    };
+    let metadata = v1.metadata.unwrap_or_default();
+    form::check_metadata_size(&metadata)?;
+    if let Some(c) = &v1.creator {
+        form::check_creator(c)?;
+    }
+    draft(
+        app,
+        form::UploadForm {
+            metadata,
+            require_signed_urls: v1.require_signed_urls.unwrap_or(false),
+            creator: v1.creator,
+            expiry: v1.expiry,
+            ..form::UploadForm::default()
+        },
+    )
+}
+
+#[derive(Default, serde::Deserialize)]
+struct V1Body {
+    expiry: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "requireSignedURLs")]
+    require_signed_urls: Option<bool>,
+    creator: Option<String>,
+}
+
+/// Creates the draft a direct-upload form describes.
+fn draft(app: &App, form: form::UploadForm) -> Reply {
     let now = Utc::now();
     let expiry = match &form.expiry {
         None => now + Duration::minutes(30),
@@ -81,7 +124,11 @@ pub async fn upload(app: &App, rest: &str, req: Request) -> Reply {
     let (bytes, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("Bad request: a file field is required"))?;
-    let mime = match check_image(&bytes).await {
+    let checked = match check_image(&bytes).await {
+        Ok(mime) => form::check_account_takes(app, mime).map(|()| mime),
+        Err(e) => Err(e),
+    };
+    let mime = match checked {
         Ok(mime) => mime,
         Err(refused) => {
             // Only a pending draft's upload is one the service would report.

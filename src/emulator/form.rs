@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::reply::ApiError;
 use crate::api::types::codes;
 use crate::image_check::{self, ImageProblem};
-use crate::rules::{self, MAX_CREATOR_CHARS, MAX_FILE_BYTES};
+use crate::rules::{self, MAX_CREATOR_CHARS, SERVICE_MAX_FILE_BYTES};
 
 /// The fields of an upload form.
 #[derive(Default)]
@@ -21,7 +21,8 @@ pub struct UploadForm {
     pub url: Option<String>,
     /// The custom `id`.
     pub id: Option<String>,
-    /// Metadata from `metadata` JSON text, `metadata.k` and `metadata[k]` fields.
+    /// Metadata from `metadata` JSON text, `metadata.k` fields and bracket-form fields
+    /// (`metadata[a][b]`, `metadata[tags][]`) as nested objects and arrays.
     pub metadata: Map<String, Value>,
     /// `requireSignedURLs`.
     pub require_signed_urls: bool,
@@ -65,7 +66,7 @@ pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         codes::TOO_LARGE,
-        format!("Uploaded image must have a size of at most {MAX_FILE_BYTES} bytes"),
+        format!("Uploaded image must have a size of at most {SERVICE_MAX_FILE_BYTES} bytes"),
     )
 }
 
@@ -90,7 +91,7 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
             let mut len = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 len += chunk.len() as u64;
-                if len > MAX_FILE_BYTES {
+                if len > SERVICE_MAX_FILE_BYTES {
                     return Err(too_large());
                 }
                 chunks.push(chunk);
@@ -114,11 +115,10 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
             "creator" => form.creator = Some(value),
             "expiry" => form.expiry = Some(value),
             other => {
-                let key = other
-                    .strip_prefix("metadata.")
-                    .or_else(|| other.strip_prefix("metadata[")?.strip_suffix(']'));
-                if let Some(key) = key {
+                if let Some(key) = other.strip_prefix("metadata.") {
                     loose_meta.insert(key.to_owned(), Value::String(value));
+                } else if let Some(path) = bracket_path(other) {
+                    insert_at(&mut loose_meta, &path, value)?;
                 }
                 // Unknown fields are ignored, as the service does.
             }
@@ -138,6 +138,54 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
         check_creator(c)?;
     }
     Ok(form)
+}
+
+/// The segments of a bracket-form metadata field, as the TypeScript SDK sends nested
+/// metadata: `metadata[a][b]` is `["a", "b"]`, `metadata[tags][]` is `["tags", ""]` (an
+/// empty segment appends to an array). `None` for any other field name.
+fn bracket_path(name: &str) -> Option<Vec<&str>> {
+    let mut rest = name.strip_prefix("metadata")?;
+    let mut path = Vec::new();
+    while !rest.is_empty() {
+        let (seg, tail) = rest.strip_prefix('[')?.split_once(']')?;
+        path.push(seg);
+        rest = tail;
+    }
+    (!path.is_empty() && !path[0].is_empty()).then_some(path)
+}
+
+/// Puts `value` at `path` in `meta`, creating the objects and arrays on the way. A field
+/// that is both a value and a container is refused.
+fn insert_at(meta: &mut Map<String, Value>, path: &[&str], value: String) -> Result<(), ApiError> {
+    let clash = || {
+        ApiError::bad_request(format!(
+            "Bad request: metadata field {:?} is given both as a value and as an object or list",
+            path.join(".")
+        ))
+    };
+    let mut slot: &mut Value = meta.entry(path[0].to_owned()).or_insert(Value::Null);
+    for seg in &path[1..] {
+        if slot.is_null() {
+            *slot = if seg.is_empty() {
+                Value::Array(Vec::new())
+            } else {
+                Value::Object(Map::new())
+            };
+        }
+        slot = match (slot, seg.is_empty()) {
+            (Value::Array(items), true) => {
+                items.push(Value::Null);
+                items.last_mut().ok_or_else(clash)?
+            }
+            (Value::Object(map), false) => map.entry((*seg).to_owned()).or_insert(Value::Null),
+            _ => return Err(clash()),
+        };
+    }
+    if !slot.is_null() {
+        return Err(clash());
+    }
+    *slot = Value::String(value);
+    Ok(())
 }
 
 /// The 1024-byte limit, measured on the compact JSON text.
@@ -175,7 +223,7 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
     if bytes.is_empty() {
         return Err(undecodable("the file is empty"));
     }
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > SERVICE_MAX_FILE_BYTES {
         return Err(too_large());
     }
     let head = &bytes[..bytes.len().min(rules::SNIFF_BYTES)];
@@ -183,7 +231,7 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             codes::UNSUPPORTED_TYPE,
-            "Unsupported image type: use JPEG, PNG, GIF, WebP or SVG",
+            "Unsupported image type: use JPEG, PNG, GIF, WebP, SVG or HEIC",
         )
     })?;
     // Decoding a large image takes a while: keep it off the async workers.
@@ -204,6 +252,19 @@ pub async fn check_image(bytes: &Bytes) -> Result<&'static str, ApiError> {
             format!("Bad request: the image is too large: {why}"),
         )),
     }
+}
+
+/// What the account's plan refuses of a decodable image: AVIF unless it is Enterprise
+/// (the switch `avif_input`). 415 code 5455, with the service's words.
+pub fn check_account_takes(app: &super::app::App, mime: &str) -> Result<(), ApiError> {
+    if mime == "image/avif" && !app.switches.avif_input {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_TYPE,
+            "AVIF input is not enabled for this account",
+        ));
+    }
+    Ok(())
 }
 
 /// 400 code 9422.
@@ -232,7 +293,7 @@ pub fn assign_id(
 
 /// Checks a custom id and its combination with `requireSignedURLs`.
 pub fn check_custom_id(id: &str, require_signed_urls: bool) -> Result<(), ApiError> {
-    rules::validate_custom_id(id).map_err(|reason| {
+    rules::validate_service_custom_id(id).map_err(|reason| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             codes::INVALID_ID,
@@ -247,4 +308,33 @@ pub fn check_custom_id(id: &str, require_signed_urls: bool) -> Result<(), ApiErr
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bracket_fields_become_nested_objects_and_arrays() {
+        let mut meta = Map::new();
+        for (name, value) in [
+            ("metadata[a][b]", "c"),
+            ("metadata[a][d]", "e"),
+            ("metadata[tags][]", "x"),
+            ("metadata[tags][]", "y"),
+            ("metadata[k]", "v"),
+        ] {
+            let path = bracket_path(name).expect("a bracket field");
+            insert_at(&mut meta, &path, value.to_owned()).expect("inserted");
+        }
+        assert_eq!(
+            Value::Object(meta.clone()),
+            serde_json::json!({"a": {"b": "c", "d": "e"}, "tags": ["x", "y"], "k": "v"})
+        );
+        let clash = bracket_path("metadata[k][z]").expect("a bracket field");
+        assert!(insert_at(&mut meta, &clash, "w".into()).is_err());
+        assert!(bracket_path("metadata").is_none());
+        assert!(bracket_path("metadata[a]x").is_none());
+        assert!(bracket_path("other[a]").is_none());
+    }
 }

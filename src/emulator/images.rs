@@ -14,12 +14,13 @@ use serde_json::{Map, Value, json};
 use super::app::App;
 use super::faults::Draw;
 use super::form::{self, check_custom_id, check_image};
+use super::meta_filter::MetaFilter;
 use super::reply::{ApiError, Reply, ok};
 use super::server::ConnKill;
 use super::store::{Blob, ImageRec};
 use super::util::parse_query;
 use crate::api::types::{AccountStats, ImageCount, ImageList, ImageListV2, codes};
-use crate::rules::MAX_FILE_BYTES;
+use crate::rules::SERVICE_MAX_FILE_BYTES;
 
 fn io_error(e: std::io::Error) -> ApiError {
     ApiError::internal(format!("emulator storage failed: {e}"))
@@ -54,6 +55,7 @@ pub async fn upload(
         }
     };
     let mime = check_image(&bytes).await?;
+    form::check_account_takes(app, mime)?;
     let (id, custom_id) = form::assign_id(form.id, form.require_signed_urls)?;
     let rec = ImageRec {
         id,
@@ -155,7 +157,7 @@ async fn fetch(app: &App, url: &str) -> Result<(Bytes, Option<String>), ApiError
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
-        if (body.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
+        if (body.len() + chunk.len()) as u64 > SERVICE_MAX_FILE_BYTES {
             return Err(form::too_large());
         }
         body.extend_from_slice(&chunk);
@@ -194,19 +196,33 @@ pub async fn patch(app: &App, id: &str, req: Request) -> Reply {
     if existing.custom_id && body.require_signed_urls == Some(true) {
         check_custom_id(id, true)?;
     }
-    let rec = app
-        .store
-        .update(id, |rec| {
-            if let Some(meta) = body.metadata {
-                rec.meta = meta;
-            }
-            if let Some(private) = body.require_signed_urls {
-                rec.require_signed_urls = private;
-            }
-            if let Some(creator) = body.creator {
-                rec.creator = Some(creator);
-            }
+    // "Returns a new UID on a change": with the switch on, a change of requireSignedURLs
+    // moves the image to a fresh id.
+    let moves = app.switches.new_id_on_signed_change
+        && body
+            .require_signed_urls
+            .is_some_and(|p| p != existing.require_signed_urls);
+    let change = |rec: &mut ImageRec| {
+        if let Some(meta) = body.metadata {
+            rec.meta = meta;
+        }
+        if let Some(private) = body.require_signed_urls {
+            rec.require_signed_urls = private;
+        }
+        if let Some(creator) = body.creator {
+            rec.creator = Some(creator);
+        }
+    };
+    let rec = if moves {
+        let new_id = uuid::Uuid::new_v4().to_string();
+        app.store.rename(id, &new_id, |rec| {
+            rec.custom_id = false;
+            change(rec);
         })
+    } else {
+        app.store.update(id, change)
+    };
+    let rec = rec
         .map_err(io_error)?
         .ok_or_else(ApiError::image_not_found)?;
     ok(app.wire_one(&rec))
@@ -238,13 +254,16 @@ pub fn stats(app: &App) -> Reply {
     })
 }
 
-fn per_page(value: Option<&str>) -> Result<usize, ApiError> {
-    let Some(v) = value else { return Ok(1000) };
+fn per_page(app: &App, value: Option<&str>) -> Result<usize, ApiError> {
+    let max = app.switches.max_per_page as usize;
+    let Some(v) = value else {
+        return Ok(1000.min(max));
+    };
     match v.parse::<usize>() {
-        Ok(n) if (10..=10_000).contains(&n) => Ok(n),
-        _ => Err(ApiError::bad_request(
-            "Bad request: per_page must be between 10 and 10000",
-        )),
+        Ok(n) if (10..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "Bad request: per_page must be between 10 and {max}"
+        ))),
     }
 }
 
@@ -252,7 +271,8 @@ fn per_page(value: Option<&str>) -> Result<usize, ApiError> {
 pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     let q = parse_query(query);
     let find = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    let per_page = per_page(find("per_page"))?;
+    let per_page = per_page(app, find("per_page"))?;
+    let creator = find("creator");
     let page = match find("page") {
         None => 1,
         Some(p) => p
@@ -269,6 +289,7 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
             .values()
             .filter_map(|id| st.images.get(id))
             .filter(|r| listed(r))
+            .filter(|r| creator_matches(creator, r))
             .skip((page - 1).saturating_mul(per_page))
             .take(per_page)
             .cloned()
@@ -280,30 +301,12 @@ pub fn list_v1(app: &App, query: Option<&str>) -> Reply {
     })
 }
 
-/// A `meta.<path>[eq]=<value>` filter.
-struct MetaFilter {
-    path: Vec<String>,
-    value: String,
-}
-
-impl MetaFilter {
-    /// Strings compare as they are; numbers and booleans by their JSON text; null,
-    /// objects and arrays never match.
-    fn matches(&self, meta: &Map<String, Value>) -> bool {
-        let mut current: Option<&Value> = None;
-        for (i, key) in self.path.iter().enumerate() {
-            current = if i == 0 {
-                meta.get(key)
-            } else {
-                current.and_then(|v| v.get(key))
-            };
-        }
-        match current {
-            Some(Value::String(s)) => *s == self.value,
-            Some(Value::Number(n)) => n.to_string() == self.value,
-            Some(Value::Bool(b)) => b.to_string() == self.value,
-            _ => false,
-        }
+/// The lists' `creator` filter: absent lists all; empty lists the images without a creator.
+fn creator_matches(creator: Option<&str>, rec: &ImageRec) -> bool {
+    match creator {
+        None => true,
+        Some("") => rec.creator.as_deref().is_none_or(str::is_empty),
+        Some(c) => rec.creator.as_deref() == Some(c),
     }
 }
 
@@ -315,7 +318,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
     let mut asc = false;
     let mut after: Option<u64> = None;
     let mut creator: Option<String> = None;
-    let mut filters = Vec::new();
+    let mut meta_pairs = Vec::new();
     for (k, v) in parse_query(query) {
         match k.as_str() {
             "per_page" => per = Some(v),
@@ -340,24 +343,12 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
                 after = Some(seq);
             }
             "creator" => creator = Some(v),
-            key if key.starts_with("meta.") => {
-                let path = key["meta.".len()..]
-                    .strip_suffix("[eq]")
-                    .filter(|p| !p.is_empty())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "Bad request: unsupported metadata filter {key:?}: use meta.<field>[eq]=<value>"
-                        ))
-                    })?;
-                filters.push(MetaFilter {
-                    path: path.split('.').map(str::to_owned).collect(),
-                    value: v,
-                });
-            }
+            key if key.starts_with("meta.") => meta_pairs.push((k, v)),
             _ => {}
         }
     }
-    let per_page = per_page(per.as_deref())?;
+    let filters = MetaFilter::parse_all(&meta_pairs)?;
+    let per_page = per_page(app, per.as_deref())?;
     let listed = app.listed();
     let (recs, more, names) = {
         let st = app.store.lock();
@@ -375,7 +366,7 @@ pub fn list_v2(app: &App, query: Option<&str>) -> Reply {
         let mut matching = iter
             .filter_map(|(_, id)| st.images.get(id))
             .filter(|r| listed(r))
-            .filter(|r| creator.is_none() || r.creator == creator)
+            .filter(|r| creator_matches(creator.as_deref(), r))
             .filter(|r| filters.iter().all(|f| f.matches(&r.meta)));
         let recs: Vec<Arc<ImageRec>> = matching.by_ref().take(per_page).cloned().collect();
         let more = matching.next().is_some();

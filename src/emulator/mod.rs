@@ -53,7 +53,9 @@
 //!   authenticated request counts, failed ones included; limiting happens after
 //!   authentication (unknown tokens get 10000, not 429). Headers: `Ratelimit:
 //!   "default";r=<remaining>;t=<secs>` and `Ratelimit-Policy: "burst";q=<requests>;w=<window>`
-//!   on every answer, `retry-after` (remaining penalty, rounded up) on 429s. The direct-upload
+//!   on every answer of the API host, `retry-after` (remaining penalty, rounded up) on
+//!   429s; answers that were not counted (refused credentials, a path outside any account)
+//!   carry them too, with the whole quota left (`r=<requests>;t=0`). The direct-upload
 //!   URL and delivery are not limited (no token pays for them). With the `edge_429` fault
 //!   knob the limiter's refusals are instead the edge's HTML page "Error 1015 - You are
 //!   being rate limited" (429, text/html, no `Ratelimit` headers), with `retry-after` only
@@ -114,20 +116,28 @@
 //! - **Lists.** Drafts are never listed. v1 lists oldest first (page from 1); v2 sorts by
 //!   upload time (ties by arrival), default `desc`; its continuation token is opaque
 //!   (`ct1.<position>`) and stays valid across inserts and deletes. per_page outside
-//!   10..=10000 is 5400. `meta.<path>[eq]=<value>` filters (dotted paths reach into nested
-//!   objects) compare strings as they are and numbers/booleans by their JSON text
-//!   (`meta.n[eq]=5` matches `5` and `"5"`); null, objects and arrays never match; other
-//!   operators are 5400. Unknown query parameters are ignored.
+//!   10..=10000 is 5400. v2 takes the 2026 metadata filters (`meta_filter.rs`):
+//!   `meta.<path>[<op>]=<value>` with `eq`, `eq:string`, `eq:number`, `eq:boolean`, `gt`,
+//!   `gte`, `lt`, `lte` (numbers), `in`, `in:string`, `in:number` (`|`-separated, at most
+//!   10); dotted paths reach into nested objects (at most 5 levels); at most 5 filters,
+//!   combined with AND. Untyped `eq` compares strings as they are and numbers/booleans by
+//!   their JSON text; null, objects and arrays never match. Past a limit, an unknown
+//!   operator or a value its operator cannot take: 400 code 5400 naming it. Both lists
+//!   take `creator` (`creator=` empty: the images without a creator). Unknown query
+//!   parameters are ignored.
 //! - **Direct upload.** A draft gets its upload time and list position when its file
 //!   arrives. The one-time URL takes a multipart `file`; a second POST is 409 code 5409, one
 //!   after expiry 400 code 5400, an unknown draft 404 code 5404. Expired drafts stay
-//!   visible as drafts (the service's clean-up time is undocumented).
+//!   visible as drafts (the service's clean-up time is undocumented), but an expired draft
+//!   that never got its file no longer holds its id: an upload or a new draft may take it.
 //! - **Webhooks** (`--webhook-url`, `--webhook-secret`, [`EmulatorHandle::set_webhook`]):
 //!   one POST per completed or failed direct upload, sent in the background after the
-//!   upload's answer, in the generic notifications envelope with `alert_type:
-//!   "image_notification"` and `data: {image_id, status, filename, error}` (Cloudflare's
-//!   `data` fields are undocumented: these are our choice), the secret in `cf-webhook-auth`;
-//!   one attempt, no retry. `POST /__emulator/webhook/test` sends the dashboard's test POST.
+//!   upload's answer, in Cloudflare's notification envelope (`name`, `text`, `data`, `ts`,
+//!   `account_id`, `policy_id`, `policy_name`, `alert_type: "image_notification"`,
+//!   `alert_correlation_id`, `alert_event`) with `data: {image_id, status, filename, error}`
+//!   (Cloudflare's `data` fields are undocumented: these are our choice), the secret in
+//!   `cf-webhook-auth`; one attempt, no retry. `POST /__emulator/webhook/test` sends the
+//!   dashboard's test POST, `{"text": "Hello World! This is a test message ..."}` alone.
 //!   A direct upload refused for its content (9422, 5455, 5413, 5400) is a failed one.
 //! - **CORS on upload URLs**: the one-time URL answers preflights (`OPTIONS`) for any origin
 //!   and adds `Access-Control-Allow-Origin: *` to its answers, so that a page's `fetch` can
@@ -139,7 +149,10 @@
 //!   prefix; variants with `neverRequireSignedURLs` skip the check.
 //! - **Variants**: ids are 1 to 99 letters and digits; a duplicate is 409 code 5409; a
 //!   missing one 404 code 5404. **Keys**: `PUT` creates or rotates; `default` cannot be
-//!   deleted (5400). **Config**: `GET`/`PATCH /v1/config` echo `{"flexible_variants": bool}`.
+//!   deleted (5400). `GET /v1/variants/{id}/flat` (2026) is the variant without the
+//!   `{"variant": ...}` wrapper. **Direct upload v1** (deprecated, 2026 document): `POST
+//!   /v1/direct_upload` with an optional JSON body `{expiry, metadata, requireSignedURLs,
+//!   creator}` (no custom id) makes the same draft as v2. **Config**: `GET`/`PATCH /v1/config` echo `{"flexible_variants": bool}`.
 //! - Unknown paths or methods under the Cloudflare prefixes are 404 code 7003 (after auth).
 //! - **Persistence** (`--data DIR`): blobs as `DIR/blobs/<sha256>`, every mutation as a
 //!   line of `DIR/journal.jsonl`, replayed at start (a torn last line is skipped). Writes
@@ -158,12 +171,14 @@ mod images;
 mod inspect;
 mod keys;
 mod originals;
+mod meta_filter;
 mod ratelimit;
 mod reply;
 mod routes;
 mod server;
 mod sliding;
 mod store;
+mod switches;
 mod util;
 mod variants;
 mod webhook;
@@ -181,6 +196,7 @@ pub use faults::Faults;
 pub use inspect::{InspectedImage, Inspection, RouteCount};
 pub use originals::OriginalsArgs;
 pub use ratelimit::{LimitWindow, RateLimit};
+pub use switches::Switches;
 pub use webhook::Destination as WebhookDestination;
 
 use app::App;
@@ -221,6 +237,8 @@ pub struct EmulatorConfig {
     pub webhook: Option<WebhookDestination>,
     /// What `GET v1/{id}/blob` serves: re-encoded large originals, altered ones (`originals.rs`).
     pub originals: OriginalsArgs,
+    /// Account and service switches (`switches.rs`).
+    pub switches: Switches,
 }
 
 /// The default image quota (the allowance of the smallest paid plan).
@@ -256,6 +274,7 @@ impl Default for EmulatorConfig {
             max_images: DEFAULT_MAX_IMAGES,
             webhook: None,
             originals: OriginalsArgs::default(),
+            switches: Switches::default(),
         }
     }
 }
@@ -305,6 +324,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
         counters: app::Counters::default(),
         webhooks: webhook::Webhooks::new(config.webhook, http.clone()),
         originals: originals::Originals::new(&config.originals)?,
+        switches: config.switches,
         http,
     });
     let (shutdown, rx) = watch::channel(false);
@@ -372,7 +392,7 @@ impl EmulatorHandle {
 
     /// Sends the dashboard's test notification now; returns the receiver's HTTP status.
     pub async fn send_test_webhook(&self) -> Result<u16, String> {
-        self.app.webhooks.send_test(&self.app.account_id).await
+        self.app.webhooks.send_test().await
     }
 
     /// Moves a draft's expiry to `at` (for tests: a URL that expired without waiting for

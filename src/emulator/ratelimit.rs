@@ -160,6 +160,16 @@ impl HostLimit {
         }
     }
 
+    /// `Ratelimit` and `Ratelimit-Policy` (when on) for an answer that was not counted
+    /// (refused credentials, a path outside any account): the whole quota, nothing to wait.
+    pub fn unmetered_headers(&self, headers: &mut HeaderMap) {
+        let full = Admission::Allowed {
+            remaining: self.policy.requests,
+            reset: 0,
+        };
+        self.headers(full, headers);
+    }
+
     /// The `Ratelimit`, `Ratelimit-Policy` (when on) and, when limited, `retry-after`
     /// headers. The policy is named `burst` for the bucket, as the API host's answers
     /// have it, and `default` for the sliding window, as the standard form has it.

@@ -17,7 +17,7 @@ use super::server::ConnKill;
 use super::util::percent_decode;
 use super::{auth, delivery, direct_upload, images, inspect, keys, variants};
 use crate::api::types::{Envelope, codes};
-use crate::rules::MAX_FILE_BYTES;
+use crate::rules::SERVICE_MAX_FILE_BYTES;
 
 /// Which Cloudflare host a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,7 @@ enum Route {
     ListV1,
     ListV2,
     DirectUpload,
+    DirectUploadV1,
     Stats,
     BatchToken,
     GetConfig,
@@ -42,6 +43,7 @@ enum Route {
     ListVariants,
     CreateVariant,
     GetVariant(String),
+    GetVariantFlat(String),
     PatchVariant(String),
     DeleteVariant(String),
     ListKeys,
@@ -65,6 +67,7 @@ impl Route {
                 | Route::GetConfig
                 | Route::ListVariants
                 | Route::GetVariant(_)
+                | Route::GetVariantFlat(_)
                 | Route::ListKeys
                 | Route::GetImage(_)
                 | Route::Blob(_)
@@ -101,7 +104,7 @@ pub fn router(app: Arc<App>) -> Router {
         // Room for a 10 MB file plus form overhead, so the 10 MB limit is ours to answer
         // with 5413; far larger bodies hit this limit and get 5413 too.
         .layer(DefaultBodyLimit::max(
-            2 * MAX_FILE_BYTES as usize + 1024 * 1024,
+            2 * SERVICE_MAX_FILE_BYTES as usize + 1024 * 1024,
         ))
         .with_state(app)
 }
@@ -115,6 +118,9 @@ fn resolve(app: &App, host: Host, method: &Method, tail: &str) -> Option<(Route,
         (["v2"], "GET") => (Route::ListV2, template!(host, "v2")),
         (["v2", "direct_upload"], "POST") => {
             (Route::DirectUpload, template!(host, "v2/direct_upload"))
+        }
+        (["v1", "direct_upload"], "POST") => {
+            (Route::DirectUploadV1, template!(host, "v1/direct_upload"))
         }
         (["v1", "stats"], "GET") => (Route::Stats, template!(host, "v1/stats")),
         (["v1", "batch_token"], "GET") => (Route::BatchToken, template!(host, "v1/batch_token")),
@@ -132,6 +138,10 @@ fn resolve(app: &App, host: Host, method: &Method, tail: &str) -> Option<(Route,
             };
             (route, template!(host, "v1/variants/{variant_id}"))
         }
+        (["v1", "variants", v, "flat"], "GET") => (
+            Route::GetVariantFlat(dec(v)?),
+            template!(host, "v1/variants/{variant_id}/flat"),
+        ),
         (["v1", "keys"], "GET") => (Route::ListKeys, template!(host, "v1/keys")),
         (["v1", "keys", k], m) => {
             let k = dec(k)?;
@@ -182,7 +192,11 @@ async fn api_entry(State(app): State<Arc<App>>, req: Request) -> Response {
         .and_then(|(account, r)| Some((account, r.strip_prefix("images/")?)));
     let Some((account, tail)) = parsed else {
         app.counters.record(req.method(), "(no route)", 404);
-        return ApiError::no_route().into_response();
+        let mut resp = ApiError::no_route().into_response();
+        if let Some(b) = &app.api_buckets {
+            b.unmetered_headers(resp.headers_mut());
+        }
+        return resp;
     };
     let auth = auth::api(&app, req.headers(), account);
     pipeline(&app, Host::Api, tail, auth, req).await
@@ -205,14 +219,21 @@ async fn pipeline(
     let method = req.method().clone();
     let target = resolve(app, host, &method, tail);
     let template = target.as_ref().map_or("(no route)", |t| t.1);
+    let buckets = match host {
+        Host::Api => app.api_buckets.as_ref(),
+        Host::Batch => app.batch_buckets.as_ref(),
+    };
     let response = async {
         let (token, read_only) = match auth {
             Ok(caller) => (caller.token, caller.read_only),
-            Err(denied) => return denied.into_response(),
-        };
-        let buckets = match host {
-            Host::Api => app.api_buckets.as_ref(),
-            Host::Batch => app.batch_buckets.as_ref(),
+            Err(denied) => {
+                // Not counted (there is no user to count it against), but described.
+                let mut resp = denied.into_response();
+                if let Some(b) = buckets {
+                    b.unmetered_headers(resp.headers_mut());
+                }
+                return resp;
+            }
         };
         let admission = buckets.map(|b| (b, b.check(&token)));
         if let Some((b, a @ Admission::Limited { retry_after })) = admission {
@@ -301,6 +322,7 @@ async fn dispatch(
         Route::ListV1 => images::list_v1(app, query),
         Route::ListV2 => images::list_v2(app, query),
         Route::DirectUpload => direct_upload::create(app, req).await,
+        Route::DirectUploadV1 => direct_upload::create_v1(app, req).await,
         Route::Stats => images::stats(app),
         Route::BatchToken => images::batch_token(app),
         Route::GetConfig => keys::get_config(app),
@@ -308,6 +330,7 @@ async fn dispatch(
         Route::ListVariants => variants::list(app),
         Route::CreateVariant => variants::create(app, req).await,
         Route::GetVariant(v) => variants::get(app, &v),
+        Route::GetVariantFlat(v) => variants::get_flat(app, &v),
         Route::PatchVariant(v) => variants::patch(app, &v, req).await,
         Route::DeleteVariant(v) => variants::delete(app, &v),
         Route::ListKeys => keys::list(app),
@@ -376,7 +399,7 @@ async fn upload_preflight(req: Request) -> Response {
 }
 
 async fn webhook_test_entry(State(app): State<Arc<App>>) -> Response {
-    match app.webhooks.send_test(&app.account_id).await {
+    match app.webhooks.send_test().await {
         Ok(status) => json(
             StatusCode::OK,
             &serde_json::json!({ "receiver_status": status }),

@@ -217,15 +217,21 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts a new image (or draft) unless the id exists; assigns its upload order.
-    /// `Ok(None)` means the id is taken.
+    /// Inserts a new image (or draft) unless the id exists (an expired, never-used draft
+    /// gives its id up); assigns its upload order. `Ok(None)` means the id is taken.
     pub fn insert(&self, mut rec: ImageRec) -> io::Result<Option<Arc<ImageRec>>> {
         if let Some(blob) = &rec.blob {
             self.persist_blob(blob)?;
         }
         let mut st = self.lock();
-        if st.images.contains_key(&rec.id) {
-            return Ok(None);
+        if let Some(old) = st.images.get(&rec.id) {
+            // A draft whose URL expired unused no longer holds its id (2026 behaviour).
+            let expired_draft = old.draft_expiry.is_some_and(|e| e <= Utc::now());
+            if !expired_draft {
+                return Ok(None);
+            }
+            let old_seq = old.seq;
+            st.order.remove(&old_seq);
         }
         rec.seq = st.next_seq;
         st.next_seq += 1;
@@ -259,6 +265,37 @@ impl Store {
             image: stored(&rec, self.dir.is_some()),
         })?;
         let rec = Arc::new(rec);
+        st.images.insert(rec.id.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// Moves an image to `new_id` (same list position) with `change` applied; `Ok(None)`
+    /// when there is no image `old_id` or `new_id` is taken.
+    pub fn rename(
+        &self,
+        old_id: &str,
+        new_id: &str,
+        change: impl FnOnce(&mut ImageRec),
+    ) -> io::Result<Option<Arc<ImageRec>>> {
+        let mut st = self.lock();
+        if st.images.contains_key(new_id) {
+            return Ok(None);
+        }
+        let Some(old) = st.images.get(old_id) else {
+            return Ok(None);
+        };
+        let mut rec = ImageRec::clone(old);
+        rec.id = new_id.to_owned();
+        change(&mut rec);
+        self.journal(&Entry::Delete {
+            id: old_id.to_owned(),
+        })?;
+        self.journal(&Entry::Put {
+            image: stored(&rec, self.dir.is_some()),
+        })?;
+        st.images.remove(old_id);
+        let rec = Arc::new(rec);
+        st.order.insert(rec.seq, rec.id.clone());
         st.images.insert(rec.id.clone(), rec.clone());
         Ok(Some(rec))
     }
@@ -465,6 +502,30 @@ mod tests {
             draft_expiry: Some(expiry),
             blob: None,
         }
+    }
+
+    #[test]
+    fn an_expired_unused_draft_frees_its_id() {
+        let store = Store::open(None).expect("memory store");
+        let now = Utc::now();
+        store
+            .insert(draft("d", now + chrono::Duration::minutes(5)))
+            .expect("insert");
+        assert!(
+            store.insert(draft("d", now)).expect("insert").is_none(),
+            "a live draft holds its id"
+        );
+        store
+            .update("d", |r| {
+                r.draft_expiry = Some(now - chrono::Duration::seconds(1))
+            })
+            .expect("update");
+        let again = store.insert(draft("d", now + chrono::Duration::minutes(5)));
+        assert!(
+            again.expect("insert").is_some(),
+            "the expired draft's id is free"
+        );
+        assert_eq!(store.lock().order.len(), 1);
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub fn get(app: &App, id: &str) -> Reply {
     ok(VariantResult { variant: v })
 }
 
+/// `GET /v1/variants/{id}/flat` (2026): the variant itself, without the `variant` wrapper.
+pub fn get_flat(app: &App, id: &str) -> Reply {
+    let st = app.store.lock();
+    let v = st.variants.get(id).cloned().ok_or_else(not_found)?;
+    ok(v)
+}
+
 #[derive(Deserialize)]
 struct PatchBody {
     options: Option<VariantOptions>,

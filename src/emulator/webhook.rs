@@ -1,7 +1,8 @@
 //! The webhook a real deployment gets from Cloudflare's Notifications: one POST per
-//! completed or failed direct upload, in the generic notifications envelope (`name`,
-//! `text`, `data`, `ts`, `account_id`, `alert_type: "image_notification"`, ...), with the
-//! destination's secret in `cf-webhook-auth`; and the dashboard's test POST on demand.
+//! completed or failed direct upload, in Cloudflare's notification envelope (`name`,
+//! `text`, `data`, `ts`, `account_id`, `policy_id`, `policy_name`, `alert_type:
+//! "image_notification"`, `alert_correlation_id`, `alert_event`), with the destination's
+//! secret in `cf-webhook-auth`; and the dashboard's test POST (`{"text": "..."}`) on demand.
 //! The fields inside `data` are undocumented at Cloudflare; the emulator sends `image_id`,
 //! `status` (`uploaded` or `failed`), `filename` and, for failures, `error`, so that a
 //! receiver is tested against plausible fields, and must still confirm what it cannot read.
@@ -103,6 +104,7 @@ impl Webhooks {
             "alert_type": "image_notification",
             "alert_event": "image_notification",
             "policy_id": uuid::Uuid::new_v4().to_string(),
+            "policy_name": "cfimg emulator: image notifications",
             "alert_correlation_id": uuid::Uuid::new_v4().to_string(),
         });
         let (http, delivered) = (self.http.clone(), self.delivered.clone());
@@ -112,17 +114,13 @@ impl Webhooks {
     }
 
     /// The dashboard's "Test" button: one POST now; returns the receiver's status.
-    pub async fn send_test(&self, account_id: &str) -> Result<u16, String> {
+    pub async fn send_test(&self) -> Result<u16, String> {
         let dest = self
             .target()
             .ok_or_else(|| "no webhook destination is configured (--webhook-url)".to_string())?;
+        // The dashboard's test is the bare text, none of the envelope's other fields.
         let body = json!({
-            "name": "Test webhook",
             "text": "Hello World! This is a test message sent from https://cloudflare.com. If you can see this, your webhook is configured properly.",
-            "data": {},
-            "ts": chrono::Utc::now().timestamp(),
-            "account_id": account_id,
-            "alert_type": "image_notification",
         });
         post(&self.http, &dest, &body, &self.delivered).await
     }

@@ -88,6 +88,18 @@ impl Maintenance {
         Ok(n as u64)
     }
 
+    /// Records that image `old_id` is now `new_id` (a PATCH of `requireSignedURLs` may
+    /// answer with a new id): every row that held the old id holds the new one and its URL.
+    /// Returns how many rows changed.
+    pub fn move_image(&self, old_id: &str, new_id: &str, url: Option<&str>) -> Result<u64> {
+        let n = self.ledger.conn.execute(
+            "UPDATE items SET image_id = ?2, url = COALESCE(?3, url), updated_at = ?4
+             WHERE image_id = ?1",
+            params![old_id, new_id, url, now()],
+        )?;
+        Ok(n as u64)
+    }
+
     /// Records `image_id` as the image of an uploaded item whose recorded image is gone (a
     /// twin of the same version found by `verify`). Returns whether a row changed.
     pub fn adopt(

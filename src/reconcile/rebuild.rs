@@ -29,7 +29,7 @@ use crate::stamp::{self, Stamp};
 use crate::transport::ApiLane;
 
 /// Images per listing page.
-const PAGE: u32 = 10_000;
+const PAGE: u32 = 1_000;
 /// Rows recorded per transaction.
 const BATCH: usize = 4096;
 

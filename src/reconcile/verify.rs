@@ -24,8 +24,9 @@ use crate::shard::Shard;
 use crate::stamp::{self, Stamp};
 use crate::transport::ApiLane;
 
-/// Images per listing page (the API's maximum): fewest requests.
-const PAGE: u32 = 10_000;
+/// Images per listing page: the 2026 description of the v2 list says "up to 1000 results
+/// per page" (the schema still allows 10000), so asking for more may be refused.
+const PAGE: u32 = 1_000;
 
 /// What the ledger records about one item with a stamp or an image.
 struct Known {

@@ -61,6 +61,8 @@ pub struct Service {
     pub max_body_bytes: usize,
     /// The key the demo page carries (`--demo`).
     pub demo_key: Option<Secret>,
+    /// Notices the webhook could not attribute, kept raw and bounded.
+    pub unmatched: webhook::Unmatched,
 }
 
 /// A running service.
@@ -111,6 +113,7 @@ pub async fn start(
         max_wait: cfg.max_wait,
         max_body_bytes: cfg.max_body_bytes,
         demo_key: demo_key.clone(),
+        unmatched: webhook::Unmatched::default(),
     });
     let api = Router::new()
         .route("/v1/direct-uploads", post(routes::mint))
@@ -119,6 +122,7 @@ pub async fn start(
     let mut router = Router::new()
         .merge(api)
         .route("/v1/webhook", post(webhook::receive))
+        .route("/v1/webhook/unmatched", get(webhook::unmatched))
         .route("/openapi.json", get(routes::openapi))
         .route("/healthz", get(routes::health));
     if demo_key.is_some() {

@@ -12,6 +12,7 @@ mod hardening;
 mod limits;
 mod read_only_ledger;
 mod unbound_ledger;
+mod webhook2026;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -379,7 +379,7 @@ async fn list_v2_pages_sorts_and_filters() {
         "per_page=5",
         "per_page=10001",
         "sort_order=up",
-        "meta.n[gt]=1",
+        "meta.n[like]=1",
         "continuation_token=zzz",
     ] {
         let (status, body) =

@@ -1,5 +1,6 @@
 //! The emulator, tested over HTTP: each file covers one area; helpers live here.
 
+mod api2026;
 mod auth;
 mod command;
 mod decode;

@@ -1,5 +1,6 @@
 //! `cfimg migrate` end to end: the real binary against the in-process emulator.
 
+mod api21;
 mod backup_onto_itself;
 mod basics;
 mod batch;

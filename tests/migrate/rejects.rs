@@ -16,7 +16,7 @@ async fn every_rejected_input_gets_its_reason_and_the_rest_goes_on() {
     env.write("image-named.txt", &png(2, 800));
     env.write("2cdc28f0-017a-49c4-9ed7-87056c83901b", &png(3, 800));
     let big = std::fs::File::create(env.src.join("huge.png")).unwrap();
-    big.set_len(10_000_001).unwrap();
+    big.set_len(10 * 1024 * 1024 + 1).unwrap();
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
