@@ -34,6 +34,7 @@ pub mod progress;
 pub mod quota;
 pub mod recheck;
 pub mod reconcile;
+pub mod redirects;
 pub mod remove;
 pub mod replace;
 pub mod rules;
