@@ -1072,8 +1072,10 @@ pub struct RedirectsCheckArgs {
 #[derive(Debug, Subcommand)]
 pub enum SourceCommand {
     /// Store where a source's files were served before the move (replaces what was stored; no URL: forget).
+    #[command(after_help = help::SOURCE_SET_OLD_BASE)]
     SetOldBase(SetOldBaseArgs),
     /// The ledger's sources, their items, and their old bases.
+    #[command(after_help = help::SOURCE_LIST)]
     List(SourceListArgs),
 }
 

@@ -404,13 +404,13 @@ pub const SERVE: &str = concat!(
 /// `cfimg redirects --help`.
 pub const REDIRECTS: &str = concat!(
     "Examples:
-  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/
   cfimg redirects --format nginx -o /etc/nginx/conf.d/cfimg-redirects.conf
   cfimg redirects --format cloudflare-bulk --old-base https://www.example.com/uploads/ -o bulk.csv
   cfimg redirects check --old-base https://www.example.com/uploads/ --sample 1000
 
-Items that are not uploaded get no rule; they are counted on stderr, with the keys a format
-cannot express. nginx: put `if ($cfimg_redirect) { return 301 $cfimg_redirect; }` in the
+Old bases: --old-base URL (repeatable) plus those stored with `cfimg source set-old-base`.
+Items that are not uploaded get no rule; stderr counts them, and the old URLs a format
+cannot express. nginx: add `if ($cfimg_redirect) { return 301 $cfimg_redirect; }` to the
 server block; the file sets map_hash_max_size and map_hash_bucket_size for its keys.
 
 ",
@@ -428,10 +428,30 @@ Credentials: none (it requests the old URLs only).";
 /// `cfimg source --help`.
 pub const SOURCE: &str = concat!(
     "Examples:
-  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/ https://cdn.example.com/uploads/
-  cfimg source set-old-base /srv/uploads          # forget them
+  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/
   cfimg source list
 
 ",
     "Credentials: none (it reads and writes the ledger only)."
+);
+
+/// `cfimg source set-old-base --help`.
+pub const SOURCE_SET_OLD_BASE: &str = concat!(
+    "Examples:
+  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/ https://cdn.example.com/uploads/
+  cfimg source set-old-base /srv/uploads
+
+Without URL, the source's old bases are forgotten.
+
+",
+    "Credentials: none (it writes the ledger only)."
+);
+
+/// `cfimg source list --help`.
+pub const SOURCE_LIST: &str = concat!(
+    "Examples:
+  cfimg source list
+
+",
+    no_credentials!()
 );
