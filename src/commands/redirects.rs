@@ -84,7 +84,9 @@ async fn check(cli: &Cli, args: &RedirectsCheckArgs) -> Result<i32> {
     if args.concurrency == 0 {
         return Err(Error::Usage("--concurrency must be at least 1".into()));
     }
-    if !(args.rate >= 0.0 && args.rate.is_finite()) || !(args.timeout > 0.0) {
+    let rate_ok = args.rate.is_finite() && args.rate >= 0.0;
+    let timeout_ok = args.timeout.is_finite() && args.timeout > 0.0;
+    if !rate_ok || !timeout_ok {
         return Err(Error::Usage(
             "--rate must be 0 (no limit) or more, --timeout more than 0".into(),
         ));
