@@ -2,7 +2,7 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch]
+#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch|redirects]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
@@ -18,6 +18,7 @@
 #      tests/s3/setup.sh's venv, installing it if missing).
 #      WATCH_FILES (default 100000: files the idle daemon watches, in folders of 100),
 #      WATCH_BURST (default 10000: files written at once into the watched folder).
+#      REDIRECT_ROWS (default 1000000: uploaded rows generated into a ledger for `redirects`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -463,7 +464,49 @@ watch_case() {
   watch_idle
 }
 
+# redirects: `cfimg redirects` over REDIRECT_ROWS uploaded items. The ledger is made by
+# cfimg (schema, source) and filled by sqlite3 in one transaction: uploading a million files
+# to the emulator would measure the upload, not the redirects.
+redirects_case() {
+  local n=${REDIRECT_ROWS:-1000000} l="$WORK/redirects.sqlite" dir="$WORK/redirects-src"
+  rm -rf "$l"* "$dir"; mkdir -p "$dir"
+  "$BIN" migrate "$dir" --emulator --ledger "$l" >/dev/null 2>&1
+  python3 - "$l" "$n" <<'PY'
+import sqlite3, sys
+path, n = sys.argv[1], int(sys.argv[2])
+db = sqlite3.connect(path)
+(source,) = db.execute("SELECT id FROM sources WHERE kind = 'dir'").fetchone()
+now = "2026-12-06T00:00:00.000Z"
+def rows():
+    for i in range(n):
+        key = f"{2010 + i % 15}/{1 + i % 12:02d}/photo-{i:07d} caf\u00e9.jpg"
+        ident = key
+        url = "https://imagedelivery.net/AbCdEfGhIjKlMnOpQrStUv/" + key.replace(" ", "%20").replace("\u00e9", "%C3%A9") + "/public"
+        yield (source, key, 100000, 1, "00" * 32, ident, url, "uploaded", now, now, now)
+db.execute("BEGIN")
+db.executemany("INSERT INTO items (source_id, key, size, mtime_ns, sha256, image_id, url, state, created_at, updated_at, uploaded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows())
+db.commit()
+PY
+  local fmt
+  for fmt in nginx cloudflare-bulk json cloudflare-rule; do
+    /usr/bin/time -f "%e %U %S %M" -o "$WORK/redirects.time" \
+      "$BIN" redirects --ledger "$l" --format "$fmt" --old-base https://www.example.com/wp-content/uploads/ \
+      -o "$WORK/redirects.$fmt" 2>"$WORK/redirects.err"
+    read -r wall user sys rss <"$WORK/redirects.time"
+    echo "redirects --format $fmt over $n uploaded items: ${wall} s wall, $(awk "BEGIN {print $user + $sys}") s CPU (user+sys), peak RSS $((rss / 1024)) MB, $(du -m "$WORK/redirects.$fmt" | cut -f1) MB written"
+  done
+  if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    local nd="$WORK/redirects-nginx"; mkdir -p "$nd"
+    printf 'pid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\nhttp { include %s; server { listen 127.0.0.1:1; if ($cfimg_redirect) { return 301 $cfimg_redirect; } } }\n' "$nd" "$nd" "$WORK/redirects.nginx" >"$nd/nginx.conf"
+    /usr/bin/time -f "%e %M" -o "$WORK/redirects.time" "$(command -v nginx || echo /usr/sbin/nginx)" -t -q -e "$nd/error.log" -p "$nd" -c "$nd/nginx.conf"
+    read -r wall rss <"$WORK/redirects.time"
+    echo "nginx -t loads the map of $n keys: ${wall} s, peak RSS $((rss / 1024)) MB"
+  fi
+  rm -rf "$l"* "$dir" "$WORK"/redirects.* "$WORK/redirects-nginx"
+}
+
 case $WHAT in
+  redirects) redirects_case ;;
   throughput) throughput ;;
   noop) noop ;;
   large) large ;;
@@ -476,5 +519,5 @@ case $WHAT in
   watch) watch_case ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
   all) throughput; noop; large; rate; batch; manifest; bucket; manage; watch_case; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch]"; exit 2 ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch|redirects]"; exit 2 ;;
 esac

@@ -119,6 +119,13 @@ impl Command {
             Command::DirectUpload(DirectUploadCommand::Status(a)) => Some(&a.ledger),
             Command::Serve(a) => Some(&a.ledger),
             Command::Images(ImagesCommand::Delete(a)) => Some(&a.ledger),
+            Command::Redirects(RedirectsArgs {
+                check: Some(RedirectsCommand::Check(a)),
+                ..
+            }) => Some(&a.ledger),
+            Command::Redirects(a) => Some(&a.ledger),
+            Command::Source(SourceCommand::SetOldBase(a)) => Some(&a.ledger),
+            Command::Source(SourceCommand::List(a)) => Some(&a.ledger),
             Command::Emulator(_)
             | Command::Images(_)
             | Command::Variants(_)
@@ -189,6 +196,12 @@ pub enum Command {
     /// Serve apps: mint upload URLs for app keys, draft status, Cloudflare's webhooks, a demo page.
     #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
+    /// Redirect rules from every old URL to its delivery URL (nginx, Apache, Caddy, Cloudflare, ...); `check` proves them live.
+    #[command(after_help = help::REDIRECTS)]
+    Redirects(RedirectsArgs),
+    /// Settings the ledger keeps per source: where its items were served before the move.
+    #[command(subcommand, after_help = help::SOURCE)]
+    Source(SourceCommand),
 }
 
 /// Formats of `cfimg export`.
@@ -968,6 +981,130 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             .map_err(|e| e.to_string());
     }
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+// ---- `cfimg redirects` and `cfimg source` (issue 22) ----
+
+/// Formats of `cfimg redirects`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedirectFormat {
+    /// CSV for a Cloudflare Bulk Redirect List import (no header; source, target, status).
+    CloudflareBulk,
+    /// One dynamic Cloudflare Single Redirect rule (JSON), when every id is a path id.
+    CloudflareRule,
+    /// One nginx `map` setting `$cfimg_redirect`, for the `http` context.
+    Nginx,
+    /// An Apache `RewriteMap` text file, the rules in its header.
+    Apache,
+    /// A Caddyfile snippet: one `map` and one `redir`.
+    Caddy,
+    /// A `_redirects` file (Netlify, Cloudflare Pages).
+    Netlify,
+    /// A JSON array for `wrangler kv bulk put` (a Worker with KV answers the redirects).
+    Json,
+}
+
+/// Flags of `cfimg redirects`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RedirectsArgs {
+    /// `check`: request every old URL and report those that do not redirect.
+    #[command(subcommand)]
+    pub check: Option<RedirectsCommand>,
+    /// Output format.
+    #[arg(long, value_enum, required = true)]
+    pub format: Option<RedirectFormat>,
+    /// Where the files were served before the move (repeatable; added to those stored with `cfimg source set-old-base`).
+    #[arg(long = "old-base", value_name = "URL")]
+    pub old_base: Vec<String>,
+    /// Only this source (`dir:/path`, the folder, or a location as `status` shows it).
+    #[arg(long, value_name = "S")]
+    pub source: Option<String>,
+    /// The variant of the delivery URLs [default: as recorded, `public` when there is one].
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+    /// HTTP status of the redirects: 301, 302, 303, 307 or 308.
+    #[arg(long, default_value_t = 301, value_name = "CODE")]
+    pub status: u16,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+/// Subcommands of `cfimg redirects`.
+#[derive(Debug, Subcommand)]
+pub enum RedirectsCommand {
+    /// HEAD every old URL; report each that does not redirect to its delivery URL (exit 1 if any).
+    #[command(after_help = help::REDIRECTS_CHECK)]
+    Check(RedirectsCheckArgs),
+}
+
+/// Flags of `cfimg redirects check`.
+#[derive(Debug, Args)]
+pub struct RedirectsCheckArgs {
+    /// Where the files were served before the move (repeatable; added to those stored with `cfimg source set-old-base`).
+    #[arg(long = "old-base", value_name = "URL")]
+    pub old_base: Vec<String>,
+    /// Send the requests here (`http://127.0.0.1:8080`, a staging server) with the old URL's Host header.
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+    /// Only this source (`dir:/path`, the folder, or a location as `status` shows it).
+    #[arg(long, value_name = "S")]
+    pub source: Option<String>,
+    /// The variant the rules point at [default: as recorded].
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
+    /// Check N old URLs picked at random, or a share of them (`5%`) [default: all].
+    #[arg(long, value_name = "N|PCT%")]
+    pub sample: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub concurrency: usize,
+    /// At most this many requests per second (0: no limit).
+    #[arg(long, default_value_t = 50.0, value_name = "PER_SEC")]
+    pub rate: f64,
+    /// Seconds before one request is given up.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+/// Subcommands of `cfimg source`.
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Store where a source's files were served before the move (replaces what was stored; no URL: forget).
+    #[command(after_help = help::SOURCE_SET_OLD_BASE)]
+    SetOldBase(SetOldBaseArgs),
+    /// The ledger's sources, their items, and their old bases.
+    #[command(after_help = help::SOURCE_LIST)]
+    List(SourceListArgs),
+}
+
+/// Flags of `cfimg source set-old-base`.
+#[derive(Debug, Args)]
+pub struct SetOldBaseArgs {
+    /// The source (`dir:/path`, the folder, or a location as `status` shows it).
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// Old public bases, e.g. https://www.example.com/uploads/ (several: the same files under several hosts).
+    #[arg(value_name = "URL")]
+    pub bases: Vec<String>,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+/// Flags of `cfimg source list`.
+#[derive(Debug, Args)]
+pub struct SourceListArgs {
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 #[cfg(test)]

@@ -408,3 +408,58 @@ pub const SERVE: &str = concat!(
     " Not needed with --emulator. CFIMG_WEBHOOK_SECRET is the secret Cloudflare's webhooks \
      must carry; app keys come from [serve] in --config."
 );
+
+/// `cfimg redirects --help`.
+pub const REDIRECTS: &str = concat!(
+    "Examples:
+  cfimg redirects --format nginx -o /etc/nginx/conf.d/cfimg-redirects.conf
+  cfimg redirects --format cloudflare-bulk --old-base https://www.example.com/uploads/ -o bulk.csv
+  cfimg redirects check --old-base https://www.example.com/uploads/ --sample 1000
+
+Old bases: --old-base URL (repeatable) plus those stored with `cfimg source set-old-base`.
+Items that are not uploaded get no rule; stderr counts them, and the old URLs a format
+cannot express. nginx: add `if ($cfimg_redirect) { return 301 $cfimg_redirect; }` to the
+server block; the file sets map_hash_max_size and map_hash_bucket_size for its keys.
+
+",
+    no_credentials!()
+);
+
+/// `cfimg redirects check --help`.
+pub const REDIRECTS_CHECK: &str = "Examples:
+  cfimg redirects check --old-base https://www.example.com/uploads/
+  cfimg redirects check --host http://127.0.0.1:8080 --sample 5% --rate 20
+
+Exit status: 0 when every old URL checked redirects to its delivery URL, 1 otherwise.
+Credentials: none (it requests the old URLs only).";
+
+/// `cfimg source --help`.
+pub const SOURCE: &str = concat!(
+    "Examples:
+  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/
+  cfimg source list
+
+",
+    "Credentials: none (it reads and writes the ledger only)."
+);
+
+/// `cfimg source set-old-base --help`.
+pub const SOURCE_SET_OLD_BASE: &str = concat!(
+    "Examples:
+  cfimg source set-old-base /srv/uploads https://www.example.com/uploads/ https://cdn.example.com/uploads/
+  cfimg source set-old-base /srv/uploads
+
+Without URL, the source's old bases are forgotten.
+
+",
+    "Credentials: none (it writes the ledger only)."
+);
+
+/// `cfimg source list --help`.
+pub const SOURCE_LIST: &str = concat!(
+    "Examples:
+  cfimg source list
+
+",
+    no_credentials!()
+);

@@ -8,4 +8,5 @@ mod emulator;
 mod manage;
 mod migrate;
 mod verify;
+mod redirects;
 mod watch;
