@@ -35,6 +35,7 @@ pub mod recheck;
 pub mod reconcile;
 pub mod remove;
 pub mod replace;
+pub mod rewrite;
 pub mod rules;
 pub mod secret;
 pub mod serve;
