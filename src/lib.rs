@@ -26,6 +26,7 @@ pub mod item;
 pub mod layer;
 pub mod ledger;
 pub mod metrics;
+pub mod old_url;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;

@@ -27,6 +27,7 @@ mod check;
 mod drafts;
 mod lock;
 mod manage;
+mod old_bases;
 mod read;
 mod schema;
 mod writer;

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Migrations, in order; entry `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: one folder per ledger, items keyed by their relative path alone.
 const V1: &str = r#"
@@ -162,6 +162,18 @@ CREATE TABLE drafts (
     completed_at TEXT
 );
 CREATE INDEX drafts_state ON drafts(state, expires_at);
+"#;
+
+/// Version 5: where a source's items used to be served (`cfimg source set-old-base`), for
+/// `cfimg redirects` and `cfimg rewrite`. Several bases per source (a site served the same
+/// files under two hosts). Self-contained, so that it can be renumbered.
+const V5: &str = r#"
+CREATE TABLE old_bases (
+    source_id    INTEGER NOT NULL REFERENCES sources(id),
+    base         TEXT NOT NULL,             -- absolute http(s) URL ending in '/'
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (source_id, base)
+);
 "#;
 
 pub(super) fn newer_schema(path: &Path, version: i32) -> Error {
