@@ -9,6 +9,7 @@
 //! - `ledger_views.rs`: `status` and `failures`, read-only views of the ledger.
 //! - `migrate.rs`: `migrate`, from configuration and source to the run and its summary.
 //! - `rebuild.rs`: `ledger rebuild`, its flags, source and printing (algorithm: `reconcile`).
+//! - `rewrite.rs`: `rewrite`, old URLs in files replaced, reported and undone (algorithm: `rewrite`).
 //! - `serve.rs`: `serve`, configuration, optional emulator and the drafts ledger, until a signal.
 //! - `settings.rs`: `variants`, `flexible-variants` and `keys`, the account's delivery settings.
 //! - `sign_url.rs`: `sign-url`, a signed delivery URL for a private image.
@@ -30,6 +31,7 @@ mod ledger_hint;
 mod ledger_views;
 mod migrate;
 mod rebuild;
+mod rewrite;
 mod serve;
 mod settings;
 mod sign_url;
@@ -63,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::SignUrl(a) => sign_url::run(&cli, a).await,
         Command::DirectUpload(c) => direct_upload::run(&cli, c).await,
         Command::Serve(a) => serve::run(&cli, a).await,
+        Command::Rewrite(a) => rewrite::run(&cli, a),
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {
                 Error::Config(vec![format!(
