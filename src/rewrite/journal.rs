@@ -252,7 +252,9 @@ pub fn undo(journal: &Path) -> io::Result<Vec<io::Result<Restored>>> {
                     .and_then(Line::edit)
                     .ok_or_else(|| bad(journal, n + 1, "not a change")),
             )
-        });
+        })
+        // Ends at the footer, and stays ended: the next section is not this one's.
+        .fuse();
         let result = restore(&header.file, &footer, &mut edits);
         // Skip what is left of a section that failed part-way.
         for _ in edits.by_ref() {}
