@@ -114,10 +114,9 @@ pub const EXPORT: &str = concat!(
 /// `cfimg rewrite --help`.
 pub const REWRITE: &str = concat!(
     "Examples:
-  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ site/            # report only
-  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ --in-place dump.sql
-  cfimg rewrite --old-base https://old.example/img/ -o rewritten/ --srcset-widths pages/
-  cfimg rewrite --undo cfimg-rewrite-20261206T031500Z.journal
+  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ site/   # report only
+  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ --in-place --journal j dump.sql
+  cfimg rewrite --undo j
 
 Finds absolute (http and https), protocol-relative and root-relative forms of every old
 URL, also with JSON-escaped slashes (https:\\/\\/, and https:\\\\/\\\\/ in a SQL dump);

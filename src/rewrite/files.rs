@@ -162,14 +162,17 @@ pub fn rewrite(
     Ok(stats)
 }
 
+/// An old URL left as it is: its line, the URL, why.
+pub type Missed = (u64, String, Miss);
+
 /// Rewrites a byte slice in memory (tests and small inputs): the output and the changes.
 pub fn rewrite_bytes(
     m: &Matcher,
     input: &[u8],
     resolve: &mut dyn FnMut(&str) -> Option<String>,
     opts: &Options,
-) -> io::Result<(Vec<u8>, Vec<Edit>, Vec<(u64, String, Miss)>)> {
-    struct Collect(Vec<Edit>, Vec<(u64, String, Miss)>);
+) -> io::Result<(Vec<u8>, Vec<Edit>, Vec<Missed>)> {
+    struct Collect(Vec<Edit>, Vec<Missed>);
     impl Sink for Collect {
         fn missed(&mut self, line: u64, url: &str, why: Miss) {
             self.1.push((line, url.to_string(), why));

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::engine::{Edit, Matcher, Miss, Options};
-use super::files::rewrite_bytes;
+use super::files::{Missed, rewrite_bytes};
 use super::forms::Bases;
 
 const BASE: &str = "https://www.example.com/wp-content/uploads/";
@@ -27,7 +27,7 @@ fn run(
     input: &[u8],
     map: &HashMap<String, String>,
     chunk: usize,
-) -> (Vec<u8>, Vec<Edit>, Vec<(u64, String, Miss)>) {
+) -> (Vec<u8>, Vec<Edit>, Vec<Missed>) {
     let opts = Options {
         chunk,
         srcset_widths: false,
