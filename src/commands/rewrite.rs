@@ -25,9 +25,23 @@ use crate::rewrite::{Bases, Matcher, Miss, Options};
 /// Lookups remembered per run (a dump names the same image many times); cleared when full.
 const CACHE: usize = 100_000;
 
+/// A file that is missing, unreadable or not what it should be is the user's to fix (exit 2);
+/// any other I/O error (a full disk) may pass (exit 75).
 fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, NotFound, PermissionDenied};
     let path = path.into();
-    move |source| Error::Io { path, source }
+    move |source| match source.kind() {
+        NotFound | PermissionDenied | InvalidInput | InvalidData => {
+            let text = source.to_string();
+            let shown = path.display().to_string();
+            Error::Usage(if text.starts_with(&shown) {
+                text
+            } else {
+                format!("{shown}: {text}")
+            })
+        }
+        _ => Error::Io { path, source },
+    }
 }
 
 /// Runs `cfimg rewrite`.

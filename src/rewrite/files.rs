@@ -154,6 +154,10 @@ pub fn rewrite(
     if let Some(j) = journal {
         j.end(out, (before, before_size), (after, after_size))?;
     }
+    if stats.replaced == 0 && stats.lengths_fixed == 0 && *out == job.input {
+        // Nothing changed: the file keeps its inode and times (the copy is dropped).
+        return Ok(stats);
+    }
     if let Ok(meta) = std::fs::metadata(&job.input) {
         let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
     }

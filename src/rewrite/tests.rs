@@ -360,3 +360,26 @@ fn serialized_lengths_in_a_wordpress_dump_are_corrected() {
         assert_eq!(undo(&out, &edits), dump.as_bytes());
     }
 }
+
+#[test]
+fn a_prefix_that_is_not_a_serialized_string_is_left_and_an_oversized_one_is_not_touched() {
+    let map = ledger(&["a.jpg"]);
+    // Looks like a prefix, but the string does not end after 5 bytes: not corrected.
+    let input = format!("s:5:\"<img src=\"{BASE}a.jpg\"> and more\"; s:3:\"abc\";");
+    let (out, edits, _) = run(input.as_bytes(), &map, 4);
+    assert_eq!(edits.len(), 1, "only the URL: {edits:?}");
+    check_spans(input.as_bytes(), &out, &edits);
+    // A serialized string over the limit: its URL stays, reported.
+    let body = format!(
+        "{BASE}a.jpg {}",
+        "x".repeat(super::engine::MAX_SERIALIZED as usize)
+    );
+    let input = format!("s:{}:\"{body}\";", body.len());
+    let (out, edits, missed) = run(input.as_bytes(), &map, 1 << 20);
+    assert!(edits.is_empty());
+    assert_eq!(out, input.as_bytes());
+    assert_eq!(
+        missed,
+        vec![(1, format!("{BASE}a.jpg"), Miss::LongSerialized)]
+    );
+}

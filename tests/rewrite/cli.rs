@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{BASE, serialized_lengths_ok};
+use super::{BASE, php_unserialize, serialized_lengths_ok, serialized_values};
 use crate::common::{TestEnv, jpeg, png, sha256_file, text};
 
 const KEYS: [&str; 5] = [
@@ -178,6 +178,26 @@ async fn a_site_and_a_wordpress_dump_are_rewritten_reported_and_undone() {
         "{text_dump}"
     );
     assert!(serialized_lengths_ok(&dump).unwrap() >= 20);
+    let values = serialized_values(&dump);
+    assert_eq!(values.len(), 3, "widget, theme mods, attachment metadata");
+    match php_unserialize(&values) {
+        Some(decoded) => {
+            let all = serde_json::to_string(&decoded).unwrap();
+            // The widget's HTML and the theme mods (and the serialized string inside them)
+            // hold the new URLs once decoded.
+            assert!(all.contains(&url("2019/05/cat-1024x683.jpg")), "{all}");
+            assert!(all.contains(&url("2020/01/header.png")), "{all}");
+            let theme = &decoded[1];
+            let inner = theme["header_image_data"]
+                .as_str()
+                .expect("a serialized string");
+            assert!(inner.contains(&url("2020/01/header.png")), "{inner}");
+            php_unserialize(&[inner.as_bytes().to_vec()]).expect("php");
+        }
+        None => {
+            eprintln!("php not installed: serialized lengths checked without PHP's unserialize")
+        }
+    }
 
     // Undo: every byte back.
     let out = env
