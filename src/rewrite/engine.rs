@@ -437,9 +437,20 @@ impl Run<'_> {
             return i;
         }
         let base_url = &self.m.bases.bases[base];
+        let tail = String::from_utf8_lossy(&tail);
         let mut end = i;
-        let mut url = format!("{base_url}{}", String::from_utf8_lossy(&tail));
+        let mut url = format!("{base_url}{tail}");
         let mut mapped = (self.resolve)(&url);
+        // A root-relative path may be any host's whose base has that path.
+        if mapped.is_none() && sp.form == Form::RootRelative {
+            for other in self.m.bases.same_path(base) {
+                let candidate = format!("{other}{tail}");
+                if let Some(m) = (self.resolve)(&candidate) {
+                    (url, mapped) = (candidate, Some(m));
+                    break;
+                }
+            }
+        }
         // Prose puts punctuation after a link: try without it.
         while mapped.is_none() && url.ends_with(['.', ',', ':', '!']) {
             url.pop();

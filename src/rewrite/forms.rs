@@ -131,6 +131,21 @@ impl Bases {
         Ok(out)
     }
 
+    /// The other bases with the same path as base `i` (another host serving the same
+    /// folder: a root-relative path may be either's).
+    pub fn same_path(&self, i: usize) -> impl Iterator<Item = &str> {
+        let path = |b: &str| {
+            let rest = b.split_once("://").map_or(b, |(_, r)| r);
+            rest.find('/').map_or("/", |at| &rest[at..]).to_string()
+        };
+        let mine = path(&self.bases[i]);
+        self.bases
+            .iter()
+            .enumerate()
+            .filter(move |(j, b)| *j != i && path(b) == mine)
+            .map(|(_, b)| b.as_str())
+    }
+
     /// The longest spelling, in bytes.
     pub fn longest(&self) -> usize {
         self.spellings
@@ -166,6 +181,16 @@ mod tests {
             assert!(s.contains(&want.to_string()), "{want} in {s:?}");
         }
         // A base at the root has no root-relative spelling.
+        let two = Bases::new(&[
+            "https://a.example/up/".into(),
+            "https://b.example/up/".into(),
+            "https://c.example/x/".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            two.same_path(0).collect::<Vec<_>>(),
+            ["https://b.example/up/"]
+        );
         let root = Bases::new(&["http://old.example/".into()]).unwrap();
         assert!(root.spellings.iter().all(|s| s.form != Form::RootRelative));
         assert!(Bases::new(&["www.example.com/uploads/".into()]).is_err());

@@ -383,3 +383,30 @@ fn a_prefix_that_is_not_a_serialized_string_is_left_and_an_oversized_one_is_not_
         vec![(1, format!("{BASE}a.jpg"), Miss::LongSerialized)]
     );
 }
+
+#[test]
+fn a_root_relative_path_is_looked_up_under_every_host_that_served_it() {
+    let bases = Bases::new(&[
+        "https://a.example/up/".into(),
+        "https://b.example/up/".into(),
+    ])
+    .unwrap();
+    let m = Matcher::new(bases).unwrap();
+    let map: HashMap<String, String> = [(
+        "https://b.example/up/x.jpg".to_string(),
+        format!("{DELIVERY}/id-b/public"),
+    )]
+    .into();
+    let (out, edits, missed) = rewrite_bytes(
+        &m,
+        b"<img src=\"/up/x.jpg\">",
+        &mut |u| map.get(u).cloned(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("<img src=\"{DELIVERY}/id-b/public\">")
+    );
+    assert_eq!((edits.len(), missed.len()), (1, 0));
+}
