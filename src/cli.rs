@@ -126,6 +126,7 @@ impl Command {
             Command::Redirects(a) => Some(&a.ledger),
             Command::Source(SourceCommand::SetOldBase(a)) => Some(&a.ledger),
             Command::Source(SourceCommand::List(a)) => Some(&a.ledger),
+            Command::Rewrite(a) => Some(&a.ledger),
             Command::Emulator(_)
             | Command::Images(_)
             | Command::Variants(_)
@@ -202,6 +203,9 @@ pub enum Command {
     /// Settings the ledger keeps per source: where its items were served before the move.
     #[command(subcommand, after_help = help::SOURCE)]
     Source(SourceCommand),
+    /// Replace old image URLs in HTML, CSS, Markdown, JSON, XML and SQL dumps with their delivery URLs; undoable.
+    #[command(after_help = help::REWRITE)]
+    Rewrite(RewriteArgs),
 }
 
 /// Formats of `cfimg export`.
@@ -211,6 +215,41 @@ pub enum ExportFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+}
+
+/// Flags of `cfimg rewrite`.
+#[derive(Debug, Args)]
+pub struct RewriteArgs {
+    /// Files or folders to rewrite (a folder: every file under it with a known extension).
+    #[arg(value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
+    /// A public base the images used to be served under (repeatable); bases stored per source are added.
+    #[arg(long = "old-base", value_name = "URL")]
+    pub old_base: Vec<String>,
+    /// Rewrite the files themselves (each through a temporary file renamed over it).
+    #[arg(long, conflicts_with = "output")]
+    pub in_place: bool,
+    /// Write the rewritten files under this folder, same relative paths [default: neither: a dry run that only reports].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Undo a rewrite: every file the journal names gets its bytes back.
+    #[arg(long, value_name = "JOURNAL", conflicts_with_all = ["paths", "in_place", "output", "old_base", "journal"])]
+    pub undo: Option<PathBuf>,
+    /// The variant of the new URLs [default: as recorded, `public`].
+    #[arg(long, value_name = "V")]
+    pub variant: Option<String>,
+    /// A URL with a `srcset` width (`640w`) gets the flexible variant `w=640` (turn flexible variants on first).
+    #[arg(long)]
+    pub srcset_widths: bool,
+    /// The journal of changes that --undo replays [default: cfimg-rewrite-<UTC time>.journal here].
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Bytes per read (tiny values test matches across reads).
+    #[arg(long, hide = true, default_value_t = 1 << 20)]
+    pub chunk: usize,
+    /// `--ledger`.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
 }
 
 /// Flags of `cfimg export`.

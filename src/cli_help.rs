@@ -113,6 +113,23 @@ pub const EXPORT: &str = concat!(
     no_credentials!()
 );
 
+/// `cfimg rewrite --help`.
+pub const REWRITE: &str = concat!(
+    "Examples:
+  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ site/   # report only
+  cfimg rewrite --old-base https://www.example.com/wp-content/uploads/ --in-place --journal j dump.sql
+  cfimg rewrite --undo j
+
+Finds absolute (http and https), protocol-relative and root-relative forms of every old
+URL, also with JSON-escaped slashes (https:\\/\\/, and https:\\\\/\\\\/ in a SQL dump);
+corrects PHP-serialized lengths (s:N:\"...\") around them. Prints `missed FILE:LINE URL`
+for every old URL the ledger cannot map. Exit status: 0 all replaced, 1 some missed,
+2 usage.
+
+",
+    no_credentials!()
+);
+
 /// `cfimg verify --help`.
 pub const VERIFY: &str = concat!(
     "Examples:

@@ -37,6 +37,7 @@ pub mod reconcile;
 pub mod redirects;
 pub mod remove;
 pub mod replace;
+pub mod rewrite;
 pub mod rules;
 pub mod secret;
 pub mod serve;

@@ -9,4 +9,5 @@ mod manage;
 mod migrate;
 mod verify;
 mod redirects;
+mod rewrite;
 mod watch;

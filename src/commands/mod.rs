@@ -10,6 +10,7 @@
 //! - `migrate.rs`: `migrate`, from configuration and source to the run and its summary.
 //! - `rebuild.rs`: `ledger rebuild`, its flags, source and printing (algorithm: `reconcile`).
 //! - `redirects.rs`: `redirects`, `redirects check` and `source set-old-base|list` (issue 22).
+//! - `rewrite.rs`: `rewrite`, old URLs in files replaced, reported and undone (algorithm: `rewrite`).
 //! - `serve.rs`: `serve`, configuration, optional emulator and the drafts ledger, until a signal.
 //! - `settings.rs`: `variants`, `flexible-variants` and `keys`, the account's delivery settings.
 //! - `sign_url.rs`: `sign-url`, a signed delivery URL for a private image.
@@ -32,6 +33,7 @@ mod ledger_views;
 mod migrate;
 mod rebuild;
 mod redirects;
+mod rewrite;
 mod serve;
 mod settings;
 mod sign_url;
@@ -67,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => serve::run(&cli, a).await,
         Command::Redirects(a) => redirects::run(&cli, a).await,
         Command::Source(c) => redirects::source(&cli, c),
+        Command::Rewrite(a) => rewrite::run(&cli, a),
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {
                 Error::Config(vec![format!(

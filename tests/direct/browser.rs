@@ -18,7 +18,7 @@ use super::draft_row;
 use crate::common::{png, sha256_bytes};
 
 /// The Chromium binary: `CFIMG_CHROMIUM`, else the first of the usual names on PATH.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CFIMG_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -40,16 +40,16 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// A DevTools connection to one page.
-struct Cdp {
-    ws: tokio_tungstenite::WebSocketStream<
+pub(crate) struct Cdp {
+    pub(crate) ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
-    next: u64,
+    pub(crate) next: u64,
 }
 
 impl Cdp {
     /// Sends one command and waits for its answer (events in between are dropped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
         let msg = json!({ "id": id, "method": method, "params": params }).to_string();
@@ -73,7 +73,7 @@ impl Cdp {
     }
 
     /// Evaluates `expr` in the page and returns its value.
-    async fn eval(&mut self, expr: &str) -> Value {
+    pub(crate) async fn eval(&mut self, expr: &str) -> Value {
         let r = self
             .call(
                 "Runtime.evaluate",
@@ -85,7 +85,7 @@ impl Cdp {
 }
 
 /// Waits for `file` to exist and hold two lines (Chromium's `DevToolsActivePort`).
-async fn devtools_port(file: &Path, log: &Path) -> u16 {
+pub(crate) async fn devtools_port(file: &Path, log: &Path) -> u16 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(file)

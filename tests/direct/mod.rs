@@ -3,7 +3,7 @@
 //! browser. Helpers live here: a `cfimg serve` child process on 127.0.0.1:0 and the draft
 //! rows of its ledger.
 
-mod browser;
+pub(crate) mod browser;
 mod cli;
 mod draft_url;
 mod errors;

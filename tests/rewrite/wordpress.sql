@@ -1,0 +1,10 @@
+-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
+--
+-- Host: localhost    Database: wordpress
+-- ------------------------------------------------------
+/*!40101 SET NAMES utf8mb4 */;
+LOCK TABLES `wp_options` WRITE;
+INSERT INTO `wp_options` VALUES (101,'widget_text','a:2:{i:2;a:4:{s:5:\"title\";s:7:\"Our cat\";s:4:\"text\";s:249:\"<p>Hello</p>\n<img src=\"https://www.example.com/wp-content/uploads/2019/05/cat.jpg\" alt=\"cat\" srcset=\"https://www.example.com/wp-content/uploads/2019/05/cat-300x200.jpg 300w, https://www.example.com/wp-content/uploads/2019/05/cat-1024x683.jpg 1024w\">\";s:6:\"filter\";b:1;s:6:\"visual\";b:1;}s:12:\"_multiwidget\";i:1;}','yes'),(102,'theme_mods_twentytwenty','a:3:{s:12:\"header_image\";s:61:\"https://www.example.com/wp-content/uploads/2020/01/header.png\";s:17:\"header_image_data\";s:194:\"a:3:{s:3:\"url\";s:61:\"https://www.example.com/wp-content/uploads/2020/01/header.png\";s:13:\"thumbnail_url\";s:61:\"https://www.example.com/wp-content/uploads/2020/01/header.png\";s:5:\"width\";i:1600;}\";s:18:\"custom_css_post_id\";i:-1;}','yes');
+UNLOCK TABLES;
+INSERT INTO `wp_postmeta` VALUES (11,7,'_wp_attachment_metadata','a:5:{s:5:\"width\";i:1024;s:6:\"height\";i:683;s:4:\"file\";s:15:\"2019/05/cat.jpg\";s:5:\"sizes\";a:1:{s:6:\"medium\";a:4:{s:4:\"file\";s:15:\"cat-300x200.jpg\";s:5:\"width\";i:300;s:6:\"height\";i:200;s:9:\"mime-type\";s:10:\"image/jpeg\";}}s:10:\"image_meta\";a:2:{s:7:\"caption\";s:15:\"Ünïcode café\";s:6:\"credit\";s:0:\"\";}}'),(12,9,'_elementor_data','[{\"id\":\"1a\",\"elType\":\"widget\",\"settings\":{\"image\":{\"url\":\"https:\\/\\/www.example.com\\/wp-content\\/uploads\\/2020\\/01\\/header.png\",\"id\":7}}}]');
+INSERT INTO `wp_posts` VALUES (9,1,'2019-05-01 10:00:00','<!-- wp:image {\"id\":7} -->\n<figure><img src=\"https://www.example.com/wp-content/uploads/2019/05/cat.jpg\" srcset=\"https://www.example.com/wp-content/uploads/2019/05/cat-300x200.jpg 300w, https://www.example.com/wp-content/uploads/2019/05/cat-1024x683.jpg 1024w\" /></figure>\n<!-- /wp:image -->\n<p>Old: <a href=\"https://www.example.com/wp-content/uploads/2018/old/unknown.gif\">gif</a></p>','Cats','publish');
