@@ -14,7 +14,6 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
