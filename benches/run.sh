@@ -117,9 +117,11 @@ PY
 }
 
 # NOOP_FILES small files in folders of 1,000 (1,000 folders at NOOP_FILES=1000000), migrated
-# once (not timed), then the unchanged rerun against `find -printf` over the same tree.
+# once (not timed), then the unchanged rerun against `find -printf` over the same tree,
+# NOOP_RUNS times (default 2) each way: "full" with the ledger's clean-close marker removed
+# first (the page-by-page check at open, as before the marker existed), "marked" with it.
 noop() {
-  local n=$NOOP_FILES dir="$WORK/noop-$NOOP_FILES"
+  local n=$NOOP_FILES dir="$WORK/noop-$NOOP_FILES" i
   if [ ! -d "$dir" ]; then
     local t0=$SECONDS
     make_files "$dir" "$n" 64 1000
@@ -129,18 +131,24 @@ noop() {
   start_emulator --rate-limit off --max-images $((n + 1000))
   rm -f "$WORK/noop.sqlite"*
   timed noop-first "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
-  echo "no-op: first run (uploads, not counted) ${ELAPSED} s"
+  echo "no-op: first run (uploads, not counted) ${ELAPSED} s; ledger $(du -m "$WORK/noop.sqlite" | cut -f1) MB, clean-close marker: $([ -f "$WORK/noop.sqlite-clean" ] && echo yes || echo NO)"
   find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
-  timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
-  local f_el=$ELAPSED
-  timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
-  python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" <<'PY'
+  for i in $(seq 1 "${NOOP_RUNS:-2}"); do
+    timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
+    local f_el=$ELAPSED
+    for how in full marked; do
+      [ "$how" = full ] && rm -f "$WORK/noop.sqlite-clean"
+      timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
+      python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" "$how" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
 n, f, c, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+how, cpu = sys.argv[6], float(sys.argv[7]) + float(sys.argv[8])
 s = json.load(open(sys.argv[5]))
 assert s["skipped"] == n and s["uploaded"] == 0, s
-print(f"no-op rerun: {n} files: cfimg {c:.2f} s, find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
+print(f"no-op rerun ({how} check at open): {n} files: cfimg {c:.2f} s (CPU {cpu:.2f} s), find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
 PY
+    done
+  done
 }
 
 large() {
