@@ -257,8 +257,9 @@ PY
   echo "emulator alone (wrk, 2 threads, 32 connections, 5 s, 100 kB auto-id uploads): $(grep Requests/sec "$WORK/wrk.out" | awk '{print $2}') uploads/s; $(grep -c . "$WORK/wrk.out" >/dev/null && grep 'Non-2xx' "$WORK/wrk.out" || echo 'all 2xx')"
 }
 
-# A URL manifest planned end to end without sending anything: reading, parsing,
-# normalizing, the duplicate check, the quick check and the decision for every line.
+# A URL manifest planned end to end without sending anything (--dry-run: no emulator, no
+# request): reading, parsing, normalizing, the duplicate check (its filter and spill file),
+# the quick check and the decision for every line. Peak RSS is the whole process's.
 manifest() {
   local n file
   for n in $MANIFEST_LINES; do
@@ -273,12 +274,13 @@ with open(path, "w") as f:
 PY
     rm -f "$WORK/manifest.sqlite"*
     timed "manifest-$n" env RUST_LOG=warn "$BIN" migrate --manifest "$file" --ledger "$WORK/manifest.sqlite" --dry-run --json >"$WORK/manifest-$n.json"
-    python3 - "$n" "$ELAPSED" "$RSS_KB" "$(stat -c %s "$file")" "$WORK/manifest-$n.json" <<'PY'
+    python3 - "$n" "$ELAPSED" "$RSS_KB" "$(stat -c %s "$file")" "$WORK/manifest-$n.json" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
 n, el, rss, size = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+cpu = float(sys.argv[6]) + float(sys.argv[7])
 s = json.load(open(sys.argv[5]))
 assert s["would_upload"] == n, s
-print(f"manifest dry run: {n:,} URLs ({size/1e6:.0f} MB of text): {el:.1f} s, {n/el:,.0f} lines/s, peak RSS {rss/1024:.1f} MB")
+print(f"manifest dry run: {n:,} URLs ({size/1e6:.0f} MB of text): {el:.1f} s (CPU {cpu:.1f} s), {n/el:,.0f} lines/s, peak RSS {rss/1024:.1f} MB")
 PY
   done
 }
