@@ -196,7 +196,6 @@ impl Walk {
         let mut entries = WalkDir::new(&self.root)
             .follow_links(self.cfg.follow_symlinks)
             .into_iter();
-        let mut parent = None;
         std::iter::from_fn(move || {
             loop {
                 let entry = entries.next()?;
@@ -214,7 +213,7 @@ impl Walk {
                     }
                     continue;
                 }
-                if let Some(found) = self.found(entry, &mut parent) {
+                if let Some(found) = self.found(entry) {
                     return Some(found);
                 }
             }
@@ -252,11 +251,7 @@ impl Walk {
         })
     }
 
-    fn found(
-        &self,
-        entry: walkdir::Result<DirEntry>,
-        parent: &mut Option<ParentDir>,
-    ) -> Option<Found> {
+    fn found(&self, entry: walkdir::Result<DirEntry>) -> Option<Found> {
         let entry = match entry {
             Ok(e) => e,
             Err(err) => {
@@ -323,19 +318,21 @@ impl Walk {
                 reason: "the file name is not valid UTF-8, so it cannot be an image id or a ledger key; rename it".into(),
             });
         }
-        let (len, mtime) = match stat_in_parent(parent, entry.path(), self.cfg.follow_symlinks) {
-            Some(stat) => stat,
-            None => match entry.metadata() {
-                Ok(m) => (m.len(), mtime_ns(&m)),
-                Err(err) => {
-                    return Some(Found::Bad {
-                        key,
-                        reason: format!("cannot read its metadata: {err}"),
-                    });
-                }
-            },
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(err) => {
+                return Some(Found::Bad {
+                    key,
+                    reason: format!("cannot read its metadata: {err}"),
+                });
+            }
         };
-        Some(Found::Item(Item::file(key, entry.into_path(), len, mtime)))
+        Some(Found::Item(Item::file(
+            key,
+            entry.into_path(),
+            meta.len(),
+            mtime_ns(&meta),
+        )))
     }
 
     /// The folders of the tree (the root first) under the same rules as files: what a
@@ -433,45 +430,6 @@ impl Walk {
     fn filtered_out(&self, key: &str) -> bool {
         self.include.as_ref().is_some_and(|set| !set.is_match(key)) || self.exclude.is_match(key)
     }
-}
-
-/// The folder whose files are being walked, held open: a file is stat'ed by its name in
-/// it, not by its whole path. The kernel then resolves one name per file instead of every
-/// folder of the path again, which was the largest single cost of a no-op rerun over a
-/// million files (`find` does the same).
-struct ParentDir {
-    path: PathBuf,
-    dir: std::fs::File,
-}
-
-/// A file's size and modification time (as [`mtime_ns`] gives it), read relative to its
-/// open parent folder; `None` when that does not work, for the caller to stat the path.
-fn stat_in_parent(parent: &mut Option<ParentDir>, path: &Path, follow: bool) -> Option<(u64, i64)> {
-    use nix::fcntl::AtFlags;
-    let (dir, name) = (path.parent()?, path.file_name()?);
-    if parent.as_ref().is_none_or(|p| p.path != dir) {
-        *parent = None;
-        let file = std::fs::File::open(dir).ok()?;
-        *parent = Some(ParentDir {
-            path: dir.to_path_buf(),
-            dir: file,
-        });
-    }
-    let flags = match follow {
-        true => AtFlags::empty(),
-        false => AtFlags::AT_SYMLINK_NOFOLLOW,
-    };
-    let st = nix::sys::stat::fstatat(&parent.as_ref()?.dir, name, flags).ok()?;
-    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
-        return None;
-    }
-    // As `mtime_ns`: a time before 1970 reads as 0.
-    let mtime = match st.st_mtime {
-        s if s < 0 => 0,
-        s => (i128::from(s) * 1_000_000_000 + i128::from(st.st_mtime_nsec))
-            .min(i128::from(i64::MAX)) as i64,
-    };
-    Some((u64::try_from(st.st_size).ok()?, mtime))
 }
 
 /// A file's modification time in ns since the epoch (0 when unknown).
@@ -572,49 +530,6 @@ mod tests {
             .collect();
         keys.sort();
         keys
-    }
-
-    #[test]
-    fn sizes_and_times_are_those_of_the_files_whichever_way_they_are_read() {
-        // Read by name in the open parent folder: they must equal what a stat of the whole
-        // path gives, or every file of a no-op rerun would look changed.
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
-        for (i, f) in ["a.png", "x/b.png", "x/y/c.png", "x/d.png", "e.png"]
-            .iter()
-            .enumerate()
-        {
-            let p = r.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, vec![7u8; i * 100 + 1]).unwrap();
-        }
-        let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
-        std::fs::File::options()
-            .write(true)
-            .open(r.join("x/y/c.png"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        std::os::unix::fs::symlink(r.join("x/d.png"), r.join("link.png")).unwrap();
-        for follow in [false, true] {
-            let cfg = WalkConfig {
-                follow_symlinks: follow,
-                ..WalkConfig::default()
-            };
-            let mut n = 0;
-            for f in Walk::new(r, &cfg).unwrap().iter() {
-                let Found::Item(item) = f else { continue };
-                let meta = std::fs::metadata(r.join(&item.key)).unwrap();
-                let Some(crate::item::Fingerprint::SizeMtime { size, mtime_ns: m }) =
-                    item.fingerprint
-                else {
-                    panic!("{:?}", item.fingerprint)
-                };
-                assert_eq!((size, m), (meta.len(), mtime_ns(&meta)), "{}", item.key);
-                n += 1;
-            }
-            assert_eq!(n, if follow { 6 } else { 5 });
-        }
     }
 
     #[test]
