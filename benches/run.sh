@@ -120,9 +120,11 @@ PY
 }
 
 # NOOP_FILES small files in folders of 1,000 (1,000 folders at NOOP_FILES=1000000), migrated
-# once (not timed), then the unchanged rerun against `find -printf` over the same tree.
+# once (not timed), then the unchanged rerun against `find -printf` over the same tree,
+# NOOP_RUNS times (default 2) each way: "full" with the ledger's clean-close marker removed
+# first (the page-by-page check at open, as before the marker existed), "marked" with it.
 noop() {
-  local n=$NOOP_FILES dir="$WORK/noop-$NOOP_FILES"
+  local n=$NOOP_FILES dir="$WORK/noop-$NOOP_FILES" i
   if [ ! -d "$dir" ]; then
     local t0=$SECONDS
     make_files "$dir" "$n" 64 1000
@@ -132,18 +134,24 @@ noop() {
   start_emulator --rate-limit off --max-images $((n + 1000))
   rm -f "$WORK/noop.sqlite"*
   timed noop-first "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --concurrency 16 --json >"$WORK/noop-first.json"
-  echo "no-op: first run (uploads, not counted) ${ELAPSED} s"
+  echo "no-op: first run (uploads, not counted) ${ELAPSED} s; ledger $(du -m "$WORK/noop.sqlite" | cut -f1) MB, clean-close marker: $([ -f "$WORK/noop.sqlite-clean" ] && echo yes || echo NO)"
   find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
-  timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
-  local f_el=$ELAPSED
-  timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
-  python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" <<'PY'
+  for i in $(seq 1 "${NOOP_RUNS:-2}"); do
+    timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
+    local f_el=$ELAPSED
+    for how in full marked; do
+      [ "$how" = full ] && rm -f "$WORK/noop.sqlite-clean"
+      timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
+      python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" "$how" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
 n, f, c, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+how, cpu = sys.argv[6], float(sys.argv[7]) + float(sys.argv[8])
 s = json.load(open(sys.argv[5]))
 assert s["skipped"] == n and s["uploaded"] == 0, s
-print(f"no-op rerun: {n} files: cfimg {c:.2f} s, find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
+print(f"no-op rerun ({how} check at open): {n} files: cfimg {c:.2f} s (CPU {cpu:.2f} s), find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
 PY
+    done
+  done
 }
 
 large() {
@@ -252,8 +260,9 @@ PY
   echo "emulator alone (wrk, 2 threads, 32 connections, 5 s, 100 kB auto-id uploads): $(grep Requests/sec "$WORK/wrk.out" | awk '{print $2}') uploads/s; $(grep -c . "$WORK/wrk.out" >/dev/null && grep 'Non-2xx' "$WORK/wrk.out" || echo 'all 2xx')"
 }
 
-# A URL manifest planned end to end without sending anything: reading, parsing,
-# normalizing, the duplicate check, the quick check and the decision for every line.
+# A URL manifest planned end to end without sending anything (--dry-run: no emulator, no
+# request): reading, parsing, normalizing, the duplicate check (its filter and spill file),
+# the quick check and the decision for every line. Peak RSS is the whole process's.
 manifest() {
   local n file
   for n in $MANIFEST_LINES; do
@@ -268,12 +277,13 @@ with open(path, "w") as f:
 PY
     rm -f "$WORK/manifest.sqlite"*
     timed "manifest-$n" env RUST_LOG=warn "$BIN" migrate --manifest "$file" --ledger "$WORK/manifest.sqlite" --dry-run --json >"$WORK/manifest-$n.json"
-    python3 - "$n" "$ELAPSED" "$RSS_KB" "$(stat -c %s "$file")" "$WORK/manifest-$n.json" <<'PY'
+    python3 - "$n" "$ELAPSED" "$RSS_KB" "$(stat -c %s "$file")" "$WORK/manifest-$n.json" "$USER_S" "$SYS_S" <<'PY'
 import json, sys
 n, el, rss, size = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+cpu = float(sys.argv[6]) + float(sys.argv[7])
 s = json.load(open(sys.argv[5]))
 assert s["would_upload"] == n, s
-print(f"manifest dry run: {n:,} URLs ({size/1e6:.0f} MB of text): {el:.1f} s, {n/el:,.0f} lines/s, peak RSS {rss/1024:.1f} MB")
+print(f"manifest dry run: {n:,} URLs ({size/1e6:.0f} MB of text): {el:.1f} s (CPU {cpu:.1f} s), {n/el:,.0f} lines/s, peak RSS {rss/1024:.1f} MB")
 PY
   done
 }

@@ -313,11 +313,16 @@ impl Drop for Ledger {
         // connection may leave WAL mode; while another is open this fails at once and the
         // file stays in WAL mode, which every reader still handles.
         let _ = self.conn.busy_timeout(Duration::ZERO);
-        let _ = self
+        let mode = self
             .conn
             .query_row("PRAGMA journal_mode = DELETE", [], |r| {
                 r.get::<_, String>(0)
             });
+        // At rest and whole (it passed the check at open, and SQLite wrote it since): the
+        // next open may skip the page-by-page check while the file stays exactly so.
+        if mode.is_ok_and(|m| m.eq_ignore_ascii_case("delete")) {
+            check::mark_clean(&self.path);
+        }
     }
 }
 
@@ -341,6 +346,8 @@ impl Ledger {
         if existing {
             check::at_open(&conn, path)?;
         }
+        // Before anything is written: a run that does not end in a clean close leaves no marker.
+        check::unmark_clean(path);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| check::named(path, e))?;
         // FULL: every commit reaches the disk before the request it stands for leaves.

@@ -1,15 +1,14 @@
 //! URL manifests: a file (or stdin) listing image URLs, one row each, as plain text, CSV
 //! with a header, or JSON Lines. The file is read as a stream, a line at a time, so a
-//! manifest of millions of rows never sits in memory; only an 8-byte hash of each URL is
-//! kept, to pass over duplicates. A row that cannot be used becomes a [`Found::Bad`] keyed
-//! by a hash of its text (its reason names the line number) and never stops the run.
+//! manifest of millions of rows never sits in memory; repeats are found by a fixed-size
+//! filter whose hits are confirmed against a spill file (see `seen`), so memory stays flat.
+//! A row that cannot be used becomes a [`Found::Bad`] keyed by a hash of its text (its
+//! reason names the line number) and never stops the run.
 //!
 //! Bodies: in `remote` mode Cloudflare fetches the URL itself (the `url` form); in `local`
 //! mode cfimg downloads it into a temporary file first, so that the same checks as for
 //! files (type sniffing, hashing, size, dedup) apply before any request to Cloudflare.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +20,9 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod seen;
+
+use self::seen::Seen;
 use super::{Found, Recount};
 use crate::download::Bounds;
 use crate::error::{Error, Result};
@@ -234,10 +236,15 @@ impl Manifest {
 
     fn read_error(&self, e: Error) -> Error {
         match (e, &self.input) {
-            (Error::Io { source, .. }, Input::File(path)) => Error::Io {
-                path: path.clone(),
-                source,
-            },
+            // The manifest's own read errors; the duplicate check's spill names its folder.
+            (Error::Io { source, path: p }, Input::File(path))
+                if p == Path::new("the manifest") =>
+            {
+                Error::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
             (e, _) => e,
         }
     }
@@ -288,45 +295,6 @@ fn snippet(s: &str) -> String {
     }
     let cut: String = s.chars().take(MAX).collect();
     format!("{cut:?}…")
-}
-
-/// A hasher that passes an already-hashed `u64` through.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// The URLs seen so far, as 64-bit hashes with the line that listed them first (16 bytes
-/// a row: a million rows take about 32 MB). Two different URLs with the same hash, about
-/// one chance in a million for ten million rows, would pass the second over as a duplicate.
-#[derive(Default)]
-struct Seen(HashMap<u64, u64, BuildHasherDefault<PassThrough>>);
-
-impl Seen {
-    /// The first line of this URL, if it was seen before; records it otherwise.
-    fn first_line(&mut self, url: &str, line: u64) -> Option<u64> {
-        let mut h = std::hash::DefaultHasher::new();
-        url.hash(&mut h);
-        match self.0.entry(h.finish()) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(line);
-                None
-            }
-        }
-    }
 }
 
 /// Which CSV column holds which field.
@@ -573,30 +541,32 @@ impl<R: BufRead> Rows<R> {
             };
             return Ok(Some(match row {
                 Err(reason) => bad(line, &raw, reason),
-                Ok((url, options)) => self.item(line, &url, options),
+                Ok((url, options)) => self.item(line, &url, options)?,
             }));
         }
     }
 
-    fn item(&mut self, line: u64, url: &str, options: ItemOptions) -> Found {
+    /// A row's item, or why it is passed over. An error is one of the duplicate check's
+    /// spill file.
+    fn item(&mut self, line: u64, url: &str, options: ItemOptions) -> Result<Found> {
         let key = match normalize_url(url) {
             Ok(k) => k,
-            Err(reason) => return bad(line, url.as_bytes(), reason),
+            Err(reason) => return Ok(bad(line, url.as_bytes(), reason)),
         };
-        if let Some(first) = self.seen.first_line(&key, line) {
+        if let Some(first) = self.seen.first_line(&key, line)? {
             // Named by its line: under the URL it would overwrite the first row's record.
-            return Found::Ignored {
+            return Ok(Found::Ignored {
                 key: format!("line {line}"),
                 reason: format!("a duplicate of line {first}: {key} is listed already"),
-            };
+            });
         }
-        Found::Item(Item {
+        Ok(Found::Item(Item {
             locator: Locator::Url(key.clone()),
             key,
             fingerprint: None,
             options,
             ticket: Default::default(),
-        })
+        }))
     }
 }
 
