@@ -108,10 +108,9 @@ pub const RECOVER_EVERY: Duration = Duration::from_secs(60);
 /// The share of the configured rate won back every [`RECOVER_EVERY`] without a 429.
 const RECOVER_STEP: f64 = 0.1;
 
-/// Sends remembered per limiter, to tell when the oldest of a window's requests leaves it.
-const SEND_LOG: usize = 4096;
-/// Slack after the moment a lane's own oldest request leaves the server's window: the
-/// server saw it, and sees the next one, a little after it left.
+/// Answers remembered per limiter, to tell when the oldest of a window's requests leaves it.
+const ANSWER_LOG: usize = 4096;
+/// Slack after the moment a lane's own oldest request of a full window leaves it.
 const SLIDE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Paces requests at a rate that can change (governor's quota cannot): a token bucket of
@@ -136,8 +135,9 @@ struct Pacer {
     calm_since: Instant,
     /// The quota the server announced, if it did.
     policy: Option<Policy>,
-    /// When the last requests left, oldest first.
-    sent: VecDeque<Instant>,
+    /// When the last answers came, oldest first: a request reached the server before its
+    /// answer came back, so it leaves the server's window by then plus the window.
+    answered: VecDeque<Instant>,
 }
 
 impl Pacer {
@@ -154,7 +154,7 @@ impl Pacer {
             refilled_at: now,
             calm_since: now,
             policy: None,
-            sent: VecDeque::new(),
+            answered: VecDeque::new(),
         }
     }
 
@@ -195,23 +195,27 @@ impl Pacer {
         }
     }
 
-    /// Counts a request leaving now.
-    fn sent(&mut self, now: Instant) {
-        if self.sent.len() >= SEND_LOG {
-            self.sent.pop_front();
+    /// Counts an attempt that ended now (answered, or failed without an answer).
+    fn answered(&mut self, now: Instant) {
+        if self.answered.len() >= ANSWER_LOG {
+            self.answered.pop_front();
         }
-        self.sent.push_back(now);
+        self.answered.push_back(now);
     }
 
-    /// When the server's window, full when the request sent at `sent_at` arrived, has room
-    /// again: once the oldest of the quota's worth of this lane's requests up to it leaves
-    /// the window. `None` without a policy, or when the lane has not sent a quota's worth
-    /// (the server counted requests this lane does not know of).
-    fn window_frees(&self, sent_at: Instant) -> Option<Instant> {
+    /// When the server's window, full when the last answer came, has room again at the
+    /// latest: once the oldest of this lane's last quota's worth of requests leaves it. A
+    /// request reached the server before its answer came, so its answer's time plus the
+    /// window bounds when it leaves, whatever the delays on the way. `None` without a
+    /// policy, or before the lane has had a quota's worth of answers (the server counted
+    /// requests this lane does not know of).
+    fn window_frees(&self) -> Option<Instant> {
         let policy = self.policy?;
-        let upto = self.sent.partition_point(|t| *t <= sent_at);
-        let oldest = upto.checked_sub(usize::try_from(policy.quota).ok()?)?;
-        Some(self.sent[oldest] + policy.window + SLIDE_MARGIN)
+        let oldest = self
+            .answered
+            .len()
+            .checked_sub(usize::try_from(policy.quota).ok()?)?;
+        Some(self.answered[oldest] + policy.window + SLIDE_MARGIN)
     }
 
     /// Paces by the quota the server announced: at most its rate, and a burst small
@@ -328,11 +332,7 @@ impl Limiter {
             }
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        if let Ok(mut p) = self.pacer.lock() {
-            p.sent(now);
-        }
-        now
+        Instant::now()
     }
 
     async fn wait_cool_off(&self) {
@@ -365,10 +365,12 @@ impl Limiter {
         let sent_at = self.acquire_at().await;
         spent.fetch_add(1, Ordering::Relaxed);
         let (result, signals) = request.await.split();
-        if let Some(policy) = signals.policy
-            && let Ok(mut p) = self.pacer.lock()
-        {
-            p.learn(policy, Instant::now());
+        if let Ok(mut p) = self.pacer.lock() {
+            let now = Instant::now();
+            p.answered(now);
+            if let Some(policy) = signals.policy {
+                p.learn(policy, now);
+            }
         }
         match &result {
             Err(e) if e.is_rate_limited() => {
@@ -384,7 +386,7 @@ impl Limiter {
             Err(_) => {}
         }
         if let Some(reset) = signals.exhausted {
-            self.exhausted_after(sent_at, reset);
+            self.exhausted_after(reset);
         }
         result
     }
@@ -449,14 +451,18 @@ impl Limiter {
         self.hold_until(now, now + reset.min(MAX_WAIT));
     }
 
-    /// The answer to the request sent at `sent_at` said no request is left for at most
-    /// `reset` (whole seconds, rounded up): with an announced quota, the window has room
-    /// again as soon as this lane's oldest request in it leaves, often far sooner.
-    fn exhausted_after(&self, sent_at: Instant, reset: Duration) {
+    /// The answer just come said no request is left for at most `reset` (whole seconds,
+    /// rounded up): with an announced quota, the window has room again as soon as this
+    /// lane's oldest request in it leaves, often far sooner.
+    fn exhausted_after(&self, reset: Duration) {
         let now = Instant::now();
         let mut until = now + reset.min(MAX_WAIT);
-        if let Some(frees) = self.pacer.lock().ok().and_then(|p| p.window_frees(sent_at)) {
-            until = until.min(frees.max(now));
+        // A window our own answers say is free already was filled by requests this lane
+        // does not know of: only the reset can be trusted then.
+        if let Some(frees) = self.pacer.lock().ok().and_then(|p| p.window_frees())
+            && frees > now
+        {
+            until = until.min(frees);
         }
         self.hold_until(now, until);
     }
