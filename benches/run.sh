@@ -228,7 +228,7 @@ ups = n / s["elapsed_secs"]
 print(f"batch, server {server}, --batch-rate {rate}, {tokens} token(s): {n} files of 2 kB in {s['elapsed_secs']:.2f} s = {ups:.1f} uploads/s "
       f"({ups / (200 * tokens):.3f} of {200 * tokens}/s; batch host {s['batch_req_per_sec']:.1f} req/s); "
       f"429s served: batch {batch_429}, API {api_429}; API requests {s['api_requests']} "
-      f"({tokens_spent} for tokens); client CPU {us + sy:.1f} s")
+      f"({tokens_spent} for tokens); client CPU {us + sy:.1f} s = {(us + sy) / n * 1e6:.0f} us per upload")
 PY
     done
   done

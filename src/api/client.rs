@@ -100,6 +100,8 @@ pub struct Answered<T> {
     /// to [`MAX_WAIT`]; `None` when the headers said nothing of the kind or there was no
     /// response.
     pub exhausted: Option<Duration>,
+    /// The quota `Ratelimit-Policy` announced, for the limiter to pace by.
+    pub policy: Option<crate::transport::policy::Policy>,
 }
 
 impl<T> Answered<T> {
@@ -108,6 +110,7 @@ impl<T> Answered<T> {
         Answered {
             result,
             exhausted: None,
+            policy: None,
         }
     }
 
@@ -116,6 +119,7 @@ impl<T> Answered<T> {
         Answered {
             result: self.result.map(f),
             exhausted: self.exhausted,
+            policy: self.policy,
         }
     }
 
@@ -124,6 +128,7 @@ impl<T> Answered<T> {
         Answered {
             result: self.result.map_err(f),
             exhausted: self.exhausted,
+            policy: self.policy,
         }
     }
 }
@@ -419,9 +424,11 @@ impl ImagesClient {
             return parse::<serde_json::Value>(Ok(resp)).await.map(|_| ());
         }
         let exhausted = RateHints::read(resp.headers(), SystemTime::now()).exhausted();
+        let policy = crate::transport::policy::Policy::from_headers(resp.headers());
         Answered {
             result: Self::copy_body(resp, out).await,
             exhausted,
+            policy,
         }
     }
 
@@ -644,6 +651,7 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Answered
     let hints = RateHints::read(resp.headers(), SystemTime::now());
     Answered {
         exhausted: hints.exhausted(),
+        policy: crate::transport::policy::Policy::from_headers(resp.headers()),
         result: read(resp, &hints).await,
     }
 }

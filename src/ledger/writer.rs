@@ -3,6 +3,8 @@
 //! durable; every stage sends its outcomes here and nowhere else.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -172,6 +174,8 @@ impl std::fmt::Debug for Msg {
 #[derive(Clone, Debug)]
 pub struct LedgerWriter {
     tx: mpsc::Sender<Msg>,
+    /// Transactions committed so far.
+    commits: Arc<AtomicU64>,
 }
 
 impl LedgerWriter {
@@ -203,6 +207,8 @@ impl LedgerWriter {
         let (tx, rx) = mpsc::channel(4096);
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let owned = path.to_path_buf();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let handle = thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
@@ -211,7 +217,7 @@ impl LedgerWriter {
                 match Ledger::open(&owned) {
                     Ok(ledger) => {
                         let _ = opened_tx.send(Ok(()));
-                        write_loop(ledger, rx, retry_base.as_secs_f64())
+                        write_loop(ledger, rx, retry_base.as_secs_f64(), &counted)
                     }
                     // The error goes to whoever waits for the opening; the queue closes.
                     Err(e) => {
@@ -224,7 +230,12 @@ impl LedgerWriter {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok((LedgerWriter { tx }, Opening(opened_rx), handle))
+        Ok((LedgerWriter { tx, commits }, Opening(opened_rx), handle))
+    }
+
+    /// Transactions committed so far: each is one fsync, shared by every record in it.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Records and waits until the record is durable.
@@ -349,18 +360,116 @@ fn writer_gone() -> Error {
     Error::LedgerWrite("the writer thread stopped".into())
 }
 
-fn write_loop(mut ledger: Ledger, mut rx: mpsc::Receiver<Msg>, retry_base: f64) -> Result<()> {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut trimmed = std::time::Instant::now();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+/// How long a batch holding only records nobody waits for (outcomes) waits for one that
+/// somebody does, to share its commit: such records are durable once a later commit is,
+/// and a run's end or a flush commits at once.
+const LINGER_UNACKED: Duration = Duration::from_millis(50);
+/// How long a batch with an acknowledged record (an intent, whose worker waits) waits for
+/// others: workers of a busy run commit their intents a few milliseconds apart, and each
+/// commit is an fsync, while each of them then waits far longer for its turn to send.
+const LINGER_ACKED: Duration = Duration::from_millis(8);
+/// After a wait for company that brought none (one worker, or a quiet daemon), this many
+/// batches commit at once before waiting is tried again.
+const LINGER_BACKOFF: u32 = 16;
+
+/// Decides how long the next batch waits for more records before it commits (group commit).
+#[derive(Debug, Default)]
+struct Linger {
+    /// Batches left to commit without waiting.
+    skip: u32,
+}
+
+impl Linger {
+    /// The longest the batch may wait from its first record, given what it holds now.
+    fn budget(&self, batch: &[Msg]) -> Option<Duration> {
+        if batch.len() >= MAX_BATCH || batch.iter().any(|m| matches!(m, Msg::Ask(..))) {
+            return None;
+        }
+        let acked = batch.iter().any(|m| matches!(m, Msg::Record(_, Some(_))));
+        match acked {
+            false => Some(LINGER_UNACKED),
+            true if self.skip == 0 => Some(LINGER_ACKED),
+            true => None,
+        }
+    }
+
+    /// What a wait for company brought: nothing means waiting is not worth it for a while.
+    fn waited(&mut self, brought: usize, acked: bool) {
+        if acked && brought == 0 {
+            self.skip = LINGER_BACKOFF;
+        }
+    }
+
+    fn committed(&mut self) {
+        self.skip = self.skip.saturating_sub(1);
+    }
+}
+
+/// Takes what is queued into `batch`, then waits for more while [`Linger`] allows.
+/// Returns false once every sender is gone (after the last records).
+fn gather(
+    rx: &mut mpsc::Receiver<Msg>,
+    batch: &mut Vec<Msg>,
+    linger: &mut Linger,
+    clock: &tokio::runtime::Runtime,
+) -> bool {
+    let opened = tokio::time::Instant::now();
+    let mut waited_acked = None;
+    loop {
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
+        let Some(budget) = linger.budget(batch) else {
+            break;
+        };
+        let acked_before = batch.len();
+        if budget == LINGER_ACKED {
+            waited_acked.get_or_insert(acked_before);
+        }
+        let next =
+            clock.block_on(async { tokio::time::timeout_at(opened + budget, rx.recv()).await });
+        match next {
+            Ok(Some(m)) => batch.push(m),
+            Ok(None) => return false,
+            Err(_) => break,
+        }
+    }
+    if let Some(before) = waited_acked {
+        linger.waited(batch.len() - before, true);
+    }
+    true
+}
+
+fn write_loop(
+    mut ledger: Ledger,
+    mut rx: mpsc::Receiver<Msg>,
+    retry_base: f64,
+    commits: &AtomicU64,
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut trimmed = std::time::Instant::now();
+    // Only a timer, for waiting on the queue with a deadline.
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|source| Error::Io {
+            path: ledger.path().to_path_buf(),
+            source,
+        })?;
+    let mut linger = Linger::default();
+    let mut open = true;
+    while open {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        batch.push(first);
+        open = gather(&mut rx, &mut batch, &mut linger, &clock);
+        linger.committed();
         let result = apply_batch(&mut ledger.conn, &batch, retry_base);
+        commits.fetch_add(1, Ordering::Relaxed);
         let shared = result.as_ref().map_err(|e| e.to_string());
         for (i, msg) in batch.drain(..).enumerate() {
             match (msg, &shared) {
@@ -855,6 +964,85 @@ mod tests {
         }
         let failed = Unanswered::Failed("this ledger belongs to nobody: disk full".into());
         assert!(matches!(failed.into_error(), Error::LedgerWrite(_)));
+        drop(writer);
+        thread.join().unwrap().unwrap();
+    }
+
+    fn version(source_id: i64, key: &str) -> Version {
+        Version {
+            source_id,
+            key: key.into(),
+            size: 10,
+            mtime_ns: 5,
+            etag: None,
+            options: None,
+            sha256: Some("s".into()),
+            ticket: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_shares_the_commit_of_the_next_intent_and_each_intent_is_durable_when_acknowledged()
+     {
+        use crate::item::{SourceId, SourceKind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+        let a = writer
+            .source(&SourceId::new(SourceKind::Dir, "/a"))
+            .await
+            .unwrap();
+        let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+        let uploaded = |key: &str| Record::Uploaded {
+            version: version(a, key),
+            image_id: key.into(),
+            url: None,
+            attempts: 1,
+            replaced: false,
+            stamp: None,
+            check_after: None,
+            superseded: None,
+        };
+        let intent = |key: &str| Record::Intent {
+            version: version(a, key),
+            planned_id: None,
+            stamp: "st".into(),
+        };
+        writer.commit(intent("0")).await.unwrap();
+        let before = writer.commits();
+        // A worker's loop: the outcome of its last upload, then the intent of the next.
+        let pairs = 20;
+        for k in 1..=pairs {
+            writer.record(uploaded(&(k - 1).to_string())).await.unwrap();
+            // The next job's intent comes a moment later (its file is read and hashed).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            writer.commit(intent(&k.to_string())).await.unwrap();
+            // Acknowledged means committed: a reader sees it at once.
+            let row = reader.lookup(a, &k.to_string()).unwrap().unwrap();
+            assert_eq!(row.state, State::Uploading);
+            assert_eq!(
+                reader
+                    .lookup(a, &(k - 1).to_string())
+                    .unwrap()
+                    .unwrap()
+                    .state,
+                State::Uploaded
+            );
+        }
+        let commits = writer.commits() - before;
+        assert!(
+            commits <= pairs + pairs / 4,
+            "{commits} commits for {pairs} intents"
+        );
+        // An outcome nobody waits for is committed by a flush, or when the writer ends.
+        writer.record(uploaded(&pairs.to_string())).await.unwrap();
+        writer.flush().await.unwrap();
+        let last = pairs.to_string();
+        assert_eq!(
+            reader.lookup(a, &last).unwrap().unwrap().state,
+            State::Uploaded
+        );
+        writer.record(uploaded("0")).await.unwrap();
         drop(writer);
         thread.join().unwrap().unwrap();
     }

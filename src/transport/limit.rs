@@ -3,6 +3,7 @@
 //! Cloudflare counts every request and answers overshoot by blocking the user for minutes,
 //! so the limiter is the only safe place to decide when a request may leave.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use crate::api::client::{Answered, MAX_WAIT};
 use crate::config::DEFAULT_RATE;
 use crate::error::{Error, Result};
+use crate::transport::policy::Policy;
 
 /// First pause after a 429 that said nothing about how long to wait (no `Retry-After`, no
 /// rate-limit reset header): short, because the 429 may have been a brief overshoot.
@@ -50,26 +52,39 @@ pub fn over_account_limit(rate: f64, processes: u32) -> Option<String> {
     ))
 }
 
+/// What an answer's rate-limit headers told the limiter.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Signals {
+    /// No request is left until at most this has passed (`Ratelimit: ...;r=0;t=<reset>`).
+    pub exhausted: Option<Duration>,
+    /// The quota the server announced (`Ratelimit-Policy: ...;q=<n>;w=<s>`).
+    pub policy: Option<Policy>,
+}
+
 /// What a request sent through [`Limiter::send`] yields: a plain result, or the client's
-/// [`Answered`], whose rate-limit budget the limiter acts on.
+/// [`Answered`], whose rate-limit signals the limiter acts on.
 pub trait Answer {
     /// The value of a success.
     type Value;
-    /// The result, and the reset of a budget the server reported as used up.
-    fn split(self) -> (Result<Self::Value>, Option<Duration>);
+    /// The result, and what the server said about its rate limit.
+    fn split(self) -> (Result<Self::Value>, Signals);
 }
 
 impl<T> Answer for Result<T> {
     type Value = T;
-    fn split(self) -> (Result<T>, Option<Duration>) {
-        (self, None)
+    fn split(self) -> (Result<T>, Signals) {
+        (self, Signals::default())
     }
 }
 
 impl<T> Answer for Answered<T> {
     type Value = T;
-    fn split(self) -> (Result<T>, Option<Duration>) {
-        (self.result, self.exhausted)
+    fn split(self) -> (Result<T>, Signals) {
+        let signals = Signals {
+            exhausted: self.exhausted,
+            policy: self.policy,
+        };
+        (self.result, signals)
     }
 }
 
@@ -93,43 +108,61 @@ pub const RECOVER_EVERY: Duration = Duration::from_secs(60);
 /// The share of the configured rate won back every [`RECOVER_EVERY`] without a 429.
 const RECOVER_STEP: f64 = 0.1;
 
+/// Answers remembered per limiter, to tell when the oldest of a window's requests leaves it.
+const ANSWER_LOG: usize = 4096;
+/// Slack after the moment a lane's own oldest request of a full window leaves it.
+const SLIDE_MARGIN: Duration = Duration::from_millis(5);
+
 /// Paces requests at a rate that can change (governor's quota cannot): a token bucket of
 /// `burst` tokens refilled at `rate` per second, which lets through what a GCRA would.
 /// A caller reserves a token and sleeps until it is due, so callers are served in turn.
-/// The rate follows AIMD: halved by each 429 episode, raised step by step after calm spells.
+/// The rate follows AIMD: halved by each 429 episode, raised step by step after calm spells,
+/// never above the configured rate nor the quota the server announced.
 #[derive(Debug)]
 struct Pacer {
     configured: f64,
+    /// The configured rate, or the announced quota's rate when lower.
+    ceiling: f64,
     rate: f64,
+    /// The configured burst...
+    configured_burst: f64,
+    /// ...or less, so that a burst and a window's worth at `ceiling` fit in the quota.
     burst: f64,
     tokens: f64,
+    /// Tokens are counted up to here; later than now during a hold, when none accrue.
     refilled_at: Instant,
     /// Recovery counts calm spells from here: the end of the last slow-down's cool-off.
     calm_since: Instant,
+    /// The quota the server announced, if it did.
+    policy: Option<Policy>,
+    /// When the last answers came, oldest first: a request reached the server before its
+    /// answer came back, so it leaves the server's window by then plus the window.
+    answered: VecDeque<Instant>,
 }
 
 impl Pacer {
     fn new(rate: f64, burst: u32, now: Instant) -> Pacer {
-        let rate = if rate.is_finite() {
-            rate.max(1e-6)
-        } else {
-            1e6
-        };
+        let rate = sane_rate(rate);
         let burst = f64::from(burst.max(1));
         Pacer {
             configured: rate,
+            ceiling: rate,
             rate,
+            configured_burst: burst,
             burst,
             tokens: burst,
             refilled_at: now,
             calm_since: now,
+            policy: None,
+            answered: VecDeque::new(),
         }
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now
-            .saturating_duration_since(self.refilled_at)
-            .as_secs_f64();
+        if now <= self.refilled_at {
+            return;
+        }
+        let elapsed = (now - self.refilled_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.refilled_at = now;
     }
@@ -139,30 +172,112 @@ impl Pacer {
         self.recover(now);
         self.refill(now);
         self.tokens -= 1.0;
+        // During a hold nothing is due before it ends.
+        let held = self.refilled_at.saturating_duration_since(now);
         if self.tokens >= 0.0 {
-            Duration::ZERO
+            held
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            held + Duration::from_secs_f64(-self.tokens / self.rate)
         }
+    }
+
+    /// A pause the server imposed lasts until `until`: no credit builds up meanwhile, and
+    /// afterwards one request goes at once and the rest at the rate, evenly, as if the
+    /// lane had just started at its rate rather than idled. Reservations due after the
+    /// pause stand (their callers never see it); earlier ones are asked for again.
+    fn hold(&mut self, now: Instant, until: Instant) {
+        self.refill(now);
+        let queue_ends =
+            self.refilled_at + Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate);
+        if queue_ends < until {
+            self.refilled_at = until;
+            self.tokens = 1.0;
+        }
+    }
+
+    /// Counts an attempt that ended now (answered, or failed without an answer).
+    fn answered(&mut self, now: Instant) {
+        if self.answered.len() >= ANSWER_LOG {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(now);
+    }
+
+    /// When the server's window, full when the last answer came, has room again at the
+    /// latest: once the oldest of this lane's last quota's worth of requests leaves it. A
+    /// request reached the server before its answer came, so its answer's time plus the
+    /// window bounds when it leaves, whatever the delays on the way. `None` without a
+    /// policy, or before the lane has had a quota's worth of answers (the server counted
+    /// requests this lane does not know of).
+    fn window_frees(&self) -> Option<Instant> {
+        let policy = self.policy?;
+        let oldest = self
+            .answered
+            .len()
+            .checked_sub(usize::try_from(policy.quota).ok()?)?;
+        Some(self.answered[oldest] + policy.window + SLIDE_MARGIN)
+    }
+
+    /// Paces by the quota the server announced: at most its rate, and a burst small
+    /// enough that a burst plus a window at that rate stays within the quota.
+    fn learn(&mut self, policy: Policy, now: Instant) {
+        if self.policy == Some(policy) {
+            return;
+        }
+        self.refill(now);
+        self.policy = Some(policy);
+        self.bound();
+        tracing::debug!(
+            quota = policy.quota,
+            window_secs = policy.window.as_secs(),
+            rate = self.ceiling,
+            burst = self.burst,
+            "the server announced its rate limit: pacing by it"
+        );
+    }
+
+    /// Recomputes the ceiling and burst from the configured values and the policy.
+    fn bound(&mut self) {
+        self.ceiling = self
+            .policy
+            .map_or(self.configured, |p| self.configured.min(p.rate()));
+        self.rate = self.rate.min(self.ceiling);
+        self.burst = match self.policy {
+            Some(p) => {
+                let room = f64::from(p.quota) - self.ceiling * p.window.as_secs_f64();
+                self.configured_burst.min(room.floor()).max(1.0)
+            }
+            None => self.configured_burst,
+        };
+        self.tokens = self.tokens.min(self.burst);
     }
 
     /// Multiplicative decrease: half the rate, not below the floor; calm counts from `resume`.
     fn slow_down(&mut self, now: Instant, resume: Instant) {
         self.refill(now);
-        self.rate = (self.rate / 2.0).max(self.configured * FLOOR_FRACTION);
+        self.rate = (self.rate / 2.0).max(self.ceiling * FLOOR_FRACTION);
         self.calm_since = resume;
     }
 
-    /// Additive increase: one step per calm [`RECOVER_EVERY`], up to the configured rate.
+    /// Additive increase: one step per calm [`RECOVER_EVERY`], up to the ceiling.
     fn recover(&mut self, now: Instant) {
-        if self.rate >= self.configured || now < self.calm_since + RECOVER_EVERY {
+        if self.rate >= self.ceiling || now < self.calm_since + RECOVER_EVERY {
             return;
         }
         let spells = (now - self.calm_since).as_secs_f64() / RECOVER_EVERY.as_secs_f64();
         let spells = spells.floor();
         self.refill(now);
-        self.rate = (self.rate + spells * RECOVER_STEP * self.configured).min(self.configured);
+        self.rate = (self.rate + spells * RECOVER_STEP * self.configured).min(self.ceiling);
         self.calm_since += RECOVER_EVERY.mul_f64(spells);
+    }
+}
+
+/// A usable rate: positive and finite.
+fn sane_rate(rate: f64) -> f64 {
+    if rate.is_finite() {
+        rate.max(1e-6)
+    } else {
+        1e6
     }
 }
 
@@ -196,6 +311,11 @@ impl Limiter {
 
     /// Waits until a request may be sent, and counts it as sent.
     pub async fn acquire(&self) {
+        self.acquire_at().await;
+    }
+
+    /// [`Limiter::acquire`], saying when the request was let go.
+    async fn acquire_at(&self) -> Instant {
         loop {
             self.wait_cool_off().await;
             let due = self
@@ -212,6 +332,7 @@ impl Limiter {
             }
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        Instant::now()
     }
 
     async fn wait_cool_off(&self) {
@@ -234,16 +355,23 @@ impl Limiter {
     /// `request` must not have started yet.
     /// A used-up budget is what the answer's [`Answer::split`] reports (the response's
     /// rate-limit headers, `Ratelimit: ...;r=0;t=<reset>`): every worker is then held
-    /// back until it resets, slowing down before a 429 rather than after.
+    /// back until it resets, slowing down before a 429 rather than after. An announced
+    /// quota (`Ratelimit-Policy`) bounds the rate from then on.
     pub async fn send<A: Answer>(
         &self,
         spent: &AtomicU32,
         request: impl Future<Output = A>,
     ) -> Result<A::Value> {
-        self.acquire().await;
-        let sent_at = Instant::now();
+        let sent_at = self.acquire_at().await;
         spent.fetch_add(1, Ordering::Relaxed);
-        let (result, exhausted) = request.await.split();
+        let (result, signals) = request.await.split();
+        if let Ok(mut p) = self.pacer.lock() {
+            let now = Instant::now();
+            p.answered(now);
+            if let Some(policy) = signals.policy {
+                p.learn(policy, now);
+            }
+        }
         match &result {
             Err(e) if e.is_rate_limited() => {
                 self.throttled_at(sent_at, e.rate_limit_wait());
@@ -257,8 +385,8 @@ impl Limiter {
             Ok(_) | Err(Error::Api { .. } | Error::Protocol { .. }) => self.answered(sent_at),
             Err(_) => {}
         }
-        if let Some(reset) = exhausted {
-            self.budget_exhausted(reset);
+        if let Some(reset) = signals.exhausted {
+            self.exhausted_after(reset);
         }
         result
     }
@@ -289,10 +417,14 @@ impl Limiter {
         if c.until.is_none_or(|current| current < until) {
             c.until = Some(until);
         }
-        if new_episode {
-            if let Ok(mut p) = self.pacer.lock() {
-                p.slow_down(now, c.until.unwrap_or(until));
+        let resume = c.until.unwrap_or(until);
+        if let Ok(mut p) = self.pacer.lock() {
+            if new_episode {
+                p.slow_down(now, resume);
             }
+            p.hold(now, resume);
+        }
+        if new_episode {
             tracing::warn!(
                 pause_secs = pause.as_secs_f64(),
                 streak = c.streak,
@@ -315,15 +447,41 @@ impl Limiter {
 
     /// The server said no request is left until `reset`: nobody sends before then.
     pub fn budget_exhausted(&self, reset: Duration) {
-        let until = Instant::now() + reset.min(MAX_WAIT);
-        if let Ok(mut c) = self.cool_off.lock()
-            && c.until.is_none_or(|current| current < until)
+        let now = Instant::now();
+        self.hold_until(now, now + reset.min(MAX_WAIT));
+    }
+
+    /// The answer just come said no request is left for at most `reset` (whole seconds,
+    /// rounded up): with an announced quota, the window has room again as soon as this
+    /// lane's oldest request in it leaves, often far sooner.
+    fn exhausted_after(&self, reset: Duration) {
+        let now = Instant::now();
+        let mut until = now + reset.min(MAX_WAIT);
+        // A window our own answers say is free already was filled by requests this lane
+        // does not know of: only the reset can be trusted then.
+        if let Some(frees) = self.pacer.lock().ok().and_then(|p| p.window_frees())
+            && frees > now
         {
+            until = until.min(frees);
+        }
+        self.hold_until(now, until);
+    }
+
+    /// Nobody sends before `until`, and sending resumes evenly after it.
+    fn hold_until(&self, now: Instant, until: Instant) {
+        let Ok(mut c) = self.cool_off.lock() else {
+            return;
+        };
+        if c.until.is_none_or(|current| current < until) {
             c.until = Some(until);
             tracing::debug!(
-                pause_secs = reset.min(MAX_WAIT).as_secs_f64(),
-                "the API's rate-limit budget is used up: pausing until it resets"
+                pause_secs = (until - now).as_secs_f64(),
+                "the rate-limit budget is used up: pausing until the window has room"
             );
+        }
+        let resume = c.until.unwrap_or(until);
+        if let Ok(mut p) = self.pacer.lock() {
+            p.hold(now, resume);
         }
     }
 
@@ -350,17 +508,17 @@ impl Limiter {
         if let Ok(mut p) = self.pacer.lock() {
             let now = Instant::now();
             p.refill(now);
-            let rate = if rate.is_finite() {
-                rate.max(1e-6)
-            } else {
-                1e6
-            };
-            p.configured = rate;
-            p.rate = p.rate.min(rate);
+            p.configured = sane_rate(rate);
+            p.bound();
         }
     }
 
-    /// The rate the limiter was configured with, which it climbs back to.
+    /// The highest rate the limiter paces at: the configured one, or the server's quota.
+    pub fn ceiling(&self) -> f64 {
+        self.pacer.lock().map(|p| p.ceiling).unwrap_or_default()
+    }
+
+    /// The rate the limiter was configured with.
     pub fn configured_rate(&self) -> f64 {
         self.pacer.lock().map(|p| p.configured).unwrap_or_default()
     }
@@ -377,10 +535,11 @@ impl Limiter {
                 let now = Instant::now();
                 p.recover(now);
                 p.refill(now);
+                let held = p.refilled_at.saturating_duration_since(now);
                 if p.tokens >= 1.0 {
-                    Duration::ZERO
+                    held
                 } else {
-                    Duration::from_secs_f64((1.0 - p.tokens) / p.rate)
+                    held + Duration::from_secs_f64((1.0 - p.tokens) / p.rate)
                 }
             })
             .unwrap_or_default();
@@ -409,9 +568,9 @@ fn growing_cool_off(streak: u32) -> Duration {
 mod tests {
     use super::*;
 
-    /// Three callers acquiring at once; when each got through.
-    async fn three_waiters(limiter: &std::sync::Arc<Limiter>) -> Vec<Instant> {
-        let waiters: Vec<_> = (0..3)
+    /// `n` callers acquiring at once; when each got through, in order.
+    async fn waiters(limiter: &std::sync::Arc<Limiter>, n: usize) -> Vec<Instant> {
+        let waiters: Vec<_> = (0..n)
             .map(|_| {
                 let l = limiter.clone();
                 tokio::spawn(async move {
@@ -424,6 +583,7 @@ mod tests {
         for w in waiters {
             passed.push(w.await.unwrap());
         }
+        passed.sort();
         passed
     }
 
@@ -433,7 +593,7 @@ mod tests {
         limiter.acquire().await;
         let start = Instant::now();
         limiter.throttled(Some(Duration::from_secs(7)));
-        for passed in three_waiters(&limiter).await {
+        for passed in waiters(&limiter, 3).await {
             assert!(passed - start >= Duration::from_secs(7));
         }
         assert_eq!((limiter.requests(), limiter.throttled_count()), (4, 1));
@@ -500,12 +660,13 @@ mod tests {
                 Answered {
                     result: Ok(()),
                     exhausted: Some(Duration::from_secs(30)),
+                    policy: None,
                 }
             })
             .await
             .unwrap();
         let start = Instant::now();
-        for passed in three_waiters(&limiter).await {
+        for passed in waiters(&limiter, 3).await {
             assert!(passed - start >= Duration::from_secs(30));
         }
         assert_eq!(limiter.throttled_count(), 0);
@@ -560,6 +721,123 @@ mod tests {
         let limiter = Limiter::new(10.0, 5);
         // The burst at once, then one every 100 ms (the one due at 2 s is outside).
         assert_eq!(sends_in(&limiter, Duration::from_secs(2)).await, 5 + 19);
+    }
+
+    /// Gaps between consecutive admissions, in milliseconds.
+    fn gaps_ms(passed: &[Instant]) -> Vec<u128> {
+        passed
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_used_up_budget_a_lane_resumes_evenly_without_a_burst() {
+        // 10/s with a burst of 5: a 2 s pause would refill the whole burst.
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 5));
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        let start = Instant::now();
+        limiter.budget_exhausted(Duration::from_secs(2));
+        let passed = waiters(&limiter, 6).await;
+        assert_eq!(passed[0] - start, Duration::from_secs(2));
+        assert_eq!(gaps_ms(&passed), [100; 5], "one at a time, at the rate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_429_a_lane_resumes_evenly_at_the_lowered_rate() {
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 5));
+        let start = Instant::now();
+        limiter.throttled(Some(Duration::from_secs(3)));
+        let passed = waiters(&limiter, 5).await;
+        assert_eq!(passed[0] - start, Duration::from_secs(3));
+        // Half the rate after a 429: one every 200 ms, no burst of credit saved up.
+        assert_eq!(gaps_ms(&passed), [200; 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_reservations_due_after_it() {
+        // Eight callers queued 100 ms apart; a 250 ms hold moves the first three, and
+        // nobody goes twice in one slot.
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 1));
+        let l = limiter.clone();
+        let queued = tokio::spawn(async move { waiters(&l, 8).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        limiter.budget_exhausted(Duration::from_millis(250));
+        let passed = queued.await.unwrap();
+        assert!(
+            gaps_ms(&passed).iter().all(|g| *g >= 99),
+            "{:?}",
+            gaps_ms(&passed)
+        );
+    }
+
+    /// An answer saying whether the budget is used up, with the quota announced.
+    fn answer(exhausted: Option<Duration>, policy: Option<Policy>) -> Answered<()> {
+        Answered {
+            result: Ok(()),
+            exhausted,
+            policy,
+        }
+    }
+
+    const TEN_PER_SECOND: Policy = Policy {
+        quota: 10,
+        window: Duration::from_secs(1),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_quota_bounds_the_rate_and_the_burst() {
+        let limiter = Limiter::new(100.0, 4);
+        let spent = AtomicU32::new(0);
+        limiter
+            .send(&spent, async { answer(None, Some(TEN_PER_SECOND)) })
+            .await
+            .unwrap();
+        assert_eq!((limiter.ceiling(), limiter.rate()), (10.0, 10.0));
+        assert_eq!(limiter.configured_rate(), 100.0);
+        // No burst left: a window's worth at 10/s already fills the quota of 10.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let n = sends_in(&limiter, Duration::from_secs(2)).await;
+        assert_eq!(n, 20);
+        // A configured rate below the quota stays in force.
+        let slow = Limiter::new(4.0, 1);
+        slow.send(&spent, async { answer(None, Some(TEN_PER_SECOND)) })
+            .await
+            .unwrap();
+        assert_eq!(slow.ceiling(), 4.0);
+        // A reload may lower the rate, never above the quota.
+        limiter.set_rate(50.0);
+        assert_eq!(limiter.ceiling(), 10.0);
+        limiter.set_rate(5.0);
+        assert_eq!(limiter.ceiling(), 5.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_in_whole_seconds_is_an_upper_bound_once_the_quota_is_known() {
+        for (policy, resumes_at) in [
+            // The quota known: the window has room once the first of the ten leaves it,
+            // 1 s after it was sent, not 1 s after the tenth.
+            (Some(TEN_PER_SECOND), Duration::from_millis(1005)),
+            // Unknown: only the server's reset can be trusted.
+            (None, Duration::from_millis(1900)),
+        ] {
+            let limiter = Limiter::new(10.0, 1);
+            let spent = AtomicU32::new(0);
+            let start = Instant::now();
+            for i in 0..10 {
+                // The tenth request of the window is told none is left, for `t=1`.
+                let exhausted = (i == 9).then_some(Duration::from_secs(1));
+                limiter
+                    .send(&spent, async { answer(exhausted, policy) })
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(Instant::now() - start, Duration::from_millis(900));
+            limiter.acquire().await;
+            assert_eq!(Instant::now() - start, resumes_at, "{policy:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
