@@ -124,7 +124,9 @@ impl Command {
             | Command::Variants(_)
             | Command::FlexibleVariants(_)
             | Command::Keys(_)
-            | Command::SignUrl(_) => None,
+            | Command::SignUrl(_)
+            | Command::Completions(_)
+            | Command::Man(_) => None,
         }
     }
 }
@@ -189,6 +191,12 @@ pub enum Command {
     /// Serve apps: mint upload URLs for app keys, draft status, Cloudflare's webhooks, a demo page.
     #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Write the man pages (cfimg.1 and one per command) into a folder.
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
 }
 
 /// Formats of `cfimg export`.
@@ -1043,4 +1051,20 @@ mod tests {
         assert_eq!(secs(""), None);
         assert_eq!(secs("soon"), None);
     }
+}
+
+/// Flags of `cfimg completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `cfimg man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The folder the pages are written into (created if missing), e.g. /usr/local/share/man/man1.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }

@@ -7,4 +7,5 @@ mod edges;
 mod emulator;
 mod manage;
 mod migrate;
+mod ops;
 mod watch;
