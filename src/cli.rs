@@ -778,6 +778,12 @@ pub struct MigrateArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at /metrics and health at /healthz on this address while the run lasts, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: /healthz turns unhealthy after uploads have failed, without a success, for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "300")]
+    pub unhealthy_after: f64,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,

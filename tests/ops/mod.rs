@@ -2,3 +2,4 @@
 //! checked with Prometheus's own `promtool`.
 
 mod completions;
+mod prometheus;
