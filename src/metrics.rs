@@ -1,6 +1,7 @@
-//! `--metrics-addr`: Prometheus metrics and a health endpoint for `watch` and `migrate`. The figures are
-//! read from the run's own counters at scrape time (no second set of counters to keep in
-//! step); the exposition format is `prometheus-client`'s.
+//! `--metrics-addr`: Prometheus metrics and a health endpoint for `watch` and `migrate`. The
+//! figures are read from the run's own counters at scrape time (no second set of counters to
+//! keep in step); the exposition is `prometheus-client`'s OpenMetrics, or the classic text
+//! format for a client that does not ask for OpenMetrics.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
