@@ -71,10 +71,10 @@ echo "image built in $((SECONDS - build_started)) s"
 rm -rf "$work/context"
 
 step "the image: non-root user, exec-form entrypoint, the binary only, no shell"
-config=$("${B[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{json .OCIv1.Config.Entrypoint}}' localhost/cfimg:check)
+config=$("${B[@]}" inspect --type image localhost/cfimg:check | python3 -c 'import json, sys; c = json.load(sys.stdin)["OCIv1"]["config"]; print(c.get("User"), json.dumps(c.get("Entrypoint")))')
 echo "user and entrypoint: $config"
 [[ $config == '65532:65532 ["/usr/local/bin/cfimg"]' ]] || { echo "check.sh: unexpected user or entrypoint: $config" >&2; exit 1; }
-c=$("${B[@]}" from --pull-never localhost/cfimg:check)
+c=$("${B[@]}" from --quiet --pull=never localhost/cfimg:check)
 root=$("${B[@]}" mount "$c")
 for shell in bin/sh bin/bash bin/dash usr/bin/sh usr/bin/bash usr/bin/dash; do
     [[ ! -e $root/$shell ]] || { echo "check.sh: the image has a shell: /$shell" >&2; exit 1; }
@@ -96,7 +96,7 @@ first=$("${run[@]}")
 echo "$first" | grep -E '"(uploaded|skipped|failed|rejected)"'
 echo "$first" | grep -q '"uploaded": 8' || { echo "check.sh: the migration did not upload the 8 examples" >&2; exit 1; }
 second=$("${run[@]}")
-echo "$second" | grep -q '"skipped": 8' || { echo "check.sh: the rerun did not skip the 8 examples:\n$second" >&2; exit 1; }
+echo "$second" | grep -q '"skipped": 8' || { printf 'check.sh: the rerun did not skip the 8 examples:\n%s\n' "$second" >&2; exit 1; }
 owner=$(stat -c %u "$work/data/cfimg-emulator.sqlite")
 [[ $owner == 65532 ]] || { echo "check.sh: the ledger belongs to uid $owner, not 65532" >&2; exit 1; }
 echo "rerun: 8 skipped; the ledger belongs to uid $owner"
