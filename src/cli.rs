@@ -132,7 +132,9 @@ impl Command {
             | Command::Variants(_)
             | Command::FlexibleVariants(_)
             | Command::Keys(_)
-            | Command::SignUrl(_) => None,
+            | Command::SignUrl(_)
+            | Command::Completions(_)
+            | Command::Man(_) => None,
         }
     }
 }
@@ -206,6 +208,12 @@ pub enum Command {
     /// Replace old image URLs in HTML, CSS, Markdown, JSON, XML and SQL dumps with their delivery URLs; undoable.
     #[command(after_help = help::REWRITE)]
     Rewrite(RewriteArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Write the man pages (cfimg.1 and one per command) into a folder.
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
 }
 
 /// Formats of `cfimg export`.
@@ -828,6 +836,12 @@ pub struct MigrateArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at /metrics and health at /healthz on this address while the run lasts, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: /healthz turns unhealthy after uploads have failed, without a success, for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "300")]
+    pub unhealthy_after: f64,
     /// `--ledger`.
     #[command(flatten)]
     pub ledger: LedgerArg,
@@ -1225,4 +1239,20 @@ mod tests {
         assert_eq!(secs(""), None);
         assert_eq!(secs("soon"), None);
     }
+}
+
+/// Flags of `cfimg completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `cfimg man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The folder the pages are written into (created if missing), e.g. /usr/local/share/man/man1.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }

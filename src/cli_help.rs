@@ -480,3 +480,17 @@ pub const SOURCE_LIST: &str = concat!(
 ",
     no_credentials!()
 );
+/// `cfimg completions --help`.
+pub const COMPLETIONS: &str = "Examples:
+  cfimg completions bash > ~/.local/share/bash-completion/completions/cfimg
+  cfimg completions zsh > ~/.zfunc/_cfimg        # with fpath+=(~/.zfunc) before compinit
+  cfimg completions fish > ~/.config/fish/completions/cfimg.fish
+
+Credentials: none (it prints a script, and sends no request).";
+
+/// `cfimg man --help`.
+pub const MAN: &str = "Examples:
+  cfimg man --out /usr/local/share/man/man1    # then `mandb -q` and `man cfimg-migrate`
+  cfimg man --out man/man1                     # then `man -l man/man1/cfimg.1`
+
+Credentials: none (it writes the pages, and sends no request).";

@@ -1,6 +1,7 @@
-//! `--metrics-addr`: Prometheus metrics and a health endpoint for a daemon. The figures are
-//! read from the run's own counters at scrape time (no second set of counters to keep in
-//! step); the exposition format is `prometheus-client`'s.
+//! `--metrics-addr`: Prometheus metrics and a health endpoint for `watch` and `migrate`. The
+//! figures are read from the run's own counters at scrape time (no second set of counters to
+//! keep in step); the exposition is `prometheus-client`'s OpenMetrics, or the classic text
+//! format for a client that does not ask for OpenMetrics.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,11 +35,11 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Request and 429 counters per host, once the transports exist.
     pub traffic: Arc<OnceLock<Traffic>>,
-    /// The watch loop's gauges.
-    pub watch: Arc<WatchStatus>,
+    /// The watch loop's gauges (`None` for a migration: the folder's gauges are left out).
+    pub watch: Option<Arc<WatchStatus>>,
     /// The ledger (for the failed items waiting for a retry) and the source in it.
     pub ledger: PathBuf,
-    /// The watched source.
+    /// The source being migrated or watched.
     pub source: SourceId,
     /// Uploads failing without a success for this long make the daemon unhealthy.
     pub unhealthy_after: Duration,
@@ -48,7 +49,7 @@ impl Sources {
     /// Why the daemon is unhealthy, if it is: the watched folder is gone, or uploads have
     /// failed, and none succeeded, for longer than `unhealthy_after`.
     pub fn unhealthy(&self) -> Option<String> {
-        if let Some(why) = self.watch.folder_missing() {
+        if let Some(why) = self.watch.as_ref().and_then(|w| w.folder_missing()) {
             return Some(format!(
                 "the watched folder is gone ({why}): nothing is uploaded until a folder is at its path again"
             ));
@@ -111,7 +112,18 @@ impl Exposition {
     /// What became of the items: uploaded, shared, removed, refused, failed.
     fn outcomes(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0.stats;
-        let w = &self.0.watch;
+        counter(
+            e,
+            "cfimg_items_discovered",
+            "Items the source listed since the start.",
+            load(&s.discovered),
+        )?;
+        counter(
+            e,
+            "cfimg_items_finished",
+            "Items done with and recorded: uploaded, unchanged, deduplicated, updated, failed, rejected or passed over.",
+            s.finished(),
+        )?;
         counter(
             e,
             "cfimg_uploads",
@@ -131,12 +143,14 @@ impl Exposition {
             "Images deleted because their file left the folder.",
             load(&s.removed),
         )?;
-        counter(
-            e,
-            "cfimg_deletes_refused",
-            "Deletes refused by the --max-delete cap.",
-            load(&w.deletes_refused),
-        )?;
+        if let Some(w) = &self.0.watch {
+            counter(
+                e,
+                "cfimg_deletes_refused",
+                "Deletes refused by the --max-delete cap.",
+                load(&w.deletes_refused),
+            )?;
+        }
         counters_by(
             e,
             "cfimg_failures",
@@ -174,7 +188,18 @@ impl Exposition {
     /// The work waiting, and the last success.
     fn queue(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0.stats;
-        let w = &self.0.watch;
+        // A migration has no settling files; its pipeline holds what was listed and is
+        // not finished yet.
+        let stages = match &self.0.watch {
+            Some(w) => vec![
+                ("settling", load(&w.settling)),
+                ("in_flight", load(&w.in_flight)),
+            ],
+            None => vec![(
+                "in_flight",
+                load(&s.discovered).saturating_sub(s.finished()),
+            )],
+        };
         let depth = ConstGauge::new(0i64);
         let mut family = e.encode_descriptor(
             "cfimg_queue_depth",
@@ -182,10 +207,7 @@ impl Exposition {
             None,
             depth.metric_type(),
         )?;
-        for (stage, n) in [
-            ("settling", load(&w.settling)),
-            ("in_flight", load(&w.in_flight)),
-        ] {
+        for (stage, n) in stages {
             let labels = [("stage", stage)];
             ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
         }
@@ -206,9 +228,11 @@ impl Exposition {
         Ok(())
     }
 
-    /// The watched folder and the daemon's health.
+    /// The watched folder's gauges, for `watch` only.
     fn folder(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
-        let w = &self.0.watch;
+        let Some(w) = &self.0.watch else {
+            return Ok(());
+        };
         gauge(
             e,
             "cfimg_polling",
@@ -239,13 +263,17 @@ impl Exposition {
             "Times the kernel dropped folder events (each causes a rescan).",
             load(&w.overflows),
         )?;
+        Ok(())
+    }
+
+    /// The health `/healthz` answers with.
+    fn health(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         gauge(
             e,
             "cfimg_healthy",
             "0 when the watched folder is gone, or uploads have failed without a success for longer than the health window.",
             i64::from(self.0.unhealthy().is_none()),
-        )?;
-        Ok(())
+        )
     }
 }
 
@@ -254,27 +282,80 @@ impl Collector for Exposition {
         self.outcomes(&mut e)?;
         self.traffic(&mut e)?;
         self.queue(&mut e)?;
-        self.folder(&mut e)
+        self.folder(&mut e)?;
+        self.health(&mut e)
     }
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+async fn metrics(
+    State(registry): State<Arc<Registry>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
+    if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "the metrics could not be encoded\n".to_string(),
+        );
+    }
+    // Prometheus asks for OpenMetrics; a client that does not (curl, promtool, older
+    // scrapers) gets the classic text format, as the Go client answers it.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             body,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "the metrics could not be encoded\n".to_string(),
-        ),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            classic_text(&body),
+        )
     }
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4): a counter family is
+/// named with its `_total` suffix, and there is no `# EOF`, `# UNIT` or `_created`.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        let created = line
+            .split(['{', ' '])
+            .next()
+            .and_then(|n| n.strip_suffix("_created"))
+            .is_some_and(|n| counters.contains(n));
+        if line == "# EOF" || line.starts_with("# UNIT ") || created {
+            continue;
+        }
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 async fn health(State(sources): State<Arc<Sources>>) -> impl IntoResponse {
@@ -317,4 +398,18 @@ pub async fn serve(
     });
     tracing::info!(addr = %bound, "metrics at /metrics, health at /healthz");
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classic_text;
+
+    #[test]
+    fn the_classic_format_names_counters_with_their_suffix_and_has_no_eof() {
+        let om = "# HELP cfimg_uploads Images uploaded.\n# TYPE cfimg_uploads counter\ncfimg_uploads_total 3\ncfimg_uploads_created 1.5\n# HELP cfimg_healthy 1 when healthy.\n# TYPE cfimg_healthy gauge\ncfimg_healthy 1\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP cfimg_uploads_total Images uploaded.\n# TYPE cfimg_uploads_total counter\ncfimg_uploads_total 3\n# HELP cfimg_healthy 1 when healthy.\n# TYPE cfimg_healthy gauge\ncfimg_healthy 1\n"
+        );
+    }
 }

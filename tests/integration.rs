@@ -10,4 +10,5 @@ mod migrate;
 mod verify;
 mod redirects;
 mod rewrite;
+mod ops;
 mod watch;

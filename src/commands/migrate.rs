@@ -5,12 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{EXIT_INCOMPLETE, EXIT_OK, exit_code};
 use crate::cli::{Cli, MigrateArgs};
 use crate::config::{self, Config, IdMode, UrlMode};
 use crate::emulator::{self, EmulatorConfig};
 use crate::error::{Error, Result};
 use crate::ledger::Destination;
+use crate::metrics;
 use crate::pipeline::{self, MigrateOptions};
 use crate::quota;
 use crate::secret::Secret;
@@ -59,6 +62,26 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
         keep_replaced: cfg.upload.keep_replaced,
     };
     let gate = counting.map(|c| Arc::new(quota::Gate::new(&cfg, c, scope, destination.clone())));
+    let observed = pipeline::Observed::default();
+    // Stops the metrics endpoint when this function returns, however it returns.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    if let Some(addr) = args.metrics_addr {
+        let sources = metrics::Sources {
+            stats: observed.stats.clone(),
+            traffic: observed.traffic.clone(),
+            watch: None,
+            ledger: cfg.ledger.clone(),
+            source: source.id().clone(),
+            unhealthy_after: Duration::from_secs_f64(args.unhealthy_after.max(0.0)),
+        };
+        if let Err(e) = metrics::serve(addr, sources, metrics_stop).await {
+            if let Some((handle, _)) = emulator {
+                handle.shutdown().await;
+            }
+            return Err(e);
+        }
+    }
     let shutdown = Shutdown::new();
     shutdown.listen(cfg.upload.shutdown_grace);
     let opts = MigrateOptions {
@@ -69,6 +92,7 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> Result<i32> {
             crate::plan::Retry::Local
         },
         live: None,
+        observed: args.metrics_addr.map(|_| observed),
         progress_every: Duration::from_secs(10),
         destination,
         shard: args.shard,

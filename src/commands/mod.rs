@@ -1,6 +1,7 @@
 //! The commands behind the CLI. Exit codes ([`Error::exit_code`]) and the hints that follow
 //! a fatal error ([`Error::hint`]) are decided in `error.rs`; the codes are re-exported here.
 //!
+//! - `completions.rs`: `completions` and `man`, generated from the command line's definitions.
 //! - `direct_upload.rs`: `direct-upload create|status`, one-time upload URLs from the shell.
 //! - `export.rs`: `export`, the ledger as CSV or JSON lines, streamed.
 //! - `images.rs`: `images list|get|update|delete|blob|stats`, the Images API from the shell.
@@ -24,6 +25,7 @@ pub use crate::error::{
 };
 use crate::error::{Error, Result};
 
+mod completions;
 mod direct_upload;
 mod export;
 mod images;
@@ -70,6 +72,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Redirects(a) => redirects::run(&cli, a).await,
         Command::Source(c) => redirects::source(&cli, c),
         Command::Rewrite(a) => rewrite::run(&cli, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(a),
         Command::Emulator(args) => {
             crate::emulator::run(args.clone()).await.map_err(|e| {
                 Error::Config(vec![format!(

@@ -59,7 +59,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
         let sources = metrics::Sources {
             stats: stats.clone(),
             traffic: traffic.clone(),
-            watch: status.clone(),
+            watch: Some(status.clone()),
             ledger: cfg.ledger.clone(),
             source: source.id().clone(),
             unhealthy_after: Duration::from_secs_f64(args.unhealthy_after.max(0.0)),
@@ -95,6 +95,7 @@ pub async fn run(cli: &Cli, args: &WatchArgs) -> Result<i32> {
         },
         shard: None,
         ignore_existing: args.ignore_existing,
+        observed: None,
         live: Some(Live {
             stats,
             limiter,

@@ -69,6 +69,8 @@ pub struct MigrateOptions {
     pub shard: Option<Shard>,
     /// What a run that never ends by itself (`watch`) adds.
     pub live: Option<Live>,
+    /// The counters to fill, for a metrics endpoint, when the run is not `live`.
+    pub observed: Option<Observed>,
     /// Upload even when the lost-ledger check finds this source's images in the account
     /// (`--ignore-existing`; see `existing.rs`).
     pub ignore_existing: bool,
@@ -89,6 +91,15 @@ pub struct Live {
     pub keep_tombstones: Duration,
     /// Runs kept in the ledger.
     pub keep_runs: u32,
+}
+
+/// The counters a run fills for its command to read meanwhile (`migrate --metrics-addr`).
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The run's counters.
+    pub stats: Arc<Stats>,
+    /// Set once the transports exist: their request and 429 counters.
+    pub traffic: Arc<std::sync::OnceLock<Traffic>>,
 }
 
 /// How a run went: its summary, and the fatal error or signal that ended it early, if any.

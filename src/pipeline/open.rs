@@ -30,9 +30,10 @@ pub(super) async fn open(
     shutdown: Arc<Shutdown>,
 ) -> Result<(Run, Option<WriterThread>)> {
     let daemon = opts.live.is_some();
-    let (limiter, stats) = match &opts.live {
-        Some(live) => (live.limiter.clone(), live.stats.clone()),
-        None => (api_limiter(cfg), Arc::new(Stats::default())),
+    let (limiter, stats) = match (&opts.live, &opts.observed) {
+        (Some(live), _) => (live.limiter.clone(), live.stats.clone()),
+        (None, Some(o)) => (api_limiter(cfg), o.stats.clone()),
+        (None, None) => (api_limiter(cfg), Arc::new(Stats::default())),
     };
     let (sink, traffic, source_id, thread) = if opts.dry_run {
         let (traffic, source_id) = open_dry(cfg, source, opts, &limiter)?;
@@ -44,6 +45,9 @@ pub(super) async fn open(
     };
     if let Some(live) = &opts.live {
         let _ = live.traffic.set(traffic.clone());
+    }
+    if let Some(o) = &opts.observed {
+        let _ = o.traffic.set(traffic.clone());
     }
     let reader = match &sink {
         Sink::Upload(up) => Some(up.reader.clone()),
