@@ -101,7 +101,7 @@ pub struct Answered<T> {
     /// response.
     pub exhausted: Option<Duration>,
     /// The quota `Ratelimit-Policy` announced, for the limiter to pace by.
-    pub policy: Option<crate::transport::policy::Policy>,
+    pub policy: Option<crate::api::policy::Policy>,
 }
 
 impl<T> Answered<T> {
@@ -424,7 +424,7 @@ impl ImagesClient {
             return parse::<serde_json::Value>(Ok(resp)).await.map(|_| ());
         }
         let exhausted = RateHints::read(resp.headers(), SystemTime::now()).exhausted();
-        let policy = crate::transport::policy::Policy::from_headers(resp.headers());
+        let policy = crate::api::policy::Policy::from_headers(resp.headers());
         Answered {
             result: Self::copy_body(resp, out).await,
             exhausted,
@@ -651,7 +651,7 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Answered
     let hints = RateHints::read(resp.headers(), SystemTime::now());
     Answered {
         exhausted: hints.exhausted(),
-        policy: crate::transport::policy::Policy::from_headers(resp.headers()),
+        policy: crate::api::policy::Policy::from_headers(resp.headers()),
         result: read(resp, &hints).await,
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::api::client::{Answered, MAX_WAIT};
 use crate::config::DEFAULT_RATE;
 use crate::error::{Error, Result};
-use crate::transport::policy::Policy;
+use crate::api::policy::Policy;
 
 /// First pause after a 429 that said nothing about how long to wait (no `Retry-After`, no
 /// rate-limit reset header): short, because the 429 may have been a brief overshoot.

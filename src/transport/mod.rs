@@ -10,11 +10,9 @@
 //!   [`ApiLane::from_config`] and [`Lanes::new`], and the run's [`Traffic`]
 //! - `limit.rs`: the shared, adaptive rate limiter (token bucket, AIMD), the 429 cool-off and
 //!   the holds a used-up budget imposes, after which a lane resumes evenly
-//! - `policy.rs`: the quota a server announces in `Ratelimit-Policy`, which a lane paces by
 //! - `retry.rs`: backoff with full jitter and attempt budgets (backon)
 
 pub mod limit;
-pub mod policy;
 pub mod retry;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
