@@ -71,14 +71,7 @@ pub fn run(cli: &Cli, args: &RewriteArgs) -> Result<i32> {
         (None, false) => Output::DryRun,
     };
     let jobs = files::jobs(&args.paths, &output).map_err(|e| Error::Usage(e.to_string()))?;
-    let journal_path = match (&output, &args.journal) {
-        (Output::DryRun, _) => None,
-        (_, Some(j)) => Some(j.clone()),
-        (_, None) => Some(PathBuf::from(format!(
-            "cfimg-rewrite-{}.journal",
-            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-        ))),
-    };
+    let journal_path = journal_path(&output, args.journal.as_ref());
     let mut journal = match &journal_path {
         Some(p) => Some(Journal::create(p).map_err(io_err(p))?),
         None => None,
@@ -111,10 +104,7 @@ pub fn run(cli: &Cli, args: &RewriteArgs) -> Result<i32> {
     for job in &jobs {
         let shown = job.input.display().to_string();
         let mut on_miss = |line: u64, url: &str, why: Miss| {
-            let reason = match why {
-                Miss::NotMapped => "no uploaded item in the ledger",
-                Miss::LongSerialized => "inside a PHP-serialized string over 16 MiB, left as it is",
-            };
+            let reason = miss_reason(why);
             let _ = writeln!(stdout.lock(), "missed\t{shown}:{line}\t{url}\t{reason}");
         };
         let stats = files::rewrite(
@@ -145,7 +135,38 @@ pub fn run(cli: &Cli, args: &RewriteArgs) -> Result<i32> {
         fixed += stats.lengths_fixed;
         bytes += stats.bytes_in;
     }
-    let what = match (&output, &journal_path) {
+    let what = written_to(&output, journal_path.as_ref());
+    let _ = writeln!(
+        stdout.lock(),
+        "rewrite: {} files, {bytes} bytes, {replaced} replaced, {fixed} serialized lengths corrected, {missed} missed; {what}",
+        jobs.len()
+    );
+    Ok(if missed > 0 { EXIT_INCOMPLETE } else { EXIT_OK })
+}
+
+/// Why an old URL stays, as the report's `missed` line says it.
+fn miss_reason(why: Miss) -> &'static str {
+    match why {
+        Miss::NotMapped => "no uploaded item in the ledger",
+        Miss::LongSerialized => "inside a PHP-serialized string over 16 MiB, left as it is",
+    }
+}
+
+/// Where a run that writes keeps its journal: `--journal`, or a timestamped name here.
+fn journal_path(output: &Output, flag: Option<&PathBuf>) -> Option<PathBuf> {
+    match (output, flag) {
+        (Output::DryRun, _) => None,
+        (_, Some(j)) => Some(j.clone()),
+        (_, None) => Some(PathBuf::from(format!(
+            "cfimg-rewrite-{}.journal",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        ))),
+    }
+}
+
+/// The closing line's last words: a dry run, or the journal and how to undo it.
+fn written_to(output: &Output, journal: Option<&PathBuf>) -> String {
+    match (output, journal) {
         (Output::DryRun, _) => "dry run, nothing written (--in-place or -o DIR writes)".to_string(),
         (_, Some(j)) => format!(
             "journal {} (undo: cfimg rewrite --undo {})",
@@ -153,13 +174,7 @@ pub fn run(cli: &Cli, args: &RewriteArgs) -> Result<i32> {
             j.display()
         ),
         (_, None) => String::new(),
-    };
-    let _ = writeln!(
-        stdout.lock(),
-        "rewrite: {} files, {bytes} bytes, {replaced} replaced, {fixed} serialized lengths corrected, {missed} missed; {what}",
-        jobs.len()
-    );
-    Ok(if missed > 0 { EXIT_INCOMPLETE } else { EXIT_OK })
+    }
 }
 
 /// `--undo JOURNAL`: every file the journal names restored, or named as changed since.

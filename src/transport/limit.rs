@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::api::client::{Answered, MAX_WAIT};
+use crate::api::policy::Policy;
 use crate::config::DEFAULT_RATE;
 use crate::error::{Error, Result};
-use crate::api::policy::Policy;
 
 /// First pause after a 429 that said nothing about how long to wait (no `Retry-After`, no
 /// rate-limit reset header): short, because the 429 may have been a brief overshoot.
