@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 
-use super::auth::BatchTokens;
+use super::batch_tokens::BatchTokens;
 use super::faults::FaultInjector;
 use super::ratelimit::HostLimit;
 use super::store::{ImageRec, State, Store};

@@ -1,9 +1,12 @@
 //! A local emulator of the Cloudflare Images API (`cfimg emulator`), faithful enough that
 //! cfimg's tests, benchmarks and first-run demo need no Cloudflare account.
 //!
+//! - `admission.rs`: what a limiter answers for one request, shared by the buckets and the
+//!   sliding windows.
 //! - `app.rs`: the state every handler shares (configuration, store, rate limits, faults).
 //! - `args.rs`: the `cfimg emulator` command line and its foreground run.
-//! - `auth.rs`: authentication on both hosts, and the batch tokens the API issues.
+//! - `batch_tokens.rs`: the batch tokens the API issues, with their expiry.
+//! - `auth.rs`: authentication on both hosts.
 //! - `delivery.rs`: delivery URLs, with signed-URL checks for private images.
 //! - `direct_upload.rs`: the draft-creating call and the one-time upload URL.
 //! - `faults.rs`: seeded fault injection (edge pages, drops, store-then-500, latency).
@@ -160,9 +163,11 @@
 //!   touches the disk, and the sha256 of an upload is computed only when inspected.
 //! - URLs handed out use the bound address (`127.0.0.1` when bound to an unspecified one).
 
+mod admission;
 mod app;
 mod args;
 mod auth;
+mod batch_tokens;
 mod delivery;
 mod direct_upload;
 mod faults;
@@ -316,7 +321,7 @@ pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Resul
             ratelimit::HostLimit::new(l, config.batch_window, config.batch_ratelimit_headers)
         }),
         faults: faults::FaultInjector::new(config.faults),
-        batch_tokens: auth::BatchTokens::default(),
+        batch_tokens: batch_tokens::BatchTokens::default(),
         batch_token_ttl: config.batch_token_ttl,
         list_lag: config.list_lag,
         max_images: config.max_images,

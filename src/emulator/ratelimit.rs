@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 
+use super::admission::Admission;
+use super::admission::ceil_secs;
 use super::sliding::SlidingWindows;
 
 /// A rate-limit policy: `requests` per `window`; going over blocks for `penalty`.
@@ -24,23 +26,6 @@ struct Bucket {
     tokens: f64,
     last: Instant,
     blocked_until: Option<Instant>,
-}
-
-/// Whether the buckets let one request through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Go ahead; `remaining` whole requests left, full again in `reset` seconds.
-    Allowed {
-        /// Whole requests left in the bucket.
-        remaining: u32,
-        /// Seconds until the bucket is full again.
-        reset: u64,
-    },
-    /// Refused for another `retry_after` seconds.
-    Limited {
-        /// Seconds until the penalty ends (rounded up).
-        retry_after: u64,
-    },
 }
 
 /// The service's rate limit on one host: a bucket per token. (The client's own pacing is
@@ -201,11 +186,6 @@ impl HostLimit {
             headers.insert("ratelimit-policy", v);
         }
     }
-}
-
-/// `d` in whole seconds, rounded up.
-pub(super) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
+use super::admission::Admission;
 use super::app::App;
 use super::faults::{Draw, EdgeError};
-use super::ratelimit::Admission;
 use super::reply::{ApiError, edge_html, edge_rate_limited, json, unauthorized_write};
 use super::server::ConnKill;
 use super::util::percent_decode;

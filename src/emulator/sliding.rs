@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ratelimit::{Admission, ceil_secs};
+use super::admission::{Admission, ceil_secs};
 
 /// The admitted requests of the last `window`, per token.
 pub struct SlidingWindows {
