@@ -52,19 +52,26 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 impl Ledger {
     /// The fields the quick check needs, without allocating the rest of the row.
     pub fn quick(&self, source_id: i64, key: &str) -> Result<Option<QuickRow>> {
+        self.quick_at(source_id, key, &super::now())
+    }
+
+    /// [`Ledger::quick`] with the time a failed item's retry must be due by given: a bulk
+    /// reader reads the clock once per batch, not once per file.
+    fn quick_at(&self, source_id: i64, key: &str, now: &str) -> Result<Option<QuickRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT size, mtime_ns, etag, options, state, retry_local, check_after IS NOT NULL,
                retry_at IS NULL OR retry_at <= ?3
              FROM items WHERE source_id = ?1 AND key = ?2",
         )?;
         let row = stmt
-            .query_row(params![source_id, key, super::now()], |r| {
+            .query_row(params![source_id, key, now], |r| {
                 Ok(QuickRow {
                     size: r.get::<_, i64>(0)?.max(0) as u64,
                     mtime_ns: r.get(1)?,
                     etag: r.get(2)?,
                     options: r.get(3)?,
-                    state: State::parse(&r.get::<_, String>(4)?),
+                    // Borrowed, not copied into a String: this runs once per listed file.
+                    state: State::parse(r.get_ref(4)?.as_str()?),
                     retry_local: r.get(5)?,
                     check_pending: r.get(6)?,
                     retry_due: r.get(7)?,
@@ -396,6 +403,8 @@ impl Ledger {
 pub struct BatchedReader {
     ledger: Ledger,
     in_transaction: usize,
+    /// The time read when the current transaction began (see [`Ledger::quick_at`]).
+    now: String,
 }
 
 /// Lookups per read transaction of a [`BatchedReader`].
@@ -408,6 +417,7 @@ impl BatchedReader {
         Ok(BatchedReader {
             ledger,
             in_transaction: 0,
+            now: super::now(),
         })
     }
 
@@ -418,6 +428,7 @@ impl BatchedReader {
         }
         if self.in_transaction == 0 {
             self.ledger.conn.execute_batch("BEGIN")?;
+            self.now = super::now();
         }
         self.in_transaction += 1;
         Ok(&self.ledger)
@@ -435,7 +446,8 @@ impl BatchedReader {
 
     /// [`Ledger::quick`] inside the current read transaction.
     pub fn quick(&mut self, source_id: i64, key: &str) -> Result<Option<QuickRow>> {
-        self.step()?.quick(source_id, key)
+        self.step()?;
+        self.ledger.quick_at(source_id, key, &self.now)
     }
 
     /// [`Ledger::keys_after`] inside the current read transaction.

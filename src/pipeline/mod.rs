@@ -44,6 +44,7 @@ mod open;
 mod plan_stage;
 mod quick;
 mod run;
+mod seen_lines;
 mod sink;
 mod stages;
 mod upkeep;

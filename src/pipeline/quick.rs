@@ -4,6 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::run::Run;
+use super::seen_lines::SeenLines;
 use crate::error::Result;
 use crate::item::{Item, SourceKind, Ticket};
 use crate::ledger::{BatchedReader, Failure, Record, Row};
@@ -33,9 +34,10 @@ pub(super) fn check(
 ) -> Result<()> {
     // A manifest's bad lines are keyed by content: once a whole, unsharded pass has been
     // read, the line records it did not meet again (fixed or deleted lines) are stale.
+    // The keys met are held on disk: a manifest may repeat a line millions of times.
     let mut line_keys =
         (run.source.kind == SourceKind::Manifest && run.shard.is_none() && run.writer().is_some())
-            .then(std::collections::HashSet::<String>::new);
+            .then(SeenLines::default);
     loop {
         let next = match found.try_recv() {
             Ok(f) => Some(f),
@@ -60,7 +62,7 @@ pub(super) fn check(
         if let (Some(seen), Found::Bad { key, .. } | Found::Ignored { key, .. }) =
             (line_keys.as_mut(), &found)
         {
-            seen.insert(key.clone());
+            seen.insert(key)?;
         }
         if let Some(shard) = &run.shard {
             let key = match &found {
@@ -182,11 +184,7 @@ fn passed_over(
 /// Removes the records of manifest lines (bad rows, passed-over duplicates) that a complete
 /// pass over the manifest did not meet again: their line was fixed or deleted, and they
 /// would stay in `failures` for ever.
-fn forget_stale_lines(
-    run: &Run,
-    reader: &mut BatchedReader,
-    seen: &std::collections::HashSet<String>,
-) -> Result<()> {
+fn forget_stale_lines(run: &Run, reader: &mut BatchedReader, seen: &SeenLines) -> Result<()> {
     let Some(w) = run.writer() else {
         return Ok(());
     };
@@ -202,7 +200,9 @@ fn forget_stale_lines(
                     done = true;
                     break;
                 }
-                if holds_image || !crate::source::manifest::is_line_key(&key) || seen.contains(&key)
+                if holds_image
+                    || !crate::source::manifest::is_line_key(&key)
+                    || seen.contains(&key)?
                 {
                     continue;
                 }

@@ -6,4 +6,5 @@ mod control_names;
 mod downloads;
 mod forged_names;
 mod manifest_lines;
+mod manifest_sweep;
 mod sigpipe_socket;
