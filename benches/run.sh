@@ -522,6 +522,8 @@ PY
     echo "nginx -t loads the map of $n keys: ${wall} s, peak RSS $((rss / 1024)) MB"
   fi
   rm -rf "$l"* "$dir" "$WORK"/redirects.* "$WORK/redirects-nginx"
+}
+
 # `cfimg rewrite` over a generated WordPress-style SQL dump of REWRITE_MB megabytes (default
 # 1024): 1,000 files migrated (not timed), then a dump whose rows name them (plain, in
 # srcset, JSON-escaped, inside PHP-serialized strings) rewritten to -o with its journal.
