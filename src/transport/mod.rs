@@ -56,9 +56,9 @@ pub fn api_limiter(cfg: &Config) -> Arc<Limiter> {
 /// quota check, the batch tokens), so that start-up does not wait a pacing gap for each.
 const START_CREDIT: u32 = 4;
 
-/// The start-up credit at `rate`: [`START_CREDIT`], as far as the documented budget (1,200
-/// requests per 5 minutes, 4/s) has room for it beside 5 minutes at `rate` (150 at the
-/// default 3.5/s; none at 4/s, where only the burst goes at once).
+/// The start-up credit at `rate`: a second's worth, at most [`START_CREDIT`], as far as the
+/// documented budget (1,200 requests per 5 minutes, 4/s) has room for it beside 5 minutes
+/// at `rate` (150 at the default 3.5/s; none above 3.98/s, where only the burst goes).
 fn start_credit(rate: f64) -> u32 {
     // The budget's window: 1,200 requests per 300 s.
     let window = 300.0;
@@ -66,7 +66,9 @@ fn start_credit(rate: f64) -> u32 {
         .mul_add(window, -rate * window)
         .floor();
     if room >= f64::from(START_CREDIT) {
-        START_CREDIT
+        // A second's worth at `rate`, so a slow rate keeps its budget; below the cap, so
+        // the cast is exact.
+        rate.ceil().clamp(1.0, f64::from(START_CREDIT)) as u32
     } else {
         1
     }
@@ -474,7 +476,10 @@ mod tests {
     #[test]
     fn start_up_may_send_a_few_at_once_only_within_the_accounts_budget() {
         assert_eq!(start_credit(crate::config::DEFAULT_RATE), START_CREDIT);
-        assert_eq!(start_credit(1.0), START_CREDIT);
+        assert_eq!(start_credit(3.0), 3);
+        // A slow rate keeps its budget: no more at once than a second's worth (or the burst).
+        assert_eq!(start_credit(1.0), 1);
+        assert_eq!(start_credit(0.2), 1);
         assert_eq!(start_credit(3.99), 1);
         assert_eq!(start_credit(4.0), 1);
         assert_eq!(start_credit(100.0), 1);
