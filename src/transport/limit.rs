@@ -138,6 +138,9 @@ struct Pacer {
     /// When the last answers came, oldest first: a request reached the server before its
     /// answer came back, so it leaves the server's window by then plus the window.
     answered: VecDeque<Instant>,
+    /// When the last 429 episode's pause ended (or ends): a second 429 within a calm spell
+    /// of it is a lower limit, a lone one only timing.
+    refused_until: Option<Instant>,
 }
 
 impl Pacer {
@@ -155,6 +158,7 @@ impl Pacer {
             calm_since: now,
             policy: None,
             answered: VecDeque::new(),
+            refused_until: None,
         }
     }
 
@@ -163,7 +167,8 @@ impl Pacer {
             return;
         }
         let elapsed = (now - self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        // A start-up credit above the burst stays until it is spent.
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst.max(self.tokens));
         self.refilled_at = now;
     }
 
@@ -242,14 +247,37 @@ impl Pacer {
             .policy
             .map_or(self.configured, |p| self.configured.min(p.rate()));
         self.rate = self.rate.min(self.ceiling);
-        self.burst = match self.policy {
-            Some(p) => {
-                let room = f64::from(p.quota) - self.ceiling * p.window.as_secs_f64();
-                self.configured_burst.min(room.floor()).max(1.0)
-            }
-            None => self.configured_burst,
-        };
-        self.tokens = self.tokens.min(self.burst);
+        // What the quota leaves beside a window at `ceiling`: a burst, or what is left of a
+        // start-up credit, must fit in it.
+        let room = self.policy.map_or(f64::INFINITY, |p| {
+            (f64::from(p.quota) - self.ceiling * p.window.as_secs_f64())
+                .floor()
+                .max(1.0)
+        });
+        self.burst = self.configured_burst.min(room);
+        self.tokens = self.tokens.min(room.max(self.burst));
+    }
+
+    /// A 429 episode whose pause ends at `resume`, after `pause`: says whether it halves the
+    /// rate. A lone 429 is a timing skew against the server's window (our clock and its
+    /// sliding window never agree to the millisecond), not a lower limit, when the server
+    /// announced its quota (we already pace within it) or when the pause it asks for is
+    /// shorter than a calm spell (waiting it out costs less than a halving, which takes
+    /// five calm spells to win back). A second 429 within a calm spell of the last one's
+    /// pause (the announced window, if longer) says the rate is too high: it halves, as
+    /// does any 429 asking for a long pause with no quota known (the API host's 5-minute
+    /// penalty: trying the same rate again could cost another one).
+    fn refused(&mut self, now: Instant, resume: Instant, pause: Duration) -> bool {
+        let spell = self
+            .policy
+            .map_or(RECOVER_EVERY, |p| p.window.max(RECOVER_EVERY));
+        let repeated = self.refused_until.is_some_and(|until| now < until + spell);
+        let lone = !repeated && (self.policy.is_some() || pause < RECOVER_EVERY);
+        self.refused_until = Some(resume);
+        if !lone {
+            self.slow_down(now, resume);
+        }
+        !lone
     }
 
     /// Multiplicative decrease: half the rate, not below the floor; calm counts from `resume`.
@@ -301,6 +329,17 @@ impl Limiter {
             throttled: AtomicU64::new(0),
             give_up_after: GIVE_UP_AFTER,
         }
+    }
+
+    /// The same limiter, letting its first `credit` requests go at once (when more than its
+    /// burst): a start-up's few requests need not wait for each other when the server's
+    /// budget has room for them. The credit stays until spent, and an announced quota
+    /// trims it to the room the quota leaves.
+    pub fn with_start_credit(self, credit: u32) -> Limiter {
+        if let Ok(mut p) = self.pacer.lock() {
+            p.tokens = p.tokens.max(f64::from(credit));
+        }
+        self
     }
 
     /// The same limiter, giving up after `limit` of unbroken 429s instead of [`GIVE_UP_AFTER`].
@@ -413,22 +452,40 @@ impl Limiter {
         let pause = wait
             .unwrap_or_else(|| growing_cool_off(c.streak))
             .min(MAX_WAIT);
-        let until = now + pause;
+        let Ok(mut p) = self.pacer.lock() else {
+            return;
+        };
+        let mut until = now + pause;
+        // With the quota known, the server's wait is an upper bound like its reset: the
+        // window has room once this lane's oldest request in it leaves.
+        if let Some(frees) = p.window_frees()
+            && frees > now
+        {
+            until = until.min(frees);
+        }
         if c.until.is_none_or(|current| current < until) {
             c.until = Some(until);
         }
         let resume = c.until.unwrap_or(until);
-        if let Ok(mut p) = self.pacer.lock() {
-            if new_episode {
-                p.slow_down(now, resume);
-            }
-            p.hold(now, resume);
+        let halved = new_episode && p.refused(now, resume, pause);
+        p.hold(now, resume);
+        let rate = p.rate;
+        drop(p);
+        if !new_episode {
+            return;
         }
-        if new_episode {
+        if halved {
             tracing::warn!(
-                pause_secs = pause.as_secs_f64(),
+                pause_secs = (resume - now).as_secs_f64(),
                 streak = c.streak,
-                "rate limited by Cloudflare (429): all uploads pause, then go on at half the rate"
+                rate,
+                "rate limited by Cloudflare (429) again: all uploads pause, then go on at half the rate"
+            );
+        } else {
+            tracing::info!(
+                pause_secs = (resume - now).as_secs_f64(),
+                rate,
+                "rate limited by Cloudflare (429), a first time: all uploads pause, then go on at the same rate"
             );
         }
     }
@@ -717,6 +774,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_start_up_credit_goes_at_once_once_then_the_burst_paces() {
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 1).with_start_credit(4));
+        let passed = waiters(&limiter, 6).await;
+        assert_eq!(gaps_ms(&passed), [0, 0, 0, 100, 100]);
+        // Spent: after idling, the burst of 1 again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let passed = waiters(&limiter, 3).await;
+        assert_eq!(gaps_ms(&passed), [100, 100]);
+        // An announced quota with no room beside a window at the rate trims the credit.
+        let trimmed = std::sync::Arc::new(Limiter::new(10.0, 1).with_start_credit(4));
+        let spent = AtomicU32::new(0);
+        trimmed
+            .send(&spent, async { answer(None, Some(TEN_PER_SECOND)) })
+            .await
+            .unwrap();
+        let passed = waiters(&trimmed, 3).await;
+        assert_eq!(gaps_ms(&passed), [100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn paces_at_the_rate_after_a_burst() {
         let limiter = Limiter::new(10.0, 5);
         // The burst at once, then one every 100 ms (the one due at 2 s is outside).
@@ -748,12 +825,91 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_429_a_lane_resumes_evenly_at_the_lowered_rate() {
         let limiter = std::sync::Arc::new(Limiter::new(10.0, 5));
+        limiter.throttled(Some(Duration::from_secs(1)));
+        limiter.acquire().await;
         let start = Instant::now();
+        // The second 429 within a minute: half the rate.
         limiter.throttled(Some(Duration::from_secs(3)));
         let passed = waiters(&limiter, 5).await;
         assert_eq!(passed[0] - start, Duration::from_secs(3));
         // Half the rate after a 429: one every 200 ms, no burst of credit saved up.
         assert_eq!(gaps_ms(&passed), [200; 4]);
+    }
+
+    /// A 429 with the server's wait, and the quota announced if `policy` is given.
+    fn refusal(wait: Duration, policy: Option<Policy>) -> Answered<()> {
+        Answered {
+            result: Err(Error::RateLimited {
+                status: 429,
+                code: 971,
+                message: "Please wait and consider throttling your request speed".into(),
+                retry_after: Some(wait),
+            }),
+            exhausted: Some(wait),
+            policy,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_429_with_a_known_quota_holds_but_keeps_the_rate_and_a_repeat_halves_it() {
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 1));
+        let spent = AtomicU32::new(0);
+        for _ in 0..9 {
+            limiter
+                .send(&spent, async { answer(None, Some(TEN_PER_SECOND)) })
+                .await
+                .unwrap();
+        }
+        // The tenth is refused (our timing against the server's sliding window), `t=1`.
+        let refused = limiter
+            .send(&spent, async {
+                refusal(Duration::from_secs(1), Some(TEN_PER_SECOND))
+            })
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(limiter.throttled_count(), 1);
+        assert_eq!(limiter.rate(), 10.0, "a lone 429 is not a lower limit");
+        let held = limiter.cool_off_remaining().unwrap();
+        assert!(held <= Duration::from_secs(1), "{held:?}");
+        // The lane resumes at the same rate, evenly.
+        let start = Instant::now();
+        let passed = waiters(&limiter, 5).await;
+        assert_eq!(passed[0] - start, held);
+        assert_eq!(gaps_ms(&passed), [100; 4]);
+        // Refused again within a calm spell: now the rate is too high.
+        let _ = limiter
+            .send(&spent, async {
+                refusal(Duration::from_secs(1), Some(TEN_PER_SECOND))
+            })
+            .await;
+        assert_eq!(limiter.rate(), 5.0);
+        // A lone 429 long after (a calm spell past the last pause) is timing again.
+        tokio::time::advance(RECOVER_EVERY * 2).await;
+        let before = limiter.rate();
+        let _ = limiter
+            .send(&spent, async {
+                refusal(Duration::from_secs(1), Some(TEN_PER_SECOND))
+            })
+            .await;
+        assert_eq!(limiter.rate(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_known_quota_a_short_lone_429_keeps_the_rate_and_a_long_one_halves_it() {
+        let limiter = Limiter::new(10.0, 1);
+        limiter.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(limiter.rate(), 10.0);
+        limiter.acquire().await;
+        limiter.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(limiter.rate(), 5.0, "a second 429 within a minute");
+        // A 5-minute penalty: trying the same rate again could cost another.
+        let penalised = Limiter::new(10.0, 1);
+        penalised.throttled(Some(PENALTY));
+        assert_eq!(penalised.rate(), 5.0);
+        // No hint at all: the first pause (5 s) is short, so a lone one keeps the rate.
+        let unhinted = Limiter::new(10.0, 1);
+        unhinted.throttled(None);
+        assert_eq!(unhinted.rate(), 10.0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -843,7 +999,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn repeated_429s_halve_the_rate_down_to_a_floor_and_calm_spells_win_it_back() {
         let limiter = Limiter::new(16.0, 1);
-        for expected in [8.0, 4.0, 2.0, 1.0, 1.0] {
+        // The first, alone, is timing; each one after it within a calm spell halves.
+        for expected in [16.0, 8.0, 4.0, 2.0, 1.0, 1.0] {
             limiter.throttled(Some(Duration::from_secs(1)));
             assert_eq!(limiter.rate(), expected);
             limiter.acquire().await;
@@ -868,6 +1025,8 @@ mod tests {
         assert_eq!(limiter.rate(), 5.0, "only 50 s of calm after the cool-off");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(limiter.rate(), 6.0);
+        limiter.acquire().await;
+        limiter.throttled(Some(Duration::from_secs(1)));
         limiter.acquire().await;
         limiter.throttled(Some(Duration::from_secs(1)));
         assert_eq!(limiter.rate(), 3.0);

@@ -44,7 +44,32 @@ pub struct ApiLane {
 /// The account's limiter a configuration asks for: `upload.rate` per second, `upload.burst`
 /// at once after idling.
 pub fn api_limiter(cfg: &Config) -> Arc<Limiter> {
-    Arc::new(Limiter::new(cfg.upload.rate, cfg.upload.burst))
+    Arc::new(
+        Limiter::new(cfg.upload.rate, cfg.upload.burst)
+            .with_start_credit(start_credit(cfg.upload.rate)),
+    )
+}
+
+/// Requests the API host may take at once when a run starts (the lost-ledger lookup, the
+/// quota check, the batch tokens), so that start-up does not wait a pacing gap for each.
+const START_CREDIT: u32 = 4;
+
+/// The start-up credit at `rate`: a second's worth, at most [`START_CREDIT`], as far as the
+/// documented budget (1,200 requests per 5 minutes, 4/s) has room for it beside 5 minutes
+/// at `rate` (150 at the default 3.5/s; none above 3.98/s, where only the burst goes).
+fn start_credit(rate: f64) -> u32 {
+    // The budget's window: 1,200 requests per 300 s.
+    let window = 300.0;
+    let room = limit::ACCOUNT_AVERAGE
+        .mul_add(window, -rate * window)
+        .floor();
+    if room >= f64::from(START_CREDIT) {
+        // A second's worth at `rate`, so a slow rate keeps its budget; below the cap, so
+        // the cast is exact.
+        rate.ceil().clamp(1.0, f64::from(START_CREDIT)) as u32
+    } else {
+        1
+    }
 }
 
 impl ApiLane {
@@ -445,6 +470,18 @@ impl Traffic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_up_may_send_a_few_at_once_only_within_the_accounts_budget() {
+        assert_eq!(start_credit(crate::config::DEFAULT_RATE), START_CREDIT);
+        assert_eq!(start_credit(3.0), 3);
+        // A slow rate keeps its budget: no more at once than a second's worth (or the burst).
+        assert_eq!(start_credit(1.0), 1);
+        assert_eq!(start_credit(0.2), 1);
+        assert_eq!(start_credit(3.99), 1);
+        assert_eq!(start_credit(4.0), 1);
+        assert_eq!(start_credit(100.0), 1);
+    }
 
     #[test]
     fn tokens_are_renewed_well_before_they_expire() {
