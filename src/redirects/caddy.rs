@@ -1,6 +1,7 @@
 //! Caddy: a Caddyfile snippet for the old site's block, one `map` from `{host}{path}` (the
 //! path decoded, as Caddy holds it) to `{cfimg_redirect}`, then one `redir`.
 
+use super::quoted;
 use std::io::Write;
 
 use super::{Entry, Format, KeyFn, Keyed};
@@ -27,21 +28,6 @@ fn key(e: &Entry<'_>) -> Keyed {
         return Err("has a control character");
     }
     Ok(format!("{}{}", e.host, e.decoded))
-}
-
-/// A Caddyfile token in double quotes: `"` and `\` escaped. A map input that began with
-/// `~` would be a regular expression; keys begin with the host, so none does.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 impl Format for Caddy {

@@ -155,6 +155,22 @@ impl Counts {
     }
 }
 
+/// A double-quoted string with `"` and `\` escaped: the same rule in nginx and Caddy
+/// configuration and in Cloudflare's Rules language. (A Caddy map input starting with `~`
+/// would be a regular expression; keys begin with the host, so none does.)
+pub(super) fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 fn hash_of(s: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.hash(&mut h);

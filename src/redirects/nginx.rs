@@ -6,6 +6,7 @@
 //! "conflicting parameter", so those become case-sensitive regular expressions (found in
 //! the prepass; only their hashes are held). A configuration token is at most 4 KB.
 
+use super::quoted;
 use std::collections::HashSet;
 use std::io::Write;
 
@@ -65,20 +66,6 @@ fn key(e: &Entry<'_>) -> Keyed {
         return Err("is longer than an nginx configuration token (4 KB)");
     }
     Ok(k)
-}
-
-/// A quoted configuration string: `"` and `\` escaped.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// A map value: a `$` would start a variable, so the URL carries it percent-encoded.

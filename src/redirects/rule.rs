@@ -6,6 +6,7 @@
 //!
 //! Written as the JSON of the rules for the `http_request_dynamic_redirect` phase.
 
+use super::quoted as literal;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -41,20 +42,6 @@ fn key(e: &Entry<'_>) -> Keyed {
         return Err("has a query string (the rule matches the path only)");
     }
     Ok(format!("{}{}", e.host, e.path))
-}
-
-/// A string literal of the Rules language.
-fn literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// A wildcard pattern matching `s` literally (`*` and `\` escaped).
