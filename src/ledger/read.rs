@@ -15,14 +15,18 @@ const ROW_COLUMNS: &str = "i.source_id, s.kind || ':' || s.location, i.key, i.si
 
 const ROW_FROM: &str = "FROM items i JOIN sources s ON s.id = i.source_id";
 
-/// The query of [`Ledger::holder_of`].
-pub(super) fn holder_of_sql() -> String {
-    format!(
-        "SELECT {ROW_COLUMNS} {ROW_FROM}
-         WHERE (i.image_id = ?1 OR i.planned_id = ?1) AND NOT (i.source_id = ?2 AND i.key = ?3)
-         ORDER BY i.state = 'uploaded' DESC LIMIT 1"
-    )
-}
+/// The query of [`Ledger::holder_of`]: the items an image id is recorded for, and those
+/// writing it. Two plain index searches in one statement (one read transaction): `OR` with
+/// an `ORDER BY` built a temporary b-tree for every new upload's check.
+pub(super) static HOLDER_OF_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let [held, writing] = ["image_id", "planned_id"].map(|column| {
+        format!(
+            "SELECT {ROW_COLUMNS} {ROW_FROM}
+             WHERE i.{column} = ?1 AND NOT (i.source_id = ?2 AND i.key = ?3)"
+        )
+    });
+    format!("{held} UNION ALL {writing}")
+});
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -92,11 +96,18 @@ impl Ledger {
     }
 
     /// Another item that holds `image_id` or is writing it now, if any.
+    /// An uploaded item comes first.
     pub fn holder_of(&self, image_id: &str, source_id: i64, key: &str) -> Result<Option<Row>> {
-        let mut stmt = self.conn.prepare_cached(&holder_of_sql())?;
-        Ok(stmt
-            .query_row(params![image_id, source_id, key], read_row)
-            .optional()?)
+        let mut first = None;
+        let mut stmt = self.conn.prepare_cached(&HOLDER_OF_SQL)?;
+        for row in stmt.query_map(params![image_id, source_id, key], read_row)? {
+            let row = row?;
+            if row.state == State::Uploaded {
+                return Ok(Some(row));
+            }
+            first.get_or_insert(row);
+        }
+        Ok(first)
     }
 
     /// Whether some item other than (`source_id`, `key`) is recorded as held by `image_id`.

@@ -338,10 +338,59 @@ async fn a_cached_reader_query_is_not_compiled_again_for_each_binding() {
     for id in ["x.jpg", "y.jpg", "z.jpg", "x.jpg"] {
         let _ = reader.holder_of(id, a, "other.jpg").unwrap();
     }
-    let stmt = reader.conn.prepare_cached(&read::holder_of_sql()).unwrap();
+    let stmt = reader.conn.prepare_cached(&read::HOLDER_OF_SQL).unwrap();
     // Recompiling at every new binding made the statement cache worthless (issue 20).
     assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     drop(stmt);
+    drop(writer);
+    thread.join().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_holder_of_an_id_is_the_uploaded_item_before_one_still_writing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let a = writer
+        .source(&SourceId::new(SourceKind::Dir, "/a"))
+        .await
+        .unwrap();
+    // "w.jpg" is still writing the id; "u.jpg" holds it.
+    for key in ["w.jpg", "u.jpg"] {
+        writer
+            .commit(Record::Intent {
+                version: version(a, key, "s"),
+                planned_id: Some("x.jpg".into()),
+                stamp: "st".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+    let writing = reader.holder_of("x.jpg", a, "me.jpg").unwrap().unwrap();
+    assert_eq!(writing.state, State::Uploading);
+    writer
+        .commit(Record::Uploaded {
+            version: version(a, "u.jpg", "s"),
+            image_id: "x.jpg".into(),
+            url: None,
+            attempts: 1,
+            replaced: false,
+            stamp: None,
+            check_after: None,
+            superseded: None,
+        })
+        .await
+        .unwrap();
+    let holder = reader.holder_of("x.jpg", a, "me.jpg").unwrap().unwrap();
+    assert_eq!(
+        (holder.key.as_str(), holder.state),
+        ("u.jpg", State::Uploaded)
+    );
+    // An item is never its own holder.
+    let other = reader.holder_of("x.jpg", a, "u.jpg").unwrap().unwrap();
+    assert_eq!(other.key, "w.jpg");
+    assert!(reader.holder_of("y.jpg", a, "me.jpg").unwrap().is_none());
     drop(writer);
     thread.join().unwrap().unwrap();
 }
