@@ -16,6 +16,9 @@ use crate::stamp::Stamp;
 
 /// Read size while hashing.
 const HASH_CHUNK: usize = 256 * 1024;
+/// Bodies up to this size are kept in memory from examination to upload: a queued job
+/// holds at most this much (the job queue is twice the concurrency).
+pub const HOLD_UP_TO: u64 = 64 * 1024;
 
 /// What the quick check concluded without reading the item.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +108,9 @@ pub struct Examined {
     pub format: Option<ImageFormat>,
     /// Why the service would refuse it, found without sending it.
     pub problem: Option<String>,
+    /// The whole content of a small file (up to [`HOLD_UP_TO`]), read once: its upload
+    /// sends these bytes, the ones hashed, without opening the file again.
+    pub held: Option<bytes::Bytes>,
 }
 
 impl Examined {
@@ -115,6 +121,7 @@ impl Examined {
             size: None,
             format: None,
             problem: None,
+            held: None,
         }
     }
 }
@@ -173,11 +180,16 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         }
         _ => None,
     };
+    let held = (reads == 1 && size <= HOLD_UP_TO).then(|| {
+        buf.truncate(size as usize);
+        bytes::Bytes::from(buf)
+    });
     Ok(Examined {
         sha256: Some(hex::encode(hasher.finalize())),
         size: Some(size),
         format,
         problem,
+        held,
     })
 }
 
@@ -247,6 +259,8 @@ pub struct Job {
     pub version: Version,
     /// What to send.
     pub body: Body,
+    /// The body's bytes as examined, when small: sent instead of reading it again.
+    pub held: Option<bytes::Bytes>,
     /// Upload or update.
     pub action: Action,
     /// The stamp the image carries.
@@ -558,7 +572,7 @@ fn decide_unworded(
                 source,
                 version,
                 body,
-                examined.format,
+                examined,
                 Some(image_id.clone()),
                 row,
                 Action::Update { image_id },
@@ -591,7 +605,7 @@ fn decide_unworded(
         source,
         version,
         body,
-        examined.format,
+        examined,
         id,
         row,
         Action::Upload,
@@ -604,7 +618,7 @@ fn job(
     source: &SourceId,
     version: Version,
     body: Body,
-    format: Option<ImageFormat>,
+    examined: Examined,
     id: Option<String>,
     row: Option<&Row>,
     action: Action,
@@ -626,9 +640,10 @@ fn job(
         source: source.clone(),
         version,
         body,
+        held: examined.held.filter(|_| action == Action::Upload),
         action,
         stamp,
-        format,
+        format: examined.format,
         id,
         previous,
         abandoned,
@@ -681,6 +696,7 @@ mod tests {
             size: Some(3),
             format: Some(ImageFormat::Png),
             problem: None,
+            held: None,
         }
     }
 

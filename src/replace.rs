@@ -69,6 +69,7 @@ pub async fn restore(lane: &ApiLane, spent: &AtomicU32, backup: &Backup) -> Resu
         require_signed_urls: backup.image.require_signed_urls,
         creator: backup.image.creator.as_deref(),
         size: None,
+        held: None,
     };
     let sent = lane.call(spent, || lane.client.upload(&upload)).await;
     match sent {

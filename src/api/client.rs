@@ -51,6 +51,8 @@ const READ_WHOLE_UP_TO: u64 = UPLOAD_CHUNK as u64;
 
 /// An upload body's file, opened: read whole when small, else to be streamed.
 enum Opened {
+    /// Already in memory: the examination's bytes.
+    Held(bytes::Bytes),
     Read(Vec<u8>),
     Stream(tokio::fs::File),
 }
@@ -175,6 +177,9 @@ pub struct Upload<'a> {
     pub require_signed_urls: bool,
     /// The `creator` field.
     pub creator: Option<&'a str>,
+    /// A file body's bytes already read (and hashed) by the examination: sent as they
+    /// are, the file is not opened again.
+    pub held: Option<&'a bytes::Bytes>,
     /// Bytes of a file body to send: the length that was hashed. A file that grew since
     /// (an append) still sends the version that was checked; one that changed otherwise
     /// fails the hash comparison after sending.
@@ -322,8 +327,15 @@ impl ImagesClient {
         let mut hashed = None;
         match up.body {
             Body::File { path, .. } => {
-                let (opened, size) = open_body(path.clone(), up.size).await?;
+                let (opened, size) = match up.held {
+                    Some(bytes) => (Opened::Held(bytes.clone()), bytes.len() as u64),
+                    None => open_body(path.clone(), up.size).await?,
+                };
                 let part = match opened {
+                    // The bytes examined and hashed are the bytes sent: nothing to compare.
+                    Opened::Held(bytes) => {
+                        Part::stream_with_length(reqwest::Body::from(bytes), size)
+                    }
                     Opened::Read(bytes) => {
                         let mut h = Sha256::new();
                         h.update(&bytes);
