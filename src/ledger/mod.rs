@@ -30,6 +30,7 @@ mod manage;
 mod old_bases;
 mod read;
 mod schema;
+mod shelf;
 mod writer;
 
 pub use backup::{BackupDone, integrity_check};

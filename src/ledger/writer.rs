@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::lock::lock_exclusively;
+use super::shelf::Shelf;
 use super::{Destination, Ledger, RunCounts, State, Version, now};
 pub use crate::error::Failure;
 use crate::error::{Error, Result};
@@ -157,8 +159,10 @@ enum Ask {
 // Records are the bulk of the traffic; boxing the rare questions would not shrink them.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Record(Record, Option<oneshot::Sender<Result<(), String>>>),
+    Record(Record, Option<Waiter>),
     Ask(Ask, oneshot::Sender<Result<i64, Unanswered>>),
+    /// Something is on the shelf.
+    Nudge,
 }
 
 impl std::fmt::Debug for Msg {
@@ -166,14 +170,25 @@ impl std::fmt::Debug for Msg {
         match self {
             Msg::Record(r, _) => r.fmt(f),
             Msg::Ask(a, _) => a.fmt(f),
+            Msg::Nudge => f.write_str("Nudge"),
         }
     }
+}
+
+/// Somebody waiting for a record to be durable.
+struct Waiter {
+    ack: oneshot::Sender<Result<(), String>>,
+    /// Not needed before this (the request it guards waits its turn until then): the
+    /// batch may wait for company up to it. `None`: needed at once.
+    by: Option<Instant>,
 }
 
 /// The handle async code uses to send records to the writer thread.
 #[derive(Clone, Debug)]
 pub struct LedgerWriter {
     tx: mpsc::Sender<Msg>,
+    /// Records that reach the writer without waking it.
+    shelf: Arc<Shelf<Msg>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
 }
@@ -209,28 +224,41 @@ impl LedgerWriter {
         let owned = path.to_path_buf();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
+        let shelf = Arc::new(Shelf::new(MAX_BATCH));
+        let shelved = shelf.clone();
         let handle = thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
                 // The lock lives as long as the writer: one run per ledger at a time.
                 let _lock = lock;
-                match Ledger::open(&owned) {
+                let ended = match Ledger::open(&owned) {
                     Ok(ledger) => {
                         let _ = opened_tx.send(Ok(()));
-                        write_loop(ledger, rx, retry_base.as_secs_f64(), &counted)
+                        let queue = Queue {
+                            rx,
+                            shelf: &shelved,
+                        };
+                        write_loop(ledger, queue, retry_base.as_secs_f64(), &counted)
                     }
                     // The error goes to whoever waits for the opening; the queue closes.
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
                         Ok(())
                     }
-                }
+                };
+                // Whoever waits for a shelved record hears that it will not be written.
+                drop(shelved.close());
+                ended
             })
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok((LedgerWriter { tx, commits }, Opening(opened_rx), handle))
+        Ok((
+            LedgerWriter { tx, shelf, commits },
+            Opening(opened_rx),
+            handle,
+        ))
     }
 
     /// Transactions committed so far: each is one fsync, shared by every record in it.
@@ -240,11 +268,23 @@ impl LedgerWriter {
 
     /// Records and waits until the record is durable.
     pub async fn commit(&self, record: Record) -> Result<()> {
+        self.commit_within(record, Duration::ZERO).await
+    }
+
+    /// [`LedgerWriter::commit`] for a record not needed before `within` has passed (an
+    /// intent whose request waits that long for its turn anyway): its commit may wait that
+    /// long for others to share it, one fsync for many.
+    pub async fn commit_within(&self, record: Record, within: Duration) -> Result<()> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Msg::Record(record, Some(ack)))
-            .await
-            .map_err(|_| writer_gone())?;
+        let by = (!within.is_zero()).then(|| Instant::now() + within);
+        let msg = Msg::Record(record, Some(Waiter { ack, by }));
+        let unshelved = match by {
+            Some(by) => self.shelf.lay_if_due_by(msg, by).err(),
+            None => Some(msg),
+        };
+        if let Some(msg) = unshelved {
+            self.tx.send(msg).await.map_err(|_| writer_gone())?;
+        }
         done.await
             .map_err(|_| writer_gone())?
             .map_err(Error::LedgerWrite)
@@ -253,17 +293,20 @@ impl LedgerWriter {
     /// Queues a record; it is durable once a later [`LedgerWriter::commit`] returns or the
     /// writer thread has been joined.
     pub async fn record(&self, record: Record) -> Result<()> {
-        self.tx
-            .send(Msg::Record(record, None))
-            .await
-            .map_err(|_| writer_gone())
+        match self.shelf.lay(Msg::Record(record, None)) {
+            Ok(false) => Ok(()),
+            Ok(true) => self.tx.send(Msg::Nudge).await.map_err(|_| writer_gone()),
+            Err(_) => Err(writer_gone()),
+        }
     }
 
     /// Queues a record from a blocking thread.
     pub fn record_blocking(&self, record: Record) -> Result<()> {
-        self.tx
-            .blocking_send(Msg::Record(record, None))
-            .map_err(|_| writer_gone())
+        match self.shelf.lay(Msg::Record(record, None)) {
+            Ok(false) => Ok(()),
+            Ok(true) => self.tx.blocking_send(Msg::Nudge).map_err(|_| writer_gone()),
+            Err(_) => Err(writer_gone()),
+        }
     }
 
     async fn ask(&self, ask: Ask) -> Result<i64> {
@@ -368,6 +411,9 @@ const LINGER_UNACKED: Duration = Duration::from_millis(50);
 /// others: workers of a busy run commit their intents a few milliseconds apart, and each
 /// commit is an fsync, while each of them then waits far longer for its turn to send.
 const LINGER_ACKED: Duration = Duration::from_millis(8);
+/// The longest a batch waits for company when every waiter said when it needs its record
+/// ([`LedgerWriter::commit_within`]): past this, fewer commits save little.
+const LINGER_MAX: Duration = Duration::from_millis(100);
 /// After a wait for company that brought none (one worker, or a quiet daemon), this many
 /// batches commit at once before waiting is tried again.
 const LINGER_BACKOFF: u32 = 16;
@@ -379,17 +425,45 @@ struct Linger {
     skip: u32,
 }
 
+/// How long a batch may still wait for more records.
+#[derive(Debug, PartialEq)]
+enum Wait {
+    /// Commit now.
+    Not,
+    /// Until this, from the batch's first record: a guess that company comes, which the
+    /// backoff judges by what it brought.
+    Company(Duration),
+    /// Until this: every waiter needs its record no sooner, so waiting costs nobody.
+    Free(Duration),
+}
+
 impl Linger {
-    /// The longest the batch may wait from its first record, given what it holds now.
-    fn budget(&self, batch: &[Msg]) -> Option<Duration> {
+    /// The longest the batch opened at `opened` may wait, given what it holds now.
+    fn budget(&self, batch: &[Msg], opened: Instant) -> Wait {
         if batch.len() >= MAX_BATCH || batch.iter().any(|m| matches!(m, Msg::Ask(..))) {
-            return None;
+            return Wait::Not;
         }
-        let acked = batch.iter().any(|m| matches!(m, Msg::Record(_, Some(_))));
-        match acked {
-            false => Some(LINGER_UNACKED),
-            true if self.skip == 0 => Some(LINGER_ACKED),
-            true => None,
+        let mut acked = false;
+        // The earliest time a waiter needs its record; `None` once one needs it at once.
+        let mut needed: Option<Instant> = None;
+        let mut at_once = false;
+        for m in batch {
+            if let Msg::Record(_, Some(w)) = m {
+                acked = true;
+                match w.by {
+                    Some(by) => needed = Some(needed.map_or(by, |n| n.min(by))),
+                    None => at_once = true,
+                }
+            }
+        }
+        match (acked, at_once, needed) {
+            (false, _, _) => Wait::Company(LINGER_UNACKED),
+            (true, false, Some(by)) => Wait::Free(
+                by.saturating_duration_since(opened)
+                    .clamp(LINGER_ACKED, LINGER_MAX),
+            ),
+            _ if self.skip == 0 => Wait::Company(LINGER_ACKED),
+            _ => Wait::Not,
         }
     }
 
@@ -405,47 +479,79 @@ impl Linger {
     }
 }
 
-/// Takes what is queued into `batch`, then waits for more while [`Linger`] allows.
-/// Returns false once every sender is gone (after the last records).
+/// The writer's two inboxes: the channel (which wakes it) and the shelf (which does not).
+struct Queue<'a> {
+    rx: mpsc::Receiver<Msg>,
+    shelf: &'a Shelf<Msg>,
+}
+
+impl Queue<'_> {
+    /// Puts a received message into the batch; a wake-up only says the shelf holds some.
+    fn receive(&self, m: Msg, batch: &mut Vec<Msg>) {
+        match m {
+            Msg::Nudge => self.shelf.woken(),
+            m => batch.push(m),
+        }
+    }
+}
+
+/// Takes what is queued into `batch`, then waits for more while [`Linger`] allows, and
+/// takes the shelf. Returns false once every sender is gone (after the last records).
 fn gather(
-    rx: &mut mpsc::Receiver<Msg>,
+    queue: &mut Queue<'_>,
     batch: &mut Vec<Msg>,
     linger: &mut Linger,
     clock: &tokio::runtime::Runtime,
 ) -> bool {
-    let opened = tokio::time::Instant::now();
+    let opened = Instant::now();
     let mut waited_acked = None;
+    let mut open = true;
     loop {
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
+            match queue.rx.try_recv() {
+                Ok(m) => queue.receive(m, batch),
                 Err(_) => break,
             }
         }
-        let Some(budget) = linger.budget(batch) else {
-            break;
+        let budget = match linger.budget(batch, opened) {
+            Wait::Not => break,
+            Wait::Company(budget) => {
+                if budget == LINGER_ACKED {
+                    waited_acked.get_or_insert(batch.len());
+                }
+                budget
+            }
+            Wait::Free(budget) => budget,
         };
-        let acked_before = batch.len();
-        if budget == LINGER_ACKED {
-            waited_acked.get_or_insert(acked_before);
+        let (deadline, full) = queue.shelf.gathering(opened + budget);
+        if full {
+            break;
         }
         let next =
-            clock.block_on(async { tokio::time::timeout_at(opened + budget, rx.recv()).await });
+            clock.block_on(async { tokio::time::timeout_at(deadline, queue.rx.recv()).await });
         match next {
-            Ok(Some(m)) => batch.push(m),
-            Ok(None) => return false,
+            Ok(Some(m)) => queue.receive(m, batch),
+            Ok(None) => {
+                open = false;
+                break;
+            }
             Err(_) => break,
         }
     }
+    // Shelved first: a sender's records shelved before it sent a message came first.
+    let mut shelved = Vec::new();
+    queue.shelf.take(&mut shelved);
+    // What the shelf brought counts as company (some of it may have come before the wait).
+    batch.splice(0..0, shelved);
     if let Some(before) = waited_acked {
         linger.waited(batch.len() - before, true);
     }
-    true
+    open
 }
 
 fn write_loop(
     mut ledger: Ledger,
-    mut rx: mpsc::Receiver<Msg>,
+    mut queue: Queue<'_>,
     retry_base: f64,
     commits: &AtomicU64,
 ) -> Result<()> {
@@ -462,21 +568,30 @@ fn write_loop(
     let mut linger = Linger::default();
     let mut open = true;
     while open {
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
-        batch.push(first);
-        open = gather(&mut rx, &mut batch, &mut linger, &clock);
+        match queue.rx.blocking_recv() {
+            Some(first) => queue.receive(first, &mut batch),
+            // Every sender is gone: what they shelved last is all that is left.
+            None => {
+                queue.shelf.take(&mut batch);
+                open = false;
+            }
+        }
+        if open {
+            open = gather(&mut queue, &mut batch, &mut linger, &clock);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         linger.committed();
         let result = apply_batch(&mut ledger.conn, &batch, retry_base);
         commits.fetch_add(1, Ordering::Relaxed);
         let shared = result.as_ref().map_err(|e| e.to_string());
         for (i, msg) in batch.drain(..).enumerate() {
             match (msg, &shared) {
-                (Msg::Record(_, Some(ack)), r) => {
-                    let _ = ack.send(r.as_ref().map(|_| ()).map_err(Clone::clone));
+                (Msg::Record(_, Some(w)), r) => {
+                    let _ = w.ack.send(r.as_ref().map(|_| ()).map_err(Clone::clone));
                 }
-                (Msg::Record(_, None), _) => {}
+                (Msg::Record(_, None) | Msg::Nudge, _) => {}
                 (Msg::Ask(_, reply), Ok(answers)) => {
                     let answer = answers
                         .iter()
@@ -543,6 +658,7 @@ fn apply_batch(conn: &mut Connection, batch: &[Msg], retry_base: f64) -> Result<
         match msg {
             Msg::Record(record, _) => apply(&tx, record, &ts, retry_base)?,
             Msg::Ask(ask, _) => answers.push((i, answer(&tx, ask, &ts)?)),
+            Msg::Nudge => {}
         }
     }
     tx.commit()?;
@@ -1045,5 +1161,45 @@ mod tests {
         writer.record(uploaded("0")).await.unwrap();
         drop(writer);
         thread.join().unwrap().unwrap();
+    }
+
+    fn waiting(by: Option<Instant>) -> Msg {
+        let (ack, _) = oneshot::channel();
+        Msg::Record(
+            Record::Intent {
+                version: version(1, "k"),
+                planned_id: None,
+                stamp: "st".into(),
+            },
+            Some(Waiter { ack, by }),
+        )
+    }
+
+    #[test]
+    fn a_batch_waits_for_company_as_long_as_its_waiters_can_spare() {
+        let linger = Linger::default();
+        let opened = Instant::now();
+        let ms = Duration::from_millis;
+        let by = |d| Some(opened + d);
+        // Intents whose requests wait their turn anyway: until the first is needed...
+        let spare = [waiting(by(ms(60))), waiting(by(ms(90)))];
+        assert_eq!(linger.budget(&spare, opened), Wait::Free(ms(60)));
+        // ...at least as long as any acknowledged record, at most LINGER_MAX.
+        assert_eq!(
+            linger.budget(&[waiting(by(ms(1)))], opened),
+            Wait::Free(LINGER_ACKED)
+        );
+        assert_eq!(
+            linger.budget(&[waiting(by(ms(9_000)))], opened),
+            Wait::Free(LINGER_MAX)
+        );
+        // One record needed at once: the short guess, as before.
+        let urgent = [waiting(by(ms(60))), waiting(None)];
+        assert_eq!(linger.budget(&urgent, opened), Wait::Company(LINGER_ACKED));
+        let mut backed_off = Linger::default();
+        backed_off.waited(0, true);
+        assert_eq!(backed_off.budget(&urgent, opened), Wait::Not);
+        // Waiting for a record needed later costs nobody: the backoff does not apply.
+        assert_eq!(backed_off.budget(&spare, opened), Wait::Free(ms(60)));
     }
 }

@@ -186,6 +186,20 @@ impl Pacer {
         }
     }
 
+    /// How long a token reserved now would wait, reserving nothing.
+    fn due(&self, now: Instant) -> Duration {
+        let held = self.refilled_at.saturating_duration_since(now);
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        let tokens = (self.tokens + elapsed * self.rate).min(self.burst.max(self.tokens)) - 1.0;
+        if tokens >= 0.0 {
+            held
+        } else {
+            held + Duration::from_secs_f64(-tokens / self.rate)
+        }
+    }
+
     /// A pause the server imposed lasts until `until`: no credit builds up meanwhile, and
     /// afterwards one request goes at once and the rest at the rate, evenly, as if the
     /// lane had just started at its rate rather than idled. Reservations due after the
@@ -376,6 +390,17 @@ impl Limiter {
         while let Some(left) = self.cool_off_remaining() {
             tokio::time::sleep(left).await;
         }
+    }
+
+    /// How long a request asking now would wait for its turn (the queue ahead of it, a
+    /// hold, a cool-off), reserving nothing: a hint for work that can overlap the wait.
+    pub fn queue_wait(&self) -> Duration {
+        let paced = self
+            .pacer
+            .lock()
+            .map(|p| p.due(Instant::now()))
+            .unwrap_or_default();
+        paced.max(self.cool_off_remaining().unwrap_or_default())
     }
 
     /// How long every worker still has to wait, if a cool-off is on.
@@ -1016,5 +1041,24 @@ mod tests {
         limiter.acquire().await;
         limiter.throttled(Some(Duration::from_secs(1)));
         assert_eq!(limiter.rate(), 3.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_wait_is_the_turn_of_a_request_asking_now_and_reserves_nothing() {
+        let limiter = Limiter::new(10.0, 1);
+        assert_eq!(limiter.queue_wait(), Duration::ZERO);
+        limiter.acquire().await;
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(limiter.queue_wait()), 100);
+        assert_eq!(ms(limiter.queue_wait()), 100, "asking reserved a turn");
+        for _ in 0..2 {
+            let _ = limiter.pacer.lock().unwrap().reserve(Instant::now());
+        }
+        assert_eq!(ms(limiter.queue_wait()), 300);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(ms(limiter.queue_wait()), 50);
+        // A cool-off is a wait too.
+        limiter.throttled(Some(Duration::from_secs(5)));
+        assert!(limiter.queue_wait() >= Duration::from_secs(4));
     }
 }

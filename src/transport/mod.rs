@@ -382,6 +382,19 @@ impl Lanes {
         Some((lane, Busy(&lane.in_flight)))
     }
 
+    /// How long an upload asking now would wait for its turn on the lane it would get:
+    /// the shortest queue of the batch lanes, else the API host's.
+    pub fn upload_wait(&self) -> Duration {
+        if self.batch.is_empty() || self.batch_refused.load(Ordering::Relaxed) {
+            return self.api.limiter.queue_wait();
+        }
+        self.batch
+            .iter()
+            .map(|l| l.limiter.queue_wait())
+            .min()
+            .unwrap_or_default()
+    }
+
     /// One upload attempt (`POST /v1`), on a batch lane when there are any, else on the
     /// API host. Batch-token trouble and a batch host refusing the endpoint fall back to
     /// the API host for this attempt, never failing the item or the run on their own.

@@ -132,13 +132,14 @@ impl Uploader {
             spent: AtomicU32::new(0),
             ambiguous: AtomicBool::new(false),
         };
+        let intent = Record::Intent {
+            version: job.version.clone(),
+            planned_id: job.id.clone(),
+            stamp: job.stamp.source.clone(),
+        };
         if let Err(e) = self
             .ledger
-            .commit(Record::Intent {
-                version: job.version.clone(),
-                planned_id: job.id.clone(),
-                stamp: job.stamp.source.clone(),
-            })
+            .commit_within(intent, self.intent_slack(&job))
             .await
         {
             return Ended::Fatal(e);
@@ -167,6 +168,20 @@ impl Uploader {
         match self.ledger.record(record).await {
             Ok(()) => Ended::Recorded,
             Err(e) => Ended::Fatal(e),
+        }
+    }
+
+    /// How long this job's intent may wait to share a commit: half the wait its upload
+    /// would have for its turn (a guess, and the turn may come sooner). Jobs whose first
+    /// request is not the upload (an update, a lookup, a backup) commit at once.
+    fn intent_slack(&self, job: &Job) -> Duration {
+        let upload_first = job.action == Action::Upload
+            && !job.lookup_first
+            && (job.id.is_none() || job.previous.as_deref() != job.id.as_deref());
+        if upload_first {
+            self.lanes.upload_wait() / 2
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -262,6 +277,7 @@ impl Uploader {
             creator: job.item.options.creator.as_deref(),
             // The bytes that were read and hashed; a file body's examined size.
             size: matches!(job.body, crate::item::Body::File { .. }).then_some(job.version.size),
+            held: job.held.as_ref(),
         }
     }
 
