@@ -7,12 +7,66 @@ use super::run::Run;
 use super::seen_lines::SeenLines;
 use crate::error::Result;
 use crate::item::{Item, SourceKind, Ticket};
-use crate::ledger::{BatchedReader, Failure, Record, Row};
+use crate::ledger::{BatchedReader, Failure, QuickRow, Record, Row, State};
 use crate::outcome::Outcome;
 use crate::plan::{self, Examined, Quick, Retry};
 use crate::progress::Stats;
 use crate::remove::Removal;
 use crate::source::Found;
+use crate::source::walk::Settled;
+
+/// The quick check's most common verdict, given in the walk's own thread: a file uploaded
+/// before with the same size and modification time is counted there as unchanged (what
+/// [`plan::quick_check`] says of it), so a rerun over a million such files builds, sends
+/// and checks no item for them. Anything else goes on to [`check`] as before.
+pub(super) struct Unchanged {
+    run: Run,
+    reader: BatchedReader,
+}
+
+impl Unchanged {
+    /// For a folder source's walk, with its own read connection.
+    pub fn new(run: Run, reader: BatchedReader) -> Unchanged {
+        Unchanged { run, reader }
+    }
+}
+
+impl Settled for Unchanged {
+    fn settled(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
+        let run = &self.run;
+        if run.shutdown.intake.is_cancelled() {
+            return Ok(false);
+        }
+        // Another shard's file is passed over without a count, as `check` does.
+        if let Some(shard) = &run.shard
+            && !shard.owns(&run.source, key)
+        {
+            return Ok(true);
+        }
+        let unchanged = self
+            .reader
+            .quick(run.source_id, key)?
+            .is_some_and(|row| unchanged_file(&row, size, mtime_ns));
+        if unchanged {
+            Stats::bump(&run.stats.discovered);
+            run.end_blocking(Outcome::Unchanged)?;
+        }
+        Ok(unchanged)
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.reader.pause()
+    }
+}
+
+/// [`plan::quick_check`]'s `Unchanged` for a walked file (a size and modification time,
+/// no per-item settings), without building the item.
+fn unchanged_file(row: &QuickRow, size: u64, mtime_ns: i64) -> bool {
+    row.state == State::Uploaded
+        && row.size == size
+        && row.mtime_ns == mtime_ns
+        && row.options.is_none()
+}
 
 /// An item the quick check could not decide.
 pub(super) struct Candidate {
