@@ -294,3 +294,49 @@ fn send_unpinned<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk's verdict is the quick check's, for every state and every difference a
+    /// walked file can show; `--retry-failed` changes nothing for uploaded rows.
+    #[test]
+    fn the_walks_unchanged_is_exactly_the_quick_checks() {
+        let states = [
+            State::Uploading,
+            State::Uploaded,
+            State::Failed,
+            State::Rejected,
+            State::Ignored,
+        ];
+        let file = crate::item::Item::file("a/b.png".into(), "/x/a/b.png".into(), 10, 7);
+        for state in states {
+            for (size, mtime_ns, options) in [
+                (10, 7, None),
+                (11, 7, None),
+                (10, 8, None),
+                (10, 7, Some("digest".to_string())),
+            ] {
+                let row = QuickRow {
+                    size,
+                    mtime_ns,
+                    etag: None,
+                    options,
+                    state,
+                    retry_local: true,
+                    check_pending: false,
+                    retry_due: true,
+                };
+                for retry in [Retry::Local, Retry::Always, Retry::WhenDue] {
+                    let quick = plan::quick_check(Some(&row), &file, retry);
+                    assert_eq!(
+                        unchanged_file(&row, 10, 7),
+                        quick == Quick::Unchanged,
+                        "{row:?} {retry:?}: {quick:?}"
+                    );
+                }
+            }
+        }
+    }
+}
