@@ -7,7 +7,7 @@ use super::run::Run;
 use super::seen_lines::SeenLines;
 use crate::error::Result;
 use crate::item::{Item, SourceKind, Ticket};
-use crate::ledger::{BatchedReader, Failure, QuickRow, Record, Row, State};
+use crate::ledger::{BatchedReader, Failure, FolderRows, QuickRow, Record, Row, State};
 use crate::outcome::Outcome;
 use crate::plan::{self, Examined, Quick, Retry};
 use crate::progress::Stats;
@@ -22,31 +22,63 @@ use crate::source::walk::Settled;
 pub(super) struct Unchanged {
     run: Run,
     reader: BatchedReader,
+    /// The rows of the folder being walked and of its parents (the walk is depth first,
+    /// and may come back to a parent's files after a subfolder), each read at once when
+    /// the walk enters it; `None` for a folder too large to hold (looked up file by file).
+    folders: Vec<(String, Option<FolderRows>)>,
 }
+
+/// Rows of one folder held at most (about 100 bytes each): past it, one lookup per file.
+const FOLDER_ROWS: usize = 100_000;
 
 impl Unchanged {
     /// For a folder source's walk, with its own read connection.
     pub fn new(run: Run, reader: BatchedReader) -> Unchanged {
-        Unchanged { run, reader }
+        Unchanged {
+            run,
+            reader,
+            folders: Vec::new(),
+        }
+    }
+
+    /// Whether `key` was uploaded, without per-item settings, at this size and mtime.
+    fn unchanged(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
+        let (prefix, name) = key.split_at(key.rfind('/').map_or(0, |i| i + 1));
+        // Leave the folders the walk is done with: those that are not this one's parents.
+        while let Some((p, _)) = self.folders.last()
+            && !prefix.starts_with(p.as_str())
+        {
+            self.folders.pop();
+        }
+        if self.folders.last().map(|(p, _)| p.as_str()) != Some(prefix) {
+            let source_id = self.run.source_id;
+            let rows = self
+                .reader
+                .uploaded_in_folder(source_id, prefix, FOLDER_ROWS)?;
+            self.folders.push((prefix.to_string(), rows));
+        }
+        if let Some((_, Some(rows))) = self.folders.last() {
+            // The folder's read keeps only rows `unchanged_file` could say yes to.
+            return Ok(rows.get(name) == Some(&(size, mtime_ns)));
+        }
+        let row = self.reader.quick(self.run.source_id, key)?;
+        Ok(row.is_some_and(|row| unchanged_file(&row, size, mtime_ns)))
     }
 }
 
 impl Settled for Unchanged {
     fn settled(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
-        let run = &self.run;
-        if run.shutdown.intake.is_cancelled() {
+        if self.run.shutdown.intake.is_cancelled() {
             return Ok(false);
         }
         // Another shard's file is passed over without a count, as `check` does.
-        if let Some(shard) = &run.shard
-            && !shard.owns(&run.source, key)
+        if let Some(shard) = &self.run.shard
+            && !shard.owns(&self.run.source, key)
         {
             return Ok(true);
         }
-        let unchanged = self
-            .reader
-            .quick(run.source_id, key)?
-            .is_some_and(|row| unchanged_file(&row, size, mtime_ns));
+        let unchanged = self.unchanged(key, size, mtime_ns)?;
+        let run = &self.run;
         if unchanged {
             Stats::bump(&run.stats.discovered);
             run.end_blocking(Outcome::Unchanged)?;

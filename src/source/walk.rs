@@ -244,20 +244,23 @@ impl Walk {
         std::iter::from_fn(move || self.next_found(&mut entries, None).ok().flatten())
     }
 
-    fn entries(&self) -> walkdir::IntoIter {
-        WalkDir::new(&self.root)
-            .follow_links(self.cfg.follow_symlinks)
-            .into_iter()
+    fn entries(&self) -> Entries {
+        Entries {
+            walk: WalkDir::new(&self.root)
+                .follow_links(self.cfg.follow_symlinks)
+                .into_iter(),
+            folder: OpenFolder::default(),
+        }
     }
 
     /// The next entry to hand over, passing over those `settled` takes.
     fn next_found(
         &self,
-        entries: &mut walkdir::IntoIter,
+        entries: &mut Entries,
         mut settled: Option<&mut (dyn Settled + 'static)>,
     ) -> Result<Option<Found>> {
         loop {
-            let Some(entry) = entries.next() else {
+            let Some(entry) = entries.walk.next() else {
                 return Ok(None);
             };
             if let Ok(e) = &entry
@@ -267,14 +270,14 @@ impl Walk {
             {
                 let folder = e.file_type().is_dir();
                 if folder {
-                    entries.skip_current_dir();
+                    entries.walk.skip_current_dir();
                 }
                 if let Some(found) = self.hidden(e.path(), folder) {
                     return Ok(Some(found));
                 }
                 continue;
             }
-            if let Some(found) = self.found(entry, settled.as_deref_mut())? {
+            if let Some(found) = self.found(entry, &mut entries.folder, settled.as_deref_mut())? {
                 return Ok(Some(found));
             }
         }
@@ -316,6 +319,7 @@ impl Walk {
     fn found(
         &self,
         entry: walkdir::Result<DirEntry>,
+        folder: &mut OpenFolder,
         settled: Option<&mut (dyn Settled + 'static)>,
     ) -> Result<Option<Found>> {
         let entry = match entry {
@@ -357,16 +361,18 @@ impl Walk {
                 reason: "the file name is not valid UTF-8, so it cannot be an image id or a ledger key; rename it".into(),
             }));
         }
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(err) => {
-                return Ok(Some(Found::Bad {
-                    key: key.into_owned(),
-                    reason: format!("cannot read its metadata: {err}"),
-                }));
-            }
+        let (size, mtime_ns) = match folder.stat(&entry, self.cfg.follow_symlinks) {
+            Some(found) => found,
+            None => match entry.metadata() {
+                Ok(meta) => (meta.len(), mtime_ns(&meta)),
+                Err(err) => {
+                    return Ok(Some(Found::Bad {
+                        key: key.into_owned(),
+                        reason: format!("cannot read its metadata: {err}"),
+                    }));
+                }
+            },
         };
-        let (size, mtime_ns) = (meta.len(), mtime_ns(&meta));
         if let Some(s) = settled
             && s.settled(&key, size, mtime_ns)?
         {
@@ -505,6 +511,55 @@ impl Walk {
 
     fn filtered_out(&self, key: &str) -> bool {
         self.include.as_ref().is_some_and(|set| !set.is_match(key)) || self.exclude.is_match(key)
+    }
+}
+
+/// The walk's state: walkdir's iterator, and the folder of the last file statted.
+struct Entries {
+    walk: walkdir::IntoIter,
+    folder: OpenFolder,
+}
+
+/// The folder of the files being walked, kept open: a file is statted by its name in it,
+/// one path component for the kernel to look up instead of every one from the root (the
+/// lookups were the largest single cost of a no-op rerun over a million files).
+#[derive(Default)]
+struct OpenFolder {
+    path: Option<PathBuf>,
+    #[cfg(unix)]
+    dir: Option<std::fs::File>,
+}
+
+impl OpenFolder {
+    /// The size and modification time (ns) of a walked file, `None` when the folder cannot
+    /// be opened or the stat fails (the caller then asks by path, for its own error).
+    #[cfg(unix)]
+    fn stat(&mut self, entry: &DirEntry, follow: bool) -> Option<(u64, i64)> {
+        use nix::fcntl::AtFlags;
+        let parent = entry.path().parent()?;
+        if self.path.as_deref() != Some(parent) {
+            self.dir = std::fs::File::open(parent).ok();
+            self.path = Some(parent.to_path_buf());
+        }
+        let flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::AT_SYMLINK_NOFOLLOW
+        };
+        let st = nix::sys::stat::fstatat(self.dir.as_ref()?, entry.file_name(), flags).ok()?;
+        // As `mtime_ns`: before the epoch reads as unknown.
+        let mtime_ns = if st.st_mtime < 0 {
+            0
+        } else {
+            (i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec))
+                .min(i128::from(i64::MAX)) as i64
+        };
+        Some((u64::try_from(st.st_size).unwrap_or(0), mtime_ns))
+    }
+
+    #[cfg(not(unix))]
+    fn stat(&mut self, _entry: &DirEntry, _follow: bool) -> Option<(u64, i64)> {
+        None
     }
 }
 
