@@ -26,7 +26,14 @@ pub(super) struct Unchanged {
     /// and may come back to a parent's files after a subfolder), each read at once when
     /// the walk enters it; `None` for a folder too large to hold (looked up file by file).
     folders: Vec<(String, Option<FolderRows>)>,
+    /// Files settled since the read snapshot was last released.
+    since_pause: usize,
 }
+
+/// Files settled under one read snapshot at most: a folder's rows are read in one
+/// transaction, which must not stay open for the rest of the walk (the WAL could not be
+/// checkpointed meanwhile).
+const SNAPSHOT_FILES: usize = 4096;
 
 /// Rows of one folder held at most (about 100 bytes each): past it, one lookup per file.
 const FOLDER_ROWS: usize = 100_000;
@@ -38,6 +45,7 @@ impl Unchanged {
             run,
             reader,
             folders: Vec::new(),
+            since_pause: 0,
         }
     }
 
@@ -70,6 +78,11 @@ impl Settled for Unchanged {
     fn settled(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
         if self.run.shutdown.intake.is_cancelled() {
             return Ok(false);
+        }
+        self.since_pause += 1;
+        if self.since_pause >= SNAPSHOT_FILES {
+            self.reader.pause()?;
+            self.since_pause = 0;
         }
         // Another shard's file is passed over without a count, as `check` does.
         if let Some(shard) = &self.run.shard
