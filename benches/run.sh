@@ -138,17 +138,20 @@ noop() {
   find "$dir" -type f -printf '%s %T@\n' >/dev/null # warm the cache for both
   for i in $(seq 1 "${NOOP_RUNS:-2}"); do
     timed find find "$dir" -type f -printf '%s %T@\n' >/dev/null
-    local f_el=$ELAPSED
+    local f_el=$ELAPSED f_user=$USER_S f_sys=$SYS_S
     for how in full marked; do
       [ "$how" = full ] && rm -f "$WORK/noop.sqlite-clean"
       timed noop "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/noop.sqlite" --rate 100000 --json >"$WORK/noop.json"
-      python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" "$how" "$USER_S" "$SYS_S" <<'PY'
+      python3 - "$n" "$f_el" "$ELAPSED" "$RSS_KB" "$WORK/noop.json" "$how" "$USER_S" "$SYS_S" "$f_user" "$f_sys" <<'PY'
 import json, sys
 n, f, c, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 how, cpu = sys.argv[6], float(sys.argv[7]) + float(sys.argv[8])
+f_cpu = float(sys.argv[9]) + float(sys.argv[10])
 s = json.load(open(sys.argv[5]))
 assert s["skipped"] == n and s["uploaded"] == 0, s
-print(f"no-op rerun ({how} check at open): {n} files: cfimg {c:.2f} s (CPU {cpu:.2f} s), find {f:.2f} s, ratio {c/f:.2f}x; peak RSS {rss/1024:.1f} MB")
+print(f"no-op rerun ({how} check at open): {n} files: cfimg {c:.2f} s wall, {cpu:.2f} s CPU; "
+      f"find {f:.2f} s wall, {f_cpu:.2f} s CPU; ratio {c/f:.2f}x wall, {cpu/f_cpu:.2f}x CPU; "
+      f"peak RSS {rss/1024:.1f} MB")
 PY
     done
   done

@@ -37,7 +37,7 @@ pub use backup::{BackupDone, integrity_check};
 pub use drafts::{Change as DraftChange, Draft, DraftBook, DraftState, NewDraft};
 pub use lock::is_locked;
 pub use manage::{Maintenance, RebuiltRow};
-pub use read::{BatchedReader, SharedReader};
+pub use read::{BatchedReader, FolderRows, SharedReader};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{Failure, LedgerWriter, Opening, Record, Superseded};
 

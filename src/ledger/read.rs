@@ -13,6 +13,9 @@ const ROW_COLUMNS: &str = "i.source_id, s.kind || ':' || s.location, i.key, i.si
      i.etag, i.options, i.sha256, i.stamp, i.image_id, i.url, i.planned_id, i.state, i.attempts, \
      i.last_error, i.retry_local, i.check_after, i.updated_at, i.uploaded_at, i.replaced_at";
 
+/// A folder's uploaded rows without per-item settings, by name: (size, mtime in ns).
+pub type FolderRows = std::collections::HashMap<Box<str>, (u64, i64)>;
+
 const ROW_FROM: &str = "FROM items i JOIN sources s ON s.id = i.source_id";
 
 /// The query of [`Ledger::holder_of`]: the items an image id is recorded for, and those
@@ -207,6 +210,62 @@ impl Ledger {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The rows recorded directly in one folder of a source (`prefix` is the folder's keys'
+    /// common start, ending in `/`, or empty for the top), by name: the size and mtime of
+    /// those uploaded without per-item settings. One range read per folder, each subfolder
+    /// skipped with one seek, instead of an index lookup per file. `None` past `cap` rows
+    /// (the caller looks files up one by one: memory stays bounded for a huge folder).
+    pub fn uploaded_in_folder(
+        &self,
+        source_id: i64,
+        prefix: &str,
+        cap: usize,
+    ) -> Result<Option<FolderRows>> {
+        // A key of the folder is `prefix` + a name without '/': every one of them sorts
+        // from `prefix` up to `prefix` with its '/' made '0' (the next byte).
+        let end = prefix.strip_suffix('/').map(|p| format!("{p}0"));
+        let mut stmt = self.conn.prepare_cached(if end.is_some() {
+            "SELECT key, size, mtime_ns, state = 'uploaded' AND options IS NULL FROM items
+             WHERE source_id = ?1 AND key >= ?2 AND key < ?3 ORDER BY key"
+        } else {
+            "SELECT key, size, mtime_ns, state = 'uploaded' AND options IS NULL FROM items
+             WHERE source_id = ?1 AND key >= ?2 ORDER BY key"
+        })?;
+        let mut rows = FolderRows::new();
+        let mut from = prefix.to_string();
+        let mut read = 0usize;
+        loop {
+            let mut query = match &end {
+                Some(end) => stmt.query(params![source_id, from, end])?,
+                None => stmt.query(params![source_id, from])?,
+            };
+            let mut next = None;
+            while let Some(r) = query.next()? {
+                let key = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                let Some(name) = key.get(prefix.len()..) else {
+                    continue;
+                };
+                // A subfolder's rows: skipped with one seek past them, not read.
+                if let Some(slash) = name.find('/') {
+                    next = Some(format!("{prefix}{}0", &name[..slash]));
+                    break;
+                }
+                read += 1;
+                if read > cap {
+                    return Ok(None);
+                }
+                if r.get::<_, bool>(3)? {
+                    let size = r.get::<_, i64>(1)?.max(0) as u64;
+                    rows.insert(name.into(), (size, r.get(2)?));
+                }
+            }
+            match next {
+                Some(n) => from = n,
+                None => return Ok(Some(rows)),
+            }
+        }
     }
 
     /// Failed items of a source whose retry delay has passed, oldest due first.
@@ -471,6 +530,16 @@ impl BatchedReader {
         self.step()?.keys_after(source_id, after, limit)
     }
 
+    /// [`Ledger::uploaded_in_folder`] inside the current read transaction.
+    pub fn uploaded_in_folder(
+        &mut self,
+        source_id: i64,
+        prefix: &str,
+        cap: usize,
+    ) -> Result<Option<FolderRows>> {
+        self.step()?.uploaded_in_folder(source_id, prefix, cap)
+    }
+
     /// [`Ledger::lookup`] inside the current read transaction.
     pub fn lookup(&mut self, source_id: i64, key: &str) -> Result<Option<Row>> {
         self.step()?.lookup(source_id, key)
@@ -494,5 +563,78 @@ impl SharedReader {
             .lock()
             .map_err(|_| Error::LedgerWrite("a thread using the ledger reader panicked".into()))?;
         f(&guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::SourceKind;
+    use crate::ledger::LedgerWriter;
+
+    /// A folder's read holds its own files' uploaded rows and nothing of its subfolders,
+    /// of its neighbours, of another source, or of rows a rerun must look at again.
+    #[tokio::test]
+    async fn a_folders_read_is_its_own_uploaded_rows_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+        let a = writer
+            .source(&SourceId::new(SourceKind::Dir, "/a"))
+            .await
+            .unwrap();
+        let b = writer
+            .source(&SourceId::new(SourceKind::Dir, "/b"))
+            .await
+            .unwrap();
+        drop(writer);
+        thread.join().unwrap().unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: &[(i64, &str, &str, Option<&str>)] = &[
+            (a, "top.png", "uploaded", None),
+            (a, "d/a.png", "uploaded", None),
+            (a, "d/b.png", "failed", None),
+            (a, "d/c.png", "uploaded", Some("digest")),
+            (a, "d/sub.png", "uploaded", None),
+            (a, "d/sub/x.png", "uploaded", None),
+            (a, "d/sub/deeper/y.png", "uploaded", None),
+            (a, "d/sub0.png", "uploaded", None),
+            (a, "d/z.png", "uploaded", None),
+            (a, "d.png", "uploaded", None),
+            (a, "d0/e.png", "uploaded", None),
+            (a, "dd/f.png", "uploaded", None),
+            (a, ".git/", "ignored", None),
+            (b, "d/other.png", "uploaded", None),
+        ];
+        for (i, (source, key, state, options)) in rows.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO items (source_id, key, size, mtime_ns, options, state, created_at,
+                   updated_at) VALUES (?1, ?2, ?3, 7, ?4, ?5, 'now', 'now')",
+                params![source, key, i as i64, options, state],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let ledger = Ledger::open_read_only(&path).unwrap().unwrap();
+        let names = |prefix: &str| {
+            let rows = ledger.uploaded_in_folder(a, prefix, 100).unwrap().unwrap();
+            let mut names: Vec<(String, u64)> =
+                rows.into_iter().map(|(n, (s, _))| (n.into(), s)).collect();
+            names.sort();
+            names
+        };
+        let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+        };
+        assert_eq!(
+            names("d/"),
+            owned(&[("a.png", 1), ("sub.png", 4), ("sub0.png", 7), ("z.png", 8)])
+        );
+        assert_eq!(names(""), owned(&[("d.png", 9), ("top.png", 0)]));
+        assert_eq!(names("d/sub/"), owned(&[("x.png", 5)]));
+        assert_eq!(names("nothing/"), owned(&[]));
+        // Past the cap the folder is not held: its files are looked up one by one.
+        assert!(ledger.uploaded_in_folder(a, "d/", 3).unwrap().is_none());
+        assert!(ledger.uploaded_in_folder(a, "d/", 6).unwrap().is_some());
     }
 }

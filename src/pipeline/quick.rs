@@ -7,12 +7,111 @@ use super::run::Run;
 use super::seen_lines::SeenLines;
 use crate::error::Result;
 use crate::item::{Item, SourceKind, Ticket};
-use crate::ledger::{BatchedReader, Failure, Record, Row};
+use crate::ledger::{BatchedReader, Failure, FolderRows, QuickRow, Record, Row, State};
 use crate::outcome::Outcome;
 use crate::plan::{self, Examined, Quick, Retry};
 use crate::progress::Stats;
 use crate::remove::Removal;
 use crate::source::Found;
+use crate::source::walk::Settled;
+
+/// The quick check's most common verdict, given in the walk's own thread: a file uploaded
+/// before with the same size and modification time is counted there as unchanged (what
+/// [`plan::quick_check`] says of it), so a rerun over a million such files builds, sends
+/// and checks no item for them. Anything else goes on to [`check`] as before.
+pub(super) struct Unchanged {
+    run: Run,
+    reader: BatchedReader,
+    /// The rows of the folder being walked and of its parents (the walk is depth first,
+    /// and may come back to a parent's files after a subfolder), each read at once when
+    /// the walk enters it; `None` for a folder too large to hold (looked up file by file).
+    folders: Vec<(String, Option<FolderRows>)>,
+    /// Files settled since the read snapshot was last released.
+    since_pause: usize,
+}
+
+/// Files settled under one read snapshot at most: a folder's rows are read in one
+/// transaction, which must not stay open for the rest of the walk (the WAL could not be
+/// checkpointed meanwhile).
+const SNAPSHOT_FILES: usize = 4096;
+
+/// Rows of one folder held at most (about 100 bytes each): past it, one lookup per file.
+const FOLDER_ROWS: usize = 100_000;
+
+impl Unchanged {
+    /// For a folder source's walk, with its own read connection.
+    pub fn new(run: Run, reader: BatchedReader) -> Unchanged {
+        Unchanged {
+            run,
+            reader,
+            folders: Vec::new(),
+            since_pause: 0,
+        }
+    }
+
+    /// Whether `key` was uploaded, without per-item settings, at this size and mtime.
+    fn unchanged(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
+        let (prefix, name) = key.split_at(key.rfind('/').map_or(0, |i| i + 1));
+        // Leave the folders the walk is done with: those that are not this one's parents.
+        while let Some((p, _)) = self.folders.last()
+            && !prefix.starts_with(p.as_str())
+        {
+            self.folders.pop();
+        }
+        if self.folders.last().map(|(p, _)| p.as_str()) != Some(prefix) {
+            let source_id = self.run.source_id;
+            let rows = self
+                .reader
+                .uploaded_in_folder(source_id, prefix, FOLDER_ROWS)?;
+            self.folders.push((prefix.to_string(), rows));
+        }
+        if let Some((_, Some(rows))) = self.folders.last() {
+            // The folder's read keeps only rows `unchanged_file` could say yes to.
+            return Ok(rows.get(name) == Some(&(size, mtime_ns)));
+        }
+        let row = self.reader.quick(self.run.source_id, key)?;
+        Ok(row.is_some_and(|row| unchanged_file(&row, size, mtime_ns)))
+    }
+}
+
+impl Settled for Unchanged {
+    fn settled(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool> {
+        if self.run.shutdown.intake.is_cancelled() {
+            return Ok(false);
+        }
+        self.since_pause += 1;
+        if self.since_pause >= SNAPSHOT_FILES {
+            self.reader.pause()?;
+            self.since_pause = 0;
+        }
+        // Another shard's file is passed over without a count, as `check` does.
+        if let Some(shard) = &self.run.shard
+            && !shard.owns(&self.run.source, key)
+        {
+            return Ok(true);
+        }
+        let unchanged = self.unchanged(key, size, mtime_ns)?;
+        let run = &self.run;
+        if unchanged {
+            Stats::bump(&run.stats.discovered);
+            run.end_blocking(Outcome::Unchanged)?;
+        }
+        Ok(unchanged)
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.reader.pause()
+    }
+}
+
+/// [`plan::quick_check`]'s `Unchanged` for a walked file (a size and modification time,
+/// no per-item settings), without building the item.
+fn unchanged_file(row: &QuickRow, size: u64, mtime_ns: i64) -> bool {
+    row.state == State::Uploaded
+        && row.size == size
+        && row.mtime_ns == mtime_ns
+        && row.options.is_none()
+}
 
 /// An item the quick check could not decide.
 pub(super) struct Candidate {
@@ -237,6 +336,52 @@ fn send_unpinned<T>(
                 r.pause().map_err(|_| ())?;
             }
             out.blocking_send(value).map_err(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk's verdict is the quick check's, for every state and every difference a
+    /// walked file can show; `--retry-failed` changes nothing for uploaded rows.
+    #[test]
+    fn the_walks_unchanged_is_exactly_the_quick_checks() {
+        let states = [
+            State::Uploading,
+            State::Uploaded,
+            State::Failed,
+            State::Rejected,
+            State::Ignored,
+        ];
+        let file = crate::item::Item::file("a/b.png".into(), "/x/a/b.png".into(), 10, 7);
+        for state in states {
+            for (size, mtime_ns, options) in [
+                (10, 7, None),
+                (11, 7, None),
+                (10, 8, None),
+                (10, 7, Some("digest".to_string())),
+            ] {
+                let row = QuickRow {
+                    size,
+                    mtime_ns,
+                    etag: None,
+                    options,
+                    state,
+                    retry_local: true,
+                    check_pending: false,
+                    retry_due: true,
+                };
+                for retry in [Retry::Local, Retry::Always, Retry::WhenDue] {
+                    let quick = plan::quick_check(Some(&row), &file, retry);
+                    assert_eq!(
+                        unchanged_file(&row, 10, 7),
+                        quick == Quick::Unchanged,
+                        "{row:?} {retry:?}: {quick:?}"
+                    );
+                }
+            }
         }
     }
 }

@@ -43,7 +43,19 @@ impl Stages {
         let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
         let (gone_tx, gone_rx) = mpsc::channel::<Removal>(CANDIDATE_QUEUE);
         let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.upload.concurrency * 2);
-        let lister = tokio::spawn(source.clone().list(found_tx, run.shutdown.intake.clone()));
+        let stop = run.shutdown.intake.clone();
+        let lister = match (&**source, &reader) {
+            // A folder's unchanged files are settled in the walk's thread, on a read
+            // connection of its own.
+            (Source::Walk(walk), Some(_)) => match Ledger::open_read_only(&cfg.ledger)? {
+                Some(ledger) => {
+                    let settled = quick::Unchanged::new(run.clone(), BatchedReader::new(ledger)?);
+                    tokio::spawn(walk.clone().run_settled(found_tx, stop, Box::new(settled)))
+                }
+                None => tokio::spawn(source.clone().list(found_tx, stop)),
+            },
+            _ => tokio::spawn(source.clone().list(found_tx, stop)),
+        };
         let checker = {
             let run = run.clone();
             let retry = opts.retry;

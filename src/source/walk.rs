@@ -96,6 +96,16 @@ const TEMP_SUFFIXES: &[&str] = &[
     ".swx",
 ];
 
+/// Decides in the walk's own thread whether a file needs anything more: a rerun's
+/// unchanged files are counted there, with no item built or sent for them.
+pub trait Settled: Send {
+    /// Whether the file `key` with this size and modification time is settled (then it is
+    /// counted as such, and the walk hands nothing over for it).
+    fn settled(&mut self, key: &str, size: u64, mtime_ns: i64) -> Result<bool>;
+    /// Releases any read snapshot before the walk waits for the next stage.
+    fn pause(&mut self) -> Result<()>;
+}
+
 /// A prepared walk of one folder.
 #[derive(Debug)]
 pub struct Walk {
@@ -163,6 +173,17 @@ impl Walk {
         super::run_blocking(move || self.list(&out, &stop)).await
     }
 
+    /// [`Walk::run`], with the files `settled` takes counted in the walk's thread and not
+    /// handed over.
+    pub async fn run_settled(
+        self: Arc<Self>,
+        out: mpsc::Sender<Found>,
+        stop: CancellationToken,
+        mut settled: Box<dyn Settled>,
+    ) -> Result<()> {
+        super::run_blocking(move || self.list_unsettled(&out, &stop, Some(&mut *settled))).await
+    }
+
     /// The file to upload: a folder's items are files.
     pub async fn body(&self, item: &Item) -> Result<Body> {
         match &item.locator {
@@ -181,9 +202,35 @@ impl Walk {
 
     /// Lists every entry into `out` (blocking) until done or stopped.
     pub fn list(&self, out: &mpsc::Sender<Found>, stop: &CancellationToken) -> Result<()> {
-        for found in self.iter() {
-            if stop.is_cancelled() || out.blocking_send(found).is_err() {
+        self.list_unsettled(out, stop, None)
+    }
+
+    /// Lists into `out` (blocking) the entries `settled` does not take: a file it calls
+    /// settled is counted there and never becomes an [`Item`] or a message (a rerun over a
+    /// million unchanged files sends nothing per file).
+    pub fn list_unsettled(
+        &self,
+        out: &mpsc::Sender<Found>,
+        stop: &CancellationToken,
+        mut settled: Option<&mut (dyn Settled + 'static)>,
+    ) -> Result<()> {
+        let mut entries = self.entries();
+        while let Some(found) = self.next_found(&mut entries, settled.as_deref_mut())? {
+            if stop.is_cancelled() {
                 break;
+            }
+            match out.try_send(found) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(mpsc::error::TrySendError::Full(found)) => {
+                    // The next stage is behind (uploads): hold no read snapshot meanwhile.
+                    if let Some(s) = settled.as_deref_mut() {
+                        s.pause()?;
+                    }
+                    if out.blocking_send(found).is_err() {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -192,32 +239,48 @@ impl Walk {
     /// Iterates over the files, lazily. A hidden folder is passed over as one entry (its
     /// files are not walked): the ledger keeps one row for `.git/`, not one per object.
     pub fn iter(&self) -> impl Iterator<Item = Found> + '_ {
-        let include_hidden = self.cfg.include_hidden;
-        let mut entries = WalkDir::new(&self.root)
-            .follow_links(self.cfg.follow_symlinks)
-            .into_iter();
-        std::iter::from_fn(move || {
-            loop {
-                let entry = entries.next()?;
-                if let Ok(e) = &entry
-                    && e.depth() > 0
-                    && !include_hidden
-                    && is_hidden(e)
-                {
-                    let folder = e.file_type().is_dir();
-                    if folder {
-                        entries.skip_current_dir();
-                    }
-                    if let Some(found) = self.hidden(e.path(), folder) {
-                        return Some(found);
-                    }
-                    continue;
+        let mut entries = self.entries();
+        // Without a `Settled` nothing can fail but the entries, which come as `Found`s.
+        std::iter::from_fn(move || self.next_found(&mut entries, None).ok().flatten())
+    }
+
+    fn entries(&self) -> Entries {
+        Entries {
+            walk: WalkDir::new(&self.root)
+                .follow_links(self.cfg.follow_symlinks)
+                .into_iter(),
+            folder: OpenFolder::default(),
+        }
+    }
+
+    /// The next entry to hand over, passing over those `settled` takes.
+    fn next_found(
+        &self,
+        entries: &mut Entries,
+        mut settled: Option<&mut (dyn Settled + 'static)>,
+    ) -> Result<Option<Found>> {
+        loop {
+            let Some(entry) = entries.walk.next() else {
+                return Ok(None);
+            };
+            if let Ok(e) = &entry
+                && e.depth() > 0
+                && !self.cfg.include_hidden
+                && is_hidden(e)
+            {
+                let folder = e.file_type().is_dir();
+                if folder {
+                    entries.walk.skip_current_dir();
                 }
-                if let Some(found) = self.found(entry) {
-                    return Some(found);
+                if let Some(found) = self.hidden(e.path(), folder) {
+                    return Ok(Some(found));
                 }
+                continue;
             }
-        })
+            if let Some(found) = self.found(entry, &mut entries.folder, settled.as_deref_mut())? {
+                return Ok(Some(found));
+            }
+        }
     }
 
     /// A hidden file or folder, passed over with its reason (unless the globs leave it out
@@ -251,88 +314,107 @@ impl Walk {
         })
     }
 
-    fn found(&self, entry: walkdir::Result<DirEntry>) -> Option<Found> {
+    /// What one walked entry is: `None` for folders, globbed-out files and files
+    /// `settled` takes.
+    fn found(
+        &self,
+        entry: walkdir::Result<DirEntry>,
+        folder: &mut OpenFolder,
+        settled: Option<&mut (dyn Settled + 'static)>,
+    ) -> Result<Option<Found>> {
         let entry = match entry {
             Ok(e) => e,
-            Err(err) => {
-                let key = err
-                    .path()
-                    .and_then(|p| p.strip_prefix(&self.root).ok())
-                    .map(key_of)
-                    .unwrap_or_else(|| "<walk>".to_string());
-                if err.loop_ancestor().is_some() {
-                    return Some(Found::Ignored {
-                        key,
-                        reason: "a symlink loop: it leads back to a folder above it".into(),
-                    });
-                }
-                let dangling = err.io_error().map(std::io::Error::kind)
-                    == Some(std::io::ErrorKind::NotFound)
-                    && err.path().is_some_and(|p| p.is_symlink());
-                if dangling {
-                    return Some(Found::Ignored {
-                        key,
-                        reason: "a dangling symlink: its target does not exist".into(),
-                    });
-                }
-                // Permission denied, EIO: a later run may read it, so it is a failure, not a
-                // verdict on the item.
-                return Some(Found::Bad {
-                    key,
-                    reason: format!("cannot list: {err}"),
-                });
-            }
+            Err(err) => return Ok(Some(self.walk_error(&err))),
         };
         // With follow_links the type is the target's; without, a symlink is itself.
         let file_type = entry.file_type();
         // The root itself (a folder, or a symlink to one that walkdir follows) is no item.
         if file_type.is_dir() || entry.depth() == 0 {
-            return None;
-        }
-        if !file_type.is_file() {
-            let name = entry.file_name().to_string_lossy();
-            if is_temporary(&name) {
-                return self.temporary(entry.path());
-            }
-            let key = key_of(relative(entry.path(), &self.root)?);
-            if self.filtered_out(&key) {
-                return None;
-            }
-            return Some(Found::Ignored {
-                key,
-                reason: special_reason(&file_type).into(),
-            });
+            return Ok(None);
         }
         let name = entry.file_name().to_string_lossy();
         if is_temporary(&name) {
-            return self.temporary(entry.path());
+            return Ok(self.temporary(entry.path()));
         }
-        let rel = relative(entry.path(), &self.root)?;
-        let key = key_of(rel);
+        let Some(rel) = relative(entry.path(), &self.root) else {
+            return Ok(None);
+        };
+        // A UTF-8 path on a '/' system is its own key: borrowed, not allocated, until the
+        // file turns out to need more than the quick check.
+        let plain = rel.to_str().filter(|_| std::path::MAIN_SEPARATOR == '/');
+        let key = match plain {
+            Some(k) => std::borrow::Cow::Borrowed(k),
+            None => std::borrow::Cow::Owned(key_of(rel)),
+        };
         if self.filtered_out(&key) {
-            return None;
+            return Ok(None);
+        }
+        if !file_type.is_file() {
+            return Ok(Some(Found::Ignored {
+                key: key.into_owned(),
+                reason: special_reason(&file_type).into(),
+            }));
         }
         if rel.to_str().is_none() {
-            return Some(Found::Bad {
-                key,
+            return Ok(Some(Found::Bad {
+                key: key.into_owned(),
                 reason: "the file name is not valid UTF-8, so it cannot be an image id or a ledger key; rename it".into(),
-            });
+            }));
         }
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(err) => {
-                return Some(Found::Bad {
-                    key,
-                    reason: format!("cannot read its metadata: {err}"),
-                });
-            }
+        let (size, mtime_ns) = match folder.stat(&entry, self.cfg.follow_symlinks) {
+            Some(found) => found,
+            None => match entry.metadata() {
+                Ok(meta) => (meta.len(), mtime_ns(&meta)),
+                Err(err) => {
+                    return Ok(Some(Found::Bad {
+                        key: key.into_owned(),
+                        reason: format!("cannot read its metadata: {err}"),
+                    }));
+                }
+            },
         };
-        Some(Found::Item(Item::file(
+        if let Some(s) = settled
+            && s.settled(&key, size, mtime_ns)?
+        {
+            return Ok(None);
+        }
+        let key = key.into_owned();
+        Ok(Some(Found::Item(Item::file(
             key,
             entry.into_path(),
-            meta.len(),
-            mtime_ns(&meta),
-        )))
+            size,
+            mtime_ns,
+        ))))
+    }
+
+    /// An entry walkdir could not read, passed over or failed with its reason.
+    fn walk_error(&self, err: &walkdir::Error) -> Found {
+        let key = err
+            .path()
+            .and_then(|p| p.strip_prefix(&self.root).ok())
+            .map(key_of)
+            .unwrap_or_else(|| "<walk>".to_string());
+        if err.loop_ancestor().is_some() {
+            return Found::Ignored {
+                key,
+                reason: "a symlink loop: it leads back to a folder above it".into(),
+            };
+        }
+        let dangling = err.io_error().map(std::io::Error::kind)
+            == Some(std::io::ErrorKind::NotFound)
+            && err.path().is_some_and(|p| p.is_symlink());
+        if dangling {
+            return Found::Ignored {
+                key,
+                reason: "a dangling symlink: its target does not exist".into(),
+            };
+        }
+        // Permission denied, EIO: a later run may read it, so it is a failure, not a
+        // verdict on the item.
+        Found::Bad {
+            key,
+            reason: format!("cannot list: {err}"),
+        }
     }
 
     /// The folders of the tree (the root first) under the same rules as files: what a
@@ -429,6 +511,55 @@ impl Walk {
 
     fn filtered_out(&self, key: &str) -> bool {
         self.include.as_ref().is_some_and(|set| !set.is_match(key)) || self.exclude.is_match(key)
+    }
+}
+
+/// The walk's state: walkdir's iterator, and the folder of the last file statted.
+struct Entries {
+    walk: walkdir::IntoIter,
+    folder: OpenFolder,
+}
+
+/// The folder of the files being walked, kept open: a file is statted by its name in it,
+/// one path component for the kernel to look up instead of every one from the root (the
+/// lookups were the largest single cost of a no-op rerun over a million files).
+#[derive(Default)]
+struct OpenFolder {
+    path: Option<PathBuf>,
+    #[cfg(unix)]
+    dir: Option<std::fs::File>,
+}
+
+impl OpenFolder {
+    /// The size and modification time (ns) of a walked file, `None` when the folder cannot
+    /// be opened or the stat fails (the caller then asks by path, for its own error).
+    #[cfg(unix)]
+    fn stat(&mut self, entry: &DirEntry, follow: bool) -> Option<(u64, i64)> {
+        use nix::fcntl::AtFlags;
+        let parent = entry.path().parent()?;
+        if self.path.as_deref() != Some(parent) {
+            self.dir = std::fs::File::open(parent).ok();
+            self.path = Some(parent.to_path_buf());
+        }
+        let flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::AT_SYMLINK_NOFOLLOW
+        };
+        let st = nix::sys::stat::fstatat(self.dir.as_ref()?, entry.file_name(), flags).ok()?;
+        // As `mtime_ns`: before the epoch reads as unknown.
+        let mtime_ns = if st.st_mtime < 0 {
+            0
+        } else {
+            (i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec))
+                .min(i128::from(i64::MAX)) as i64
+        };
+        Some((u64::try_from(st.st_size).unwrap_or(0), mtime_ns))
+    }
+
+    #[cfg(not(unix))]
+    fn stat(&mut self, _entry: &DirEntry, _follow: bool) -> Option<(u64, i64)> {
+        None
     }
 }
 

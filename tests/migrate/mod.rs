@@ -15,6 +15,7 @@ mod ledger_safety;
 mod lost_ledger;
 mod manifest;
 mod messages;
+mod noop_rerun;
 mod quota;
 mod rate_warning;
 mod rejects;
