@@ -11,6 +11,7 @@
 //! - `manage.rs`: `Maintenance`, the writes outside a migration (verify's repair, rebuild's rows).
 //! - `read.rs`: every query (quick check, rows, holders of an id, views, pending checks).
 //! - `schema.rs`: the tables and their forward migrations.
+//! - `shelf.rs`: records handed to the writer without waking its thread.
 //! - `tests.rs`: unit tests of the ledger's SQL.
 //! - `writer.rs`: the one writer thread, whose commit is the acknowledgement.
 
