@@ -114,6 +114,23 @@ impl<T> Shelf<T> {
     }
 }
 
+/// Closes its shelf when dropped, also when the writer thread unwinds from a panic: nobody
+/// waits forever for a shelved record.
+pub(super) struct Closing<'a, T>(&'a Shelf<T>);
+
+impl<T> Shelf<T> {
+    /// A guard that closes the shelf (dropping what it holds) when it goes.
+    pub(super) fn closing(&self) -> Closing<'_, T> {
+        Closing(self)
+    }
+}
+
+impl<T> Drop for Closing<'_, T> {
+    fn drop(&mut self) {
+        drop(self.0.close());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +167,23 @@ mod tests {
         assert_eq!(shelf.lay(8), Ok(true));
         assert_eq!(shelf.close(), [8]);
         assert_eq!(shelf.lay(9), Err(9));
+    }
+
+    #[test]
+    fn a_writer_that_panics_still_closes_its_shelf() {
+        let shelf = std::sync::Arc::new(Shelf::new(4));
+        let (ack, done) = tokio::sync::oneshot::channel::<()>();
+        assert_eq!(shelf.lay(ack).map_err(drop), Ok(true));
+        let writer = shelf.clone();
+        let ended = std::thread::spawn(move || {
+            let _closing = writer.closing();
+            panic!("the writer thread failed");
+        })
+        .join();
+        assert!(ended.is_err());
+        // The waiter hears that its record will not be written, instead of waiting forever.
+        assert!(done.blocking_recv().is_err());
+        assert!(shelf.lay(tokio::sync::oneshot::channel().0).is_err());
     }
 
     #[test]

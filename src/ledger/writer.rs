@@ -231,7 +231,10 @@ impl LedgerWriter {
             .spawn(move || {
                 // The lock lives as long as the writer: one run per ledger at a time.
                 let _lock = lock;
-                let ended = match Ledger::open(&owned) {
+                // Whoever waits for a shelved record hears, when the thread ends however it
+                // ends, that it will not be written.
+                let _closing = shelved.closing();
+                match Ledger::open(&owned) {
                     Ok(ledger) => {
                         let _ = opened_tx.send(Ok(()));
                         let queue = Queue {
@@ -245,10 +248,7 @@ impl LedgerWriter {
                         let _ = opened_tx.send(Err(e));
                         Ok(())
                     }
-                };
-                // Whoever waits for a shelved record hears that it will not be written.
-                drop(shelved.close());
-                ended
+                }
             })
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
