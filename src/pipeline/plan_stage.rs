@@ -1,5 +1,6 @@
-//! Stage 2: each candidate's body is fetched, read and hashed on the blocking pool, and
-//! decided; uploads go on to the workers.
+//! Stage 2: each candidate's body is fetched, read and hashed on the blocking pool (the
+//! candidates already waiting together, in one trip), and decided; uploads go on to the
+//! workers.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::quick::Candidate;
 use super::run::Run;
 use super::sink::Sink;
 use crate::error::{Error, Result, Stage};
-use crate::item::{Fingerprint, Locator};
+use crate::item::{Body, Fingerprint, Locator};
 use crate::ledger::{Failure, SharedReader, Version};
 use crate::outcome::{How, Outcome, Stored};
 use crate::plan::{self, Decision, Examined, Job, Policy};
@@ -19,7 +20,7 @@ use crate::source::Source;
 use crate::source::walk::mtime_ns as mtime_ns_of;
 
 /// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
-/// and hand uploads to the workers; several candidates at once.
+/// and hand uploads to the workers; several groups of candidates at once.
 pub(super) async fn plan_stage(
     run: Run,
     source: Arc<Source>,
@@ -30,7 +31,8 @@ pub(super) async fn plan_stage(
     let reader = run.reader.clone();
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     let mut decisions = ReceiverStream::new(candidates)
-        .map(|c| examine_and_decide(&run, &source, &policy, reader.as_deref(), c))
+        .ready_chunks(EXAMINED_TOGETHER)
+        .map(|chunk| examine_and_decide(&run, &source, &policy, reader.as_deref(), chunk))
         .buffer_unordered(readers);
     loop {
         // A stop abandons downloads in flight at once (their temporary files go with
@@ -41,36 +43,77 @@ pub(super) async fn plan_stage(
             decided = decisions.next() => decided,
         };
         let Some(decided) = decided else { break };
-        let (version, decision) = decided?;
-        route(&run, decision, version, &jobs).await?;
+        for decided in decided? {
+            let (version, decision) = decided?;
+            route(&run, decision, version, &jobs).await?;
+        }
     }
     Ok(())
 }
 
-/// Fetches, reads and decides one candidate. Returns the version for records.
+/// Candidates already waiting are examined together, in one trip to the blocking pool:
+/// for small files the trip and its wake-ups cost more than the reading.
+const EXAMINED_TOGETHER: usize = 8;
+
+/// Fetches, reads and decides candidates that were waiting together; their bodies are
+/// fetched in turn and read in one trip to the blocking pool. Returns each one's
+/// version for records, in order; `Err` only when the reading itself panicked.
 async fn examine_and_decide(
     run: &Run,
     source: &Source,
     policy: &Policy,
     reader: Option<&SharedReader>,
+    chunk: Vec<Candidate>,
+) -> Result<Vec<Result<(Version, Decision)>>> {
+    // One after another: as many downloads at once as chunks in flight, as before.
+    let mut bodies = Vec::with_capacity(chunk.len());
+    for c in &chunk {
+        bodies.push(source.body(&c.item).await);
+    }
+    let reading: Vec<Option<Body>> = bodies.iter().map(|b| b.as_ref().ok().cloned()).collect();
+    let examined = tokio::task::spawn_blocking(move || {
+        reading
+            .iter()
+            .map(|b| b.as_ref().map(plan::examine))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| {
+        let keys: Vec<&str> = chunk.iter().map(|c| c.item.key.as_str()).collect();
+        Error::Panicked(format!("reading {}", keys.join(", ")))
+    })?;
+    let decided = chunk
+        .into_iter()
+        .zip(bodies)
+        .zip(examined)
+        .map(|((c, body), examined)| decide_one(run, source, policy, reader, c, body, examined))
+        .collect();
+    Ok(decided)
+}
+
+/// Decides one candidate from its fetched body and what reading it found.
+fn decide_one(
+    run: &Run,
+    source: &Source,
+    policy: &Policy,
+    reader: Option<&SharedReader>,
     c: Candidate,
+    body: Result<Body>,
+    examined: Option<std::io::Result<Examined>>,
 ) -> Result<(Version, Decision)> {
-    let body = match source.body(&c.item).await {
-        Ok(body) => body,
-        Err(e) => {
+    let (body, examined) = match (body, examined) {
+        (Ok(body), Some(Ok(examined))) => (body, examined),
+        (Err(e), _) => {
             let v = plan::version(run.source_id, &c.item, &Examined::remote());
             return Ok((v, failure_decision(e)?));
         }
-    };
-    let reading = body.clone();
-    let examined = match tokio::task::spawn_blocking(move || plan::examine(&reading)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => {
+        (Ok(_), Some(Err(e))) => {
             let v = plan::version(run.source_id, &c.item, &Examined::remote());
             let reason = format!("cannot read {}: {e}", c.item.key);
             return Ok((v, Decision::Fail(reason)));
         }
-        Err(_) => return Err(Error::Panicked(format!("reading {}", c.item.key))),
+        // Every fetched body is read.
+        (Ok(_), None) => return Err(Error::Panicked(format!("reading {}", c.item.key))),
     };
     let version = plan::version(run.source_id, &c.item, &examined);
     // Read and hashed: a file that changed meanwhile is not the version that was hashed.

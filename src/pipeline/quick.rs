@@ -335,7 +335,20 @@ fn send_unpinned<T>(
             if let Some(r) = reader {
                 r.pause().map_err(|_| ())?;
             }
-            out.blocking_send(value).map_err(|_| ())
+            // Wait for room for a quarter of the queue, not for each slot as it frees: the
+            // next stage then takes many values per wake-up of this thread.
+            let room = (out.max_capacity() / 4).max(1);
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return out.blocking_send(value).map_err(|_| ());
+            };
+            let mut permits = runtime.block_on(out.reserve_many(room)).map_err(|_| ())?;
+            match permits.next() {
+                Some(permit) => {
+                    permit.send(value);
+                    Ok(())
+                }
+                None => out.blocking_send(value).map_err(|_| ()),
+            }
         }
     }
 }
