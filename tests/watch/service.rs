@@ -112,7 +112,19 @@ async fn metrics_and_health_follow_uploads_and_failures() {
     .await
     .expect("health turns unhealthy");
     assert!(turned.contains("failing"), "{turned}");
-    let (_, text) = get("/metrics").await;
+    // The failure's record, which the pending retries are counted from, is committed a
+    // moment after the health turns (the writer groups commits): wait for it, not race it.
+    let text = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, text) = get("/metrics").await;
+            if metric(&text, "cfimg_pending_retries") == 1.0 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the failed upload becomes a pending retry");
     assert!(
         metric(&text, "cfimg_failures_total{reason=\"failed\"}") >= 1.0,
         "{text}"
