@@ -569,24 +569,14 @@ impl SharedReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::SourceKind;
-    use crate::ledger::LedgerWriter;
 
     /// A folder's read holds its own files' uploaded rows and nothing of its subfolders,
     /// of its neighbours, of another source, or of rows a rerun must look at again.
     #[tokio::test]
     async fn a_folders_read_is_its_own_uploaded_rows_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.sqlite");
-        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
-        let a = writer
-            .source(&SourceId::new(SourceKind::Dir, "/a"))
-            .await
-            .unwrap();
-        let b = writer
-            .source(&SourceId::new(SourceKind::Dir, "/b"))
-            .await
-            .unwrap();
+        let (_dir, path, writer, thread, sources) =
+            crate::ledger::tests::fresh(&["/a", "/b"]).await;
+        let (a, b) = (sources[0], sources[1]);
         drop(writer);
         thread.join().unwrap().unwrap();
         let conn = rusqlite::Connection::open(&path).unwrap();

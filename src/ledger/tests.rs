@@ -4,7 +4,33 @@ use super::writer::Failure;
 use super::*;
 use crate::item::{SourceId, SourceKind};
 
-fn version(source_id: i64, key: &str, sha: &str) -> Version {
+/// A writer on a new ledger in a temporary folder (kept while the first value lives), with
+/// one folder source registered per location: the folder, the ledger's path, the writer,
+/// its thread and the sources' numbers.
+pub(super) async fn fresh(
+    locations: &[&str],
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    LedgerWriter,
+    std::thread::JoinHandle<Result<()>>,
+    Vec<i64>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+    let mut sources = Vec::new();
+    for location in locations {
+        let id = writer
+            .source(&SourceId::new(SourceKind::Dir, *location))
+            .await
+            .unwrap();
+        sources.push(id);
+    }
+    (dir, path, writer, thread, sources)
+}
+
+pub(super) fn version(source_id: i64, key: &str, sha: &str) -> Version {
     Version {
         source_id,
         key: key.into(),
@@ -19,17 +45,8 @@ fn version(source_id: i64, key: &str, sha: &str) -> Version {
 
 #[tokio::test]
 async fn intent_then_outcome_is_visible_to_readers() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.sqlite");
-    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
-    let a = writer
-        .source(&SourceId::new(SourceKind::Dir, "/a"))
-        .await
-        .unwrap();
-    let b = writer
-        .source(&SourceId::new(SourceKind::Dir, "/b"))
-        .await
-        .unwrap();
+    let (_dir, path, writer, thread, sources) = fresh(&["/a", "/b"]).await;
+    let (a, b) = (sources[0], sources[1]);
     assert_ne!(a, b);
     assert_eq!(
         writer
@@ -319,13 +336,8 @@ async fn the_writer_lock_is_on_the_file_whatever_its_name_and_seen_from_outside(
 
 #[tokio::test]
 async fn a_cached_reader_query_is_not_compiled_again_for_each_binding() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.sqlite");
-    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
-    let a = writer
-        .source(&SourceId::new(SourceKind::Dir, "/a"))
-        .await
-        .unwrap();
+    let (_dir, path, writer, thread, sources) = fresh(&["/a"]).await;
+    let a = sources[0];
     writer
         .commit(Record::Intent {
             version: version(a, "x.jpg", "s1"),
@@ -348,13 +360,8 @@ async fn a_cached_reader_query_is_not_compiled_again_for_each_binding() {
 
 #[tokio::test]
 async fn the_holder_of_an_id_is_the_uploaded_item_before_one_still_writing_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.sqlite");
-    let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
-    let a = writer
-        .source(&SourceId::new(SourceKind::Dir, "/a"))
-        .await
-        .unwrap();
+    let (_dir, path, writer, thread, sources) = fresh(&["/a"]).await;
+    let a = sources[0];
     // "w.jpg" is still writing the id; "u.jpg" holds it.
     for key in ["w.jpg", "u.jpg"] {
         writer

@@ -1085,29 +1085,14 @@ mod tests {
     }
 
     fn version(source_id: i64, key: &str) -> Version {
-        Version {
-            source_id,
-            key: key.into(),
-            size: 10,
-            mtime_ns: 5,
-            etag: None,
-            options: None,
-            sha256: Some("s".into()),
-            ticket: Default::default(),
-        }
+        crate::ledger::tests::version(source_id, key, "s")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outcome_shares_the_commit_of_the_next_intent_and_each_intent_is_durable_when_acknowledged()
      {
-        use crate::item::{SourceId, SourceKind};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.sqlite");
-        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
-        let a = writer
-            .source(&SourceId::new(SourceKind::Dir, "/a"))
-            .await
-            .unwrap();
+        let (_dir, path, writer, thread, sources) = crate::ledger::tests::fresh(&["/a"]).await;
+        let a = sources[0];
         let reader = Ledger::open_read_only(&path).unwrap().unwrap();
         let uploaded = |key: &str| Record::Uploaded {
             version: version(a, key),
