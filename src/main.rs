@@ -20,6 +20,18 @@ fn ends_after_printing(command: &Command) -> bool {
     )
 }
 
+/// How many threads run cfimg's async tasks: one, unless `TOKIO_WORKER_THREADS` says
+/// otherwise or the command is the emulator (a server under test load, one per core).
+/// cfimg's own CPU work (hashing, image checks, SQLite, walking folders) runs on the
+/// blocking pool and the ledger writer's thread; the async tasks only wait on the network
+/// and each other. A second async thread mostly woke up and went back to sleep at every
+/// request: one thread cut the client's CPU per paced batch upload by about an eighth and
+/// left the unthrottled throughput run unchanged (README, "Performance").
+fn async_threads(command: &Command) -> Option<usize> {
+    let told = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    (!told && !matches!(command, Command::Emulator(_))).then_some(1)
+}
+
 /// SIGPIPE's handler for those commands: the default action only when stdout or stderr is
 /// the closed pipe. A socket the server closed mid-write raises SIGPIPE too (a vectored
 /// write cannot ask for MSG_NOSIGNAL): that one must stay an error the command reports
@@ -94,10 +106,11 @@ fn main() -> ExitCode {
             .init(),
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = async_threads(&cli.command) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cfimg: cannot start the async runtime: {e}");
