@@ -26,7 +26,7 @@ pub(super) async fn plan_stage(
     source: Arc<Source>,
     policy: Policy,
     candidates: mpsc::Receiver<Candidate>,
-    jobs: mpsc::Sender<Job>,
+    jobs: async_channel::Sender<Job>,
 ) -> Result<()> {
     let reader = run.reader.clone();
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
@@ -169,7 +169,7 @@ async fn route(
     run: &Run,
     decision: Decision,
     version: Version,
-    jobs: &mpsc::Sender<Job>,
+    jobs: &async_channel::Sender<Job>,
 ) -> Result<()> {
     let outcome = match decision {
         Decision::Touch => Outcome::Touched(version),
@@ -192,7 +192,7 @@ async fn route(
 }
 
 /// Hands a job to the workers, or says what it would upload in a dry run.
-async fn hand_over(run: &Run, job: Job, jobs: &mpsc::Sender<Job>) -> Result<()> {
+async fn hand_over(run: &Run, job: Job, jobs: &async_channel::Sender<Job>) -> Result<()> {
     if matches!(run.sink, Sink::Dry) {
         let would = Outcome::WouldUpload {
             key: job.item.key,

@@ -42,7 +42,9 @@ impl Stages {
         let (found_tx, found_rx) = mpsc::channel::<Found>(FOUND_QUEUE);
         let (cand_tx, cand_rx) = mpsc::channel::<Candidate>(CANDIDATE_QUEUE);
         let (gone_tx, gone_rx) = mpsc::channel::<Removal>(CANDIDATE_QUEUE);
-        let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.upload.concurrency * 2);
+        // Many workers take from it: a channel with many receivers wakes one of them per
+        // job, where one receiver behind a lock woke two.
+        let (job_tx, job_rx) = async_channel::bounded::<Job>(cfg.upload.concurrency * 2);
         let stop = run.shutdown.intake.clone();
         let lister = match (&**source, &reader) {
             // A folder's unchanged files are settled in the walk's thread, on a read

@@ -20,11 +20,10 @@ use crate::upload::Ended;
 pub(super) fn start(
     run: &Run,
     up: &Arc<Upload>,
-    jobs: mpsc::Receiver<Job>,
+    jobs: async_channel::Receiver<Job>,
     concurrency: usize,
     gate: Option<Arc<Gate>>,
 ) -> Vec<JoinHandle<Result<()>>> {
-    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     (0..concurrency)
         .map(|_| {
             let up = up.clone();
@@ -36,7 +35,7 @@ pub(super) fn start(
                     let job = tokio::select! {
                         biased;
                         _ = run.shutdown.intake.cancelled() => None,
-                        job = async { jobs.lock().await.recv().await } => job,
+                        job = jobs.recv() => job.ok(),
                     };
                     let Some(job) = job else { break };
                     if run.shutdown.intake.is_cancelled() {
