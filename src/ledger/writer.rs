@@ -406,7 +406,7 @@ fn writer_gone() -> Error {
 /// How long a batch holding only records nobody waits for (outcomes) waits for one that
 /// somebody does, to share its commit: such records are durable once a later commit is,
 /// and a run's end or a flush commits at once.
-const LINGER_UNACKED: Duration = Duration::from_millis(50);
+const LINGER_UNACKED: Duration = Duration::from_millis(100);
 /// How long a batch with an acknowledged record (an intent, whose worker waits) waits for
 /// others: workers of a busy run commit their intents a few milliseconds apart, and each
 /// commit is an fsync, while each of them then waits far longer for its turn to send.

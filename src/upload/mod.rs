@@ -171,15 +171,16 @@ impl Uploader {
         }
     }
 
-    /// How long this job's intent may wait to share a commit: half the wait its upload
-    /// would have for its turn (a guess, and the turn may come sooner). Jobs whose first
-    /// request is not the upload (an update, a lookup, a backup) commit at once.
+    /// How long this job's intent may wait to share a commit: three quarters of the wait
+    /// its upload would have for its turn (a guess: the turn may come sooner, and the
+    /// queue behind the limiter keeps it busy meanwhile). Jobs whose first request is not
+    /// the upload (an update, a lookup, a backup) commit at once.
     fn intent_slack(&self, job: &Job) -> Duration {
         let upload_first = job.action == Action::Upload
             && !job.lookup_first
             && (job.id.is_none() || job.previous.as_deref() != job.id.as_deref());
         if upload_first {
-            self.lanes.upload_wait() / 2
+            self.lanes.upload_wait() * 3 / 4
         } else {
             Duration::ZERO
         }
