@@ -112,6 +112,20 @@ const RECOVER_STEP: f64 = 0.1;
 const ANSWER_LOG: usize = 4096;
 /// Slack after the moment a lane's own oldest request of a full window leaves it.
 const SLIDE_MARGIN: Duration = Duration::from_millis(5);
+/// The longest a request waits past its turn to go with the others whose turns fall in the
+/// same tick of this length, when the host's limit leaves room for it ([`Pacer::group`]).
+const GROUP_MAX: Duration = Duration::from_millis(20);
+
+/// The Cloudflare limit a host documents, for pacing before the server announces one.
+pub const API_HOST_LIMIT: Policy = Policy {
+    quota: 1200,
+    window: Duration::from_secs(300),
+};
+/// The batch host's documented limit per token.
+pub const BATCH_HOST_LIMIT: Policy = Policy {
+    quota: 200,
+    window: Duration::from_secs(1),
+};
 
 /// Paces requests at a rate that can change (governor's quota cannot): a token bucket of
 /// `burst` tokens refilled at `rate` per second, which lets through what a GCRA would.
@@ -135,6 +149,11 @@ struct Pacer {
     calm_since: Instant,
     /// The quota the server announced, if it did.
     policy: Option<Policy>,
+    /// The quota the host documents, until one is announced.
+    documented: Option<Policy>,
+    /// Requests due within one tick of this length go together at its end (zero: each at
+    /// its own time): a paced lane otherwise wakes the whole client for every request.
+    group: Duration,
     /// When the last answers came, oldest first: a request reached the server before its
     /// answer came back, so it leaves the server's window by then plus the window.
     answered: VecDeque<Instant>,
@@ -157,6 +176,8 @@ impl Pacer {
             refilled_at: now,
             calm_since: now,
             policy: None,
+            documented: None,
+            group: Duration::ZERO,
             answered: VecDeque::new(),
             refused_until: None,
         }
@@ -270,6 +291,9 @@ impl Pacer {
         });
         self.burst = self.configured_burst.min(room);
         self.tokens = self.tokens.min(room.max(self.burst));
+        self.group = self.policy.or(self.documented).map_or(Duration::ZERO, |p| {
+            group_within(p, self.ceiling, self.burst)
+        });
     }
 
     /// A 429 episode whose pause ends at `resume`: says whether it halves the rate. When the
@@ -310,6 +334,37 @@ impl Pacer {
         self.rate = (self.rate + spells * RECOVER_STEP * self.configured).min(self.ceiling);
         self.calm_since += RECOVER_EVERY.mul_f64(spells);
     }
+}
+
+/// The tick within which requests may go together under `limit`: holding a request back
+/// until its tick ends sends, in any window, up to a tick's worth at `rate` more than
+/// even pacing would (those due just before the window, sent in it), so the tick is what
+/// the quota leaves beside a window at `rate` and a `burst`, at most [`GROUP_MAX`].
+fn group_within(limit: Policy, rate: f64, burst: f64) -> Duration {
+    let room = f64::from(limit.quota) - rate * limit.window.as_secs_f64() - burst;
+    Duration::from_secs_f64((room / rate).clamp(0.0, GROUP_MAX.as_secs_f64()))
+}
+
+/// The end of the tick of length `group` that `at` falls in, ticks counted from `epoch`
+/// (either side of it); `at` itself when it is on a tick's end or `group` is zero.
+fn tick_end(at: Instant, epoch: Instant, group: Duration) -> Instant {
+    let tick = group.as_nanos();
+    if tick == 0 {
+        return at;
+    }
+    let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
+    if at >= epoch {
+        epoch + nanos((at - epoch).as_nanos().div_ceil(tick) * tick)
+    } else {
+        epoch - nanos((epoch - at).as_nanos() / tick * tick)
+    }
+}
+
+/// Where every limiter of the process counts its ticks from, so that lanes sharing a
+/// client also share their ticks.
+fn ticks_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// A usable rate: positive and finite.
@@ -354,6 +409,16 @@ impl Limiter {
         self
     }
 
+    /// The same limiter, knowing the quota the host documents: until the server announces
+    /// one, it says how much room there is to send requests due close together at once.
+    pub fn with_documented_limit(self, limit: Policy) -> Limiter {
+        if let Ok(mut p) = self.pacer.lock() {
+            p.documented = Some(limit);
+            p.bound();
+        }
+        self
+    }
+
     /// The same limiter, giving up after `limit` of unbroken 429s instead of [`GIVE_UP_AFTER`].
     pub fn with_give_up_after(mut self, limit: Duration) -> Limiter {
         self.give_up_after = limit;
@@ -369,13 +434,14 @@ impl Limiter {
     async fn acquire_at(&self) -> Instant {
         loop {
             self.wait_cool_off().await;
-            let due = self
+            let now = Instant::now();
+            let (due, group) = self
                 .pacer
                 .lock()
-                .map(|mut p| p.reserve(Instant::now()))
+                .map(|mut p| (p.reserve(now), p.group))
                 .unwrap_or_default();
             if !due.is_zero() {
-                tokio::time::sleep(due).await;
+                tokio::time::sleep_until(tick_end(now + due, ticks_epoch(), group)).await;
             }
             // A 429 may have arrived while this worker waited for its token.
             if self.cool_off_remaining().is_none() {
@@ -814,6 +880,56 @@ mod tests {
             .unwrap();
         let passed = waiters(&trimmed, 3).await;
         assert_eq!(gaps_ms(&passed), [100, 100]);
+    }
+
+    #[test]
+    fn a_request_goes_at_the_end_of_the_tick_its_turn_falls_in() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        let tick = ms(20);
+        assert_eq!(tick_end(epoch + ms(13), epoch, tick), epoch + ms(20));
+        assert_eq!(tick_end(epoch + ms(20), epoch, tick), epoch + ms(20));
+        assert_eq!(tick_end(epoch + ms(21), epoch, tick), epoch + ms(40));
+        // Before the epoch (another runtime's clock), ticks count backwards from it.
+        assert_eq!(tick_end(epoch - ms(13), epoch, tick), epoch);
+        assert_eq!(tick_end(epoch - ms(27), epoch, tick), epoch - ms(20));
+        assert_eq!(tick_end(epoch + ms(13), epoch, Duration::ZERO), epoch + ms(13));
+    }
+
+    #[test]
+    fn requests_go_together_only_within_the_room_the_hosts_limit_leaves() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // 195 of the batch host's 200 a second, no burst: room for 4, 20 ms at 195/s.
+        assert_eq!(group_within(BATCH_HOST_LIMIT, 195.0, 1.0), GROUP_MAX);
+        assert!((ms(group_within(BATCH_HOST_LIMIT, 198.0, 1.0)) - 1000.0 / 198.0).abs() < 1e-6);
+        assert_eq!(group_within(BATCH_HOST_LIMIT, 200.0, 1.0), Duration::ZERO);
+        assert_eq!(group_within(BATCH_HOST_LIMIT, 195.0, 5.0), Duration::ZERO);
+        assert_eq!(group_within(API_HOST_LIMIT, 3.5, 1.0), GROUP_MAX);
+        assert_eq!(group_within(API_HOST_LIMIT, 4.0, 1.0), Duration::ZERO);
+        // Without a known limit each request goes at its own time.
+        assert_eq!(Limiter::new(195.0, 1).pacer.lock().unwrap().group, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grouped_requests_keep_the_pace_and_stay_within_the_hosts_window() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(195.0, 1).with_documented_limit(BATCH_HOST_LIMIT));
+        let start = Instant::now();
+        let passed = waiters(&limiter, 600).await;
+        let mut moments = passed.clone();
+        moments.dedup();
+        assert!(moments.len() <= 600 / 3, "{} moments: not grouped", moments.len());
+        // The pace is kept: the last one goes within a tick of its even turn.
+        let even = Duration::from_secs_f64(599.0 / 195.0);
+        assert!(passed[599] - start <= even + GROUP_MAX, "{:?}", passed[599] - start);
+        // No second holds more than the host allows.
+        for (i, from) in passed.iter().enumerate() {
+            let within = passed[i..]
+                .iter()
+                .take_while(|t| **t < *from + Duration::from_secs(1))
+                .count();
+            assert!(within <= 200, "{within} requests in the second from request {i}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

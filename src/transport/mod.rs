@@ -50,6 +50,7 @@ pub fn api_limiter(cfg: &Config) -> Arc<Limiter> {
     };
     Arc::new(
         Limiter::new(cfg.upload.rate, cfg.upload.burst)
+            .with_documented_limit(limit::API_HOST_LIMIT)
             .with_start_credit(start_credit(cfg.upload.rate, tokens)),
     )
 }
@@ -195,8 +196,11 @@ impl BatchLane {
             timeout,
             held: Mutex::new(None),
             renewing: tokio::sync::Mutex::new(()),
-            // A small burst: the batch host's bucket holds 200, so a few at once are safe.
-            limiter: Arc::new(Limiter::new(rate, 4)),
+            // No burst: what the host's 200 a second leaves beside the rate goes to sending
+            // requests due close together at once (`Pacer::group`).
+            limiter: Arc::new(
+                Limiter::new(rate, 1).with_documented_limit(limit::BATCH_HOST_LIMIT),
+            ),
             in_flight: AtomicUsize::new(0),
             tokens_fetched: Arc::new(AtomicU64::new(0)),
         }
