@@ -67,7 +67,7 @@ start_emulator() {
   BATCH=$(. "$WORK/emu.out"; printf %s "${CFIMG_BATCH_BASE_URL:-}")
   [ -n "$API" ] || { echo "emulator did not start:"; cat "$WORK/emu.err"; exit 1; }
   # cfimg pointed at this emulator.
-  CFIMG=(env "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" "CFIMG_BATCH_BASE_URL=$BATCH" RUST_LOG=warn "$BIN")
+  CFIMG=(env ${CFIMG_ENV:-} "CLOUDFLARE_API_TOKEN=$TOKEN" "CLOUDFLARE_ACCOUNT_ID=$ACCOUNT" "CFIMG_API_BASE_URL=$API" "CFIMG_BATCH_BASE_URL=$BATCH" RUST_LOG=warn "$BIN")
 }
 
 
