@@ -2,7 +2,7 @@
 # cfimg benchmarks against the emulator run as a separate process on this machine.
 # Prints figures; asserts nothing (targets are judged by people, not by CI).
 #
-#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch|redirects|rewrite]
+#   benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|bucket-listing|manage|watch|redirects|rewrite]
 #
 # Needs: a release build (built if missing), python3, GNU time (/usr/bin/time),
 # curl; `wrk` for the emulator-only figure (apt-get install wrk).
@@ -16,6 +16,9 @@
 #      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
 #      tests/s3/setup.sh's venv, installing it if missing).
+#      BUCKET_KEYS (default 1000000; a list like "1000000 10000000" runs each), BUCKET_GET_KEYS
+#      (default 100000; empty skips it): the bucket-listing case's synthetic buckets
+#      (benches/s3-synth.py, Python's standard library only).
 #      WATCH_FILES (default 100000: files the idle daemon watches, in folders of 100),
 #      WATCH_BURST (default 10000: files written at once into the watched folder).
 #      REDIRECT_ROWS (default 1000000: uploaded rows generated into a ledger for `redirects`).
@@ -47,10 +50,15 @@ stop_emulator() {
 }
 MOTO_PID=""
 WATCH_PID=""
+SYNTH_PID=""
+stop_synth() {
+  if [ -n "$SYNTH_PID" ]; then kill "$SYNTH_PID" 2>/dev/null || true; wait "$SYNTH_PID" 2>/dev/null || true; SYNTH_PID=""; fi
+}
 stop_all() {
   if [ -n "$WATCH_PID" ]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=""; fi
   stop_emulator
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; MOTO_PID=""; fi
+  stop_synth
 }
 trap stop_all EXIT
 
@@ -352,6 +360,63 @@ PY
   stop_all
 }
 
+# bucket-listing: a bucket of BUCKET_KEYS keys per size (default 1000000; "1000000 10000000"
+# for the ten-million case) served by benches/s3-synth.py, which generates every answer from
+# the key's index and stores nothing per key (moto cannot hold millions of objects). Each
+# size is planned end to end with --dry-run --s3-mode presign: the listing (ListObjectsV2
+# pages of 1,000, continuation tokens, through object_store), the quick check, a signed GET
+# URL and the decision for every key; no GET, no ledger, no Cloudflare request. That is the
+# listing's cost and memory: in download mode a dry run GETs every object (it checks each
+# image), a rate the server's single Python thread of answers sets, so that path is run over
+# BUCKET_GET_KEYS keys only (default 100000; empty skips it). Peak RSS is cfimg's whole
+# process; server CPU is the Python server's.
+BUCKET_KEYS=${BUCKET_KEYS:-1000000}
+BUCKET_GET_KEYS=${BUCKET_GET_KEYS-100000}
+
+# bucket_synth_run N MODE: a fresh synthetic bucket of N keys, one dry run in MODE (presign
+# or download) over it, and the figures.
+bucket_synth_run() {
+  local n=$1 mode=$2 port=""
+  stop_synth
+  python3 "$ROOT/benches/s3-synth.py" --keys "$n" >"$WORK/synth.port" 2>"$WORK/synth.err" &
+  SYNTH_PID=$!
+  for _ in $(seq 1 100); do port=$(head -n 1 "$WORK/synth.port" 2>/dev/null || true); [ -n "$port" ] && break; sleep 0.05; done
+  [ -n "$port" ] || { echo "s3-synth.py did not start:"; cat "$WORK/synth.err"; exit 1; }
+  rm -f "$WORK/bucket-synth.sqlite"*
+  timed "bucket-synth-$n" env AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 RUST_LOG=warn \
+    "$BIN" migrate s3://bench/img --endpoint-url "http://127.0.0.1:$port" --ledger "$WORK/bucket-synth.sqlite" \
+    --dry-run --s3-mode "$mode" --json >"$WORK/bucket-synth-$n.json"
+  curl -sf "http://127.0.0.1:$port/__synth/stats" >"$WORK/synth-stats.json"
+  # The server's own CPU (utime + stime, in clock ticks), read before it is stopped.
+  local server_ticks
+  server_ticks=$(awk '{print $14 + $15}' "/proc/$SYNTH_PID/stat")
+  stop_synth
+  python3 - "$n" "$mode" "$ELAPSED" "$USER_S" "$SYS_S" "$RSS_KB" "$WORK/bucket-synth-$n.json" "$WORK/synth-stats.json" "$server_ticks" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+n, mode = int(sys.argv[1]), sys.argv[2]
+el, us, sy, rss = map(float, sys.argv[3:7])
+s, st = json.load(open(sys.argv[7])), json.load(open(sys.argv[8]))
+server_cpu = int(sys.argv[9]) / int(sys.argv[10])
+# Every key listed once, counted, and planned as an upload of its own size.
+assert st["keys"] == n and st["keys_listed"] == n, st
+assert s["discovered"] == n and s["would_upload"] == n and s["would_upload_bytes"] == st["bytes"], (s, st)
+assert s["failed"] == 0 and s["rejected"] == 0 and s["ignored"] == 0, s
+assert st["errors"] == 0 and st["heads"] == 0, st
+assert st["gets"] == (n if mode == "download" else 0), st
+what = "listing, presign: no GET" if mode == "presign" else "download mode: a GET per key"
+print(f"bucket dry run ({what}): {n:,} keys in {st['list_pages']:,} pages: {el:.1f} s, {n/el:,.0f} keys/s, "
+      f"cfimg CPU {us + sy:.1f} s ({(us + sy) / n * 1e6:.1f} us/key), server CPU {server_cpu:.1f} s, "
+      f"{st['gets']:,} GETs, every key counted; peak RSS {rss/1024:.1f} MB")
+PY
+}
+
+bucket_listing() {
+  local n
+  for n in $BUCKET_KEYS; do bucket_synth_run "$n" presign; done
+  for n in $BUCKET_GET_KEYS; do bucket_synth_run "$n" download; done
+  rm -f "$WORK/bucket-synth"*
+}
+
 # manage: export (CSV and JSON Lines), verify and ledger rebuild over MANAGE_ROWS items.
 manage() {
   local n=$MANAGE_ROWS dir="$WORK/manage" l="$WORK/manage.sqlite"
@@ -587,11 +652,12 @@ case $WHAT in
   emulator) emulator_only ;;
   manifest) manifest ;;
   bucket) bucket ;;
+  bucket-listing) bucket_listing ;;
   batch) batch ;;
   manage) manage ;;
   watch) watch_case ;;
   rewrite) rewrite_case ;;
   # The emulator-only case last: it leaves gigabytes of freed memory for the kernel to reclaim.
-  all) throughput; noop; large; rate; batch; manifest; bucket; manage; watch_case; emulator_only ;;
-  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|manage|watch|redirects|rewrite]"; exit 2 ;;
+  all) throughput; noop; large; rate; batch; manifest; bucket; bucket_listing; manage; watch_case; emulator_only ;;
+  *) echo "usage: benches/run.sh [all|throughput|noop|large|rate|batch|emulator|manifest|bucket|bucket-listing|manage|watch|redirects|rewrite]"; exit 2 ;;
 esac
