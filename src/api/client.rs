@@ -47,7 +47,8 @@ async fn in_one_piece(form: Form) -> Result<(String, bytes::Bytes)> {
     let mut body = bytes::BytesMut::new();
     let mut pieces = form.into_stream();
     while let Some(piece) = pieces.next().await {
-        let piece = piece.map_err(|e| Error::Invalid(format!("cannot build the upload form: {e}")))?;
+        let piece =
+            piece.map_err(|e| Error::Invalid(format!("cannot build the upload form: {e}")))?;
         body.extend_from_slice(&piece);
     }
     Ok((content_type, body.freeze()))

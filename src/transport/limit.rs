@@ -893,7 +893,10 @@ mod tests {
         // Before the epoch (another runtime's clock), ticks count backwards from it.
         assert_eq!(tick_end(epoch - ms(13), epoch, tick), epoch);
         assert_eq!(tick_end(epoch - ms(27), epoch, tick), epoch - ms(20));
-        assert_eq!(tick_end(epoch + ms(13), epoch, Duration::ZERO), epoch + ms(13));
+        assert_eq!(
+            tick_end(epoch + ms(13), epoch, Duration::ZERO),
+            epoch + ms(13)
+        );
     }
 
     #[test]
@@ -907,7 +910,10 @@ mod tests {
         assert_eq!(group_within(API_HOST_LIMIT, 3.5, 1.0), GROUP_MAX);
         assert_eq!(group_within(API_HOST_LIMIT, 4.0, 1.0), Duration::ZERO);
         // Without a known limit each request goes at its own time.
-        assert_eq!(Limiter::new(195.0, 1).pacer.lock().unwrap().group, Duration::ZERO);
+        assert_eq!(
+            Limiter::new(195.0, 1).pacer.lock().unwrap().group,
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -918,17 +924,28 @@ mod tests {
         let passed = waiters(&limiter, 600).await;
         let mut moments = passed.clone();
         moments.dedup();
-        assert!(moments.len() <= 600 / 3, "{} moments: not grouped", moments.len());
+        assert!(
+            moments.len() <= 600 / 3,
+            "{} moments: not grouped",
+            moments.len()
+        );
         // The pace is kept: the last one goes within a tick of its even turn.
         let even = Duration::from_secs_f64(599.0 / 195.0);
-        assert!(passed[599] - start <= even + GROUP_MAX, "{:?}", passed[599] - start);
+        assert!(
+            passed[599] - start <= even + GROUP_MAX,
+            "{:?}",
+            passed[599] - start
+        );
         // No second holds more than the host allows.
         for (i, from) in passed.iter().enumerate() {
             let within = passed[i..]
                 .iter()
                 .take_while(|t| **t < *from + Duration::from_secs(1))
                 .count();
-            assert!(within <= 200, "{within} requests in the second from request {i}");
+            assert!(
+                within <= 200,
+                "{within} requests in the second from request {i}"
+            );
         }
     }
 

@@ -198,9 +198,7 @@ impl BatchLane {
             renewing: tokio::sync::Mutex::new(()),
             // No burst: what the host's 200 a second leaves beside the rate goes to sending
             // requests due close together at once (`Pacer::group`).
-            limiter: Arc::new(
-                Limiter::new(rate, 1).with_documented_limit(limit::BATCH_HOST_LIMIT),
-            ),
+            limiter: Arc::new(Limiter::new(rate, 1).with_documented_limit(limit::BATCH_HOST_LIMIT)),
             in_flight: AtomicUsize::new(0),
             tokens_fetched: Arc::new(AtomicU64::new(0)),
         }
