@@ -8,15 +8,16 @@ use cfimg::emulator::Faults;
 
 use crate::common::{TestEnv, text};
 
-fn rows_of(ledger: &std::path::Path) -> BTreeSet<String> {
+fn rows_of(ledger: &std::path::Path) -> Vec<cfimg::ledger::Row> {
     cfimg::ledger::Ledger::open_read_only(ledger)
         .expect("ledger opens")
         .expect("ledger exists")
         .all_rows()
         .expect("rows")
-        .into_iter()
-        .map(|r| r.key)
-        .collect()
+}
+
+fn keys_of(ledger: &std::path::Path) -> BTreeSet<String> {
+    rows_of(ledger).into_iter().map(|r| r.key).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,14 +30,16 @@ async fn three_shards_take_every_file_exactly_once_and_a_killed_one_resumes() {
         .collect();
     let src = env.src.to_str().unwrap().to_string();
 
-    // Shard 1 is slowed down and killed part-way; shards 0 and 2 run to the end meanwhile.
+    // Shard 1 is slowed down (one upload at a time, each answer 200 ms late: its 14 items
+    // take 3 s) and killed once the others' first answers came (after 200 ms); shards 0 and
+    // 2 run to the end meanwhile.
     env.emu.set_faults(Faults {
         seed: 8,
         p_latency: 1.0,
         latency_ms: 200,
         ..Faults::default()
     });
-    let spawn = |k: usize| {
+    let spawn = |k: usize, concurrency: &str| {
         env.cmd(&[
             "--ledger",
             ledgers[k].to_str().unwrap(),
@@ -44,6 +47,8 @@ async fn three_shards_take_every_file_exactly_once_and_a_killed_one_resumes() {
             &src,
             "--shard",
             &format!("{k}/3"),
+            "--concurrency",
+            concurrency,
             "--json",
         ])
         .stdout(std::process::Stdio::piped())
@@ -51,14 +56,18 @@ async fn three_shards_take_every_file_exactly_once_and_a_killed_one_resumes() {
         .spawn()
         .unwrap()
     };
-    let mut killed = spawn(1);
-    let others = [spawn(0), spawn(2)];
+    let mut killed = spawn(1, "1");
+    let others = [spawn(0, "8"), spawn(2, "8")];
     env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= 6)
         .await;
     killed.start_kill().unwrap();
     let status = killed.wait().await.unwrap();
     assert_eq!(status.code(), None, "shard 1 was killed mid-way");
-    let partial = rows_of(&ledgers[1]).len();
+    // What it had uploaded (an intent's row is not an upload).
+    let partial = rows_of(&ledgers[1])
+        .iter()
+        .filter(|r| r.state == cfimg::ledger::State::Uploaded)
+        .count();
     for child in others {
         let out = child.wait_with_output().await.unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -77,10 +86,10 @@ async fn three_shards_take_every_file_exactly_once_and_a_killed_one_resumes() {
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let sets: Vec<BTreeSet<String>> = ledgers.iter().map(|l| rows_of(l)).collect();
+    let sets: Vec<BTreeSet<String>> = ledgers.iter().map(|l| keys_of(l)).collect();
     assert!(
         partial < sets[1].len(),
-        "shard 1 had recorded {partial} of its {} items when killed",
+        "shard 1 had uploaded {partial} of its {} items when killed",
         sets[1].len()
     );
     for (i, a) in sets.iter().enumerate() {
