@@ -45,6 +45,8 @@ pub async fn recheck(
     let mut seen = std::collections::HashSet::new();
     // Until a pass finds nothing new: outcomes recorded while a pass ran show up in the next.
     loop {
+        // Outcomes recorded but not yet committed (the writer groups them) would be missed.
+        writer.flush().await?;
         let rows: Vec<_> = reader
             .with(|l| l.pending_checks(source_id))?
             .into_iter()
