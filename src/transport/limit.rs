@@ -151,9 +151,6 @@ struct Pacer {
     policy: Option<Policy>,
     /// The quota the host documents, until one is announced.
     documented: Option<Policy>,
-    /// Requests due within one tick of this length go together at its end (zero: each at
-    /// its own time): a paced lane otherwise wakes the whole client for every request.
-    group: Duration,
     /// When the last answers came, oldest first: a request reached the server before its
     /// answer came back, so it leaves the server's window by then plus the window.
     answered: VecDeque<Instant>,
@@ -177,7 +174,6 @@ impl Pacer {
             calm_since: now,
             policy: None,
             documented: None,
-            group: Duration::ZERO,
             answered: VecDeque::new(),
             refused_until: None,
         }
@@ -291,9 +287,14 @@ impl Pacer {
         });
         self.burst = self.configured_burst.min(room);
         self.tokens = self.tokens.min(room.max(self.burst));
-        self.group = self.policy.or(self.documented).map_or(Duration::ZERO, |p| {
+    }
+
+    /// Requests due within one tick of this length go together at its end (zero: each at
+    /// its own time): a paced lane otherwise wakes the whole client for every request.
+    fn group(&self) -> Duration {
+        self.policy.or(self.documented).map_or(Duration::ZERO, |p| {
             group_within(p, self.ceiling, self.burst)
-        });
+        })
     }
 
     /// A 429 episode whose pause ends at `resume`: says whether it halves the rate. When the
@@ -438,7 +439,7 @@ impl Limiter {
             let (due, group) = self
                 .pacer
                 .lock()
-                .map(|mut p| (p.reserve(now), p.group))
+                .map(|mut p| (p.reserve(now), p.group()))
                 .unwrap_or_default();
             if !due.is_zero() {
                 tokio::time::sleep_until(tick_end(now + due, ticks_epoch(), group)).await;
@@ -911,7 +912,7 @@ mod tests {
         assert_eq!(group_within(API_HOST_LIMIT, 4.0, 1.0), Duration::ZERO);
         // Without a known limit each request goes at its own time.
         assert_eq!(
-            Limiter::new(195.0, 1).pacer.lock().unwrap().group,
+            Limiter::new(195.0, 1).pacer.lock().unwrap().group(),
             Duration::ZERO
         );
     }
