@@ -862,6 +862,38 @@ struct Stored<'a> {
 
 /// `v` is now held by an image: the row says `uploaded` and forgets its failures.
 fn record_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str) -> Result<()> {
+    // The usual case, the row its intent wrote: an UPDATE that does not assign the content
+    // hash leaves the content index alone, where the upsert below deletes and re-inserts
+    // its entry, a page at a random place in the index written again by every outcome.
+    let updated = tx
+        .prepare_cached(
+            "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, options = ?6,
+               stamp = COALESCE(?7, stamp), image_id = ?8, url = ?9, planned_id = NULL,
+               state = 'uploaded', attempts = ?10, last_error = NULL, retry_local = 0,
+               failures = 0, retry_at = NULL, check_after = COALESCE(?11, check_after),
+               updated_at = ?12, uploaded_at = ?12,
+               replaced_at = COALESCE(CASE WHEN ?13 THEN ?12 END, replaced_at)
+             WHERE source_id = ?1 AND key = ?2 AND sha256 IS ?14",
+        )?
+        .execute(params![
+            v.source_id,
+            v.key,
+            v.size as i64,
+            v.mtime_ns,
+            v.etag,
+            v.options,
+            up.stamp,
+            up.image_id,
+            up.url,
+            i64::from(up.attempts),
+            up.check_after,
+            ts,
+            up.replaced,
+            v.sha256
+        ])?;
+    if updated > 0 {
+        return Ok(());
+    }
     tx.prepare_cached(
         "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
            state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
@@ -1086,6 +1118,72 @@ mod tests {
 
     fn version(source_id: i64, key: &str) -> Version {
         crate::ledger::tests::version(source_id, key, "s")
+    }
+
+    /// The outcome of the row its intent wrote, of a row whose content changed since, and
+    /// of a row with no intent at all (content shared without an upload) each leave the
+    /// whole row, and the content index, saying what the image holds.
+    #[tokio::test]
+    async fn an_outcome_is_recorded_whole_with_or_without_the_intent_of_its_content() {
+        let (_dir, path, writer, thread, sources) = crate::ledger::tests::fresh(&["/a"]).await;
+        let a = sources[0];
+        let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+        let v = |sha: &str| crate::ledger::tests::version(a, "k.png", sha);
+        let uploaded = |sha: &str, id: &str, replaced: bool| Record::Uploaded {
+            version: v(sha),
+            image_id: id.into(),
+            url: Some(format!("https://img/{id}")),
+            attempts: 2,
+            replaced,
+            stamp: Some(format!("stamp-{sha}")),
+            check_after: None,
+            superseded: None,
+        };
+        let intent = |sha: &str| Record::Intent {
+            version: v(sha),
+            planned_id: Some("k.png".into()),
+            stamp: format!("stamp-{sha}"),
+        };
+        let steps: [(Option<Record>, Record, &str, &str); 3] = [
+            (None, uploaded("one", "id-1", false), "one", "id-1"),
+            (
+                Some(intent("two")),
+                uploaded("two", "id-2", true),
+                "two",
+                "id-2",
+            ),
+            (None, uploaded("three", "id-3", true), "three", "id-3"),
+        ];
+        for (before, outcome, sha, id) in steps {
+            if let Some(before) = before {
+                writer.commit(before).await.unwrap();
+            }
+            writer.record(outcome).await.unwrap();
+            writer.flush().await.unwrap();
+            let row = reader.lookup(a, "k.png").unwrap().unwrap();
+            assert_eq!(row.state, State::Uploaded, "{sha}");
+            assert_eq!(row.sha256.as_deref(), Some(sha));
+            assert_eq!(row.image_id.as_deref(), Some(id));
+            assert_eq!(
+                row.url.as_deref(),
+                Some(format!("https://img/{id}").as_str())
+            );
+            assert_eq!(row.stamp.as_deref(), Some(format!("stamp-{sha}").as_str()));
+            assert_eq!(row.planned_id, None);
+            assert_eq!(row.attempts, 2);
+            let by_content = reader.uploaded_with_content(a, sha, "other.png").unwrap();
+            assert_eq!(by_content.map(|r| r.key).as_deref(), Some("k.png"), "{sha}");
+        }
+        for gone in ["one", "two"] {
+            assert!(
+                reader
+                    .uploaded_with_content(a, gone, "other.png")
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        drop(writer);
+        thread.join().unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
