@@ -12,6 +12,9 @@
 #      MANIFEST_LINES (default 1000000; a list of sizes like "1000000 10000000" runs each).
 #      BATCH_SECS (default 10: the batch case uploads this many seconds' worth at N x 200/s),
 #      BATCH_SERVERS (default "headers plain"; also "bucket", the emulator's default limit),
+#      BATCH_TOKENS (default "1 3": the numbers of batch tokens tried; "10" is 2,000 uploads/s),
+#      BATCH_API_LIMIT (default 40/10s: the API host's limit in the batch case, 1200/300 s
+#      scaled down; with many tokens use 1200/300s, whose start-up room fetches every token at once).
 #      BATCH_RATE (default empty: cfimg's own --batch-rate default; e.g. 200, a token's exact share).
 #      MANAGE_ROWS (default 100000: files migrated, then exported, verified, rebuilt).
 #      BUCKET_OBJECTS (default 10000; the bucket case runs moto's S3 server from
@@ -36,6 +39,8 @@ THROUGHPUT_FILES=${THROUGHPUT_FILES:-5000}
 BUCKET_OBJECTS=${BUCKET_OBJECTS:-10000}
 BATCH_SECS=${BATCH_SECS:-10}
 BATCH_SERVERS=${BATCH_SERVERS:-headers plain}
+BATCH_TOKENS=${BATCH_TOKENS:-1 3}
+BATCH_API_LIMIT=${BATCH_API_LIMIT:-40/10s}
 BATCH_RATE=${BATCH_RATE:-}
 MANAGE_ROWS=${MANAGE_ROWS:-100000}
 WATCH_FILES=${WATCH_FILES:-100000}
@@ -198,9 +203,11 @@ PY
 }
 
 # The batch transport at the batch host's real limit (200/s per batch token) with the API
-# host's 1200/300 s scaled down to 40/10 s (the same 4/s), for each kind of batch server in
-# BATCH_SERVERS and N = 1 and 3 tokens, at cfimg's default --batch-rate (or BATCH_RATE): uploads/s as a
-# share of N x 200/s, 429s served, API requests spent on tokens. Servers:
+# host's 1200/300 s scaled down to 40/10 s (the same 4/s; BATCH_API_LIMIT), for each kind of
+# batch server in BATCH_SERVERS and N = 1 and 3 tokens (BATCH_TOKENS), at cfimg's default
+# --batch-rate (or BATCH_RATE): uploads/s as a share of N x 200/s, 429s served, API requests
+# spent on tokens. The scaled-down API window leaves room for only a few requests at once at
+# start-up, so with many tokens their lanes start one by one; 1200/300s is the real host's. Servers:
 #   headers  the strict server of issue 20: a 1 s sliding window per token, and
 #            `Ratelimit: "default";r=..;t=..` (whole seconds) + `Ratelimit-Policy` on every answer
 #   plain    the same sliding window, no Ratelimit headers (429s still carry retry-after)
@@ -215,10 +222,10 @@ batch() {
       bucket) flags=(--penalty 1) ;;
       *) echo "BATCH_SERVERS: unknown server $server (headers, plain or bucket)"; exit 2 ;;
     esac
-    for tokens in 1 3; do
+    for tokens in $BATCH_TOKENS; do
       n=$((BATCH_SECS * 200 * tokens))
       rm -rf "$dir"; make_files "$dir" "$n" 2000 1000
-      start_emulator --rate-limit 40/10s --batch-rate-limit 200/1s "${flags[@]}"
+      start_emulator --rate-limit "$BATCH_API_LIMIT" --batch-rate-limit 200/1s "${flags[@]}"
       rm -f "$WORK/batch.sqlite"*
       timed batch "${CFIMG[@]}" migrate "$dir" --ledger "$WORK/batch.sqlite" --transport batch \
         --batch-tokens "$tokens" --concurrency $((16 * tokens)) "${rate[@]}" --json >"$WORK/batch.json"
