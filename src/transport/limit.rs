@@ -460,13 +460,21 @@ impl Limiter {
     }
 
     /// How long a request asking now would wait for its turn (the queue ahead of it, a
-    /// hold, a cool-off), reserving nothing: a hint for work that can overlap the wait.
+    /// hold, a cool-off, the end of the tick its turn falls in), reserving nothing: a hint
+    /// for work that can overlap the wait.
     pub fn queue_wait(&self) -> Duration {
-        let paced = self
+        let now = Instant::now();
+        let (due, group) = self
             .pacer
             .lock()
-            .map(|p| p.due(Instant::now()))
+            .map(|p| (p.due(now), p.group()))
             .unwrap_or_default();
+        // As `acquire_at` sleeps: a turn due now goes now, a later one at its tick's end.
+        let paced = if due.is_zero() {
+            due
+        } else {
+            tick_end(now + due, ticks_epoch(), group).saturating_duration_since(now)
+        };
         paced.max(self.cool_off_remaining().unwrap_or_default())
     }
 
@@ -1194,5 +1202,13 @@ mod tests {
         // A cool-off is a wait too.
         limiter.throttled(Some(Duration::from_secs(5)));
         assert!(limiter.queue_wait() >= Duration::from_secs(4));
+        // Requests due within a tick go at its end, and the wait says so.
+        let grouped = Limiter::new(195.0, 1).with_documented_limit(BATCH_HOST_LIMIT);
+        grouped.acquire().await;
+        let wait = grouped.queue_wait();
+        let turn = Duration::from_secs_f64(1.0 / 195.0);
+        assert!(wait >= turn && wait <= turn + GROUP_MAX, "{wait:?}");
+        let at = Instant::now() + wait;
+        assert_eq!(tick_end(at, ticks_epoch(), GROUP_MAX), at);
     }
 }
