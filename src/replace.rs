@@ -70,6 +70,7 @@ pub async fn restore(lane: &ApiLane, spent: &AtomicU32, backup: &Backup) -> Resu
         creator: backup.image.creator.as_deref(),
         size: None,
         held: None,
+        ready: None,
     };
     let sent = lane.call(spent, || lane.client.upload(&upload)).await;
     match sent {

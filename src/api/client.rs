@@ -199,7 +199,16 @@ pub struct Upload<'a> {
     /// (an append) still sends the version that was checked; one that changed otherwise
     /// fails the hash comparison after sending.
     pub size: Option<u64>,
+    /// What must hold before the request goes (the item's intent durable in the ledger):
+    /// awaited once the request's turn in the limiter has come, so the two waits overlap.
+    pub ready: Option<&'a Ready>,
 }
+
+/// A precondition of an upload, awaited by every attempt (at once after the first);
+/// `Err` holds the message of an [`Error::LedgerWrite`].
+pub type Ready = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, std::result::Result<(), String>>,
+>;
 
 /// The sha256 of a file body as it is streamed, taken once the upload has been answered.
 type Hasher = Arc<Mutex<Option<Sha256>>>;
@@ -318,6 +327,11 @@ impl ImagesClient {
 
     /// Uploads a body: a file streamed from disk (hashing what is sent), or the `url` form.
     pub async fn upload(&self, up: &Upload<'_>) -> Answered<Sent> {
+        if let Some(ready) = up.ready
+            && let Err(why) = ready.clone().await
+        {
+            return Answered::plain(Err(Error::LedgerWrite(why)));
+        }
         let (form, hashed, streamed) = match Self::upload_form(up).await {
             Ok(built) => built,
             Err(e) => return Answered::plain(Err(e)),
@@ -1082,6 +1096,69 @@ pub(crate) mod tests {
             );
             assert_eq!(e.disposition(), crate::error::Disposition::Defer);
             assert!(!e.is_ambiguous());
+        }
+    }
+
+    /// An upload whose precondition (its intent durable in the ledger) fails sends
+    /// nothing, and one whose precondition holds is sent; either way, only once the
+    /// request is polled past it.
+    #[tokio::test]
+    async fn an_upload_goes_only_once_its_precondition_holds() {
+        use futures_util::FutureExt;
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = served.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                r#"{"success":true,"errors":[],"messages":[],"result":{"id":"x","filename":"a.png","uploaded":"2026-01-01T00:00:00Z","requireSignedURLs":false,"variants":[]}}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base: Url = format!("http://{addr}/client/v4").parse().unwrap();
+        let client =
+            ImagesClient::new(&base, "acc", &Secret::new("t"), Duration::from_secs(5)).unwrap();
+        let body = Body::Url("https://example.com/a.png".into());
+        let sent = |n| served.load(std::sync::atomic::Ordering::SeqCst) == n;
+        for holds in [false, true] {
+            let (settle, settled) = tokio::sync::oneshot::channel::<Result<(), String>>();
+            let ready: Ready = async move { settled.await.unwrap_or(Err("dropped".into())) }
+                .boxed()
+                .shared();
+            let form = Upload {
+                body: &body,
+                filename: "a.png",
+                mime: "image/png",
+                id: None,
+                metadata: "{}",
+                require_signed_urls: false,
+                creator: None,
+                held: None,
+                size: None,
+                ready: Some(&ready),
+            };
+            let mut upload = std::pin::pin!(client.upload(&form));
+            assert!(futures_util::poll!(upload.as_mut()).is_pending());
+            let before = served.load(std::sync::atomic::Ordering::SeqCst);
+            settle
+                .send(if holds {
+                    Ok(())
+                } else {
+                    Err("disk full".into())
+                })
+                .unwrap();
+            match (holds, upload.await.result) {
+                (true, Ok(sent_image)) => {
+                    assert_eq!(sent_image.image.id, "x");
+                    assert!(sent(before + 1));
+                }
+                (false, Err(Error::LedgerWrite(why))) => {
+                    assert_eq!(why, "disk full");
+                    assert!(sent(before), "nothing may be sent without the intent");
+                }
+                (holds, other) => panic!("holds {holds}: {other:?}"),
+            }
         }
     }
 

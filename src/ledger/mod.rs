@@ -40,7 +40,7 @@ pub use lock::is_locked;
 pub use manage::{Maintenance, RebuiltRow};
 pub use read::{BatchedReader, FolderRows, SharedReader};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{Failure, LedgerWriter, Opening, Record, Superseded};
+pub use writer::{Durable, Failure, LedgerWriter, Opening, Record, Superseded};
 
 /// Where an item stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

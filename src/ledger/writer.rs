@@ -183,6 +183,22 @@ struct Waiter {
     by: Option<Instant>,
 }
 
+/// A record handed to the writer that its sender waits for.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Result<(), String>>);
+
+impl Durable {
+    /// Waits until the record is committed.
+    pub async fn wait(self) -> Result<()> {
+        self.settled().await.map_err(Error::LedgerWrite)
+    }
+
+    /// [`Durable::wait`], failing with the message of an [`Error::LedgerWrite`].
+    pub async fn settled(self) -> std::result::Result<(), String> {
+        self.0.await.unwrap_or_else(|_| Err(WRITER_GONE.into()))
+    }
+}
+
 /// The handle async code uses to send records to the writer thread.
 #[derive(Clone, Debug)]
 pub struct LedgerWriter {
@@ -275,6 +291,13 @@ impl LedgerWriter {
     /// intent whose request waits that long for its turn anyway): its commit may wait that
     /// long for others to share it, one fsync for many.
     pub async fn commit_within(&self, record: Record, within: Duration) -> Result<()> {
+        self.submit_within(record, within).await?.wait().await
+    }
+
+    /// Hands over a record not needed before `within` has passed and returns what tells
+    /// when it is durable, so that the caller can overlap that wait with its own (an
+    /// intent's commit with its upload's turn in the limiter).
+    pub async fn submit_within(&self, record: Record, within: Duration) -> Result<Durable> {
         let (ack, done) = oneshot::channel();
         let by = (!within.is_zero()).then(|| Instant::now() + within);
         let msg = Msg::Record(record, Some(Waiter { ack, by }));
@@ -285,9 +308,7 @@ impl LedgerWriter {
         if let Some(msg) = unshelved {
             self.tx.send(msg).await.map_err(|_| writer_gone())?;
         }
-        done.await
-            .map_err(|_| writer_gone())?
-            .map_err(Error::LedgerWrite)
+        Ok(Durable(done))
     }
 
     /// Queues a record; it is durable once a later [`LedgerWriter::commit`] returns or the
@@ -399,8 +420,10 @@ impl Unanswered {
     }
 }
 
+const WRITER_GONE: &str = "the writer thread stopped";
+
 fn writer_gone() -> Error {
-    Error::LedgerWrite("the writer thread stopped".into())
+    Error::LedgerWrite(WRITER_GONE.into())
 }
 
 /// How long a batch holding only records nobody waits for (outcomes) waits for one that

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
-use crate::api::client::{ImageUpdate, Upload};
+use crate::api::client::{ImageUpdate, Ready, Upload};
 use crate::api::types::Image;
 use crate::config::UploadConfig;
 use crate::error::{Error, Result, Stage};
@@ -122,28 +123,23 @@ struct Attempt<'a> {
     spent: AtomicU32,
     /// An answer was ambiguous: the server may have stored what it did not confirm.
     ambiguous: AtomicBool,
+    /// The job's intent is durable: every upload request awaits it before it goes.
+    intent: Option<Ready>,
 }
 
 impl Uploader {
     /// Runs one job and records its outcome. Only a fatal error is returned to the caller.
     pub async fn run(&self, job: Job) -> Ended {
+        let intent = match self.intent(&job).await {
+            Ok(intent) => intent,
+            Err(e) => return Ended::Fatal(e),
+        };
         let at = Attempt {
             job: &job,
             spent: AtomicU32::new(0),
             ambiguous: AtomicBool::new(false),
+            intent,
         };
-        let intent = Record::Intent {
-            version: job.version.clone(),
-            planned_id: job.id.clone(),
-            stamp: job.stamp.source.clone(),
-        };
-        if let Err(e) = self
-            .ledger
-            .commit_within(intent, self.intent_slack(&job))
-            .await
-        {
-            return Ended::Fatal(e);
-        }
         let result = match &job.action {
             Action::Update { image_id } => self.update(&at, image_id).await.map_err(Refused::from),
             Action::Upload => match job.id.as_deref() {
@@ -162,6 +158,13 @@ impl Uploader {
                 Some(failure) => self.failed(&at, refused, failure, check_after),
             },
         };
+        // The outcome comes after its intent, also when no request awaited the intent (a
+        // body that could not be read): the writer applies records in the order they come.
+        if let Some(intent) = at.intent
+            && let Err(why) = intent.await
+        {
+            return Ended::Fatal(Error::LedgerWrite(why));
+        }
         let Some(record) = outcome.end(&self.stats, &job.source, self.log_each) else {
             return Ended::Recorded;
         };
@@ -171,16 +174,35 @@ impl Uploader {
         }
     }
 
-    /// How long this job's intent may wait to share a commit: three quarters of the wait
-    /// its upload would have for its turn (a guess: the turn may come sooner, and the
-    /// queue behind the limiter keeps it busy meanwhile). Jobs whose first request is not
-    /// the upload (an update, a lookup, a backup) commit at once.
+    /// Records the job's intent. With slack it is durable by the time its upload's turn
+    /// comes, and the upload request awaits it (the returned [`Ready`]); without, it is
+    /// committed before this returns.
+    async fn intent(&self, job: &Job) -> Result<Option<Ready>> {
+        let intent = Record::Intent {
+            version: job.version.clone(),
+            planned_id: job.id.clone(),
+            stamp: job.stamp.source.clone(),
+        };
+        let slack = self.intent_slack(job);
+        let durable = self.ledger.submit_within(intent, slack).await?;
+        if slack.is_zero() {
+            durable.wait().await?;
+            return Ok(None);
+        }
+        Ok(Some(durable.settled().boxed().shared()))
+    }
+
+    /// How long this job's intent may wait to share a commit: seven eighths of the wait
+    /// its upload would have for its turn, the rest left for the commit itself. The upload
+    /// holds its place in the limiter's queue meanwhile and awaits the commit when its turn
+    /// comes; a later commit delays that request only. Jobs whose first request is not the
+    /// upload (an update, a lookup, a backup) commit at once.
     fn intent_slack(&self, job: &Job) -> Duration {
         let upload_first = job.action == Action::Upload
             && !job.lookup_first
             && (job.id.is_none() || job.previous.as_deref() != job.id.as_deref());
         if upload_first {
-            self.lanes.upload_wait() * 3 / 4
+            self.lanes.upload_wait() * 7 / 8
         } else {
             Duration::ZERO
         }
@@ -263,7 +285,13 @@ impl Uploader {
     }
 
     /// The upload form of a job.
-    fn form<'a>(&'a self, job: &'a Job, id: Option<&'a str>, metadata: &'a str) -> Upload<'a> {
+    fn form<'a>(
+        &'a self,
+        job: &'a Job,
+        id: Option<&'a str>,
+        metadata: &'a str,
+        ready: Option<&'a Ready>,
+    ) -> Upload<'a> {
         Upload {
             body: &job.body,
             filename: job.item.filename(),
@@ -279,6 +307,7 @@ impl Uploader {
             // The bytes that were read and hashed; a file body's examined size.
             size: matches!(job.body, crate::item::Body::File { .. }).then_some(job.version.size),
             held: job.held.as_ref(),
+            ready,
         }
     }
 
@@ -296,7 +325,7 @@ impl Uploader {
     /// that changed since it was hashed (deleting what it stored).
     async fn post_once(&self, at: &Attempt<'_>, id: Option<&str>) -> Result<Image> {
         let metadata = self.metadata(at.job);
-        let form = self.form(at.job, id, &metadata);
+        let form = self.form(at.job, id, &metadata, at.intent.as_ref());
         let result = self.lanes.upload(&at.spent, &form).await;
         if result.as_ref().is_err_and(Error::is_ambiguous) {
             at.ambiguous.store(true, Ordering::Relaxed);
