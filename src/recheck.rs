@@ -120,6 +120,8 @@ pub async fn recheck(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use crate::cli::{Cli, Command};
@@ -136,6 +138,102 @@ mod tests {
             .unwrap()
             .upload
             .list_lag
+    }
+
+    /// The closing recheck of a run comes right after the last job's outcome, which the
+    /// writer may still hold to share a commit (up to 100 ms): it must see that outcome, or
+    /// the duplicate its ambiguous answer left stays in the account.
+    #[tokio::test]
+    async fn a_recheck_right_after_an_ambiguous_outcome_sees_it_and_deletes_the_duplicate() {
+        use crate::api::client::Upload;
+        use crate::item::{Body, SourceId, SourceKind};
+        use crate::ledger::{Ledger, LedgerWriter, Record, SharedReader, Version};
+        use crate::stamp::Stamp;
+        use crate::transport::ApiLane;
+
+        let emulator = crate::emulator::start(
+            ([127, 0, 0, 1], 0).into(),
+            crate::emulator::EmulatorConfig::default(),
+        )
+        .await
+        .unwrap();
+        let raw = RawConfig {
+            account_id: Some(emulator.account_id().into()),
+            api_token: Some(crate::secret::Secret::new(emulator.token())),
+            api_base_url: Some(emulator.api_base()),
+            ..RawConfig::default()
+        };
+        let cfg = config::validate(raw, true).unwrap();
+        let lane = ApiLane::from_config(&cfg).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("a.png");
+        image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 0]))
+            .save(&png)
+            .unwrap();
+        let source = SourceId::new(SourceKind::Dir, "/photos");
+        let sha = "ab".repeat(32);
+        let stamp = Stamp::new(&source, "a.png", Some(&sha));
+        let metadata = stamp.metadata_json(&serde_json::Map::new());
+        let body = Body::file(png);
+        let form = Upload {
+            body: &body,
+            filename: "a.png",
+            mime: "image/png",
+            id: None,
+            metadata: &metadata,
+            require_signed_urls: false,
+            creator: None,
+            held: None,
+            size: None,
+            ready: None,
+        };
+        // The upload whose answer was lost, and the retry that stored it again.
+        let first = lane.client.upload(&form).await.result.unwrap().image;
+        let second = lane.client.upload(&form).await.result.unwrap().image;
+
+        let path = dir.path().join("l.sqlite");
+        let (writer, thread) = LedgerWriter::spawn(&path).unwrap();
+        let source_id = writer.source(&source).await.unwrap();
+        let reader = SharedReader::new(Ledger::open_read_only(&path).unwrap().unwrap());
+        writer
+            .record(Record::Uploaded {
+                version: Version {
+                    source_id,
+                    key: "a.png".into(),
+                    size: 10,
+                    mtime_ns: 5,
+                    etag: None,
+                    options: None,
+                    sha256: Some(sha),
+                    ticket: Default::default(),
+                },
+                image_id: second.id.clone(),
+                url: None,
+                attempts: 2,
+                replaced: false,
+                stamp: Some(stamp.source.clone()),
+                check_after: Some(crate::ledger::timestamp(chrono::Utc::now())),
+                superseded: None,
+            })
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let done = super::recheck(&lane, &reader, &writer, source_id, Duration::ZERO, &stop)
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.checked, done.deleted, done.pending),
+            (1, 1, 0),
+            "{done:?}"
+        );
+        assert!(lane.client.get(&first.id).await.result.is_err());
+        assert_eq!(
+            lane.client.get(&second.id).await.result.unwrap().id,
+            second.id
+        );
+        drop(writer);
+        thread.join().unwrap().unwrap();
     }
 
     #[test]
