@@ -885,10 +885,33 @@ struct Stored<'a> {
 
 /// `v` is now held by an image: the row says `uploaded` and forgets its failures.
 fn record_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str) -> Result<()> {
-    // The usual case, the row its intent wrote: an UPDATE that does not assign the content
-    // hash leaves the content index alone, where the upsert below deletes and re-inserts
-    // its entry, a page at a random place in the index written again by every outcome.
-    let updated = tx
+    if set_uploaded(tx, v, up, ts)? == 0 {
+        // No row yet (content shared without an upload), or one holding other content:
+        // give it this content first, the rare case that writes the content index.
+        tx.prepare_cached(
+            "INSERT INTO items (source_id, key, size, mtime_ns, sha256, state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'uploaded', ?6, ?6)
+             ON CONFLICT (source_id, key) DO UPDATE SET sha256 = excluded.sha256",
+        )?
+        .execute(params![
+            v.source_id,
+            v.key,
+            v.size as i64,
+            v.mtime_ns,
+            v.sha256,
+            ts
+        ])?;
+        set_uploaded(tx, v, up, ts)?;
+    }
+    Ok(())
+}
+
+/// Marks the row of `v` uploaded if it holds `v`'s content; returns the rows changed (0
+/// or 1). It does not assign the content hash: assigning it, even unchanged, deletes and
+/// re-inserts the hash's entry in the content index, a page at a random place written
+/// again by every outcome, where the row its intent wrote already holds it.
+fn set_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str) -> Result<usize> {
+    Ok(tx
         .prepare_cached(
             "UPDATE items SET size = ?3, mtime_ns = ?4, etag = ?5, options = ?6,
                stamp = COALESCE(?7, stamp), image_id = ?8, url = ?9, planned_id = NULL,
@@ -913,30 +936,7 @@ fn record_uploaded(tx: &Transaction<'_>, v: &Version, up: &Stored<'_>, ts: &str)
             ts,
             up.replaced,
             v.sha256
-        ])?;
-    if updated > 0 {
-        return Ok(());
-    }
-    tx.prepare_cached(
-        "INSERT INTO items (source_id, key, size, mtime_ns, etag, options, sha256, stamp, image_id, url,
-           state, attempts, check_after, created_at, updated_at, uploaded_at, replaced_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'uploaded', ?11, ?12, ?13, ?13, ?13,
-           CASE WHEN ?14 THEN ?13 END)
-         ON CONFLICT (source_id, key) DO UPDATE SET size = excluded.size,
-           mtime_ns = excluded.mtime_ns, etag = excluded.etag, options = excluded.options,
-           sha256 = excluded.sha256, stamp = COALESCE(excluded.stamp, items.stamp),
-           image_id = excluded.image_id, url = excluded.url, planned_id = NULL,
-           state = 'uploaded', attempts = excluded.attempts, last_error = NULL, retry_local = 0,
-           failures = 0, retry_at = NULL,
-           check_after = COALESCE(excluded.check_after, items.check_after),
-           updated_at = excluded.updated_at, uploaded_at = excluded.uploaded_at,
-           replaced_at = COALESCE(excluded.replaced_at, items.replaced_at)",
-    )?
-    .execute(params![
-        v.source_id, v.key, v.size as i64, v.mtime_ns, v.etag, v.options, v.sha256, up.stamp,
-        up.image_id, up.url, i64::from(up.attempts), up.check_after, ts, up.replaced
-    ])?;
-    Ok(())
+        ])?)
 }
 
 /// Only the quick-check fields of `v` changed: refresh them.

@@ -361,6 +361,16 @@ fn tick_end(at: Instant, epoch: Instant, group: Duration) -> Instant {
     }
 }
 
+/// When a request asking at `now`, its turn `due` after it, goes: at once when it is due
+/// now, else at the end of the tick of length `group` its turn falls in.
+fn goes_at(now: Instant, due: Duration, group: Duration) -> Instant {
+    if due.is_zero() {
+        now
+    } else {
+        tick_end(now + due, ticks_epoch(), group)
+    }
+}
+
 /// Where every limiter of the process counts its ticks from, so that lanes sharing a
 /// client also share their ticks.
 fn ticks_epoch() -> Instant {
@@ -441,8 +451,9 @@ impl Limiter {
                 .lock()
                 .map(|mut p| (p.reserve(now), p.group()))
                 .unwrap_or_default();
-            if !due.is_zero() {
-                tokio::time::sleep_until(tick_end(now + due, ticks_epoch(), group)).await;
+            let at = goes_at(now, due, group);
+            if at > now {
+                tokio::time::sleep_until(at).await;
             }
             // A 429 may have arrived while this worker waited for its token.
             if self.cool_off_remaining().is_none() {
@@ -469,12 +480,7 @@ impl Limiter {
             .lock()
             .map(|p| (p.due(now), p.group()))
             .unwrap_or_default();
-        // As `acquire_at` sleeps: a turn due now goes now, a later one at its tick's end.
-        let paced = if due.is_zero() {
-            due
-        } else {
-            tick_end(now + due, ticks_epoch(), group).saturating_duration_since(now)
-        };
+        let paced = goes_at(now, due, group).saturating_duration_since(now);
         paced.max(self.cool_off_remaining().unwrap_or_default())
     }
 
