@@ -51,7 +51,10 @@ fn check(spec: &Value, name: &str, instance: &Value) {
 
 #[tokio::test]
 async fn answers_match_the_openapi_extract() {
-    let spec: Value = serde_json::from_str(&std::fs::read_to_string(SPEC).unwrap()).unwrap();
+    let text = std::fs::read_to_string(SPEC).unwrap_or_else(|e| {
+        panic!("{SPEC}: {e}; the OpenAPI extract lives in ../shared/spec beside the checkout")
+    });
+    let spec: Value = serde_json::from_str(&text).unwrap();
     let emu = Emu::start().await;
     // Assigned ids: the extract caps ids at 32 characters although its own UUID examples
     // have 36, so the image schemas are checked on custom ids of at most 32.
