@@ -111,9 +111,6 @@ pub struct Examined {
     /// The whole content of a small file (up to [`HOLD_UP_TO`]), read once: its upload
     /// sends these bytes, the ones hashed, without opening the file again.
     pub held: Option<bytes::Bytes>,
-    /// A file's size and modification time (ns) once read, from the open file: a file
-    /// written meanwhile is not the version that was hashed.
-    pub read_as: Option<(u64, i64)>,
 }
 
 impl Examined {
@@ -125,7 +122,6 @@ impl Examined {
             format: None,
             problem: None,
             held: None,
-            read_as: None,
         }
     }
 }
@@ -163,12 +159,6 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    // The open file's, not the path's: no second lookup of a long path, and a file
-    // replaced by a rename meanwhile was still read whole and consistent.
-    let read_as = file
-        .metadata()
-        .ok()
-        .map(|m| (m.len(), crate::source::walk::mtime_ns(&m)));
     let format = rules::sniff_format(&head);
     let problem = match format {
         Some(f) if size > 0 && size <= MAX_FILE_BYTES => {
@@ -200,7 +190,6 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         format,
         problem,
         held,
-        read_as,
     })
 }
 
@@ -291,9 +280,6 @@ pub struct Job {
     pub lookup_first: bool,
     /// When that earlier intent was recorded: nothing it uploaded can be older.
     pub earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
-    /// The ledger holds no row of this item: an intent never acted on can be withdrawn
-    /// by deleting its row.
-    pub unrecorded: bool,
 }
 
 /// The full decision for an examined item.
@@ -663,7 +649,6 @@ fn job(
         abandoned,
         resume,
         earlier_intent,
-        unrecorded: row.is_none(),
     }))
 }
 
@@ -712,7 +697,6 @@ mod tests {
             format: Some(ImageFormat::Png),
             problem: None,
             held: None,
-            read_as: None,
         }
     }
 
