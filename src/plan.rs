@@ -111,6 +111,9 @@ pub struct Examined {
     /// The whole content of a small file (up to [`HOLD_UP_TO`]), read once: its upload
     /// sends these bytes, the ones hashed, without opening the file again.
     pub held: Option<bytes::Bytes>,
+    /// A file's size and modification time (ns) once read, from the open file: a file
+    /// written meanwhile is not the version that was hashed.
+    pub read_as: Option<(u64, i64)>,
 }
 
 impl Examined {
@@ -122,6 +125,7 @@ impl Examined {
             format: None,
             problem: None,
             held: None,
+            read_as: None,
         }
     }
 }
@@ -159,6 +163,12 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
+    // The open file's, not the path's: no second lookup of a long path, and a file
+    // replaced by a rename meanwhile was still read whole and consistent.
+    let read_as = file
+        .metadata()
+        .ok()
+        .map(|m| (m.len(), crate::source::walk::mtime_ns(&m)));
     let format = rules::sniff_format(&head);
     let problem = match format {
         Some(f) if size > 0 && size <= MAX_FILE_BYTES => {
@@ -190,6 +200,7 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         format,
         problem,
         held,
+        read_as,
     })
 }
 
@@ -280,6 +291,9 @@ pub struct Job {
     pub lookup_first: bool,
     /// When that earlier intent was recorded: nothing it uploaded can be older.
     pub earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
+    /// The ledger holds no row of this item: an intent never acted on can be withdrawn
+    /// by deleting its row.
+    pub unrecorded: bool,
 }
 
 /// The full decision for an examined item.
@@ -649,6 +663,7 @@ fn job(
         abandoned,
         resume,
         earlier_intent,
+        unrecorded: row.is_none(),
     }))
 }
 
@@ -697,6 +712,7 @@ mod tests {
             format: Some(ImageFormat::Png),
             problem: None,
             held: None,
+            read_as: None,
         }
     }
 

@@ -564,6 +564,20 @@ impl SharedReader {
             .map_err(|_| Error::LedgerWrite("a thread using the ledger reader panicked".into()))?;
         f(&guard)
     }
+
+    /// Runs several queries in one read transaction: they see one state of the ledger,
+    /// and start it once (a start takes the WAL's shared-memory locks, two syscalls).
+    pub fn snapshot<T>(&self, f: impl FnOnce(&Ledger) -> T) -> Result<T> {
+        self.with(|ledger| {
+            // Without the transaction each query still runs, in its own.
+            let began = ledger.conn.execute_batch("BEGIN").is_ok();
+            let out = f(ledger);
+            if began && ledger.conn.execute_batch("COMMIT").is_err() {
+                let _ = ledger.conn.execute_batch("ROLLBACK");
+            }
+            Ok(out)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,14 @@ pub enum Record {
         /// The stamp the upload carries.
         stamp: String,
     },
+    /// An intent recorded ahead of the workers for an item the ledger held no row of was
+    /// never acted on (the run stopped first): the row goes, as if never written.
+    Withdrawn {
+        /// The version whose intent it was.
+        version: Version,
+        /// The stamp that upload would have carried.
+        stamp: String,
+    },
     /// `version` is now held by `image_id`.
     Uploaded {
         /// The version uploaded.
@@ -435,8 +443,9 @@ const LINGER_UNACKED: Duration = Duration::from_millis(100);
 /// commit is an fsync, while each of them then waits far longer for its turn to send.
 const LINGER_ACKED: Duration = Duration::from_millis(8);
 /// The longest a batch waits for company when every waiter said when it needs its record
-/// ([`LedgerWriter::commit_within`]): past this, fewer commits save little.
-const LINGER_MAX: Duration = Duration::from_millis(100);
+/// ([`LedgerWriter::commit_within`]): past this, fewer commits save little. Intents
+/// recorded ahead of the workers need theirs a queue's time later (a few hundred ms).
+const LINGER_MAX: Duration = Duration::from_millis(250);
 /// After a wait for company that brought none (one worker, or a quiet daemon), this many
 /// batches commit at once before waiting is tried again.
 const LINGER_BACKOFF: u32 = 16;
@@ -755,6 +764,14 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Re
             planned_id,
             stamp,
         } => record_intent(tx, version, planned_id.as_deref(), stamp, ts),
+        Record::Withdrawn { version, stamp } => {
+            tx.prepare_cached(
+                "DELETE FROM items WHERE source_id = ?1 AND key = ?2 AND state = 'uploading'
+                   AND stamp = ?3 AND image_id IS NULL",
+            )?
+            .execute(params![version.source_id, version.key, stamp])?;
+            Ok(())
+        }
         Record::Uploaded {
             version,
             image_id,

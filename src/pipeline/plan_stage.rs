@@ -13,11 +13,11 @@ use super::run::Run;
 use super::sink::Sink;
 use crate::error::{Error, Result, Stage};
 use crate::item::{Body, Fingerprint, Locator};
-use crate::ledger::{Failure, SharedReader, Version};
+use crate::ledger::{Failure, Ledger, SharedReader, Version};
 use crate::outcome::{How, Outcome, Stored};
 use crate::plan::{self, Decision, Examined, Job, Policy};
 use crate::source::Source;
-use crate::source::walk::mtime_ns as mtime_ns_of;
+use crate::upload::Queued;
 
 /// Stage 2: fetch each candidate's body, read and hash it on the blocking pool, decide,
 /// and hand uploads to the workers; several groups of candidates at once.
@@ -26,7 +26,8 @@ pub(super) async fn plan_stage(
     source: Arc<Source>,
     policy: Policy,
     candidates: mpsc::Receiver<Candidate>,
-    jobs: async_channel::Sender<Job>,
+    jobs: async_channel::Sender<Queued>,
+    workers: usize,
 ) -> Result<()> {
     let reader = run.reader.clone();
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
@@ -45,7 +46,7 @@ pub(super) async fn plan_stage(
         let Some(decided) = decided else { break };
         for decided in decided? {
             let (version, decision) = decided?;
-            route(&run, decision, version, &jobs).await?;
+            route(&run, decision, version, &jobs, workers).await?;
         }
     }
     Ok(())
@@ -82,13 +83,20 @@ async fn examine_and_decide(
         let keys: Vec<&str> = chunk.iter().map(|c| c.item.key.as_str()).collect();
         Error::Panicked(format!("reading {}", keys.join(", ")))
     })?;
-    let decided = chunk
-        .into_iter()
-        .zip(bodies)
-        .zip(examined)
-        .map(|((c, body), examined)| decide_one(run, source, policy, reader, c, body, examined))
-        .collect();
-    Ok(decided)
+    let decide_all = |ledger: Option<&Ledger>| -> Vec<Result<(Version, Decision)>> {
+        chunk
+            .into_iter()
+            .zip(bodies)
+            .zip(examined)
+            .map(|((c, body), examined)| decide_one(run, source, policy, ledger, c, body, examined))
+            .collect()
+    };
+    // One read transaction for the chunk's lookups, not one per lookup: each start of one
+    // takes and releases the shared-memory locks (two fcntl calls) and checks the WAL.
+    Ok(match reader {
+        Some(reader) => reader.snapshot(|ledger| decide_all(Some(ledger)))?,
+        None => decide_all(None),
+    })
 }
 
 /// Decides one candidate from its fetched body and what reading it found.
@@ -96,7 +104,7 @@ fn decide_one(
     run: &Run,
     source: &Source,
     policy: &Policy,
-    reader: Option<&SharedReader>,
+    ledger: Option<&Ledger>,
     c: Candidate,
     body: Result<Body>,
     examined: Option<std::io::Result<Examined>>,
@@ -117,9 +125,11 @@ fn decide_one(
     };
     let version = plan::version(run.source_id, &c.item, &examined);
     // Read and hashed: a file that changed meanwhile is not the version that was hashed.
-    if let (Locator::File(path), Some(Fingerprint::SizeMtime { size, mtime_ns })) =
+    if let (Locator::File(_), Some(Fingerprint::SizeMtime { size, mtime_ns })) =
         (&c.item.locator, &c.item.fingerprint)
-        && std::fs::metadata(path).is_ok_and(|m| (m.len(), mtime_ns_of(&m)) != (*size, *mtime_ns))
+        && examined
+            .read_as
+            .is_some_and(|read_as| read_as != (*size, *mtime_ns))
     {
         let reason = format!(
             "{} changed while it was read; it is tried again once it is stable",
@@ -130,17 +140,12 @@ fn decide_one(
     let source_id = run.source_id;
     let key = c.item.key.clone();
     let same_content = |sha: &str| {
-        reader.and_then(|r| {
-            r.with(|l| l.uploaded_with_content(source_id, sha, &key))
-                .ok()
-                .flatten()
-        })
+        ledger.and_then(|l| l.uploaded_with_content(source_id, sha, &key).ok().flatten())
     };
     if let Some(decision) = plan::follow_content(policy, &examined, c.row.as_ref(), same_content) {
         return Ok((version, decision));
     }
-    let holder =
-        |id: &str| reader.and_then(|r| r.with(|l| l.holder_of(id, source_id, &key)).ok().flatten());
+    let holder = |id: &str| ledger.and_then(|l| l.holder_of(id, source_id, &key).ok().flatten());
     let decision = plan::decide(
         policy,
         c.item,
@@ -169,7 +174,8 @@ async fn route(
     run: &Run,
     decision: Decision,
     version: Version,
-    jobs: &async_channel::Sender<Job>,
+    jobs: &async_channel::Sender<Queued>,
+    workers: usize,
 ) -> Result<()> {
     let outcome = match decision {
         Decision::Touch => Outcome::Touched(version),
@@ -186,26 +192,44 @@ async fn route(
         }),
         Decision::Reject(reason) => return run.reject(version, reason, Failure::Rejected).await,
         Decision::Fail(reason) => return run.reject(version, reason, Failure::Local).await,
-        Decision::Do(job) => return hand_over(run, *job, jobs).await,
+        Decision::Do(job) => return hand_over(run, *job, jobs, workers).await,
     };
     run.end(outcome).await
 }
 
-/// Hands a job to the workers, or says what it would upload in a dry run.
-async fn hand_over(run: &Run, job: Job, jobs: &async_channel::Sender<Job>) -> Result<()> {
-    if matches!(run.sink, Sink::Dry) {
-        let would = Outcome::WouldUpload {
-            key: job.item.key,
-            bytes: job.version.size,
-            id: job.id,
-            replaces: job.previous,
-        };
-        return run.end(would).await;
-    }
+/// Hands a job to the `workers`, its intent recorded ahead of them when that is free, or
+/// says what it would upload in a dry run.
+async fn hand_over(
+    run: &Run,
+    job: Job,
+    jobs: &async_channel::Sender<Queued>,
+    workers: usize,
+) -> Result<()> {
+    let up = match &run.sink {
+        Sink::Upload(up) => up,
+        Sink::Dry => {
+            let would = Outcome::WouldUpload {
+                key: job.item.key,
+                bytes: job.version.size,
+                id: job.id,
+                replaces: job.previous,
+            };
+            return run.end(would).await;
+        }
+    };
+    let intent = match run.shutdown.intake.is_cancelled() {
+        true => None,
+        false => up.uploader.intent_ahead(&job, jobs.len(), workers).await?,
+    };
+    let ahead = intent.clone().map(|intent| (job.clone(), intent));
     // Once intake stops, the workers take no more jobs: drop it rather than wait.
     tokio::select! {
-        _ = jobs.send(job) => {}
-        _ = run.shutdown.intake.cancelled() => {}
+        _ = jobs.send(Queued { job, intent }) => {}
+        _ = run.shutdown.intake.cancelled() => {
+            if let Some((job, intent)) = ahead {
+                up.uploader.withdraw(job, intent).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -13,10 +13,11 @@ use super::{plan_stage, upkeep, workers};
 use crate::config::Config;
 use crate::error::Result;
 use crate::ledger::{BatchedReader, Ledger};
-use crate::plan::{Job, Policy};
+use crate::plan::Policy;
 use crate::quota::Gate;
 use crate::remove::Removal;
 use crate::source::{Found, Source};
+use crate::upload::Queued;
 
 /// Items waiting between the quick check and reading.
 const CANDIDATE_QUEUE: usize = 256;
@@ -25,7 +26,11 @@ const FOUND_QUEUE: usize = 4096;
 
 /// The running stages, each named for the error that stops the run if it fails, in the
 /// order they are waited for (each ends once the one before it has).
-pub(super) struct Stages(Vec<(&'static str, JoinHandle<Result<()>>)>);
+pub(super) struct Stages {
+    running: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    /// The workers' queue, for the jobs a stop leaves in it.
+    queue: async_channel::Receiver<Queued>,
+}
 
 impl Stages {
     /// Spawns every stage, wired by bounded channels.
@@ -44,7 +49,8 @@ impl Stages {
         let (gone_tx, gone_rx) = mpsc::channel::<Removal>(CANDIDATE_QUEUE);
         // Many workers take from it: a channel with many receivers wakes one of them per
         // job, where one receiver behind a lock woke two.
-        let (job_tx, job_rx) = async_channel::bounded::<Job>(cfg.upload.concurrency * 2);
+        let (job_tx, job_rx) = async_channel::bounded::<Queued>(cfg.upload.concurrency * 2);
+        let queue = job_rx.clone();
         let stop = run.shutdown.intake.clone();
         let lister = match (&**source, &reader) {
             // A folder's unchanged files are settled in the walk's thread, on a read
@@ -77,6 +83,7 @@ impl Stages {
             policy,
             cand_rx,
             job_tx,
+            cfg.upload.concurrency,
         ));
         let mut stages = vec![
             ("listing", lister),
@@ -96,13 +103,26 @@ impl Stages {
             let task = upkeep::upkeep(run.clone(), live.clone(), up.clone());
             stages.push(("upkeep", tokio::spawn(task)));
         }
-        Ok(Stages(stages))
+        Ok(Stages {
+            running: stages,
+            queue,
+        })
     }
 
     /// Waits for every stage in order; a failed or panicked one stops the run.
+    /// Then withdraws the intents of jobs a stop left queued: no item is left half-done.
     pub async fn wait(self, run: &Run) {
-        for (stage, task) in self.0 {
+        for (stage, task) in self.running {
             run.join(stage, task).await;
+        }
+        let Sink::Upload(up) = &run.sink else { return };
+        while let Ok(Queued { job, intent }) = self.queue.try_recv() {
+            if let Some(intent) = intent
+                && let Err(e) = up.uploader.withdraw(job, intent).await
+            {
+                run.stop(e);
+                return;
+            }
         }
     }
 }

@@ -8,19 +8,19 @@ use tokio::task::JoinHandle;
 use super::run::Run;
 use super::sink::{Sink, Upload};
 use crate::error::{Disposition, Result};
-use crate::plan::Job;
 use crate::progress::Stats;
 use crate::quota::Gate;
 use crate::remove::{self, Removal};
-use crate::upload::Ended;
+use crate::upload::{Ended, Queued};
 
 /// Stage 3: N workers taking jobs from one queue. After the first stop signal no queued
-/// job starts; past the grace period in-flight ones are abandoned (their intents stay
-/// recorded and the next run resolves them).
+/// job starts (an intent recorded ahead of them is withdrawn); past the grace period
+/// in-flight ones are abandoned (their intents stay recorded and the next run resolves
+/// them).
 pub(super) fn start(
     run: &Run,
     up: &Arc<Upload>,
-    jobs: async_channel::Receiver<Job>,
+    jobs: async_channel::Receiver<Queued>,
     concurrency: usize,
     gate: Option<Arc<Gate>>,
 ) -> Vec<JoinHandle<Result<()>>> {
@@ -39,12 +39,20 @@ pub(super) fn start(
                     };
                     let Some(job) = job else { break };
                     if run.shutdown.intake.is_cancelled() {
+                        withdraw(&run, &up, job).await;
                         break;
                     }
                     if let Some(gate) = &gate {
-                        tokio::select! {
-                            passed = gate.wait(&up.lane) => if let Err(e) = passed { run.stop(e); break },
-                            _ = run.shutdown.intake.cancelled() => break,
+                        let passed = tokio::select! {
+                            passed = gate.wait(&up.lane) => passed,
+                            _ = run.shutdown.intake.cancelled() => Ok(()),
+                        };
+                        if let Err(e) = passed {
+                            run.stop(e);
+                        }
+                        if run.shutdown.intake.is_cancelled() {
+                            withdraw(&run, &up, job).await;
+                            break;
                         }
                     }
                     tokio::select! {
@@ -56,6 +64,16 @@ pub(super) fn start(
             })
         })
         .collect()
+}
+
+/// A job taken but not started (the run is stopping): an intent recorded ahead of the
+/// workers is withdrawn, so the stop leaves the item as it was.
+async fn withdraw(run: &Run, up: &Upload, queued: Queued) {
+    if let Some(intent) = queued.intent
+        && let Err(e) = up.uploader.withdraw(queued.job, intent).await
+    {
+        run.stop(e);
+    }
 }
 
 /// Stage 3b: items that left their source (a watched folder's deleted files, when deletes

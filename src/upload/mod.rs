@@ -88,6 +88,15 @@ impl Uploader {
     }
 }
 
+/// A job on its way to the workers, with its intent when that was recorded ahead of them
+/// ([`Uploader::intent_ahead`]).
+pub struct Queued {
+    /// The job.
+    pub job: Job,
+    /// Durable once settled; every upload request of the job awaits it.
+    pub intent: Option<Ready>,
+}
+
 /// How one job ended, for the caller.
 #[derive(Debug)]
 pub enum Ended {
@@ -129,10 +138,14 @@ struct Attempt<'a> {
 
 impl Uploader {
     /// Runs one job and records its outcome. Only a fatal error is returned to the caller.
-    pub async fn run(&self, job: Job) -> Ended {
-        let intent = match self.intent(&job).await {
-            Ok(intent) => intent,
-            Err(e) => return Ended::Fatal(e),
+    pub async fn run(&self, queued: Queued) -> Ended {
+        let Queued { job, intent } = queued;
+        let intent = match intent {
+            Some(ahead) => Some(ahead),
+            None => match self.intent(&job).await {
+                Ok(intent) => intent,
+                Err(e) => return Ended::Fatal(e),
+            },
         };
         let at = Attempt {
             job: &job,
@@ -178,18 +191,51 @@ impl Uploader {
     /// comes, and the upload request awaits it (the returned [`Ready`]); without, it is
     /// committed before this returns.
     async fn intent(&self, job: &Job) -> Result<Option<Ready>> {
-        let intent = Record::Intent {
-            version: job.version.clone(),
-            planned_id: job.id.clone(),
-            stamp: job.stamp.source.clone(),
-        };
         let slack = self.intent_slack(job);
-        let durable = self.ledger.submit_within(intent, slack).await?;
+        let durable = self.ledger.submit_within(intent_of(job), slack).await?;
         if slack.is_zero() {
             durable.wait().await?;
             return Ok(None);
         }
         Ok(Some(durable.settled().boxed().shared()))
+    }
+
+    /// Records the intent of a job about to be queued for the workers, `queued` jobs
+    /// ahead of it and `workers` taking them, when its first request is the upload of a
+    /// custom id: it may then wait to share a commit until close to its turn, which
+    /// comes after the queue's jobs as well as the limiter's, so the queue's length in
+    /// intents shares each commit (an fsync) rather than the workers' number. `None`:
+    /// the worker records it. A job that never starts (a stop) leaves its intent, as a
+    /// crash does, unless withdrawn ([`Uploader::withdraw`]): only for items the ledger
+    /// holds no row of, whose row can go, and custom ids, whose leftover intent (a kill)
+    /// the next run's POST resolves at no cost; an auto id's would cost a lookup.
+    pub async fn intent_ahead(
+        &self,
+        job: &Job,
+        queued: usize,
+        workers: usize,
+    ) -> Result<Option<Ready>> {
+        let slack = self.intent_slack(job);
+        if job.id.is_none() || !job.unrecorded || slack.is_zero() {
+            return Ok(None);
+        }
+        let ahead = slack.mul_f64(1.0 + queued as f64 / workers.max(1) as f64);
+        let durable = self.ledger.submit_within(intent_of(job), ahead).await?;
+        Ok(Some(durable.settled().boxed().shared()))
+    }
+
+    /// Withdraws the intent [`Uploader::intent_ahead`] recorded for a job that never
+    /// started (the run stopped first), so that a stop leaves no item half-done. Once the
+    /// intent is applied: the writer orders what it is sent and what it finds shelved only
+    /// by their deadlines, and a withdrawal applied first would be undone by its intent.
+    pub async fn withdraw(&self, job: Job, intent: Ready) -> Result<()> {
+        // A failed intent has nothing to withdraw; the delete finds no row.
+        let _ = intent.await;
+        let withdrawn = Record::Withdrawn {
+            version: job.version,
+            stamp: job.stamp.source,
+        };
+        self.ledger.record(withdrawn).await
     }
 
     /// How long this job's intent may wait to share a commit: seven eighths of the wait
@@ -556,6 +602,15 @@ impl Uploader {
                 "the new version is uploaded but its older image could not be deleted; delete it by hand"
             );
         }
+    }
+}
+
+/// The record of a job's intent: the version and the id it is about to write.
+fn intent_of(job: &Job) -> Record {
+    Record::Intent {
+        version: job.version.clone(),
+        planned_id: job.id.clone(),
+        stamp: job.stamp.source.clone(),
     }
 }
 

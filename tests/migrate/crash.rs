@@ -131,6 +131,60 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
     env.assert_exactly_once(&keys).await;
 }
 
+/// A paced run records the intents of queued uploads ahead of the workers (to share
+/// commits); a Ctrl-C leaves those jobs unstarted, and their intents are withdrawn: the
+/// ledger holds exactly the finished uploads, nothing half-done, and the rerun uploads the
+/// rest once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_withdraws_the_intents_of_queued_uploads() {
+    let env = TestEnv::with(
+        cfimg::emulator::EmulatorConfig {
+            api_rate_limit: None,
+            batch_rate_limit: None,
+            ..Default::default()
+        },
+        // Four workers at 20 uploads/s: the queue's jobs wait long enough for their intents
+        // to be recorded ahead of the workers.
+        "rate = 20\nconcurrency = 4",
+    )
+    .await;
+    let keys = setup_files(&env);
+    let child = env
+        .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= 6)
+        .await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uploaded = summary["uploaded"].as_u64().unwrap();
+    assert!(uploaded >= 6 && uploaded < FILES as u64, "{summary}");
+    let rows = env.ledger_rows();
+    assert!(
+        rows.values()
+            .all(|r| r.state == cfimg::ledger::State::Uploaded),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len() as u64, uploaded, "{rows:?}");
+
+    let (code, summary, out) = env.migrate(&[]).await;
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(
+        summary["uploaded"].as_u64().unwrap() + uploaded,
+        FILES as u64
+    );
+    env.assert_exactly_once(&keys).await;
+}
+
 /// Issue 6: a kill while a changed file's upload was stored but not recorded, then another
 /// change: the stored image of the killed run is found by its stamp and deleted, never
 /// orphaned.
