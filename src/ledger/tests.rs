@@ -401,3 +401,49 @@ async fn the_holder_of_an_id_is_the_uploaded_item_before_one_still_writing_it() 
     drop(writer);
     thread.join().unwrap().unwrap();
 }
+
+/// A withdrawal deletes the row its own intent wrote and nothing else: not the row of an
+/// intent with another stamp (a later plan of the item), not a row that holds an image.
+#[tokio::test]
+async fn a_withdrawn_intent_deletes_only_the_row_it_wrote() {
+    let (_dir, path, writer, _thread, sources) = fresh(&["/a"]).await;
+    let a = sources[0];
+    let reader = Ledger::open_read_only(&path).unwrap().unwrap();
+    let intent = |key: &str, stamp: &str| Record::Intent {
+        version: version(a, key, "s1"),
+        planned_id: Some(key.into()),
+        stamp: stamp.into(),
+    };
+    let withdrawn = |key: &str, stamp: &str| Record::Withdrawn {
+        version: version(a, key, "s1"),
+        stamp: stamp.into(),
+    };
+    for key in ["mine.png", "later.png", "stored.png"] {
+        writer.commit(intent(key, "st")).await.unwrap();
+    }
+    writer.commit(intent("later.png", "st2")).await.unwrap();
+    writer
+        .commit(Record::Uploaded {
+            version: version(a, "stored.png", "s1"),
+            image_id: "stored.png".into(),
+            url: None,
+            attempts: 1,
+            replaced: false,
+            stamp: Some("st".into()),
+            check_after: None,
+            superseded: None,
+        })
+        .await
+        .unwrap();
+    for key in ["mine.png", "later.png", "stored.png"] {
+        writer.commit(withdrawn(key, "st")).await.unwrap();
+    }
+    assert!(reader.lookup(a, "mine.png").unwrap().is_none());
+    let later = reader.lookup(a, "later.png").unwrap().unwrap();
+    assert_eq!(
+        (later.state, later.stamp.as_deref()),
+        (State::Uploading, Some("st2"))
+    );
+    let stored = reader.lookup(a, "stored.png").unwrap().unwrap();
+    assert_eq!(stored.state, State::Uploaded);
+}

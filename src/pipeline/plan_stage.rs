@@ -221,13 +221,15 @@ async fn hand_over(
         true => None,
         false => up.uploader.intent_ahead(&job, jobs.len(), workers).await?,
     };
-    let ahead = intent.clone().map(|intent| (job.clone(), intent));
+    let ahead = intent
+        .clone()
+        .map(|i| (job.version.clone(), job.stamp.source.clone(), i));
     // Once intake stops, the workers take no more jobs: drop it rather than wait.
     tokio::select! {
         _ = jobs.send(Queued { job, intent }) => {}
         _ = run.shutdown.intake.cancelled() => {
-            if let Some((job, intent)) = ahead {
-                up.uploader.withdraw(job, intent).await?;
+            if let Some((version, stamp, intent)) = ahead {
+                up.uploader.withdraw(version, stamp, intent).await?;
             }
         }
     }

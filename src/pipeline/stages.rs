@@ -118,7 +118,10 @@ impl Stages {
         let Sink::Upload(up) = &run.sink else { return };
         while let Ok(Queued { job, intent }) = self.queue.try_recv() {
             if let Some(intent) = intent
-                && let Err(e) = up.uploader.withdraw(job, intent).await
+                && let Err(e) = up
+                    .uploader
+                    .withdraw(job.version, job.stamp.source, intent)
+                    .await
             {
                 run.stop(e);
                 return;

@@ -70,7 +70,10 @@ pub(super) fn start(
 /// workers is withdrawn, so the stop leaves the item as it was.
 async fn withdraw(run: &Run, up: &Upload, queued: Queued) {
     if let Some(intent) = queued.intent
-        && let Err(e) = up.uploader.withdraw(queued.job, intent).await
+        && let Err(e) = up
+            .uploader
+            .withdraw(queued.job.version, queued.job.stamp.source, intent)
+            .await
     {
         run.stop(e);
     }
