@@ -116,16 +116,8 @@ impl Stages {
             run.join(stage, task).await;
         }
         let Sink::Upload(up) = &run.sink else { return };
-        while let Ok(Queued { job, intent }) = self.queue.try_recv() {
-            if let Some(intent) = intent
-                && let Err(e) = up
-                    .uploader
-                    .withdraw(job.version, job.stamp.source, intent)
-                    .await
-            {
-                run.stop(e);
-                return;
-            }
+        while let Ok(queued) = self.queue.try_recv() {
+            workers::withdraw(run, up, queued).await;
         }
     }
 }

@@ -68,7 +68,7 @@ pub(super) fn start(
 
 /// A job taken but not started (the run is stopping): an intent recorded ahead of the
 /// workers is withdrawn, so the stop leaves the item as it was.
-async fn withdraw(run: &Run, up: &Upload, queued: Queued) {
+pub(super) async fn withdraw(run: &Run, up: &Upload, queued: Queued) {
     if let Some(intent) = queued.intent
         && let Err(e) = up
             .uploader

@@ -192,12 +192,18 @@ impl Uploader {
     /// committed before this returns.
     async fn intent(&self, job: &Job) -> Result<Option<Ready>> {
         let slack = self.intent_slack(job);
-        let durable = self.ledger.submit_within(intent_of(job), slack).await?;
         if slack.is_zero() {
-            durable.wait().await?;
+            self.ledger.commit(intent_of(job)).await?;
             return Ok(None);
         }
-        Ok(Some(durable.settled().boxed().shared()))
+        self.submit_intent(job, slack).await.map(Some)
+    }
+
+    /// Hands the job's intent to the writer, to be durable within `within`; every upload
+    /// request of the job awaits the returned [`Ready`].
+    async fn submit_intent(&self, job: &Job, within: Duration) -> Result<Ready> {
+        let durable = self.ledger.submit_within(intent_of(job), within).await?;
+        Ok(durable.settled().boxed().shared())
     }
 
     /// Records the intent of a job about to be queued for the workers, `queued` jobs
@@ -220,8 +226,7 @@ impl Uploader {
             return Ok(None);
         }
         let ahead = slack.mul_f64(1.0 + queued as f64 / workers.max(1) as f64);
-        let durable = self.ledger.submit_within(intent_of(job), ahead).await?;
-        Ok(Some(durable.settled().boxed().shared()))
+        self.submit_intent(job, ahead).await.map(Some)
     }
 
     /// Withdraws the intent [`Uploader::intent_ahead`] recorded for a job that never

@@ -83,16 +83,10 @@ async fn killed_runs_end_with_every_file_uploaded_exactly_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
-    let faults = Faults {
-        seed: 5,
-        p_latency: 1.0,
-        latency_ms: 40,
-        ..Faults::default()
-    };
-    let env = TestEnv::with_faults(faults, "concurrency = 2").await;
-    let keys = setup_files(&env);
+/// Runs a migration of the files, sends it SIGINT once `posts` uploads were sent, and
+/// checks the stop: exit 130, "interrupted", and a ledger holding exactly the uploads the
+/// summary counts, every one finished (nothing half-done). Returns that count.
+async fn ctrl_c_after(env: &TestEnv, posts: u64) -> u64 {
     let child = env
         .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
         .stdout(std::process::Stdio::piped())
@@ -100,7 +94,7 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= 3)
+    env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= posts)
         .await;
     let kill = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
@@ -112,23 +106,42 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["outcome"], "interrupted");
     let uploaded = summary["uploaded"].as_u64().unwrap();
-    assert!(uploaded >= 1 && uploaded < FILES as u64, "{summary}");
-    // In-flight uploads finished and were recorded: nothing is left half-done.
+    assert!(uploaded < FILES as u64, "{summary}");
     let rows = env.ledger_rows();
     assert!(
         rows.values()
             .all(|r| r.state == cfimg::ledger::State::Uploaded),
         "{rows:?}"
     );
-    assert_eq!(rows.len() as u64, uploaded);
+    assert_eq!(rows.len() as u64, uploaded, "{rows:?}");
+    uploaded
+}
 
+/// The rerun after a stop that left `uploaded` done uploads the rest, each file once.
+async fn rerun_finishes(env: &TestEnv, keys: &[String], uploaded: u64) {
     let (code, summary, out) = env.migrate(&[]).await;
     assert_eq!(code, 0, "{}", text(&out));
     assert_eq!(
         summary["uploaded"].as_u64().unwrap() + uploaded,
         FILES as u64
     );
-    env.assert_exactly_once(&keys).await;
+    env.assert_exactly_once(keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
+    let faults = Faults {
+        seed: 5,
+        p_latency: 1.0,
+        latency_ms: 40,
+        ..Faults::default()
+    };
+    let env = TestEnv::with_faults(faults, "concurrency = 2").await;
+    let keys = setup_files(&env);
+    // In-flight uploads finish and are recorded.
+    let uploaded = ctrl_c_after(&env, 3).await;
+    assert!(uploaded >= 1);
+    rerun_finishes(&env, &keys, uploaded).await;
 }
 
 /// A paced run records the intents of queued uploads ahead of the workers (to share
@@ -137,52 +150,13 @@ async fn ctrl_c_stops_intake_finishes_in_flight_uploads_and_exits_130() {
 /// rest once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_withdraws_the_intents_of_queued_uploads() {
-    let env = TestEnv::with(
-        cfimg::emulator::EmulatorConfig {
-            api_rate_limit: None,
-            batch_rate_limit: None,
-            ..Default::default()
-        },
-        // Four workers at 20 uploads/s: the queue's jobs wait long enough for their intents
-        // to be recorded ahead of the workers.
-        "rate = 20\nconcurrency = 4",
-    )
-    .await;
+    // Four workers at 20 uploads/s: the queue's jobs wait long enough for their intents
+    // to be recorded ahead of the workers.
+    let env = TestEnv::with_faults(Faults::default(), "rate = 20\nconcurrency = 4").await;
     let keys = setup_files(&env);
-    let child = env
-        .cmd(&["migrate", env.src.to_str().unwrap(), "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    env.wait_for(Duration::from_secs(30), |e| e.upload_posts() >= 6)
-        .await;
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let uploaded = summary["uploaded"].as_u64().unwrap();
-    assert!(uploaded >= 6 && uploaded < FILES as u64, "{summary}");
-    let rows = env.ledger_rows();
-    assert!(
-        rows.values()
-            .all(|r| r.state == cfimg::ledger::State::Uploaded),
-        "{rows:?}"
-    );
-    assert_eq!(rows.len() as u64, uploaded, "{rows:?}");
-
-    let (code, summary, out) = env.migrate(&[]).await;
-    assert_eq!(code, 0, "{}", text(&out));
-    assert_eq!(
-        summary["uploaded"].as_u64().unwrap() + uploaded,
-        FILES as u64
-    );
-    env.assert_exactly_once(&keys).await;
+    let uploaded = ctrl_c_after(&env, 6).await;
+    assert!(uploaded >= 6);
+    rerun_finishes(&env, &keys, uploaded).await;
 }
 
 /// Issue 6: a kill while a changed file's upload was stored but not recorded, then another
