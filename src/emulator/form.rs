@@ -82,6 +82,7 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
     let mut form = UploadForm::default();
     let mut json_meta: Option<String> = None;
     let mut loose_meta = Map::new();
+    let mut too_big = false;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
@@ -91,10 +92,18 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
             let mut len = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 len += chunk.len() as u64;
+                // Cloudflare's edge takes the whole body before the service refuses it, so
+                // the client reads a 5413 rather than a reset mid-write (which it would
+                // rightly retry): read on, keep nothing, answer at the end.
                 if len > SERVICE_MAX_FILE_BYTES {
-                    return Err(too_large());
+                    too_big = true;
+                    chunks.clear();
+                } else {
+                    chunks.push(chunk);
                 }
-                chunks.push(chunk);
+            }
+            if too_big {
+                continue;
             }
             let bytes = if chunks.len() == 1 {
                 chunks.pop().unwrap_or_default()
@@ -123,6 +132,9 @@ pub async fn read(req: Request) -> Result<UploadForm, ApiError> {
                 // Unknown fields are ignored, as the service does.
             }
         }
+    }
+    if too_big {
+        return Err(too_large());
     }
     let mut meta = match json_meta {
         Some(text) => rules::validate_metadata(&text)
