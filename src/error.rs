@@ -322,7 +322,7 @@ impl Error {
             Error::Protocol { status, .. } => {
                 if *status >= 500 || *status == 429 || *status == 408 {
                     Disposition::Retry { after: None }
-                } else if *status == 401 || *status == 403 {
+                } else if *status == 401 || *status == 403 || (300..400).contains(status) {
                     Disposition::Fatal
                 } else {
                     // A 2xx or 4xx that is not the API's JSON is a proxy or a client bug;
@@ -443,6 +443,9 @@ impl Error {
                 "Cloudflare refused the request as given: see its message, fix the arguments, run again",
             ),
             Error::Transport(_) => Some("check the network and `api_base_url`"),
+            Error::Protocol { status, .. } if (300..400).contains(status) => Some(
+                "the API redirected the request, which cfimg does not follow with your token: check `api_base_url` (CFIMG_API_BASE_URL, default https://api.cloudflare.com/client/v4) and `batch_base_url`, and any proxy in between",
+            ),
             Error::BucketListing { location, .. } if location.starts_with("gs://") => Some(
                 "check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY), the bucket name and --endpoint-url",
             ),
@@ -706,6 +709,18 @@ mod tests {
             .disposition(),
             retry
         );
+        for status in [301, 302, 307, 308] {
+            let redirected = Error::Protocol {
+                status,
+                snippet: String::new(),
+            };
+            assert_eq!(redirected.disposition(), Disposition::Fatal, "{status}");
+            assert!(
+                redirected
+                    .hint()
+                    .is_some_and(|h| h.contains("api_base_url"))
+            );
+        }
         assert_eq!(
             Error::Invalid("x".into()).disposition(),
             Disposition::Reject

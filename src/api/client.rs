@@ -679,6 +679,10 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client> {
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(64)
         .user_agent(concat!("cfimg/", env!("CARGO_PKG_VERSION")))
+        // The API answers where it is asked. A redirect means a wrong base URL or a proxy:
+        // it is reported (a fatal 3xx), not followed with the token and a changed method.
+        // Not following also spares the redirect policy's URL parse on every request.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(Error::Transport)
 }

@@ -406,3 +406,43 @@ async fn no_route_points_at_api_base_url() {
         "{err}"
     );
 }
+
+/// An API base behind a redirect (a proxy, an old host) stops the run before any upload,
+/// naming the setting: the token is never sent on to where the redirect points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_redirects_stops_the_run_naming_the_base_url() {
+    let env = TestEnv::new().await;
+    env.write("a.png", &png(1, 800));
+    let target = env.emu.api_base();
+    let moved = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let to = format!(
+            "{target}{}",
+            uri.path_and_query()
+                .map_or("", |p| p.as_str())
+                .trim_start_matches("/client/v4")
+        );
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, to)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, moved).await });
+    reconfigure(
+        &env,
+        &format!("api_base_url = \"{}\"", env.emu.api_base()),
+        &format!("api_base_url = \"http://{addr}/client/v4\""),
+    );
+    let (code, _, out) = env.migrate(&[]).await;
+    server.abort();
+    assert_eq!(code, 3, "{}", text(&out));
+    assert!(stderr(&out).contains("api_base_url"), "{}", text(&out));
+    assert_eq!(
+        env.inspect().requests.iter().map(|r| r.count).sum::<u64>(),
+        0,
+        "nothing followed the redirect to the service"
+    );
+}
