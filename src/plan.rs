@@ -131,8 +131,9 @@ impl Examined {
 }
 
 /// Reads a body once: sha256 of everything and the format from the first bytes, then
-/// checks dimensions and structure as the service would. Blocking.
-pub fn examine(body: &Body) -> std::io::Result<Examined> {
+/// checks dimensions and structure as the service would. `size_hint`, the size the
+/// source listed, sizes the buffer (a wrong one costs reads, never correctness). Blocking.
+pub fn examine(body: &Body, size_hint: Option<u64>) -> std::io::Result<Examined> {
     let Body::File { path, .. } = body else {
         return Ok(Examined::remote());
     };
@@ -140,7 +141,10 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
     let mut hasher = Sha256::new();
     // A small file gets a buffer of its size (one read, and one more that finds the end),
     // not a quarter megabyte zeroed for each of a million 2 kB files.
-    let expected = file.metadata().map_or(u64::MAX, |m| m.len());
+    let expected = match size_hint {
+        Some(size) => size,
+        None => file.metadata().map_or(u64::MAX, |m| m.len()),
+    };
     let capacity =
         usize::try_from(expected.saturating_add(1)).map_or(HASH_CHUNK, |n| n.min(HASH_CHUNK));
     let mut buf = vec![0u8; capacity];
@@ -162,6 +166,10 @@ pub fn examine(body: &Body) -> std::io::Result<Examined> {
         }
         hasher.update(&buf[..n]);
         size += n as u64;
+        // Larger than the size said (it grew, or the hint was wrong): full-size reads on.
+        if n == buf.len() && buf.len() < HASH_CHUNK {
+            buf.resize(HASH_CHUNK, 0);
+        }
     }
     // The open file's, not the path's: no second lookup of a long path, and a file
     // replaced by a rename meanwhile was still read whole and consistent.
@@ -901,12 +909,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
         std::fs::write(&p, b"\x89PNG\r\n\x1a\nrest").unwrap();
-        let e = examine(&Body::file(p)).unwrap();
+        let e = examine(&Body::file(p), None).unwrap();
         assert_eq!(e.format, Some(ImageFormat::Png));
         assert_eq!(e.size, Some(12));
         assert_eq!(
             e.sha256.as_deref(),
             Some(hex::encode(Sha256::digest(b"\x89PNG\r\n\x1a\nrest")).as_str())
         );
+    }
+
+    #[test]
+    fn a_wrong_size_hint_costs_reads_never_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        let bytes = b"\x89PNG\r\n\x1a\nrest of a file that grew";
+        std::fs::write(&p, bytes).unwrap();
+        let hash = hex::encode(Sha256::digest(bytes));
+        for hint in [0, 3, 12, 10_000] {
+            let e = examine(&Body::file(p.clone()), Some(hint)).unwrap();
+            assert_eq!(e.size, Some(bytes.len() as u64), "hint {hint}");
+            assert_eq!(e.sha256.as_deref(), Some(hash.as_str()), "hint {hint}");
+            // Held bytes are only ever the whole file, read in one go.
+            if let Some(held) = &e.held {
+                assert_eq!(&held[..], &bytes[..], "hint {hint}");
+            }
+        }
+        let read_whole = examine(&Body::file(p), Some(10_000)).unwrap();
+        assert!(read_whole.held.is_some());
     }
 }

@@ -71,11 +71,15 @@ async fn examine_and_decide(
     for c in &chunk {
         bodies.push(source.body(&c.item).await);
     }
-    let reading: Vec<Option<Body>> = bodies.iter().map(|b| b.as_ref().ok().cloned()).collect();
+    let reading: Vec<Option<(Body, Option<u64>)>> = bodies
+        .iter()
+        .zip(&chunk)
+        .map(|(b, c)| b.as_ref().ok().map(|b| (b.clone(), c.item.size())))
+        .collect();
     let examined = tokio::task::spawn_blocking(move || {
         reading
             .iter()
-            .map(|b| b.as_ref().map(plan::examine))
+            .map(|b| b.as_ref().map(|(body, hint)| plan::examine(body, *hint)))
             .collect::<Vec<_>>()
     })
     .await
