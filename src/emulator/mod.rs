@@ -88,8 +88,9 @@
 //!   inspection with status 0.
 //! - **Uploads.** An empty file is 400 code 9422 (cannot be decoded); an unknown format is
 //!   415 code 5455; over 10 MB is 413 code 5413, answered once the whole body is read (as
-//!   Cloudflare's edge takes it), so a client is never cut off mid-write; then the image is decoded as the service
-//!   would (`crate::image_check`, on file, url and direct uploads alike): truncated or
+//!   Cloudflare's edge takes it), so a client is never cut off mid-write; then the image
+//!   is decoded as the service would (`crate::image_check`, on file, url and direct
+//!   uploads alike): truncated or
 //!   corrupt is 400 code 9422, over 12,000 px a side or 100 megapixels (animations: the
 //!   total area of their frames) is 400 code 5400 naming the dimensions (not 5443: the
 //!   service's code for animations is undocumented); a refused direct upload leaves its
