@@ -322,7 +322,7 @@ impl Error {
             Error::Protocol { status, .. } => {
                 if *status >= 500 || *status == 429 || *status == 408 {
                     Disposition::Retry { after: None }
-                } else if *status == 401 || *status == 403 || (300..400).contains(status) {
+                } else if *status == 401 || *status == 403 || self.is_redirect() {
                     Disposition::Fatal
                 } else {
                     // A 2xx or 4xx that is not the API's JSON is a proxy or a client bug;
@@ -443,7 +443,7 @@ impl Error {
                 "Cloudflare refused the request as given: see its message, fix the arguments, run again",
             ),
             Error::Transport(_) => Some("check the network and `api_base_url`"),
-            Error::Protocol { status, .. } if (300..400).contains(status) => Some(
+            e if e.is_redirect() => Some(
                 "the API redirected the request, which cfimg does not follow with your token: check `api_base_url` (CFIMG_API_BASE_URL, default https://api.cloudflare.com/client/v4) and `batch_base_url`, and any proxy in between",
             ),
             Error::BucketListing { location, .. } if location.starts_with("gs://") => Some(
@@ -589,6 +589,11 @@ impl Error {
     pub fn is_forbidden(&self) -> bool {
         matches!(self, Error::Api { status: 403, code, .. }
             if !matches!(*code, codes::NOT_AUTHORISED | codes::AUTH))
+    }
+
+    /// The API answered with a redirect (3xx), which cfimg does not follow.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, Error::Protocol { status, .. } if (300..400).contains(status))
     }
 
     /// An authentication failure (10000, or a 401 without a code): on the batch host, the

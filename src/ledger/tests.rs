@@ -415,7 +415,8 @@ async fn a_withdrawn_intent_deletes_only_the_row_it_wrote() {
         stamp: stamp.into(),
     };
     let withdrawn = |key: &str, stamp: &str| Record::Withdrawn {
-        version: version(a, key, "s1"),
+        source_id: a,
+        key: key.into(),
         stamp: stamp.into(),
     };
     for key in ["mine.png", "later.png", "stored.png"] {

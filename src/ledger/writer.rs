@@ -54,8 +54,10 @@ pub enum Record {
     /// An intent recorded ahead of the workers for an item the ledger held no row of was
     /// never acted on (the run stopped first): the row goes, as if never written.
     Withdrawn {
-        /// The version whose intent it was.
-        version: Version,
+        /// The item's source.
+        source_id: i64,
+        /// The item's key in it.
+        key: String,
         /// The stamp that upload would have carried.
         stamp: String,
     },
@@ -764,12 +766,16 @@ fn apply(tx: &Transaction<'_>, record: &Record, ts: &str, retry_base: f64) -> Re
             planned_id,
             stamp,
         } => record_intent(tx, version, planned_id.as_deref(), stamp, ts),
-        Record::Withdrawn { version, stamp } => {
+        Record::Withdrawn {
+            source_id,
+            key,
+            stamp,
+        } => {
             tx.prepare_cached(
                 "DELETE FROM items WHERE source_id = ?1 AND key = ?2 AND state = 'uploading'
                    AND stamp = ?3 AND image_id IS NULL",
             )?
-            .execute(params![version.source_id, version.key, stamp])?;
+            .execute(params![source_id, key, stamp])?;
             Ok(())
         }
         Record::Uploaded {

@@ -225,15 +225,17 @@ async fn hand_over(
         true => None,
         false => up.uploader.intent_ahead(&job, jobs.len(), workers).await?,
     };
-    let ahead = intent
-        .clone()
-        .map(|i| (job.version.clone(), job.stamp.source.clone(), i));
+    // What a withdrawal needs, kept here: a cancelled send drops the job with it.
+    let ahead = intent.clone().map(|i| {
+        let item = (job.version.source_id, job.version.key.clone());
+        (item, job.stamp.source.clone(), i)
+    });
     // Once intake stops, the workers take no more jobs: drop it rather than wait.
     tokio::select! {
         _ = jobs.send(Queued { job, intent }) => {}
         _ = run.shutdown.intake.cancelled() => {
-            if let Some((version, stamp, intent)) = ahead {
-                up.uploader.withdraw(version, stamp, intent).await?;
+            if let Some((item, stamp, intent)) = ahead {
+                up.uploader.withdraw(item, stamp, intent).await?;
             }
         }
     }

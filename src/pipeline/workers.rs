@@ -72,7 +72,11 @@ pub(super) async fn withdraw(run: &Run, up: &Upload, queued: Queued) {
     if let Some(intent) = queued.intent
         && let Err(e) = up
             .uploader
-            .withdraw(queued.job.version, queued.job.stamp.source, intent)
+            .withdraw(
+                (queued.job.version.source_id, queued.job.version.key),
+                queued.job.stamp.source,
+                intent,
+            )
             .await
     {
         run.stop(e);

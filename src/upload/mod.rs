@@ -23,7 +23,7 @@ use crate::api::types::Image;
 use crate::config::UploadConfig;
 use crate::error::{Error, Result, Stage};
 use crate::item::Locator;
-use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded, Version};
+use crate::ledger::{Failure, LedgerWriter, Record, SharedReader, Superseded};
 use crate::outcome::{Failed, How, Outcome, Stored};
 use crate::plan::{Action, Job};
 use crate::progress::Stats;
@@ -233,10 +233,19 @@ impl Uploader {
     /// started (the run stopped first), so that a stop leaves no item half-done. Once the
     /// intent is applied: the writer orders what it is sent and what it finds shelved only
     /// by their deadlines, and a withdrawal applied first would be undone by its intent.
-    pub async fn withdraw(&self, version: Version, stamp: String, intent: Ready) -> Result<()> {
+    pub async fn withdraw(
+        &self,
+        (source_id, key): (i64, String),
+        stamp: String,
+        intent: Ready,
+    ) -> Result<()> {
         // A failed intent has nothing to withdraw; the delete finds no row.
         let _ = intent.await;
-        let withdrawn = Record::Withdrawn { version, stamp };
+        let withdrawn = Record::Withdrawn {
+            source_id,
+            key,
+            stamp,
+        };
         self.ledger.record(withdrawn).await
     }
 
