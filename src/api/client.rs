@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
@@ -713,6 +713,18 @@ async fn parse<T: DeserializeOwned>(sent: reqwest::Result<Response>) -> Answered
 /// A response's body as the envelope's result or a classified error.
 async fn read<T: DeserializeOwned>(resp: Response, hints: &RateHints) -> Result<T> {
     let status = resp.status().as_u16();
+    // A redirect is not followed (see `http_client`): where it points is what to report.
+    let redirect = resp
+        .status()
+        .is_redirection()
+        .then(|| {
+            resp.headers()
+                .get(LOCATION)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .flatten();
     let body = resp.bytes().await.map_err(Error::Transport)?;
     let envelope = serde_json::from_slice::<Envelope<T>>(&body);
     if let Ok(e) = &envelope
@@ -782,7 +794,10 @@ async fn read<T: DeserializeOwned>(resp: Response, hints: &RateHints) -> Result<
         }),
         None => Err(Error::Protocol {
             status,
-            snippet: snippet(&body),
+            snippet: match redirect {
+                Some(to) => format!("a redirect to {to}"),
+                None => snippet(&body),
+            },
         }),
     }
 }

@@ -440,6 +440,11 @@ async fn an_api_that_redirects_stops_the_run_naming_the_base_url() {
     server.abort();
     assert_eq!(code, 3, "{}", text(&out));
     assert!(stderr(&out).contains("api_base_url"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("a redirect to {}", env.emu.api_base())),
+        "it says where the redirect pointed: {}",
+        text(&out)
+    );
     assert_eq!(
         env.inspect().requests.iter().map(|r| r.count).sum::<u64>(),
         0,
